@@ -1,0 +1,34 @@
+# pig-engine: `make demo` and `make test` do all set-up on a fresh machine.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install test test-fast bench demo lint clean
+
+# (Re)install when the venv is missing or the build inputs changed.
+$(STAMP): setup.py pyproject.toml $(wildcard cpp_ext/*.cpp cpp_ext/*.h)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[export,dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: install
+	$(BIN)/python -m pytest -q tests
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow" tests
+
+bench: install
+	$(BIN)/python -m bench
+
+demo: install
+	$(BIN)/python -m pig.demo.run
+
+lint: install
+	$(BIN)/ruff check pig tests bench scripts
+
+clean:
+	rm -rf build *.egg-info pig/*.so demo_out .pytest_cache

@@ -1,0 +1,49 @@
+"""Build and install pig-engine: Python packages, console scripts and the C++ extension."""
+
+from pybind11.setup_helpers import Pybind11Extension, build_ext
+from setuptools import find_packages, setup
+
+preprocess_ext = Pybind11Extension(
+    "pig._preprocess",
+    sources=["cpp_ext/preprocess.cpp"],
+    cxx_std=17,
+    extra_compile_args=["-O3"],
+)
+
+setup(
+    name="pig-engine",
+    version="0.1.0",
+    description="Production inference for PIG text-to-video retrieval: ONNX, TensorRT, usearch.",
+    python_requires=">=3.11",
+    packages=find_packages(include=["pig", "pig.*"]),
+    package_data={"pig": ["data/*"]},
+    ext_modules=[preprocess_ext],
+    cmdclass={"build_ext": build_ext},
+    install_requires=[
+        "numpy>=1.26",
+        "onnxruntime>=1.18",
+        "usearch>=2.12",
+        "av>=12",
+        "tokenizers>=0.19",
+        "click>=8.1",
+        "tqdm>=4.66",
+    ],
+    extras_require={
+        # Export needs PyTorch; pinned so a fresh machine never pulls a CUDA build.
+        "export": ["torch==2.13.0", "onnx>=1.16", "onnxscript>=0.1"],
+        "gpu": ["tensorrt>=10", "cuda-python>=12", "onnxruntime-gpu>=1.18"],
+        "dev": [
+            "pytest>=8",
+            "ruff>=0.5",
+            "transformers==4.57.6",
+            "decord==0.6.0",
+            "opencv-python-headless>=4.9",
+        ],
+    },
+    entry_points={
+        "console_scripts": [
+            "pig-export=pig.export.cli:main",
+            "pig-engine=pig.engine.cli:main",
+        ]
+    },
+)
