@@ -22,7 +22,7 @@ test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow" tests
 
 bench: install
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench $(BENCH)
 
 demo: install
 	$(BIN)/python -m pig.demo.run
