@@ -23,7 +23,7 @@ setup(
         "numpy>=1.26",
         "onnxruntime>=1.18",
         "usearch>=2.12",
-        "av>=12",
+        "av>=18,<19",
         "tokenizers>=0.19",
         "click>=8.1",
         "tqdm>=4.66",
