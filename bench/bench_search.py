@@ -1,0 +1,170 @@
+"""Search latency, recall, build time and memory of the usearch index (pig.engine.index).
+
+Stored and query vectors are synthetic but structured like real embeddings (clusters in a
+low-rank subspace, a shared mean direction, isotropic noise; see ``structured_vectors``). The
+text tokenise+encode step is measured by the engine benchmarks; here queries arrive as
+vectors, so latency = ``VideoIndex.search`` (HNSW, one query per call) including catalog
+lookups. Baseline: exact (brute-force) search over the same index. Built indexes are cached
+under ``.cache/bench/search/`` (git-ignored) keyed by size, dtype and settings.
+
+Environment: ``PIG_BENCH_SEARCH_SIZES`` (default ``10000,100000,1000000``) and
+``PIG_BENCH_SEARCH_DTYPES`` (default ``f16,i8,f32``; only f16 for sizes above 100k). A size
+whose build is predicted (from the previous size) to exceed 10 minutes is skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from pig.engine.index import Entry, VideoIndex
+
+DIM = 512
+QUERIES = 200
+BUILD_LIMIT_S = 600.0
+CACHE = Path(__file__).resolve().parent.parent / ".cache" / "bench" / "search"
+
+
+def structured_vectors(
+    n: int, dim: int = DIM, *, seed: int, world: int = 0, clusters: int = 256, rank: int = 64
+) -> np.ndarray:
+    """Unit float32 ``[n, dim]`` vectors shaped like real embeddings.
+
+    ``world`` fixes the structure (a random ``rank``-dim subspace with a 1/sqrt(i) spectrum,
+    ``clusters`` centres in it, a shared mean direction); ``seed`` draws the samples, so stored
+    vectors and queries (different seeds, same world) come from one distribution.
+    """
+    w = np.random.default_rng(world)
+    basis = np.linalg.qr(w.standard_normal((dim, rank)))[0].astype(np.float32)
+    spectrum = (1.0 / np.sqrt(1.0 + np.arange(rank))).astype(np.float32)
+    centers = w.standard_normal((clusters, rank)).astype(np.float32) * spectrum
+    mean = w.standard_normal(dim).astype(np.float32)
+    mean *= 1.5 / np.linalg.norm(mean)
+    rng = np.random.default_rng(seed)
+    z = centers[rng.integers(clusters, size=n)]
+    z += 0.6 * spectrum * rng.standard_normal((n, rank), dtype=np.float32)
+    x = z @ basis.T + mean + 0.08 * rng.standard_normal((n, dim), dtype=np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x
+
+
+def recall_at(found: list[list[int]], truth: np.ndarray, k: int = 10) -> float:
+    """Mean |found_k ∩ truth_k| / k over queries."""
+    return float(
+        np.mean(
+            [len(set(f[:k]) & set(t[:k].tolist())) / k for f, t in zip(found, truth, strict=True)]
+        )
+    )
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _dir_bytes(d: Path) -> int:
+    return sum(p.stat().st_size for p in d.iterdir() if p.is_file())
+
+
+def _build(n: int, dtype: str) -> tuple[Path, float, bool]:
+    """The cached index of ``n`` structured vectors, its build seconds, whether it was cached."""
+    d = CACHE / f"n{n}_d{DIM}_{dtype}"
+    timing = d.with_suffix(".build_s")
+    if (d / "manifest.json").exists() and timing.exists():
+        return d, float(timing.read_text()), True
+    shutil.rmtree(d, ignore_errors=True)
+    t0 = time.perf_counter()
+    with VideoIndex.create(d, fingerprint="bench", dim=DIM, dtype=dtype, bundle_info={}) as idx:
+        for start, x in _chunks(n):
+            entries = [Entry(f"/bench/v{start + i}.mp4", 0, 0, "", 0) for i in range(len(x))]
+            idx.add(entries, x)
+    build_s = time.perf_counter() - t0
+    timing.write_text(f"{build_s:.3f}\n")
+    return d, build_s, False
+
+
+def _latency_ms(idx: VideoIndex, q: np.ndarray, exact: bool) -> np.ndarray:
+    out = []
+    for row in q:
+        t0 = time.perf_counter()
+        idx.search(row, 10, exact=exact)
+        out.append((time.perf_counter() - t0) * 1e3)
+    return np.asarray(out)
+
+
+def _chunks(n: int) -> Iterator[tuple[int, np.ndarray]]:
+    """The stored vectors, generated in 50k chunks: (first key - 1, vectors)."""
+    for start in range(0, n, 50_000):
+        yield start, structured_vectors(min(50_000, n - start), seed=1000 + start)
+
+
+def _truth(n: int, q: np.ndarray) -> np.ndarray:
+    """Exact float32 top-10 keys over the stored vectors (keys are 1-based, as assigned)."""
+    scores, keys = [], []
+    for start, x in _chunks(n):
+        s = q @ x.T
+        top = np.argpartition(-s, 10, axis=1)[:, :10]
+        scores.append(np.take_along_axis(s, top, 1))
+        keys.append(top + start + 1)
+    s, k = np.concatenate(scores, 1), np.concatenate(keys, 1)
+    return np.take_along_axis(k, np.argsort(-s, axis=1)[:, :10], 1)
+
+
+def _row(n: int, dtype: str, q: np.ndarray, truth: np.ndarray) -> tuple[str, float]:
+    d, build_s, cached = _build(n, dtype)
+    rss0 = _rss_bytes()
+    with VideoIndex.open(d) as idx:
+        ram = _rss_bytes() - rss0
+        hnsw = _latency_ms(idx, q, exact=False)
+        exact = _latency_ms(idx, q[:20], exact=True)
+        t0 = time.perf_counter()
+        found = [[h.key for h in hits] for hits in idx.search(q, 10)]
+        batch_ms = (time.perf_counter() - t0) * 1e3
+        ex_found = np.asarray([[h.key for h in hits] for hits in idx.search(q, 10, exact=True)])
+    p50, p99, ex50 = np.percentile(hnsw, 50), np.percentile(hnsw, 99), np.percentile(exact, 50)
+    built = f"{build_s:.1f}{'*' if cached else ' '}"
+    line = (
+        f"{n:>8} {dtype:>5} {built:>8} {_dir_bytes(d) / 1e6:>8.1f} {ram / 1e6:>7.1f} "
+        f"{p50:>7.3f} {p99:>7.3f} {ex50:>9.2f} {ex50 / p50:>6.0f}x {batch_ms / len(q):>9.3f} "
+        f"{recall_at(found, ex_found):>8.4f} {recall_at(found, truth):>8.4f}"
+    )
+    return line, build_s
+
+
+def main() -> None:
+    env = os.environ.get
+    sizes = [int(v) for v in env("PIG_BENCH_SEARCH_SIZES", "10000,100000,1000000").split(",")]
+    dtypes = env("PIG_BENCH_SEARCH_DTYPES", "f16,i8,f32").split(",")
+    q = structured_vectors(QUERIES, seed=7)
+    print(f"dim {DIM}, {QUERIES} queries, k=10, usearch threads: all ({os.cpu_count()} cores)")
+    print(
+        "build: * = cached from an earlier run; RSS: memory added by loading the index; latency:"
+        " one query per call; batch: 200 queries in one call, per query; exact: brute force"
+        " over the same index (baseline); R@10 vs exact (same dtype) / vs float32 truth"
+    )
+    print(
+        f"{'n':>8} {'dtype':>5} {'build s':>8} {'disk MB':>8} {'RSS MB':>7} {'p50 ms':>7} "
+        f"{'p99 ms':>7} {'exact p50':>9} {'speedup':>7} {'batch ms':>9} {'R@10 ex':>8} "
+        f"{'R@10 f32':>8}"
+    )
+    rate: float | None = None  # vectors/s of the last f16 build
+    for n in sizes:
+        cached = (CACHE / f"n{n}_d{DIM}_f16.build_s").exists()
+        if rate is not None and n / rate > BUILD_LIMIT_S and not cached:
+            print(f"{n:>8} skipped: predicted f16 build {n / rate:.0f} s > {BUILD_LIMIT_S:.0f} s")
+            continue
+        truth = _truth(n, q)
+        for dtype in dtypes if n <= 100_000 else ["f16"]:
+            line, build_s = _row(n, dtype, q, truth)
+            if dtype == "f16":
+                rate = n / build_s
+            print(line, flush=True)
+
+
+if __name__ == "__main__":
+    main()

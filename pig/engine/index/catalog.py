@@ -1,0 +1,192 @@
+"""SQLite catalog of an index: one row per file (indexed or failed), keyed like the vectors.
+
+The catalog is also the index's commit record: ``meta.generation`` names the vectors file
+that matches the committed rows, and it changes in the same SQLite transaction as the rows.
+A writer keeps its changes in one open transaction until :meth:`Catalog.commit`; a reader
+holds one read transaction (a WAL snapshot) for its whole life, so it sees one generation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from pig.errors import IndexStoreError
+
+CATALOG_NAME = "catalog.sqlite"
+INDEXED, FAILED = "indexed", "failed"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS files (
+    key        INTEGER PRIMARY KEY AUTOINCREMENT,  -- usearch key; never reused
+    path       TEXT    NOT NULL UNIQUE,            -- absolute, normalised
+    size       INTEGER,
+    mtime_ns   INTEGER,
+    digest     TEXT,                               -- blake2b-256 of the content (hex)
+    frames     INTEGER,                            -- frames in the video stream
+    status     TEXT    NOT NULL CHECK (status IN ('indexed', 'failed')),
+    error      TEXT,
+    added_at   REAL    NOT NULL,                   -- unix seconds
+    updated_at REAL    NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+_COLUMNS = "key, path, size, mtime_ns, digest, frames, status, error, added_at, updated_at"
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """One catalog row. ``status`` is ``"indexed"`` (has a vector) or ``"failed"``."""
+
+    key: int
+    path: str
+    size: int | None
+    mtime_ns: int | None
+    digest: str | None
+    frames: int | None
+    status: str
+    error: str | None
+    added_at: float
+    updated_at: float
+
+
+def file_digest(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    """blake2b-256 of a file's content, read in ``chunk``-byte pieces."""
+    h = hashlib.blake2b(digest_size=32)
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+class Catalog:
+    """The ``catalog.sqlite`` of an index directory (see module docstring)."""
+
+    def __init__(self, path: Path, *, writable: bool) -> None:
+        self.path = path
+        self.writable = writable
+        if not path.is_file():
+            raise IndexStoreError(f"{path}: index catalog is missing")
+        try:
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA synchronous=FULL")
+            if writable:
+                self._db.execute("PRAGMA journal_mode=WAL")
+            else:
+                self._db.execute("BEGIN")  # snapshot held until close()
+            self.generation = int(self._meta("generation"))
+        except (sqlite3.DatabaseError, TypeError, ValueError) as exc:
+            raise IndexStoreError(f"{path}: unreadable index catalog ({exc})") from None
+
+    @classmethod
+    def create(cls, path: Path) -> Catalog:
+        """A new, empty catalog at generation 0 (replaces leftovers of an interrupted create)."""
+        for stale in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+            stale.unlink(missing_ok=True)
+        db = sqlite3.connect(path, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.executescript(_SCHEMA + "INSERT INTO meta VALUES ('generation', '0');")
+        db.close()
+        return cls(path, writable=True)
+
+    # --- reads -------------------------------------------------------------------------
+    def _meta(self, name: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+        return row[0] if row else None
+
+    def lookup(self, path: str) -> FileRecord | None:
+        row = self._db.execute(f"SELECT {_COLUMNS} FROM files WHERE path = ?", (path,)).fetchone()
+        return FileRecord(*row) if row else None
+
+    def records(self, status: str | None = None) -> Iterator[FileRecord]:
+        """All rows (or those with ``status``), ordered by key."""
+        where, args = ("WHERE status = ?", (status,)) if status else ("", ())
+        cur = self._db.execute(f"SELECT {_COLUMNS} FROM files {where} ORDER BY key", args)
+        yield from (FileRecord(*row) for row in cur)
+
+    def under(self, folder: str) -> list[FileRecord]:
+        """Rows whose path lies inside ``folder``."""
+        lo = folder.rstrip(os.sep) + os.sep
+        hi = lo[:-1] + chr(ord(os.sep) + 1)
+        sql = f"SELECT {_COLUMNS} FROM files WHERE path >= ? AND path < ? ORDER BY key"
+        return [FileRecord(*row) for row in self._db.execute(sql, (lo, hi))]
+
+    def paths(self, keys: Iterable[int]) -> dict[int, str]:
+        keys = list(keys)
+        out: dict[int, str] = {}
+        for i in range(0, len(keys), 500):  # stay under SQLite's bound-parameter limit
+            part = keys[i : i + 500]
+            marks = ",".join("?" * len(part))
+            out.update(
+                self._db.execute(f"SELECT key, path FROM files WHERE key IN ({marks})", part)
+            )
+        return out
+
+    def counts(self) -> dict[str, int]:
+        rows = dict(self._db.execute("SELECT status, COUNT(*) FROM files GROUP BY status"))
+        return {INDEXED: rows.get(INDEXED, 0), FAILED: rows.get(FAILED, 0)}
+
+    # --- writes (pending until commit) ---------------------------------------------------
+    def _write(self, sql: str, args: tuple | list = ()) -> sqlite3.Cursor:
+        if not self.writable:
+            raise IndexStoreError(f"{self.path}: catalog is open read-only")
+        if not self._db.in_transaction:
+            self._db.execute("BEGIN IMMEDIATE")
+        return self._db.execute(sql, args)
+
+    def upsert(
+        self,
+        path: str,
+        *,
+        status: str,
+        size: int | None,
+        mtime_ns: int | None,
+        digest: str | None = None,
+        frames: int | None = None,
+        error: str | None = None,
+    ) -> tuple[int, FileRecord | None]:
+        """Insert or overwrite the row of ``path``; returns its key and the previous row."""
+        now = time.time()
+        old = self.lookup(path)
+        values = (size, mtime_ns, digest, frames, status, error, now)
+        if old is None:
+            cur = self._write(
+                "INSERT INTO files (path, size, mtime_ns, digest, frames, status, error, "
+                "updated_at, added_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (path, *values, now),
+            )
+            return int(cur.lastrowid or 0), None
+        self._write(
+            "UPDATE files SET size = ?, mtime_ns = ?, digest = ?, frames = ?, status = ?, "
+            "error = ?, updated_at = ? WHERE key = ?",
+            (*values, old.key),
+        )
+        return old.key, old
+
+    def touch(self, key: int, size: int, mtime_ns: int) -> None:
+        """Record a new size/mtime for a file whose content is unchanged."""
+        self._write(
+            "UPDATE files SET size = ?, mtime_ns = ?, updated_at = ? WHERE key = ?",
+            (size, mtime_ns, time.time(), key),
+        )
+
+    def delete(self, keys: Iterable[int]) -> None:
+        for k in keys:
+            self._write("DELETE FROM files WHERE key = ?", (k,))
+
+    def commit(self, generation: int) -> None:
+        """Atomically make the pending rows and ``generation`` durable (the commit point)."""
+        self._write("INSERT OR REPLACE INTO meta VALUES ('generation', ?)", (str(generation),))
+        self._db.execute("COMMIT")
+        self.generation = generation
+
+    def close(self) -> None:
+        """Close; a writer's uncommitted changes are rolled back."""
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
+        self._db.close()

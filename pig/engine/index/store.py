@@ -1,0 +1,563 @@
+"""``VideoIndex``: an index directory of video vectors (usearch + SQLite catalog + manifest).
+
+Directory layout::
+
+    manifest.json              settings, bundle fingerprint, summary of the last commit
+    catalog.sqlite (+ -wal)    one row per file; ``meta.generation`` = the commit point
+    vectors.<generation>.usearch
+    lock                       flock held by the one writer
+
+Commit protocol (:meth:`VideoIndex.commit`): write ``vectors.<g+1>.usearch`` (temp name,
+fsync, rename, fsync dir); commit the catalog rows together with ``generation = g+1`` in one
+SQLite transaction (this is the commit point); rewrite the manifest; delete the old vectors
+file. A crash before the catalog commit leaves generation ``g`` with its own vectors file (the
+orphan ``g+1`` file is removed by the next writer); a crash after it leaves ``g+1`` complete
+(a stale manifest summary is repaired by the next writer). Readers use the catalog's
+generation, never the manifest's.
+
+Typical use by an indexing run::
+
+    with VideoIndex.open_or_create(d, fingerprint=fp, dim=512, bundle_info=info) as idx:
+        plan = idx.plan(path)
+        if plan.action == "embed":
+            ...  # decode + encode, then either
+            idx.add([Entry.from_file(path, frames=n, digest=plan.digest)], vectors)
+            idx.record_failure(path, "no video stream")
+        idx.commit()  # periodically; leaving the ``with`` block normally commits too
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+import numpy as np
+
+from pig.engine.index.catalog import (
+    CATALOG_NAME,
+    FAILED,
+    INDEXED,
+    Catalog,
+    FileRecord,
+    file_digest,
+)
+from pig.engine.index.fsutil import DirLock, fsync_dir, publish
+from pig.engine.index.manifest import DTYPES, MANIFEST_NAME, IndexManifest
+from pig.engine.index.vectors import VectorStore, check_unit_vectors
+from pig.errors import IndexStoreError
+
+_OPEN_RETRIES = 5  # a reader racing a writer's commit retries with the newer generation
+
+
+def _abspath(path: str | os.PathLike[str]) -> str:
+    return os.path.abspath(os.fspath(path))
+
+
+def _vectors_name(generation: int) -> str:
+    return f"vectors.{generation:06d}.usearch"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A file whose vector is being added: absolute path, stat, content digest, frame count."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    digest: str
+    frames: int
+
+    @classmethod
+    def from_file(
+        cls, path: str | os.PathLike[str], *, frames: int, digest: str | None = None
+    ) -> Entry:
+        """Stat (and, unless ``digest`` is given, hash) ``path`` now."""
+        p = _abspath(path)
+        st = os.stat(p)
+        return cls(p, st.st_size, st.st_mtime_ns, digest or file_digest(p), frames)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What an indexing run should do with one file.
+
+    ``action``: ``"embed"`` or ``"skip"``. ``reason``: ``new``, ``changed`` (content differs),
+    ``retry`` (failed before) -> embed; ``unchanged`` (same size+mtime), ``touched`` (new
+    size/mtime, same content: catalog updated), ``failed`` (failed before, unchanged, and
+    ``retry_failed=False``) -> skip. ``digest`` is set when the plan had to hash the file.
+    """
+
+    path: str
+    action: Literal["embed", "skip"]
+    reason: str
+    digest: str | None = None
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A search result: catalog key, absolute path, inner-product score (cosine)."""
+
+    key: int
+    path: str
+    score: float
+
+
+class VideoIndex:
+    """An open index directory; see the module docstring. Create with :meth:`create`,
+    :meth:`open` or :meth:`open_or_create`; close with :meth:`close` or a ``with`` block.
+    Not thread-safe: call it from one thread at a time. OS errors (permissions, a full disk)
+    surface as :class:`IndexStoreError` naming the directory."""
+
+    def __init__(
+        self,
+        directory: Path,
+        manifest: IndexManifest,
+        catalog: Catalog,
+        vectors: VectorStore,
+        lock: DirLock | None,
+        view: bool,
+    ) -> None:
+        self.path = directory
+        self.manifest = manifest
+        self._catalog = catalog
+        self._vectors = vectors
+        self._lock = lock
+        self.view = view
+        self._dirty = False
+
+    # --- opening -------------------------------------------------------------------------
+    @classmethod
+    def create(
+        cls,
+        directory: str | os.PathLike[str],
+        *,
+        fingerprint: str,
+        dim: int,
+        bundle_info: dict[str, Any],
+        dtype: str = "f16",
+        connectivity: int | None = None,
+        expansion_add: int | None = None,
+        expansion_search: int | None = None,
+    ) -> VideoIndex:
+        """Create an empty index in a new or empty ``directory``; returns it open for writing.
+
+        ``fingerprint``: the bundle's model fingerprint (vectors of other bundles are refused
+        later). ``bundle_info``: JSON-able facts about the producer (precision, backend, ...).
+        ``dtype``: storage of the vectors, ``f16`` (default), ``i8`` or ``f32``. The usearch
+        HNSW settings default to usearch's own (connectivity 16, expansion 128/64).
+        """
+        d = Path(directory).absolute()
+        if dtype not in DTYPES:
+            raise IndexStoreError(f"{d}: unknown index dtype {dtype!r} (choose from {DTYPES})")
+        if dim <= 0:
+            raise IndexStoreError(f"{d}: embedding dimension must be positive, got {dim}")
+        settings = VectorStore.settings(
+            dtype, connectivity, expansion_add, expansion_search, str(d)
+        )
+        if d.exists() and not d.is_dir():
+            raise IndexStoreError(f"{d}: exists and is not a directory")
+        with _os_errors(d):
+            d.mkdir(parents=True, exist_ok=True)
+            lock = DirLock(d)
+        try:
+            if (d / MANIFEST_NAME).exists():
+                raise IndexStoreError(f"{d}: an index already exists here")
+            foreign = [p.name for p in d.iterdir() if not _is_index_file(p.name)]
+            if foreign:
+                raise IndexStoreError(f"{d}: directory is not empty (contains {foreign[0]!r})")
+            _remove_stale(d, keep=None)
+            manifest = IndexManifest(
+                fingerprint=fingerprint,
+                dim=int(dim),
+                dtype=dtype,
+                usearch=settings,
+                bundle_producers=[dict(bundle_info)],
+            )
+            with _os_errors(d):
+                catalog = Catalog.create(d / CATALOG_NAME)
+        except BaseException:
+            lock.release()
+            raise
+        idx = cls(d, manifest, catalog, VectorStore.new(int(dim), dtype, settings), lock, False)
+        try:
+            idx.commit(force=True)  # generation 1; the manifest appears last
+        except BaseException:
+            idx.close()
+            raise
+        return idx
+
+    @classmethod
+    def open(
+        cls,
+        directory: str | os.PathLike[str],
+        *,
+        fingerprint: str | None = None,
+        view: bool = False,
+        writable: bool = False,
+        bundle_info: dict[str, Any] | None = None,
+    ) -> VideoIndex:
+        """Open an existing index.
+
+        ``fingerprint``: if given, must equal the index's bundle fingerprint. ``view=True``
+        memory-maps the vectors read-only instead of loading them into RAM. ``writable=True``
+        takes the directory's writer lock (a second writer gets a clear error), loads the
+        vectors into RAM and records ``bundle_info`` as a producer. Readers never lock: they
+        see the last commit as of opening.
+        """
+        d = Path(directory).absolute()
+        if writable and view:
+            raise IndexStoreError(f"{d}: a memory-mapped view is read-only; open without view")
+        manifest = IndexManifest.read(d)
+        if fingerprint is not None and fingerprint != manifest.fingerprint:
+            raise IndexStoreError(
+                f"{d}: index holds vectors of bundle {manifest.fingerprint[:16]}, not of the "
+                f"given bundle {fingerprint[:16]}; use that bundle or another index directory"
+            )
+        with _os_errors(d):
+            lock = DirLock(d) if writable else None
+        try:
+            with _os_errors(d):
+                catalog, vectors = cls._load(d, manifest, writable, view)
+        except BaseException:
+            if lock:
+                lock.release()
+            raise
+        idx = cls(d, manifest, catalog, vectors, lock, view)
+        if writable:
+            if bundle_info is not None and bundle_info not in manifest.bundle_producers:
+                manifest.bundle_producers.append(dict(bundle_info))
+                idx._dirty = True
+            try:
+                with _os_errors(d):
+                    _remove_stale(d, keep=catalog.generation)
+                    if manifest.generation != catalog.generation:  # crash after commit point
+                        idx._write_manifest()
+            except BaseException:
+                idx.close()
+                raise
+        return idx
+
+    @classmethod
+    def open_or_create(
+        cls,
+        directory: str | os.PathLike[str],
+        *,
+        fingerprint: str,
+        dim: int,
+        bundle_info: dict[str, Any],
+        dtype: str | None = None,
+        **usearch_settings: int | None,
+    ) -> VideoIndex:
+        """Open ``directory`` for writing if it holds an index, else create one there.
+
+        An explicit ``dtype`` (or usearch setting) that differs from an existing index's is an
+        error; ``None`` accepts what the index has (``f16`` for a new one).
+        """
+        d = Path(directory).absolute()
+        if not (d / MANIFEST_NAME).exists():
+            return cls.create(
+                d,
+                fingerprint=fingerprint,
+                dim=dim,
+                bundle_info=bundle_info,
+                dtype=dtype or "f16",
+                **usearch_settings,
+            )
+        idx = cls.open(d, fingerprint=fingerprint, writable=True, bundle_info=bundle_info)
+        m = idx.manifest
+        wanted = {"dtype": dtype, "dim": dim, **usearch_settings}
+        have = {"dtype": m.dtype, "dim": m.dim, **m.usearch}
+        for name, value in wanted.items():
+            if value is not None and value != have.get(name):
+                idx.close()
+                raise IndexStoreError(
+                    f"{d}: existing index has {name}={have.get(name)}, not {value}; "
+                    "use another index directory to change it"
+                )
+        return idx
+
+    @staticmethod
+    def _load(d: Path, m: IndexManifest, writable: bool, view: bool) -> tuple[Catalog, VectorStore]:
+        for _ in range(_OPEN_RETRIES):
+            catalog = Catalog(d / CATALOG_NAME, writable=writable)
+            if catalog.generation < 1 or catalog.generation < m.generation:
+                catalog.close()
+                raise IndexStoreError(
+                    f"{d}: catalog generation {catalog.generation} does not match manifest "
+                    f"generation {m.generation}; the index is corrupt"
+                )
+            path = d / _vectors_name(catalog.generation)
+            if path.is_file():
+                try:
+                    vectors = VectorStore.load(path, m.dim, m.dtype, m.usearch, view=view)
+                except BaseException:
+                    catalog.close()
+                    raise
+                if len(vectors) != catalog.counts()[INDEXED]:
+                    catalog.close()
+                    raise IndexStoreError(
+                        f"{path}: holds {len(vectors)} vectors but the catalog lists "
+                        f"{catalog.counts()[INDEXED]} indexed files; the index is corrupt"
+                    )
+                return catalog, vectors
+            catalog.close()
+            if writable:  # no concurrent writer can have deleted it
+                break
+        raise IndexStoreError(f"{d}: vectors file {path.name} is missing; the index is corrupt")
+
+    # --- properties ----------------------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        return self.manifest.dim
+
+    @property
+    def dtype(self) -> str:
+        return self.manifest.dtype
+
+    @property
+    def fingerprint(self) -> str:
+        return self.manifest.fingerprint
+
+    @property
+    def generation(self) -> int:
+        """Generation of the last commit (what a crash right now would leave)."""
+        return self._catalog.generation
+
+    @property
+    def writable(self) -> bool:
+        return self._lock is not None
+
+    @property
+    def dirty(self) -> bool:
+        """True when there are changes that :meth:`commit` has not yet made durable."""
+        return self._dirty
+
+    def counts(self) -> dict[str, int]:
+        """``vectors`` (in the usearch index), ``indexed`` and ``failed`` (catalog rows)."""
+        return {"vectors": len(self._vectors), **self._catalog.counts()}
+
+    # --- catalog queries -----------------------------------------------------------------
+    def lookup(self, path: str | os.PathLike[str]) -> FileRecord | None:
+        """The catalog row of ``path`` (made absolute), or None."""
+        return self._catalog.lookup(_abspath(path))
+
+    def records(self, status: str | None = None) -> Iterator[FileRecord]:
+        """All catalog rows, or those with ``status`` (``"indexed"``/``"failed"``)."""
+        return self._catalog.records(status)
+
+    def failed(self) -> list[FileRecord]:
+        """Files recorded as failed, with their ``error``."""
+        return list(self._catalog.records(FAILED))
+
+    def plan(self, path: str | os.PathLike[str], *, retry_failed: bool = True) -> Plan:
+        """Decide whether ``path`` needs embedding (see :class:`Plan`).
+
+        Same size and mtime as the catalog -> unchanged, without reading the file. Otherwise
+        the content is hashed: the same digest only updates size/mtime (pending until commit;
+        needs a writable index), a different one means re-embed. An unreadable file is
+        planned for embedding so that the decoder records why it fails.
+        """
+        p = _abspath(path)
+        rec = self._catalog.lookup(p)
+        if rec is None:
+            return Plan(p, "embed", "new")
+        try:
+            st = os.stat(p)
+        except OSError:
+            return Plan(p, "embed", "retry" if rec.status == FAILED else "changed")
+        same_stat = (rec.size, rec.mtime_ns) == (st.st_size, st.st_mtime_ns)
+        if rec.status == FAILED:
+            if same_stat and not retry_failed:
+                return Plan(p, "skip", "failed")
+            return Plan(p, "embed", "retry")
+        if same_stat:
+            return Plan(p, "skip", "unchanged")
+        digest = file_digest(p)
+        if digest != rec.digest:
+            return Plan(p, "embed", "changed", digest)
+        self._require_writable()
+        self._catalog.touch(rec.key, st.st_size, st.st_mtime_ns)
+        self._dirty = True
+        return Plan(p, "skip", "touched", digest)
+
+    # --- changes (pending until commit) ----------------------------------------------------
+    def _require_writable(self) -> None:
+        if not self.writable:
+            raise IndexStoreError(f"{self.path}: index is open read-only (open it writable)")
+
+    def add(self, entries: Sequence[Entry], vectors: Any) -> list[int]:
+        """Add one unit vector per entry (float [N, dim]); returns their keys.
+
+        A path already in the catalog keeps its key and its old vector is replaced; a path
+        that had failed becomes indexed. Wrong dims, NaN or non-unit vectors are refused and
+        nothing is changed.
+        """
+        self._require_writable()
+        x = check_unit_vectors(vectors, self.dim, str(self.path))
+        if len(entries) != len(x):
+            raise IndexStoreError(f"{self.path}: {len(entries)} entries but {len(x)} vectors")
+        paths = [_abspath(e.path) for e in entries]
+        if len(set(paths)) != len(paths):
+            raise IndexStoreError(f"{self.path}: the same path appears twice in one add")
+        keys, replaced = [], []
+        for e, p in zip(entries, paths, strict=True):
+            key, old = self._catalog.upsert(
+                p,
+                status=INDEXED,
+                size=e.size,
+                mtime_ns=e.mtime_ns,
+                digest=e.digest,
+                frames=e.frames,
+            )
+            keys.append(key)
+            if old is not None and old.status == INDEXED:
+                replaced.append(key)
+        self._vectors.remove(replaced)
+        self._vectors.add(np.asarray(keys, dtype=np.int64), x)
+        self._dirty = True
+        return keys
+
+    def record_failure(
+        self, path: str | os.PathLike[str], reason: str, frames: int | None = None
+    ) -> None:
+        """Record that ``path`` could not be indexed and why; drops any vector it had."""
+        self._require_writable()
+        p = _abspath(path)
+        try:
+            st = os.stat(p)
+            size, mtime = st.st_size, st.st_mtime_ns
+        except OSError:
+            size = mtime = None
+        key, old = self._catalog.upsert(
+            p, status=FAILED, size=size, mtime_ns=mtime, frames=frames, error=reason
+        )
+        if old is not None and old.status == INDEXED:
+            self._vectors.remove([key])
+        self._dirty = True
+
+    def remove(self, paths: Sequence[str | os.PathLike[str]]) -> list[str]:
+        """Remove files (or every file under a given folder); returns the removed paths."""
+        self._require_writable()
+        removed: dict[int, FileRecord] = {}
+        for raw in paths:
+            p = _abspath(raw)
+            rec = self._catalog.lookup(p)
+            rows = [rec] if rec else self._catalog.under(p)
+            removed.update((r.key, r) for r in rows)
+        self._catalog.delete(removed)
+        self._vectors.remove([k for k, r in removed.items() if r.status == INDEXED])
+        self._dirty = self._dirty or bool(removed)
+        return [r.path for r in removed.values()]
+
+    # --- search --------------------------------------------------------------------------
+    def search(self, queries: Any, k: int = 10, *, exact: bool = False) -> list[list[Hit]]:
+        """Top ``k`` files per query (unit float [Q, dim] or [dim]), best first.
+
+        ``score`` is the inner product of query and stored vector (as stored: f16/i8 carry
+        their quantisation error). ``exact=True`` is a brute-force scan instead of HNSW.
+        Changes not yet committed are visible to the writer that made them.
+        """
+        q = check_unit_vectors(queries, self.dim, str(self.path))
+        keys, scores, counts = self._vectors.search(q, k, exact)
+        paths = self._catalog.paths(
+            {int(key) for row, n in zip(keys, counts, strict=True) for key in row[:n]}
+        )
+        return [
+            [
+                Hit(int(key), paths[int(key)], float(s))
+                for key, s in zip(row[:n], srow[:n], strict=True)
+            ]
+            for row, srow, n in zip(keys, scores, counts, strict=True)
+        ]
+
+    # --- commit / close ------------------------------------------------------------------
+    def commit(self, *, force: bool = False) -> int:
+        """Make all changes durable and atomic (see module docstring); returns the generation.
+
+        A no-op when nothing changed (unless ``force``). If it raises, the last commit stays
+        intact on disk and the changes stay pending, so it can be retried.
+        """
+        self._require_writable()
+        if not (self._dirty or force):
+            return self.generation
+        gen = self.generation + 1
+        final = self.path / _vectors_name(gen)
+        tmp = final.with_name(final.name + ".tmp")
+        with _os_errors(self.path):
+            self._vectors.save(tmp)
+            publish(tmp, final)
+            self._catalog.commit(gen)  # <- the commit point
+            self._write_manifest()
+            _remove_stale(self.path, keep=gen)
+        self._dirty = False
+        return gen
+
+    def _write_manifest(self) -> None:
+        m = self.manifest
+        m.generation = self.generation
+        m.counts = self.counts()
+        m.updated = time.time()
+        m.write(self.path)
+
+    def close(self) -> None:
+        """Release the index; uncommitted changes are discarded (rolled back)."""
+        self._catalog.close()
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def __enter__(self) -> VideoIndex:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Commit on normal exit of a writable index; on an exception, discard changes."""
+        try:
+            if exc_type is None and self.writable:
+                self.commit()
+        finally:
+            self.close()
+
+
+@contextlib.contextmanager
+def _os_errors(d: Path) -> Iterator[None]:
+    """Turn OS and SQLite I/O failures into one-line IndexStoreErrors naming the index."""
+    try:
+        yield
+    except (OSError, sqlite3.OperationalError) as exc:
+        raise IndexStoreError(f"{d}: index I/O failed ({exc})") from exc
+
+
+def _is_index_file(name: str) -> bool:
+    return (
+        name in (MANIFEST_NAME, "lock")
+        or name.startswith(CATALOG_NAME)
+        or (name.startswith("vectors.") and ".usearch" in name)
+        or name.endswith(".tmp")
+    )
+
+
+def _remove_stale(d: Path, keep: int | None) -> None:
+    """Delete vectors files of other generations and temp files (writer only)."""
+    keep_name = _vectors_name(keep) if keep is not None else None
+    stale = [
+        p
+        for p in d.iterdir()
+        if (p.name.startswith("vectors.") and p.name != keep_name) or p.name.endswith(".tmp")
+    ]
+    for p in stale:
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+    if stale:
+        fsync_dir(d)
