@@ -1,0 +1,58 @@
+"""The backend interface shared by ONNX Runtime and TensorRT, and batch splitting."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Literal, Protocol, runtime_checkable
+
+import numpy as np
+
+Branch = Literal["video", "text"]
+Precision = Literal["fp32", "fp16", "int8"]
+BRANCHES: tuple[Branch, ...] = ("video", "text")
+PRECISIONS: tuple[Precision, ...] = ("fp32", "fp16", "int8")
+INPUT_NAMES: dict[Branch, str] = {"video": "pixel_values", "text": "input_ids"}
+OUTPUT_NAME = "embeddings"
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Encodes preprocessed batches into unit vectors ``[B, D]`` float32."""
+
+    name: str  # "onnxruntime" | "tensorrt"
+    device: str  # what is actually in use, e.g. "CPUExecutionProvider", "NVIDIA H100 (sm_90)"
+    precision: str  # "fp32" | "fp16" | "int8"
+
+    def encode_video(self, pixel_values: np.ndarray) -> np.ndarray:
+        """``[B, T, 3, S, S]`` float32 (or the graph's input dtype) -> ``[B, D]`` float32."""
+        ...
+
+    def encode_text(self, input_ids: np.ndarray) -> np.ndarray:
+        """``[B, L]`` int64 -> ``[B, D]`` float32."""
+        ...
+
+    def video_input_buffer(self, batch: int) -> np.ndarray:
+        """A ``[batch, T, 3, S, S]`` array to preprocess frames into, in the input dtype.
+
+        TensorRT hands out a view over pinned host memory, so ``encode_video`` of that view
+        skips one host copy; ONNX Runtime hands out a reusable ordinary array. The array is
+        reused: finish with one batch before asking for the next.
+        """
+        ...
+
+
+def chunks(n: int, max_batch: int) -> Iterator[slice]:
+    """Consecutive slices of at most ``max_batch`` rows covering ``range(n)``."""
+    if max_batch < 1:
+        raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+    for start in range(0, n, max_batch):
+        yield slice(start, min(start + max_batch, n))
+
+
+def run_in_chunks(
+    fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray, max_batch: int
+) -> np.ndarray:
+    """``fn`` over row chunks of ``x`` of at most ``max_batch`` rows, concatenated."""
+    if x.shape[0] <= max_batch:
+        return fn(x)
+    return np.concatenate([fn(x[s]) for s in chunks(x.shape[0], max_batch)], axis=0)

@@ -1,0 +1,221 @@
+"""One-shot GPU verification of the backends (run via scripts/gpu_check.sh; < 5 minutes).
+
+On a GPU machine, in one go:
+  * TensorRT (when installed): build every engine of the bundle (all precisions), compare
+    each with ONNX Runtime CPU fp32 (cosine mean/min; R@1 through the demo hook), benchmark.
+  * ONNX Runtime CUDA (when the CUDA provider exists): the same parity and benchmark;
+    otherwise it shows that asking for CUDA is refused with a clear message (no silent
+    CPU fallback).
+  * cuda-python: pinned host buffer -> device -> host round trip on one stream, with the
+    pinned vs pageable copy bandwidth.
+  * ONNX Runtime CPU fp32: the baseline row.
+Throughput is videos/s and queries/s at batch 1, 8 and 64, printed as one table.
+
+Without ``--bundle`` a synthetic bundle at the real input sizes (12x3x224x224 frames,
+50-token queries, 512-d output) is generated: its timings show the data path, not PIG.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pig.engine import gpu  # noqa: E402
+from pig.engine.backends.base import PRECISIONS, Backend  # noqa: E402
+from pig.engine.backends.onnxruntime import OrtBackend  # noqa: E402
+from pig.engine.backends.select import ort_cuda_missing, trt_missing  # noqa: E402
+from pig.engine.bundle import Bundle  # noqa: E402
+from pig.errors import PigError  # noqa: E402
+
+BATCHES = (1, 8, 64)
+N_PARITY = 64
+
+
+def _bundle(path: str | None, scratch: Path) -> Bundle:
+    from tests.fake_bundle import FakeSizes, write_bundle
+
+    if path:
+        return Bundle.load(Path(path))
+    sizes = FakeSizes(frames=12, size=224, patch=32, width=256, dim=512, vocab=49408, length=50)
+    print("no --bundle: synthetic bundle at the real input sizes (data-path timings only)")
+    return Bundle.load(write_bundle(scratch, sizes, precisions=("fp32",)))
+
+
+def _inputs(bundle: Bundle, n: int) -> tuple[np.ndarray, np.ndarray]:
+    from tests.fake_bundle import token_ids
+
+    r = bundle.recipe
+    rng = np.random.default_rng(0)
+    px = rng.standard_normal((n, r.num_frames, 3, r.size, r.size), dtype=np.float32)
+    return px, token_ids(bundle.tokenizer_spec, n)
+
+
+def _rate(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray, budget_s: float = 1.0) -> float:
+    """Items/s of ``fn(x)`` (one warm-up call, then repeat until ``budget_s``)."""
+    fn(x)
+    n, t0 = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - t0) < budget_s or n < 3:
+        fn(x)
+        n += 1
+    return n * x.shape[0] / elapsed
+
+
+def _cosines(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    c = np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    return float(c.mean()), float(c.min())
+
+
+def _demo_r1(backend: Backend, bundle: Any) -> float | None:
+    """Hook: R@1 on the demo held-out set once ``pig.demo.evaluate.evaluate_backend`` exists."""
+    try:
+        from pig.demo.evaluate import evaluate_backend  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    return float(evaluate_backend(backend, bundle)["R@1"])
+
+
+def _row(label: str, backend: Backend, bundle: Any, ref: dict[str, np.ndarray],
+         inputs: tuple[np.ndarray, np.ndarray], build_s: float | None) -> dict[str, Any]:
+    px, ids = inputs
+    v, t = backend.encode_video(px), backend.encode_text(ids)
+    row: dict[str, Any] = {"row": label, "device": backend.device, "build_s": build_s}
+    row["video_cos_mean"], row["video_cos_min"] = _cosines(v, ref["video"])
+    row["text_cos_mean"], row["text_cos_min"] = _cosines(t, ref["text"])
+    row["R@1"] = _demo_r1(backend, bundle)
+    for b in BATCHES:
+        row[f"videos/s@{b}"] = _rate(backend.encode_video, px[:b])
+        row[f"queries/s@{b}"] = _rate(backend.encode_text, ids[:b])
+    print(f"  measured {label}", flush=True)
+    return row
+
+
+def _cuda_round_trip(notes: list[str]) -> dict[str, Any] | None:
+    from pig.engine.trt.cuda import Cuda, DeviceBuffer, PinnedBuffer
+
+    try:
+        cuda = Cuda()
+    except PigError as err:
+        notes.append(f"cuda-python: {err}")
+        return None
+    shape = (64, 12, 3, 224, 224)  # one batch-64 video input, 462 MB
+    pinned = PinnedBuffer(cuda, shape, np.float32)
+    back = PinnedBuffer(cuda, shape, np.float32)
+    dev = DeviceBuffer(cuda, pinned.nbytes)
+    stream = cuda.stream()
+    try:
+        pinned.array[:] = np.random.default_rng(1).standard_normal(shape, dtype=np.float32)
+        t0 = time.perf_counter()
+        cuda.copy_async(dev.ptr, pinned.ptr, pinned.nbytes, "h2d", stream)
+        cuda.synchronize(stream)
+        h2d = pinned.nbytes / (time.perf_counter() - t0) / 1e9
+        cuda.copy_async(back.ptr, dev.ptr, pinned.nbytes, "d2h", stream)
+        cuda.synchronize(stream)
+        pageable = np.array(pinned.array)
+        t0 = time.perf_counter()
+        cuda.copy_async(dev.ptr, pageable.ctypes.data, pageable.nbytes, "h2d", stream)
+        cuda.synchronize(stream)
+        h2d_pageable = pageable.nbytes / (time.perf_counter() - t0) / 1e9
+        same = bool(np.array_equal(back.array, pinned.array))
+    finally:
+        for buf in (pinned, back, dev):
+            buf.close()
+        cuda.check(cuda.rt.cudaStreamDestroy(stream))
+    return {"device": cuda.device_name(), "cudart": cuda.rt.__name__, "round_trip_equal": same,
+            "h2d_pinned_GBps": round(h2d, 1), "h2d_pageable_GBps": round(h2d_pageable, 1)}
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    cols = ["row", "build_s", "video_cos_mean", "video_cos_min", "text_cos_mean",
+            "text_cos_min", "R@1", *[f"videos/s@{b}" for b in BATCHES],
+            *[f"queries/s@{b}" for b in BATCHES]]
+
+    def fmt(v: Any) -> str:
+        if v is None:
+            return "-"
+        if isinstance(v, float):
+            return f"{v:.6f}" if abs(v) <= 1.0 else f"{v:.1f}"
+        return str(v)
+
+    cells = [[fmt(r.get(c)) for c in cols] for r in rows]
+    widths = [max(len(c), *(len(x[i]) for x in cells)) for i, c in enumerate(cols)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True))]
+    lines += ["  ".join(x.ljust(w) for x, w in zip(r, widths, strict=True)) for r in cells]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--bundle", help="bundle directory (default: a synthetic one)")
+    ap.add_argument("--json", help="also write the results here")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="pig-gpucheck-") as scratch:
+        return _check(_bundle(args.bundle, Path(scratch)), args.json)
+
+
+def _check(bundle: Bundle, json_path: str | None) -> int:
+    found, why = gpu.gpu_or_none()
+    print(f"GPU: {found} via {found.source}, driver {found.driver_version}" if found
+          else f"GPU: none ({why})")
+    inputs = _inputs(bundle, N_PARITY)
+    notes: list[str] = []
+
+    cpu = OrtBackend(bundle, "fp32", "cpu")
+    ref = {"video": cpu.encode_video(inputs[0]), "text": cpu.encode_text(inputs[1])}
+    rows = [_row("onnxruntime cpu fp32 (reference)", cpu, bundle, ref, inputs, None)]
+
+    trt_why = trt_missing()
+    if trt_why:
+        notes.append(f"TensorRT rows skipped: {trt_why}")
+    else:
+        from pig.engine.backends.tensorrt import TrtBackend
+
+        for p in PRECISIONS:
+            if not all(p in bundle.precisions(b) for b in ("video", "text")):
+                continue
+            t0 = time.perf_counter()
+            be = TrtBackend(bundle, p)
+            rows.append(_row(f"tensorrt {p}", be, bundle, ref, inputs, time.perf_counter() - t0))
+            be.close()
+
+    ort_why = ort_cuda_missing()
+    if ort_why:
+        notes.append(f"onnxruntime CUDA rows skipped: {ort_why}")
+    for p in ("fp32", "fp16"):
+        if p not in bundle.precisions("video") or (ort_why and p != "fp32"):
+            continue
+        try:
+            be = OrtBackend(bundle, p, "cuda")
+        except PigError as err:  # the refusal itself is a result: no silent CPU fallback
+            notes.append(f"onnxruntime --device cuda refused as designed: {err}")
+            continue
+        rows.append(_row(f"onnxruntime cuda {p}", be, bundle, ref, inputs, None))
+
+    if found is not None:
+        rt = _cuda_round_trip(notes)
+        if rt is not None:
+            notes.append(f"cuda-python round trip: {rt}")
+
+    print("\n" + _table(rows))
+    for n in notes:
+        print(f"note: {n}")
+    if json_path:
+        Path(json_path).write_text(json.dumps({"rows": rows, "notes": notes}, indent=2))
+    bad = [r["row"] for r in rows if r["video_cos_min"] < 0.99 or r["text_cos_min"] < 0.99]
+    if bad:
+        print(f"FAIL: cosine < 0.99 vs ONNX Runtime fp32 for {', '.join(bad)}")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,559 @@
+"""TensorRT path without a GPU: GPU probing, profiles, plan cache keys and invalidation, and the
+builder driven through a stand-in ``tensorrt`` module that records every API call."""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import sys
+import types
+from types import SimpleNamespace
+
+import numpy as np
+import onnx
+import pytest
+
+from pig.engine import gpu
+from pig.engine.bundle import Bundle
+from pig.engine.trt import build
+from pig.engine.trt.cache import PlanCache, PlanKey, timing_cache_path
+from pig.engine.trt.profiles import BatchProfile, profile_shapes, static_dims
+from pig.errors import BackendUnavailable, BundleError
+from tests.fake_bundle import FakeSizes, reference_text, reference_video, write_bundle
+
+SIZES = FakeSizes()
+H100 = gpu.GpuInfo("NVIDIA H100 80GB HBM3", (9, 0), 80 << 30, "580.1", "nvml")
+_REAL_PROBE = gpu.probe_gpu
+
+
+@pytest.fixture(autouse=True)
+def _fresh_probe():
+    _REAL_PROBE.cache_clear()
+    yield
+    _REAL_PROBE.cache_clear()
+
+
+# --- GPU probing -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("value", ["", "-1", "NoDevFiles"])
+def test_hidden_devices_mean_no_gpu(monkeypatch, value) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", value)
+    found, why = gpu.gpu_or_none()
+    assert found is None and "hides every device" in why
+
+
+def test_missing_device_nodes_mean_no_gpu(monkeypatch) -> None:
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setattr(gpu.os.path, "exists", lambda p: False)
+    monkeypatch.setattr(gpu, "_nvml", lambda sel: pytest.fail("NVML must not be reached"))
+    with pytest.raises(BackendUnavailable, match="no NVIDIA device nodes"):
+        gpu.probe_gpu()
+
+
+def test_nvidia_smi_fallback_parses_and_selects(monkeypatch, tmp_path) -> None:
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text(
+        "#!/bin/sh\n"
+        "echo '0, GPU-aaa, NVIDIA A10, 8.6, 23028, 550.54'\n"
+        "echo '1, GPU-bbb, NVIDIA H100 80GB HBM3, 9.0, 81559, 550.54'\n"
+    )
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path), prepend=os.pathsep)
+    monkeypatch.setattr(gpu, "_check_device_nodes", lambda: None)
+
+    def no_nvml(sel):
+        raise OSError("libnvidia-ml.so.1: cannot open shared object file")
+
+    monkeypatch.setattr(gpu, "_nvml", no_nvml)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-bbb")
+    info = gpu.probe_gpu()
+    assert (info.name, info.sm) == ("NVIDIA H100 80GB HBM3", "sm_90")
+    assert info.memory_bytes == 81559 << 20 and info.source == "nvidia-smi"
+    _REAL_PROBE.cache_clear()
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert str(gpu.probe_gpu()) == "NVIDIA A10 (sm_86)"
+
+
+# --- profiles ----------------------------------------------------------------------------------
+
+def test_batch_profile_parse_and_validation() -> None:
+    assert BatchProfile.parse("1,8,64") == BatchProfile(1, 8, 64)
+    assert BatchProfile.parse("32") == BatchProfile(1, 32, 32)
+    assert BatchProfile(2, 4, 16).tag() == "b2-4-16"
+    for bad in ("8,4,16", "0,1,2", "a,b,c", "1,2"):
+        with pytest.raises(ValueError):
+            BatchProfile.parse(bad)
+
+
+def test_profile_shapes_fill_dynamic_dims_from_bundle() -> None:
+    bundle = SimpleNamespace(recipe=SimpleNamespace(num_frames=12, size=224),
+                             tokenizer_spec=SimpleNamespace(max_length=50))
+    dims = static_dims(bundle, "video")
+    assert dims == (12, 3, 224, 224) and static_dims(bundle, "text") == (50,)
+    name, (lo, opt, hi) = profile_shapes(
+        "video", {"pixel_values": (-1, -1, 3, 224, 224)}, dims, BatchProfile(1, 8, 64))
+    assert name == "pixel_values"
+    assert (lo, opt, hi) == ((1, 12, 3, 224, 224), (8, 12, 3, 224, 224), (64, 12, 3, 224, 224))
+    _, shapes = profile_shapes("text", {"input_ids": (-1, 50)}, (50,), BatchProfile(4, 4, 4))
+    assert shapes == ((4, 50), (4, 50), (4, 50))
+
+
+@pytest.mark.parametrize(("inputs", "match"), [
+    ({"pixel_values": (-1, 8, 3, 224, 224)}, "dim 1 is 8, bundle says 12"),
+    ({"pixel_values": (-1, 3, 224, 224)}, "rank 4"),
+    ({"pixel_values": (1, 12, 3, 224, 224)}, "batch dim is fixed at 1"),
+    ({"images": (-1, 12, 3, 224, 224)}, "expected \\['pixel_values'\\]"),
+])
+def test_profile_shapes_reject_mismatches(inputs, match) -> None:
+    with pytest.raises(ValueError, match=match):
+        profile_shapes("video", inputs, (12, 3, 224, 224), BatchProfile())
+
+
+# --- plan cache --------------------------------------------------------------------------------
+
+def _key(**change) -> PlanKey:
+    base = dict(branch="video", precision="fp16", onnx_sha256="a" * 64, trt_version="10.9.0",
+                gpu=H100, profile=BatchProfile(1, 8, 64), workspace_bytes=1 << 30,
+                strongly_typed=True)
+    return PlanKey.make(**{**base, **change})
+
+
+KEY_CHANGES = {
+    "trt_version": {"trt_version": "10.10.0"},
+    "gpu_name": {"gpu": gpu.GpuInfo("NVIDIA H200", (9, 0), 141 << 30, "580.1", "nvml")},
+    "compute_capability": {"gpu": gpu.GpuInfo(H100.name, (8, 9), 80 << 30, "580.1", "nvml")},
+    "precision": {"precision": "int8"},
+    "profile": {"profile": BatchProfile(1, 16, 64)},
+    "onnx_sha256": {"onnx_sha256": "b" * 64},
+    "workspace": {"workspace_bytes": 2 << 30},
+    "strongly_typed": {"strongly_typed": False},
+    "branch": {"branch": "text"},
+}
+
+
+def test_key_is_stable_and_readable() -> None:
+    assert _key() == _key() and _key().digest() == _key().digest()
+    assert _key().stem().startswith("video.fp16.b1-8-64.nvidia-h100-80gb-hbm3-sm90.trt10.9.0.")
+
+
+@pytest.mark.parametrize("component", sorted(KEY_CHANGES))
+def test_changing_any_key_component_misses_the_cache(tmp_path, component) -> None:
+    cache = PlanCache(tmp_path)
+    cache.store(_key(), b"plan-bytes")
+    assert cache.load(_key()) == (b"plan-bytes", "")
+    plan, why = cache.load(_key(**KEY_CHANGES[component]))
+    assert plan is None and "no cached plan" in why
+
+
+def test_foreign_or_damaged_plans_are_never_loaded(tmp_path) -> None:
+    cache = PlanCache(tmp_path)
+    old, new = _key(trt_version="10.1.0"), _key()
+    cache.store(old, b"old-plan")
+    for src, dst in zip(cache.paths(old), cache.paths(new), strict=True):
+        dst.write_bytes(src.read_bytes())  # a plan copied under the current key's name
+    plan, why = cache.load(new)
+    assert plan is None and "built for different trt_version" in why
+
+    cache.store(new, b"good-plan")
+    cache.paths(new)[0].write_bytes(b"good-")  # truncated
+    plan, why = cache.load(new)
+    assert plan is None and "sha256" in why
+
+    cache.paths(new)[1].write_text("{not json")
+    assert cache.load(new)[0] is None
+
+
+def test_timing_cache_is_per_gpu_and_trt_version(tmp_path) -> None:
+    a = timing_cache_path(tmp_path, "10.9.0", H100)
+    assert a.name == "timing.nvidia-h100-80gb-hbm3-sm_90.trt10.9.0.cache"
+    assert timing_cache_path(tmp_path, "11.0.0", H100) != a
+
+
+# --- builder through a stand-in tensorrt module ------------------------------------------------
+
+def _fake_tensorrt(version: str, strongly_typed_flag: bool) -> types.ModuleType:
+    """Just enough of the TensorRT Python API for build.py, recording what it is asked."""
+    trt = types.ModuleType("tensorrt")
+    trt.__version__ = version
+    trt.calls = {"builds": 0, "flags": [], "shapes": [], "workspace": [], "timing_in": [],
+                 "outputs": []}
+    trt.NetworkDefinitionCreationFlag = SimpleNamespace(
+        **({"STRONGLY_TYPED": 1} if strongly_typed_flag else {}))
+    trt.MemoryPoolType = SimpleNamespace(WORKSPACE="workspace")
+
+    class Logger:
+        WARNING = 2
+
+        def __init__(self, level):
+            pass
+
+    class IProgressMonitor:
+        def __init__(self):
+            pass
+
+    class Network:
+        def __init__(self):
+            self.inputs, self.outputs = [], []
+
+        @property
+        def num_inputs(self):
+            return len(self.inputs)
+
+        def get_input(self, i):
+            return self.inputs[i]
+
+        @property
+        def num_outputs(self):
+            return len(self.outputs)
+
+        def get_output(self, i):
+            return self.outputs[i]
+
+        def unmark_output(self, t):
+            self.outputs.remove(t)
+
+    class OnnxParser:
+        def __init__(self, network, logger):
+            self.network = network
+            self.num_errors = 0
+
+        def parse_from_file(self, path):
+            for vi in onnx.load(path).graph.input:
+                dims = [d.dim_value if d.HasField("dim_value") else -1
+                        for d in vi.type.tensor_type.shape.dim]
+                self.network.inputs.append(SimpleNamespace(name=vi.name, shape=dims))
+            for vi in onnx.load(path).graph.output:
+                self.network.outputs.append(SimpleNamespace(name=vi.name))
+            return True
+
+    class TimingCache:
+        def __init__(self, blob):
+            self.blob = bytes(blob)
+
+        def serialize(self):
+            return self.blob + b"+"
+
+    class Config:
+        progress_monitor = None
+
+        def set_memory_pool_limit(self, pool, size):
+            trt.calls["workspace"].append((pool, size))
+
+        def add_optimization_profile(self, profile):
+            trt.calls["shapes"].append(profile.shapes)
+            self.profile = profile
+
+        def create_timing_cache(self, blob):
+            trt.calls["timing_in"].append(bytes(blob))
+            return TimingCache(blob)
+
+        def set_timing_cache(self, cache, ignore_mismatch):
+            self.cache = cache
+
+        def get_timing_cache(self):
+            return self.cache
+
+    class Profile:
+        def set_shape(self, name, lo, opt, hi):
+            self.shapes = (name, lo, opt, hi)
+
+    class Builder:
+        def __init__(self, logger):
+            pass
+
+        def create_network(self, flags):
+            trt.calls["flags"].append(flags)
+            return Network()
+
+        def create_builder_config(self):
+            return Config()
+
+        def create_optimization_profile(self):
+            return Profile()
+
+        def build_serialized_network(self, network, config):
+            trt.calls["builds"] += 1
+            trt.calls["outputs"].append([t.name for t in network.outputs])
+            config.progress_monitor.phase_start("Building engine", None, 3)
+            config.progress_monitor.phase_finish("Building engine")
+            name, *shapes = config.profile.shapes
+            return f"plan#{trt.calls['builds']}:".encode() + json.dumps([name, shapes]).encode()
+
+    trt.Logger, trt.IProgressMonitor, trt.OnnxParser = Logger, IProgressMonitor, OnnxParser
+    trt.Builder = Builder
+    _add_fake_runtime(trt)
+    return trt
+
+
+def _add_fake_runtime(trt: types.ModuleType) -> None:
+    """A runtime whose engines compute the fake bundle's numpy reference on host memory
+    addresses (the stand-in cudart below makes "device" pointers plain host memory)."""
+    trt.nptype = np.dtype
+
+    class Engine:
+        def __init__(self, plan: bytes):
+            name, (lo, _, hi) = json.loads(plan.split(b":", 1)[1])
+            self.input, self.min_shape, self.max_shape = name, tuple(lo), tuple(hi)
+            self.num_io_tensors = 2
+
+        def get_tensor_name(self, i):
+            return (self.input, "embeddings")[i]
+
+        def get_tensor_profile_shape(self, name, index):
+            return self.min_shape, None, self.max_shape
+
+        def get_tensor_shape(self, name):
+            return (-1, SIZES.dim)
+
+        def get_tensor_dtype(self, name):
+            return "float32" if name != "input_ids" else "int64"
+
+        def create_execution_context(self):
+            return Context(self)
+
+    class Context:
+        def __init__(self, engine):
+            self.engine, self.addr, self.shape = engine, {}, None
+
+        def set_input_shape(self, name, shape):
+            self.shape = tuple(shape)
+
+        def set_tensor_address(self, name, ptr):
+            self.addr[name] = ptr
+
+        def execute_async_v3(self, stream):
+            dtype = np.int64 if self.engine.input == "input_ids" else np.float32
+            ref = reference_text if dtype == np.int64 else reference_video
+            x = np.empty(self.shape, dtype)
+            _copy(x.ctypes.data, self.addr[self.engine.input], x.nbytes, "d2h", stream)
+            y = ref(x, SIZES).astype(np.float32)
+            _copy(self.addr["embeddings"], y.ctypes.data, y.nbytes, "h2d", stream)
+            trt.calls.setdefault("executed", []).append(self.shape[0])
+            return True
+
+    class Runtime:
+        def __init__(self, logger):
+            pass
+
+        def deserialize_cuda_engine(self, plan):
+            return Engine(plan)
+
+    trt.Runtime = Runtime
+
+
+def _copy(dst: int, src: int, nbytes: int, kind: str, stream: int) -> None:
+    """Synchronous copy through whichever cudart is installed (real or stand-in)."""
+    from pig.engine.trt.cuda import Cuda
+
+    cuda = Cuda()
+    cuda.copy_async(dst, src, nbytes, kind, stream)
+    cuda.synchronize(stream)
+
+
+def _fake_cudart() -> types.ModuleType:
+    """cuda-python's runtime API over host memory: (err, value) tuples, memmove copies."""
+    rt = types.ModuleType("cuda.bindings.runtime")
+    rt.blocks = {}
+    rt.cudaMemcpyKind = SimpleNamespace(cudaMemcpyHostToDevice=1, cudaMemcpyDeviceToHost=2)
+
+    def alloc(nbytes):
+        block = np.zeros(nbytes, np.uint8)
+        rt.blocks[block.ctypes.data] = block
+        return 0, block.ctypes.data
+
+    def free(ptr):
+        del rt.blocks[ptr]
+        return (0,)
+
+    def memcpy(dst, src, nbytes, kind, stream):
+        ctypes.memmove(dst, src, nbytes)
+        return (0,)
+
+    rt.cudaMallocHost = rt.cudaMalloc = alloc
+    rt.cudaFreeHost = rt.cudaFree = free
+    rt.cudaMemcpyAsync = memcpy
+    rt.cudaSetDevice = lambda dev: (0,)
+    rt.cudaStreamCreate = lambda: (0, 7)
+    rt.cudaStreamSynchronize = rt.cudaStreamDestroy = lambda stream: (0,)
+    rt.cudaGetErrorString = lambda err: (0, b"fake error")
+    rt.cudaGetDeviceProperties = lambda dev: (0, SimpleNamespace(name=b"NVIDIA H100", major=9,
+                                                                 minor=0))
+    return rt
+
+
+@pytest.fixture
+def trt_env(monkeypatch, tmp_path):
+    monkeypatch.setattr(gpu, "probe_gpu", lambda: H100)
+    monkeypatch.delenv("PIG_TRT_CACHE", raising=False)
+    fake = _fake_tensorrt("10.9.0", strongly_typed_flag=True)
+    monkeypatch.setitem(sys.modules, "tensorrt", fake)
+    root = write_bundle(tmp_path / "bundle", SIZES, precisions=("fp32", "fp16"))
+    return fake, root
+
+
+def test_build_then_reuse_then_rebuild_on_change(trt_env, monkeypatch) -> None:
+    fake, root = trt_env
+    bundle = Bundle.load(root)
+    lines: list[str] = []
+    plans = build.build_engines(bundle, "fp16", BatchProfile(1, 8, 64), 1 << 30, log=lines.append)
+    assert set(plans) == {"video", "text"} and fake.calls["builds"] == 2
+    assert all(p.parent == root / "trt" and p.exists() for p in plans.values())
+    assert fake.calls["flags"] == [1 << 1, 1 << 1]  # STRONGLY_TYPED, no EXPLICIT_BATCH
+    assert fake.calls["workspace"] == [("workspace", 1 << 30)] * 2
+    t, s = SIZES.frames, SIZES.size
+    assert fake.calls["shapes"][0] == (
+        "pixel_values", (1, t, 3, s, s), (8, t, 3, s, s), (64, t, 3, s, s))
+    assert fake.calls["shapes"][1] == (
+        "input_ids", (1, SIZES.length), (8, SIZES.length), (64, SIZES.length))
+    assert any("[trt] Building engine" in ln for ln in lines)
+    assert fake.calls["outputs"] == [["embeddings"]] * 2  # clip_embeddings unmarked
+    # the timing cache persisted by the first build is fed to the second
+    assert fake.calls["timing_in"] == [b"", b"+"]
+    sidecar = json.loads(plans["video"].with_suffix(".json").read_text())
+    assert sidecar["key"]["gpu_name"] == H100.name and sidecar["key"]["profile"] == [1, 8, 64]
+
+    build.build_engines(bundle, "fp16", BatchProfile(1, 8, 64), 1 << 30, log=lines.append)
+    assert fake.calls["builds"] == 2  # both reused from the cache
+
+    plan, _ = build.ensure_plan(bundle, "video", "fp16", BatchProfile(1, 8, 64), 2 << 30,
+                                log=lines.append)
+    assert fake.calls["builds"] == 3 and plan.startswith(b"plan#3:")  # workspace is in the key
+    fake.__version__ = "10.10.0"
+    build.ensure_plan(bundle, "video", "fp16", BatchProfile(1, 8, 64), 1 << 30, log=lines.append)
+    assert fake.calls["builds"] == 4  # new TensorRT version
+
+
+def test_changed_onnx_graph_is_rebuilt(trt_env) -> None:
+    fake, root = trt_env
+    build.ensure_plan(Bundle.load(root), "text", "fp32", log=lambda _: None)
+    write_bundle(root, SIZES, seed=1, precisions=("fp32", "fp16"))  # re-exported, trt/ kept
+    build.ensure_plan(Bundle.load(root), "text", "fp32", log=lambda _: None)
+    assert fake.calls["builds"] == 2
+    assert len(list((root / "trt").glob("text.fp32.*.plan"))) == 2
+
+
+def test_modified_onnx_file_is_refused(trt_env) -> None:
+    fake, root = trt_env
+    with (root / "text.onnx").open("ab") as f:
+        f.write(b"\0")
+    with pytest.raises(BundleError, match=r"text\.onnx: sha256 differs from the manifest"):
+        build.ensure_plan(Bundle.load(root), "text", "fp32", log=lambda _: None)
+    assert fake.calls["builds"] == 0
+
+
+def test_plan_cache_folder_from_environment(trt_env, monkeypatch, tmp_path) -> None:
+    _, root = trt_env
+    monkeypatch.setenv("PIG_TRT_CACHE", str(tmp_path / "plans"))
+    _, path = build.ensure_plan(Bundle.load(root), "text", "fp32", log=lambda _: None)
+    assert path.parent == tmp_path / "plans" and not (root / "trt").exists()
+
+
+def test_tensorrt_11_without_strongly_typed_flag(trt_env, monkeypatch) -> None:
+    _, root = trt_env
+    fake = _fake_tensorrt("11.0.0", strongly_typed_flag=False)
+    monkeypatch.setitem(sys.modules, "tensorrt", fake)
+    _, path = build.ensure_plan(Bundle.load(root), "text", "fp32", log=lambda _: None)
+    assert fake.calls["flags"] == [0]
+    assert json.loads(path.with_suffix(".json").read_text())["key"]["strongly_typed"] is True
+
+
+def test_bundle_without_precision_is_a_clear_error(trt_env) -> None:
+    _, root = trt_env
+    with pytest.raises(BundleError, match="no int8 graphs"):
+        build.build_engines(Bundle.load(root), "int8")
+
+
+def test_no_gpu_refuses_before_touching_tensorrt(monkeypatch, tmp_path) -> None:
+    touched: list[str] = []
+
+    class Tripwire(types.ModuleType):
+        def __getattr__(self, name):
+            touched.append(name)
+            raise AttributeError(name)
+
+    monkeypatch.setitem(sys.modules, "tensorrt", Tripwire("tensorrt"))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
+    bundle = Bundle.load(write_bundle(tmp_path / "b", SIZES))
+    with pytest.raises(BackendUnavailable, match="no GPU"):
+        build.ensure_plan(bundle, "text", "fp32")
+    from pig.engine.backends.tensorrt import TrtBackend
+
+    with pytest.raises(BackendUnavailable, match="no GPU"):
+        TrtBackend(bundle, "fp32")
+    assert touched == []
+
+
+def test_no_tensorrt_module_is_a_clear_error(monkeypatch) -> None:
+    monkeypatch.setattr(gpu, "probe_gpu", lambda: H100)
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    with pytest.raises(BackendUnavailable, match="TensorRT is not installed"):
+        build.import_tensorrt()
+
+
+def test_pinned_view_check_uses_buffer_identity() -> None:
+    """The in-place path of the TensorRT engine is taken only for the pinned view itself."""
+    from pig.engine.backends.tensorrt import _Engine
+
+    host = np.zeros((4, 3), np.float32)
+    eng = _Engine.__new__(_Engine)
+    eng.host_in = SimpleNamespace(array=host, ptr=host.__array_interface__["data"][0])
+    eng.in_dtype = np.dtype(np.float32)
+    assert eng._in_place(host[:2]) and not eng._in_place(host[1:3])
+    assert not eng._in_place(host.copy()) and not eng._in_place(host.astype(np.float16))
+
+
+def _real_cudart() -> types.ModuleType | None:
+    """cuda-python's runtime when this machine has a GPU and cuda-python, else None."""
+    from pig.engine.trt.cuda import import_cudart
+
+    try:
+        _REAL_PROBE()
+        return import_cudart()
+    except BackendUnavailable:
+        return None
+
+
+@pytest.mark.parametrize("cudart", ["stand-in", "real"])
+def test_trt_backend_data_path(trt_env, monkeypatch, cudart) -> None:
+    """TrtBackend with a stand-in TensorRT whose engine runs the numpy reference: batch
+    splitting at the profile max, the pinned-buffer in-place path, output slicing, and every
+    buffer freed on close. With "real", cuda-python moves the data (runs on GPU machines)."""
+    from pig.engine.backends.tensorrt import TrtBackend
+
+    fake, root = trt_env
+    if cudart == "real":
+        rt = _real_cudart()
+        if rt is None:
+            pytest.skip("needs a GPU and cuda-python")
+    else:
+        rt = _fake_cudart()
+        monkeypatch.setitem(sys.modules, "cuda.bindings.runtime", rt)
+    be = TrtBackend(Bundle.load(root), "fp32", profile=BatchProfile(2, 2, 4))
+    assert be.name == "tensorrt" and "(sm_" in be.device and "TensorRT 10.9.0" in be.device
+    rng = np.random.default_rng(0)
+    px = rng.standard_normal((6, SIZES.frames, 3, SIZES.size, SIZES.size), dtype=np.float32)
+    np.testing.assert_allclose(be.encode_video(px), reference_video(px, SIZES), atol=1e-5)
+    assert fake.calls["executed"] == [4, 2]
+
+    buf = be.video_input_buffer(3)
+    buf[:] = px[:3]
+    copies: list[int] = []
+    real_copyto = np.copyto
+    monkeypatch.setattr(np, "copyto", lambda *a, **k: (copies.append(1), real_copyto(*a, **k)))
+    out = be.encode_video(buf)
+    assert copies == []  # written in place: no host-side copy
+    monkeypatch.setattr(np, "copyto", real_copyto)
+    np.testing.assert_allclose(out, reference_video(px[:3], SIZES), atol=1e-5)
+    with pytest.raises(ValueError, match="exceeds the engine profile's max 4"):
+        be.video_input_buffer(5)
+
+    ids = rng.integers(0, SIZES.vocab, (5, SIZES.length))
+    np.testing.assert_allclose(be.encode_text(ids), reference_text(ids, SIZES), atol=1e-5)
+    assert fake.calls["executed"][-2:] == [4, 2]  # 5 rows: 4 + 1 padded to the profile min 2
+    with pytest.raises(ValueError, match="engine expects"):
+        be.encode_text(ids[:, :-1])
+    be.close()
+    if cudart == "stand-in":
+        assert rt.blocks == {}
