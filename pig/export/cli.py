@@ -1,0 +1,111 @@
+"""``pig-export``: turn a PIG checkpoint into a bundle.
+
+One command whose action flags run in a fixed order on the same ``--out`` bundle:
+``--onnx`` (checkpoint -> fp32 graphs + manifest), then further actions (``--calibrate``,
+``--trt``) that read the bundle ``--onnx`` wrote or that already exists. User errors print one
+line and exit 2.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+
+from pig.calibration.options import calibrate_options
+from pig.errors import PigError
+
+
+@contextlib.contextmanager
+def stage(name: str) -> Iterator[None]:
+    """Print ``[stage] name ...`` and its wall time when it ends."""
+    click.echo(f"[stage] {name} ...", nl=False)
+    t0 = time.perf_counter()
+    try:
+        yield
+    except BaseException:
+        click.echo(" failed")
+        raise
+    click.echo(f" {time.perf_counter() - t0:.1f} s")
+
+
+def _human(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError
+
+
+def run_onnx(checkpoint: Path, config: Path | None, out: Path) -> None:
+    # torch is imported here so that `pig-export --help` stays fast
+    from pig.export.checkpoint import load_checkpoint
+    from pig.export.config import load_args
+    from pig.export.onnx_export import REL_TOL, export_bundle
+
+    args = load_args(config) if config else None
+    with stage(f"load checkpoint {checkpoint}"):
+        ckpt = load_checkpoint(checkpoint, args)
+    for note in ckpt.notes:
+        click.echo(f"note: {note}")
+    source = f"shapes of {checkpoint.name}" + (f" + {config.name}" if config else
+                                               " + released B/32 defaults")
+    click.echo(f"resolved config ({source}):")
+    click.echo("  " + ckpt.config.describe().replace("\n", "\n  "))
+    result = export_bundle(ckpt, out, stage)
+    click.echo(f"bundle {result.out_dir} (fingerprint {result.manifest['fingerprint'][:16]}):")
+    for name, size in result.files.items():
+        click.echo(f"  {name:<16} {_human(size):>10}")
+    p = result.parity
+    click.echo(f"parity ONNX Runtime vs PyTorch (max abs, limit {REL_TOL:g} x max): "
+               f"video {p['video_max_abs']:.2e}, clip {p['video_clip_max_abs']:.2e}, "
+               f"text {p['text_max_abs']:.2e}; top-k indices "
+               f"{'identical' if p['topk_indices_equal'] else 'DIFFER'}")
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--onnx", "do_onnx", is_flag=True,
+              help="Export the checkpoint to fp32 ONNX graphs + manifest in --out.")
+@click.option("--checkpoint", type=click.Path(path_type=Path),
+              help="PIG state_dict (.pt/.pth/.bin), needed by --onnx.")
+@click.option("--config", type=click.Path(path_type=Path),
+              help="The run's args.json (heads/top-k/text length); default: released B/32.")
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="Bundle directory (created by --onnx; must not exist or be empty).")
+@calibrate_options
+def cli(do_onnx: bool, checkpoint: Path | None, config: Path | None, out: Path,
+        calibrate: bool, **calibration: Any) -> None:
+    """Export a PIG checkpoint to a pig-engine bundle."""
+    if not (do_onnx or calibrate):
+        raise click.UsageError("nothing to do: give an action flag (--onnx, --calibrate)")
+    if do_onnx:
+        if checkpoint is None:
+            raise click.UsageError("--onnx needs --checkpoint")
+        run_onnx(checkpoint, config, out)
+    if calibrate:
+        from pig.calibration.calibrate import calibrate_bundle
+
+        calibrate_bundle(out, **calibration)
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        cli.main(args=argv, prog_name="pig-export", standalone_mode=False)
+    except PigError as err:
+        click.echo(f"pig-export: error: {err}", err=True)
+        sys.exit(err.exit_code)
+    except click.exceptions.Abort:
+        click.echo("pig-export: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as err:
+        err.show()
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,221 @@
+"""ONNX export of a loaded PIG checkpoint into a bundle directory.
+
+Exporter: torch.onnx's dynamo path (``torch.export`` + onnxscript). On this model it gives the
+cleaner graph: only the tensors each branch uses become initializers (the video graph does not
+carry the 49408-row token tables, only the 2 BOS/EOS rows), shapes are static except the batch
+dimension, ``LayerNormalization`` is emitted as one op, and its optimizer folds the constant
+masks/index lists. Both graphs are then checked (``onnx.checker`` full check) and run in ONNX
+Runtime against PyTorch; a difference beyond tolerance fails the export.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from torch import Tensor, nn
+
+import pig
+from pig.engine.bundle import (
+    FORMAT,
+    FORMAT_VERSION,
+    MANIFEST,
+    fingerprint,
+    sha256_file,
+    write_json_atomic,
+)
+from pig.engine.recipe import PreprocessRecipe, TokenizerSpec
+from pig.errors import PigError
+from pig.export.checkpoint import LoadedCheckpoint
+from pig.export.model import PigModel
+
+OPSET = 18
+REL_TOL = 1e-4  # per tensor: max|onnx - torch| <= REL_TOL * max|torch|
+VIDEO_OUTPUTS = ("embeddings", "clip_embeddings", "topk_indices")
+TEXT_OUTPUTS = ("embeddings",)
+
+Stage = Callable[[str], contextlib.AbstractContextManager[Any]]
+
+
+class ExportError(PigError):
+    """The export ran but its result is wrong (parity, checker)."""
+
+
+class VideoGraph(nn.Module):
+    """pixel_values -> (unit PIG vector, unit CLIP-ViP vector, selected token positions)."""
+
+    def __init__(self, model: PigModel) -> None:
+        super().__init__()
+        self.model = model
+        special = model.generator.clip_reconstructor.special_tokens().clone()
+        self.register_buffer("special_tokens", special)
+
+    def forward(self, pixel_values: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        o = self.model.encode_video(pixel_values, self.special_tokens)
+        return o.embed_norm, o.clip_embed_norm, o.topk_indices
+
+
+class TextGraph(nn.Module):
+    """input_ids -> unit text vector."""
+
+    def __init__(self, model: PigModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: Tensor) -> Tensor:
+        return self.model.encode_text(input_ids).embed_norm
+
+
+def sample_inputs(model: PigModel, batch: int = 2, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """A deterministic video batch and a text batch with different lengths (pad = EOS)."""
+    c = model.cfg
+    g = torch.Generator().manual_seed(seed)
+    pixels = torch.randn(batch, c.num_frames, 3, c.image_size, c.image_size, generator=g)
+    ids = torch.full((batch, c.text_max_length), c.eos_id, dtype=torch.int64)
+    ids[:, 0] = c.bos_id
+    for b in range(batch):
+        n = 1 + (b * 7 + 3) % (c.text_max_length - 2)
+        ids[b, 1:1 + n] = torch.randint(1, min(c.bos_id, c.vocab_size), (n,), generator=g)
+    return pixels, ids
+
+
+def export_graph(module: nn.Module, example: Tensor, path: Path, input_name: str,
+                 output_names: tuple[str, ...]) -> None:
+    """Dynamo export with a dynamic batch dimension only."""
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # optional-op registry chatter
+    with torch.no_grad(), contextlib.redirect_stdout(None), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.export internals, not ours
+        torch.onnx.export(
+            module.eval(), (example,), str(path), dynamo=True, opset_version=OPSET,
+            input_names=[input_name], output_names=list(output_names),
+            dynamic_shapes=({0: batch},), external_data=False, verbose=False)
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model, full_check=True)
+
+
+def run_onnx(path: Path, feed: dict[str, np.ndarray], threads: int = 0) -> list[np.ndarray]:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return sess.run(None, feed)
+
+
+def max_rel_diff(got: np.ndarray, ref: np.ndarray) -> tuple[float, float]:
+    """(max abs difference, that divided by max|ref|)."""
+    diff = float(np.abs(got.astype(np.float64) - ref).max())
+    return diff, diff / max(float(np.abs(ref).max()), 1e-30)
+
+
+def _io_spec(path: Path) -> dict[str, Any]:
+    g = onnx.load(str(path), load_external_data=False).graph
+
+    def desc(v: onnx.ValueInfoProto) -> dict[str, Any]:
+        t = v.type.tensor_type
+        return {"dtype": onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name,
+                "shape": [d.dim_param or d.dim_value for d in t.shape.dim]}
+
+    return {"inputs": {v.name: desc(v) for v in g.input},
+            "outputs": {v.name: desc(v) for v in g.output}}
+
+
+@dataclass
+class ExportResult:
+    out_dir: Path
+    manifest: dict[str, Any]
+    files: dict[str, int] = field(default_factory=dict)  # name -> bytes
+    parity: dict[str, float] = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def _no_stage(_: str) -> Iterator[None]:
+    yield
+
+
+@contextlib.contextmanager
+def _staging(out_dir: Path) -> Iterator[Path]:
+    """Build in a sibling temp dir; move into place only when everything passed."""
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise PigError(f"{out_dir}: already exists and is not an empty directory")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    try:
+        yield tmp
+        if out_dir.exists():
+            out_dir.rmdir()
+        tmp.rename(out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def export_bundle(ckpt: LoadedCheckpoint, out_dir: str | Path,
+                  stage: Stage = _no_stage) -> ExportResult:
+    """Write video.onnx, text.onnx and manifest.json; verify them against PyTorch."""
+    out_dir = Path(out_dir)
+    model = ckpt.model.eval()
+    pixels, ids = sample_inputs(model)
+    with _staging(out_dir) as tmp:
+        with stage("export video.onnx"):
+            export_graph(VideoGraph(model), pixels, tmp / "video.onnx", "pixel_values",
+                         VIDEO_OUTPUTS)
+        with stage("export text.onnx"):
+            export_graph(TextGraph(model), ids, tmp / "text.onnx", "input_ids", TEXT_OUTPUTS)
+        parity: dict[str, float] = {}
+        with stage("parity: ONNX Runtime vs PyTorch"), torch.no_grad():
+            v, t = model.encode_video(pixels), model.encode_text(ids)
+            got_v = run_onnx(tmp / "video.onnx", {"pixel_values": pixels.numpy()})
+            got_t = run_onnx(tmp / "text.onnx", {"input_ids": ids.numpy()})
+            checks = {"video": (got_v[0], v.embed_norm), "video_clip": (got_v[1],
+                      v.clip_embed_norm), "text": (got_t[0], t.embed_norm)}
+            for name, (got, ref) in checks.items():
+                parity[f"{name}_max_abs"], rel = max_rel_diff(got, ref.numpy())
+                if rel > REL_TOL:
+                    raise ExportError(f"{name}: ONNX Runtime differs from PyTorch by "
+                                      f"{parity[f'{name}_max_abs']:.3g} (> {REL_TOL:g} of max)")
+            parity["topk_indices_equal"] = float(np.array_equal(got_v[2], v.topk_indices.numpy()))
+        with stage("write manifest.json"):
+            manifest = build_manifest(ckpt, tmp, parity)
+            write_json_atomic(tmp / MANIFEST, manifest)
+        files = {p.name: p.stat().st_size for p in sorted(tmp.iterdir())}
+    return ExportResult(out_dir, manifest, files, parity)
+
+
+def build_manifest(ckpt: LoadedCheckpoint, root: Path, parity: dict[str, float]
+                   ) -> dict[str, Any]:
+    cfg = ckpt.config
+    recipe = PreprocessRecipe(num_frames=cfg.num_frames, size=cfg.image_size)
+    tok = TokenizerSpec(max_length=cfg.text_max_length, bos_id=cfg.bos_id, eos_id=cfg.eos_id,
+                        pad_id=cfg.eos_id, vocab_size=cfg.vocab_size)
+    graphs = {branch: {"fp32": {"file": f"{branch}.onnx",
+                                "sha256": sha256_file(root / f"{branch}.onnx"),
+                                **_io_spec(root / f"{branch}.onnx")}}
+              for branch in ("video", "text")}
+    manifest: dict[str, Any] = {
+        "format": FORMAT, "format_version": FORMAT_VERSION,
+        "model": cfg.to_dict(),
+        "embedding_dim": cfg.embed_dim,
+        "preprocess": recipe.to_dict(),
+        "tokenizer": tok.to_dict(),
+        "graphs": graphs,
+        "source_checkpoint": {"path": str(ckpt.path.resolve()), "sha256": ckpt.sha256,
+                              "notes": ckpt.notes},
+        "opset": OPSET,
+        "versions": {"pig-engine": pig.__version__, "torch": torch.__version__,
+                     "onnx": onnx.__version__, "onnxruntime": ort.__version__},
+        "parity": parity,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    manifest["fingerprint"] = fingerprint(manifest)
+    return manifest
