@@ -1,0 +1,42 @@
+"""The user-facing choices of ``pig-export --calibrate`` and its click options (click only, so
+that importing them keeps ``pig-export --help`` fast)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+PRECISIONS = ("fp16", "int8")
+CALIBRATION_METHODS = ("max", "percentile")
+
+
+def calibrate_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """Add ``--calibrate`` and its options to a click command; the keyword names are those of
+    :func:`pig.calibration.calibrate.calibrate_bundle` (plus ``calibrate``)."""
+    options = [
+        click.option("--calibrate", is_flag=True,
+                     help="Write fp16 (fp32 islands) and INT8 (Q/DQ) graphs into the bundle, "
+                          "and an accuracy report against fp32."),
+        click.option("--videos", type=click.Path(path_type=Path),
+                     help="Folder of calibration videos (default: demo training clips)."),
+        click.option("--captions", type=click.Path(path_type=Path),
+                     help="Calibration captions file, one per line (with --videos)."),
+        click.option("--precision", "precisions", type=click.Choice(["fp16", "int8", "all"]),
+                     default="all", show_default=True,
+                     callback=lambda _c, _p, v: PRECISIONS if v == "all" else (v,),
+                     help="Which precision graphs --calibrate writes."),
+        click.option("--calib-method", "method", type=click.Choice(CALIBRATION_METHODS),
+                     default="max", show_default=True,
+                     help="INT8 activation range: max |x|, or the 99.99th percentile of |x|."),
+        click.option("--max-calib-videos", "max_videos", type=click.IntRange(1), default=64,
+                     show_default=True, help="Calibration videos used (evenly spread)."),
+        click.option("--eval-data", type=click.Path(path_type=Path),
+                     help="pig.demo.synth folder whose held-out clips the accuracy report "
+                          "ranks (default: render them)."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f

@@ -1,0 +1,113 @@
+"""Accuracy of a bundle's precision graphs against its fp32 graphs, in ONNX Runtime on CPU.
+
+Per precision: cosine between its embeddings and the fp32 ones (mean, min; video and text),
+token-selector agreement (fraction of videos whose selected token set is identical, and whose
+order is identical too) and, on a retrieval set, R@1/5/10 with the demo's rule
+(``pig.demo.evaluate``). Written into the bundle as ``accuracy_report.json``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pig.calibration.data import EvalSet
+from pig.engine.bundle import Bundle, write_json_atomic
+
+REPORT = "accuracy_report.json"
+INPUTS = {"video": "pixel_values", "text": "input_ids"}
+EMB, TOPK = "embeddings", "topk_indices"  # output names (pig.export.onnx_export)
+
+
+def run_graph(path: Path, name: str, data: np.ndarray, batch: int = 32
+              ) -> dict[str, np.ndarray]:
+    """``{output name: array}`` of the graph at ``path`` over ``data`` in batches (ORT, CPU)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    parts = [session.run(None, {name: np.ascontiguousarray(data[i:i + batch])})
+             for i in range(0, len(data), batch)]
+    names = [o.name for o in session.get_outputs()]
+    return {n: np.concatenate(out) for n, out in zip(names, zip(*parts, strict=True),
+                                                     strict=True)}
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+def selector_agreement(ref: np.ndarray, got: np.ndarray) -> dict[str, float]:
+    """Fractions of rows whose selected index set / ordered list equal the reference."""
+    same_set = np.all(np.sort(ref, axis=1) == np.sort(got, axis=1), axis=1)
+    return {"topk_same_set": float(same_set.mean()),
+            "topk_same_order": float(np.all(ref == got, axis=1).mean())}
+
+
+def _retrieval(text: np.ndarray, video: np.ndarray, keys: list[tuple[str, ...]]
+               ) -> dict[str, float]:
+    from pig.demo.evaluate import retrieval_metrics, retrieval_ranks
+
+    m = retrieval_metrics(retrieval_ranks(text @ video.T, keys, keys))
+    return {k: m[k] for k in ("R@1", "R@5", "R@10")}
+
+
+def accuracy_report(bundle: Bundle, precisions: list[str], data: EvalSet) -> dict[str, Any]:
+    """The report of ``precisions`` (each present for both branches) against fp32."""
+    outputs = {(b, p): run_graph(bundle.graph_path(b, p), INPUTS[b],
+                                 data.pixel_values if b == "video" else data.input_ids)
+               for p in ["fp32", *precisions] for b in INPUTS}
+    report: dict[str, Any] = {
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "runtime": "onnxruntime CPUExecutionProvider", "eval_set": data.source,
+        "videos": len(data.pixel_values), "captions": len(data.input_ids),
+        "precisions": {}}
+    ref_video, ref_text = outputs["video", "fp32"], outputs["text", "fp32"]
+    if data.keys is not None:
+        report["fp32"] = _retrieval(ref_text[EMB], ref_video[EMB], data.keys)
+    for p in precisions:
+        video, text = outputs["video", p], outputs["text", p]
+        cv, ct = cosine(ref_video[EMB], video[EMB]), cosine(ref_text[EMB], text[EMB])
+        entry: dict[str, Any] = {
+            "file_video": bundle.graph_entry("video", p)["file"],
+            "file_text": bundle.graph_entry("text", p)["file"],
+            "video_cosine_mean": float(cv.mean()), "video_cosine_min": float(cv.min()),
+            "text_cosine_mean": float(ct.mean()), "text_cosine_min": float(ct.min())}
+        if TOPK in video:
+            entry.update(selector_agreement(ref_video[TOPK], video[TOPK]))
+        if data.keys is not None:
+            r = _retrieval(text[EMB], video[EMB], data.keys)
+            entry.update(r)
+            entry.update({f"d{k}": r[k] - report["fp32"][k] for k in r})
+        report["precisions"][p] = entry
+    return report
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """A table, one row per precision (R@k in %, deltas in points against fp32)."""
+    cols = [("video_cosine_mean", "vid cos", ".5f"), ("video_cosine_min", "vid min", ".5f"),
+            ("text_cosine_mean", "txt cos", ".5f"), ("text_cosine_min", "txt min", ".5f"),
+            ("topk_same_set", "topk set", ".3f"), ("topk_same_order", "topk ord", ".3f"),
+            ("R@1", "R@1", ".1f"), ("dR@1", "dR@1", "+.1f"), ("R@5", "R@5", ".1f"),
+            ("R@10", "R@10", ".1f")]
+    rows = {"fp32": report["fp32"]} if "fp32" in report else {}
+    rows.update(report["precisions"])
+    cols = [c for c in cols if any(c[0] in r for r in report["precisions"].values())]
+    lines = [f"accuracy vs fp32 ({report['runtime']}; {report['videos']} videos, "
+             f"{report['captions']} captions: {report['eval_set']})",
+             f"{'precision':<10}" + "".join(f"{h:>10}" for _, h, _ in cols)]
+    for name, r in rows.items():
+        lines.append(f"{name:<10}" + "".join(
+            f"{format(r[k], f):>10}" if k in r else f"{'':>10}" for k, _, f in cols))
+    return "\n".join(lines)
+
+
+def write_report(bundle: Bundle, report: dict[str, Any]) -> Path:
+    path = bundle.dir / REPORT
+    write_json_atomic(path, report)
+    return path

@@ -1,0 +1,265 @@
+"""calibration/: fp16 graphs with fp32 islands, INT8 Q/DQ graphs, manifest provenance and the
+accuracy report, on the small official-reference random-weight bundle (ONNX Runtime, CPU).
+
+Tolerances. fp16: cosine >= 0.999 against fp32 and against the official reference outputs (the
+issue's target; measured >= 0.99999) and identical top-k on the reference inputs (measured:
+identical). INT8: calibrated on 4 demo training clips and evaluated on 6 demo held-out clips, both
+through the engine's decode + preprocess path; measured video cosine mean 0.9991-0.9993 (min
+>= 0.997) and text 0.9988-0.9991 (min >= 0.998) across the two calibration methods, so the test
+asks mean >= 0.997 and min >= 0.99: a few times the measured error, while a misplaced Q/DQ (on the
+residual stream, a LayerNorm or the selector) or a per-tensor weight scale costs more than that.
+INT8 top-k agreement is reported, not asserted: with random weights the selector's scores are
+near ties (the reference's 16th/17th score margin is ~1e-3 of the score), below INT8 resolution.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+from conftest import reference_outputs
+from onnx import numpy_helper
+from test_onnx_export import CONSTANT_INPUTS, TRT_SUPPORTED_OPS
+
+from pig.calibration.calibrate import calibrate_bundle
+from pig.calibration.data import demo_heldout
+from pig.calibration.fp16 import fp32_islands
+from pig.calibration.int8 import weight_axis
+from pig.calibration.report import REPORT, cosine, run_graph
+from pig.demo import synth
+from pig.engine.bundle import MANIFEST, Bundle, sha256_file
+from pig.errors import PigError
+
+# QuantizeLinear / DequantizeLinear: "Y" in the same onnx-tensorrt support matrix as
+# TRT_SUPPORTED_OPS (test_onnx_export.py), which lists the ops an fp32 export produces
+TRT_OPS = TRT_SUPPORTED_OPS | {"QuantizeLinear", "DequantizeLinear"}
+FLOAT, HALF = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
+
+
+@pytest.fixture(scope="module")
+def calib_inputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """4 demo training clips (+ one undecodable file) and a captions file."""
+    root = tmp_path_factory.mktemp("calib")
+    videos, captions = root / "videos", root / "captions.txt"
+    settings = synth.RenderSettings()
+    lines = []
+    for i in range(4):
+        clip, frames = synth.make_clip(0, "train", i)
+        synth.write_mp4(videos / f"clip{i}.mp4", frames, settings.fps, settings.crf)
+        lines.append(clip.caption)
+    (videos / "broken.mp4").write_bytes(b"not a video")
+    captions.write_text("\n".join([*lines, "", "a red circle moves left"]) + "\n")
+    return videos, captions
+
+
+@pytest.fixture(scope="module")
+def calibrated(small_bundle: Path, calib_inputs: tuple[Path, Path],
+               tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any], str]:
+    """A copy of the small bundle after calibrate_bundle; its report and console output."""
+    root = tmp_path_factory.mktemp("calibrated") / "bundle"
+    root.mkdir()
+    shutil.copy(small_bundle / MANIFEST, root)
+    for name in ("video.onnx", "text.onnx"):
+        (root / name).symlink_to(small_bundle / name)
+    bundle = Bundle.load(root)
+    evals = demo_heldout(bundle.recipe, bundle.tokenizer_spec, count=6)
+    log: list[str] = []
+    videos, captions = calib_inputs
+    report = calibrate_bundle(root, videos, captions, max_videos=8, eval_data=evals,
+                              echo=log.append)
+    return root, report, "\n".join(log)
+
+
+def _types(model: onnx.ModelProto) -> dict[str, int]:
+    g = onnx.shape_inference.infer_shapes(model).graph
+    types = {v.name: v.type.tensor_type.elem_type for v in [*g.input, *g.value_info, *g.output]}
+    types.update({t.name: t.data_type for t in g.initializer})
+    return types
+
+
+def _load(root: Path, branch: str, precision: str) -> onnx.ModelProto:
+    return onnx.load(str(Bundle.load(root).graph_path(branch, precision)))
+
+
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
+@pytest.mark.parametrize("branch", ["video", "text"])
+def test_graphs_pass_checker_and_only_use_tensorrt_ops(calibrated: tuple[Path, Any, str],
+                                                       branch: str, precision: str) -> None:
+    model = _load(calibrated[0], branch, precision)
+    onnx.checker.check_model(model, full_check=True)
+    g = model.graph
+    ops = {n.op_type for n in g.node}
+    assert ops <= TRT_OPS, f"not TensorRT-parsable: {sorted(ops - TRT_OPS)}"
+    inits = {t.name for t in g.initializer}
+    for n in g.node:
+        if n.op_type in CONSTANT_INPUTS:
+            assert n.input[CONSTANT_INPUTS[n.op_type]] in inits, f"{n.op_type} input"
+    assert {i.type.tensor_type.elem_type for i in g.input} <= {FLOAT, onnx.TensorProto.INT64}
+    types = _types(model)
+    assert types[g.output[0].name] == FLOAT  # embeddings stay float32 at every precision
+    floats = Counter(types.get(o) for n in g.node if n.op_type == "MatMul" for o in n.output)
+    assert floats[HALF] > floats[FLOAT], "most of the graph should compute in fp16"
+
+
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
+def test_fp32_islands_are_fp32(calibrated: tuple[Path, Any, str], small_bundle: Path,
+                               precision: str) -> None:
+    fp32 = onnx.load(str(small_bundle / "video.onnx"))
+    islands = fp32_islands(fp32.graph)
+    reasons = Counter(islands.values())
+    assert reasons["LayerNormalization"] > 0 and reasons["Softmax"] > 0
+    assert reasons["token selector"] >= 2 and reasons["L2 normalisation"] >= 2
+    model = _load(calibrated[0], "video", precision)
+    types = _types(model)
+    checked = Counter()
+    for n in model.graph.node:
+        if n.name in islands:
+            tensors = [t for t in [*n.input, *n.output] if types.get(t) in (FLOAT, HALF)]
+            assert all(types[t] == FLOAT for t in tensors), f"{n.name} ({n.op_type}) not fp32"
+            checked[n.op_type] += 1
+    for op in ("LayerNormalization", "Softmax", "TopK", "ReduceL2", "ReduceMax"):
+        assert checked[op] > 0, op
+
+
+def test_fp16_matches_fp32_and_official_reference(calibrated: tuple[Path, Any, str],
+                                                  spec_inputs: tuple[np.ndarray, np.ndarray]
+                                                  ) -> None:
+    bundle = Bundle.load(calibrated[0])
+    pixels, ids = spec_inputs
+    ref = reference_outputs("small")
+    v32, v16 = (run_graph(bundle.graph_path("video", p), "pixel_values", pixels)
+                for p in ("fp32", "fp16"))
+    t32, t16 = (run_graph(bundle.graph_path("text", p), "input_ids", ids)["embeddings"]
+                for p in ("fp32", "fp16"))
+    assert v16["embeddings"].dtype == np.float32 and t16.dtype == np.float32
+    for got, want in ((v16["embeddings"], v32["embeddings"]),
+                      (v16["embeddings"], ref["video_embed_norm"]),
+                      (v16["clip_embeddings"], ref["clip_video_embed_norm"]), (t16, t32),
+                      (t16, ref["text_embed_norm"])):
+        assert cosine(got, want).min() >= 0.999
+    np.testing.assert_array_equal(v16["topk_indices"], ref["topk_token_indices"])
+
+
+def test_int8_qdq_placement(calibrated: tuple[Path, Any, str]) -> None:
+    for branch in ("video", "text"):
+        model = _load(calibrated[0], branch, "int8")
+        g = model.graph
+        inits = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+        producer = {o: n for n in g.node for o in n.output}
+        consumers: dict[str, list[onnx.NodeProto]] = {}
+        for n in g.node:
+            for i in n.input:
+                consumers.setdefault(i, []).append(n)
+        gemms = [n for n in g.node if n.op_type in ("MatMul", "Gemm", "Conv")
+                 and producer.get(n.input[1]) is not None
+                 and producer[n.input[1]].op_type == "DequantizeLinear"]
+        assert gemms, branch
+        for n in gemms:
+            wdq = producer[n.input[1]]
+            w, scale, zero = (inits[i] for i in wdq.input)
+            assert w.dtype == np.int8 and np.abs(w).max() <= 127
+            axis = next(a.i for a in wdq.attribute if a.name == "axis")
+            assert axis == weight_axis(n, w.ndim)
+            assert scale.shape == (w.shape[axis],) and not zero.any() and zero.dtype == np.int8
+            adq = producer[n.input[0]]  # activation: Q -> DQ, per tensor, symmetric
+            assert adq.op_type == "DequantizeLinear"
+            q = producer[adq.input[0]]
+            assert q.op_type == "QuantizeLinear" and q.input[1:] == adq.input[1:]
+            assert inits[adq.input[1]].shape == () and inits[adq.input[2]] == 0
+            assert inits[adq.input[2]].dtype == np.int8
+        # a dequantized tensor feeds only GEMMs (never LayerNorm, Softmax, Add, the selector)
+        for n in g.node:
+            if n.op_type == "DequantizeLinear":
+                users = {u.op_type for u in consumers[n.output[0]]}
+                assert users <= {"MatMul", "Gemm", "Conv"}, (n.name, users)
+        quantized = {n.name for n in gemms}
+        for n in g.node:  # no float weight left behind a quantizable op
+            if n.op_type in ("MatMul", "Gemm", "Conv") and n.name not in quantized:
+                assert n.input[1] not in inits, n.name
+
+
+def test_int8_accuracy_and_report(calibrated: tuple[Path, dict[str, Any], str]) -> None:
+    root, report, log = calibrated
+    assert json.loads((root / REPORT).read_text()) == report
+    assert report["videos"] == 6 and report["runtime"].startswith("onnxruntime")
+    int8, fp16 = report["precisions"]["int8"], report["precisions"]["fp16"]
+    assert int8["video_cosine_mean"] >= 0.997 and int8["video_cosine_min"] >= 0.99
+    assert int8["text_cosine_mean"] >= 0.997 and int8["text_cosine_min"] >= 0.99
+    assert fp16["video_cosine_min"] >= 0.999 and fp16["text_cosine_min"] >= 0.999
+    for entry in (int8, fp16):
+        assert 0.0 <= entry["topk_same_order"] <= entry["topk_same_set"] <= 1.0
+        assert {"R@1", "R@5", "R@10", "dR@1"} <= entry.keys()
+    assert "R@1" in report["fp32"]
+    header = next(line for line in log.splitlines() if line.startswith("precision"))
+    assert header.split()[:3] == ["precision", "vid", "cos"]
+    assert any(line.startswith("int8 ") for line in log.splitlines())
+
+
+def test_manifest_records_graphs_and_provenance(calibrated: tuple[Path, Any, str],
+                                                small_bundle: Path) -> None:
+    root, _, log = calibrated
+    bundle = Bundle.load(root)
+    bundle.verify()
+    assert bundle.fingerprint == Bundle.load(small_bundle).fingerprint
+    for branch in ("video", "text"):
+        assert bundle.precisions(branch) == ["fp32", "fp16", "int8"]
+        for precision in ("fp16", "int8"):
+            e = bundle.graph_entry(branch, precision)
+            assert e["file"] == f"{branch}.{precision}.onnx"
+            assert e["sha256"] == sha256_file(root / e["file"])
+            assert e["created"] and {"onnx", "onnxruntime"} <= e["versions"].keys()
+        cal = bundle.graph_entry(branch, "int8")["calibration"]
+        assert cal["videos"] == 4 and cal["videos_skipped"] == 1 and cal["captions"] == 5
+        assert cal["videos_source"].endswith("videos") and "max |x|" in cal["activations"]
+        assert "per output channel" in cal["weights"]
+        assert bundle.graph_entry(branch, "fp16")["fp32_islands"]["LayerNormalization"] > 0
+    assert "calibration video skipped" in log and "broken.mp4" in log
+
+
+def test_user_errors_name_the_file(small_bundle: Path, calib_inputs: tuple[Path, Path],
+                                   tmp_path: Path) -> None:
+    videos, captions = calib_inputs
+    (tmp_path / "empty.txt").write_text("\n \n")
+    (tmp_path / "novideo").mkdir()
+    (tmp_path / "novideo" / "x.mp4").write_bytes(b"junk")
+    cases = [((videos, None), "both --videos and --captions"),
+             ((videos, tmp_path / "missing.txt"), "missing.txt: cannot read captions"),
+             ((videos, tmp_path / "empty.txt"), "empty.txt: no captions"),
+             ((tmp_path / "novideo", captions), "novideo: no decodable video"),
+             ((captions, captions), "not a folder of calibration videos")]
+    for (v, c), match in cases:
+        with pytest.raises(PigError, match=match):
+            calibrate_bundle(small_bundle, v, c, precisions=["int8"], echo=lambda _: None)
+    with pytest.raises(PigError, match="unknown precision 'int4'"):
+        calibrate_bundle(small_bundle, precisions=["int4"])
+    assert sorted(p.name for p in small_bundle.iterdir()) == [MANIFEST, "text.onnx",
+                                                              "video.onnx"]
+
+
+def test_pig_export_calibrate_cli(small_bundle: Path, tmp_path: Path,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from pig.export.cli import main
+
+    root = tmp_path / "bundle"
+    root.mkdir()
+    shutil.copy(small_bundle / MANIFEST, root)
+    for name in ("video.onnx", "text.onnx"):
+        (root / name).symlink_to(small_bundle / name)
+    synth.generate(tmp_path / "synth", num_train=0, num_heldout=4)
+    main(["--out", str(root), "--calibrate", "--precision", "fp16",
+          "--eval-data", str(tmp_path / "synth")])
+    out = capsys.readouterr().out
+    assert "wrote video.fp16.onnx" in out and "accuracy vs fp32" in out
+    assert Bundle.load(root).precisions("text") == ["fp32", "fp16"]
+    assert json.loads((root / REPORT).read_text())["videos"] == 4
+    with pytest.raises(SystemExit) as stop:
+        main(["--out", str(root), "--calibrate", "--videos", str(tmp_path)])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "needs both --videos and --captions" in err
