@@ -44,6 +44,7 @@ setup(
         "console_scripts": [
             "pig-export=pig.export.cli:main",
             "pig-engine=pig.engine.cli:main",
+            "pig-eval=pig.demo.evaluate:main",
         ]
     },
 )

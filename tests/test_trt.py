@@ -557,3 +557,31 @@ def test_trt_backend_data_path(trt_env, monkeypatch, cudart) -> None:
     be.close()
     if cudart == "stand-in":
         assert rt.blocks == {}
+
+
+def test_pig_export_trt_without_gpu_is_one_line_exit_2(monkeypatch, tmp_path, capsys) -> None:
+    """`pig-export --trt` on a machine without a GPU: one clear line, exit 2, no plan written."""
+    from pig.export.cli import main
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
+    root = write_bundle(tmp_path / "b", SIZES)
+    with pytest.raises(SystemExit) as exc:
+        main(["--out", str(root), "--trt", "--precision", "fp32", "--batch-profile", "1,4,8"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no GPU" in err[0], err
+    assert not list(root.glob("trt/*.plan"))
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--trt", "--batch-profile", "8,4,1"], "min <= opt <= max"),
+    (["--calibrate", "--precision", "fp32"], "has none"),
+])
+def test_pig_export_refuses_bad_trt_and_precision_options(tmp_path, capsys, argv, message) -> None:
+    from pig.export.cli import main
+
+    root = write_bundle(tmp_path / "b", SIZES)
+    with pytest.raises(SystemExit) as exc:
+        main(["--out", str(root), *argv])
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err

@@ -68,6 +68,26 @@ def run_onnx(checkpoint: Path, config: Path | None, out: Path) -> None:
                f"{'identical' if p['topk_indices_equal'] else 'DIFFER'}")
 
 
+def run_trt(out: Path, precision: str, batch_profile: str, workspace_gib: float) -> None:
+    """Build (or find in the plan cache) the TensorRT engine of every requested precision."""
+    from pig.engine.bundle import Bundle
+    from pig.engine.trt.build import build_engines
+    from pig.engine.trt.profiles import BatchProfile
+
+    try:
+        profile = BatchProfile.parse(batch_profile)
+    except ValueError as err:
+        raise click.BadParameter(str(err), param_hint="--batch-profile") from None
+    bundle = Bundle.load(out)
+    present = sorted({p for b in ("video", "text") for p in bundle.precisions(b)})
+    wanted = present if precision == "all" else [precision]
+    for p in wanted:
+        with stage(f"TensorRT {p} engines, batch profile {profile.tag()}"):
+            plans = build_engines(bundle, p, profile, workspace=int(workspace_gib * (1 << 30)))
+        for branch, plan in plans.items():
+            click.echo(f"  {branch:<6} {plan} ({_human(plan.stat().st_size)})")
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--onnx", "do_onnx", is_flag=True,
               help="Export the checkpoint to fp32 ONNX graphs + manifest in --out.")
@@ -77,20 +97,36 @@ def run_onnx(checkpoint: Path, config: Path | None, out: Path) -> None:
               help="The run's args.json (heads/top-k/text length); default: released B/32.")
 @click.option("--out", type=click.Path(path_type=Path), required=True,
               help="Bundle directory (created by --onnx; must not exist or be empty).")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8", "all"]), default="all",
+              show_default=True,
+              help="Precision graphs --calibrate writes (fp16, int8) and --trt builds engines for.")
 @calibrate_options
+@click.option("--trt", "do_trt", is_flag=True,
+              help="Build TensorRT engines (GPU + TensorRT only) into --out/trt, cached by key.")
+@click.option("--batch-profile", default="1,8,64", show_default=True,
+              help="TensorRT optimisation profile batch sizes: MIN,OPT,MAX (or MAX).")
+@click.option("--workspace-gib", type=click.FloatRange(0.25), default=4.0, show_default=True,
+              help="TensorRT builder workspace limit.")
 def cli(do_onnx: bool, checkpoint: Path | None, config: Path | None, out: Path,
-        calibrate: bool, **calibration: Any) -> None:
+        precision: str, calibrate: bool, do_trt: bool, batch_profile: str,
+        workspace_gib: float, **calibration: Any) -> None:
     """Export a PIG checkpoint to a pig-engine bundle."""
-    if not (do_onnx or calibrate):
-        raise click.UsageError("nothing to do: give an action flag (--onnx, --calibrate)")
+    if not (do_onnx or calibrate or do_trt):
+        raise click.UsageError("nothing to do: give an action flag (--onnx, --calibrate, --trt)")
     if do_onnx:
         if checkpoint is None:
             raise click.UsageError("--onnx needs --checkpoint")
         run_onnx(checkpoint, config, out)
     if calibrate:
         from pig.calibration.calibrate import calibrate_bundle
+        from pig.calibration.options import PRECISIONS
 
-        calibrate_bundle(out, **calibration)
+        if precision == "fp32":
+            raise click.UsageError("--calibrate writes fp16/int8 graphs; --precision fp32 has none")
+        calibrate_bundle(out, precisions=PRECISIONS if precision == "all" else (precision,),
+                         **calibration)
+    if do_trt:
+        run_trt(out, precision, batch_profile, workspace_gib)
 
 
 def main(argv: list[str] | None = None) -> None:
