@@ -1,0 +1,240 @@
+"""Train a tiny PIG from scratch on the synthetic clips (the recipe behind ``models/pig-tiny``).
+
+Objectives as in the official ``run_video_retrieval_pig.py`` (``NCELearnableTempLoss`` plus the
+``l2`` generation loss with ``norm_before_loss``, scale 1.0):
+
+* retrieval: symmetric InfoNCE, ``CE(t2v) + CE(v2t)`` (summed, as the official code does), on
+  the L2-normalised final PIG video vector against the L2-normalised text vector, logits scaled
+  by ``exp(logit_scale)`` (learned, clamped to ``[0, ln 200]`` after every step);
+* generation: ``2 - 2 cos(pseudo_query, text_embed)`` where ``text_embed`` is the caption's
+  projected EOS feature (``text_projection`` of the pooled EOS state, the official
+  ``text_feats``), averaged over the batch.
+
+AdamW (betas 0.9/0.98, weight decay 0.2, as official), linear warm-up then cosine decay,
+gradient clipping at 1.0. Deviations for training from scratch on a CPU: a larger learning rate,
+5% warm-up, ``logit_scale`` starting at ln(1/0.07) (CLIP's from-scratch value) and the
+generator's token table frozen (the official model only reads its BOS/EOS rows and leaves it
+untrained). The checkpoint is the model's ``state_dict`` with float tensors stored in fp16.
+
+``python -m pig.export.train --data demo_out/synth --out models/pig-tiny``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pig.demo import dataset, synth
+from pig.engine.recipe import PreprocessRecipe
+from pig.export.config import PigConfig
+from pig.export.model import PigModel
+
+CHECKPOINT = "pig_tiny.pt"
+ARGS = "args.json"
+LOGIT_SCALE_MAX = math.log(200.0)
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Optimisation settings (recorded in the model README)."""
+
+    steps: int = 2500
+    batch: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 0.2
+    warmup: float = 0.05
+    grad_clip: float = 1.0
+    seed: int = 0
+    threads: int = 2
+
+
+TINY = PigConfig(
+    vision_width=96, vision_layers=2, vision_heads=4, vision_mlp=384,
+    patch_size=16, image_size=64, num_frames=6, num_proxy=3,
+    text_width=64, text_layers=2, text_heads=4, text_mlp=256,
+    gen_layers=2, gen_heads=4, gen_mlp=256, embed_dim=64, top_k=8,
+)
+"""The tiny PIG: official structure and vocabulary, small widths (2-core CPU, < 25 MB in fp16)."""
+
+
+def recipe_for(cfg: PigConfig) -> PreprocessRecipe:
+    """The official test recipe (squash + bicubic) at the model's frame count and resolution."""
+    return PreprocessRecipe(num_frames=cfg.num_frames, size=cfg.image_size)
+
+
+def init_weights(model: torch.nn.Module, seed: int) -> None:
+    """Deterministic from-scratch initialisation (CLIP-style scales)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("logit_scale"):
+                p.fill_(math.log(1 / 0.07))
+            elif "layer_norm" in name or "layrnorm" in name or "layernorm" in name:
+                p.fill_(1.0 if name.endswith("weight") else 0.0)
+            elif p.ndim == 1 and name.endswith("bias"):
+                p.zero_()
+            elif p.ndim >= 2 and "embedding" not in name and "added_cls" not in name:
+                fan_in = math.prod(p.shape[1:])
+                p.normal_(0.0, fan_in**-0.5, generator=g)
+            else:  # token/position/temporal embeddings, class/proxy/frame CLS vectors
+                p.normal_(0.0, 0.02, generator=g)
+
+
+def losses(
+    model: PigModel, pixel_values: torch.Tensor, input_ids: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(retrieval InfoNCE, generation loss) of one batch of matching clip/caption pairs."""
+    video = model.encode_video(pixel_values)
+    text = model.encode_text(input_ids)
+    scale = model.encoder.clipmodel.logit_scale.exp()
+    logits = scale * video.embed_norm @ text.embed_norm.T  # [videos, texts]
+    target = torch.arange(logits.shape[0])
+    retrieval = F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)
+    cos = F.cosine_similarity(video.pseudo_query, text.embed, dim=-1)
+    return retrieval, (2.0 - 2.0 * cos).mean()
+
+
+def lr_at(step: int, s: TrainSettings) -> float:
+    warm = max(1, int(s.warmup * s.steps))
+    if step < warm:
+        return s.lr * (step + 1) / warm
+    return 0.5 * s.lr * (1.0 + math.cos(math.pi * (step - warm) / max(1, s.steps - warm)))
+
+
+def batches(n: int, batch: int, seed: int) -> Iterator[np.ndarray]:
+    """Endless shuffled epochs of index batches (the last partial batch of an epoch dropped)."""
+    rng = np.random.default_rng(seed)
+    while True:
+        order = rng.permutation(n)
+        for i in range(0, n - batch + 1, batch):
+            yield order[i : i + batch]
+
+
+def make_model(cfg: PigConfig, seed: int) -> PigModel:
+    torch.manual_seed(seed)
+    model = PigModel(cfg)
+    init_weights(model, seed)
+    model.generator.clip_reconstructor.embeddings.token_embedding.weight.requires_grad_(False)
+    return model
+
+
+def train(
+    model: PigModel,
+    pixels: np.ndarray,
+    input_ids: np.ndarray,
+    s: TrainSettings,
+    log_every: int = 50,
+    monitor: Callable[[PigModel], dict[str, float]] | None = None,
+) -> list[dict[str, float]]:
+    """Run ``s.steps`` optimiser steps in place; returns the logged history.
+
+    ``monitor`` (e.g. held-out R@1) is called in eval mode at every log step; it reads the model
+    only, so the run is the same with or without it.
+    """
+    torch.set_num_threads(s.threads)
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": s.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    opt = torch.optim.AdamW(groups, lr=s.lr, betas=(0.9, 0.98), eps=1e-6)
+    logit_scale = model.encoder.clipmodel.logit_scale
+    ids = torch.from_numpy(np.asarray(input_ids))
+    history = []
+    model.train()
+    t0 = time.perf_counter()
+    for step, idx in zip(range(s.steps), batches(len(pixels), s.batch, s.seed), strict=False):
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, s)
+        pv = torch.from_numpy(np.ascontiguousarray(pixels[np.sort(idx)]))
+        retrieval, generation = losses(model, pv, ids[np.sort(idx)])
+        loss = retrieval + generation
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, s.grad_clip)
+        opt.step()
+        with torch.no_grad():
+            logit_scale.clamp_(0.0, LOGIT_SCALE_MAX)
+        if step % log_every == 0 or step == s.steps - 1:
+            rec = {"step": step, "retrieval": retrieval.item(), "generation": generation.item(),
+                   "logit_scale": logit_scale.exp().item(), "seconds": time.perf_counter() - t0}
+            if monitor is not None:
+                model.eval()
+                rec.update(monitor(model))
+                model.train()
+            history.append(rec)
+            print(json.dumps(rec), flush=True)
+    model.eval()
+    return history
+
+
+def heldout_monitor(data: Path, recipe: PreprocessRecipe) -> Callable[[PigModel], dict[str, float]]:
+    """Held-out text->video R@1 of the PIG and the plain CLIP-ViP vectors (fp32 weights)."""
+    from pig.demo.evaluate import retrieval_metrics, retrieval_ranks, torch_embeddings
+
+    clips = synth.load_manifest(data, "heldout")
+    pixels, ids = dataset.clip_pixels(data, clips, recipe), dataset.caption_ids(clips)
+    keys = [c.spec.key() for c in clips]
+
+    def r1(model: PigModel) -> dict[str, float]:
+        e = torch_embeddings(model, pixels, ids)
+        return {f"heldout_R@1_{k}": retrieval_metrics(
+            retrieval_ranks(e["text"] @ e[k].T, keys, keys))["R@1"] for k in ("pig", "clip")}
+
+    return r1
+
+
+def fp16_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The state_dict with every floating tensor rounded to fp16 (integer buffers unchanged)."""
+    return {k: (v.half() if v.is_floating_point() else v).clone()
+            for k, v in model.state_dict().items()}
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", type=Path, default=Path("demo_out/synth"),
+                   help="output of python -m pig.demo.synth")
+    p.add_argument("--out", type=Path, default=Path("models/pig-tiny"))
+    d = TrainSettings()
+    p.add_argument("--steps", type=int, default=d.steps)
+    p.add_argument("--batch", type=int, default=d.batch)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--threads", type=int, default=d.threads)
+    p.add_argument("--log-every", type=int, default=50)
+    p.add_argument("--monitor", action="store_true",
+                   help="print held-out R@1 at every log step (slower; same weights)")
+    a = p.parse_args(argv)
+    s = TrainSettings(steps=a.steps, batch=a.batch, lr=a.lr, seed=a.seed, threads=a.threads)
+    torch.set_num_threads(s.threads)
+    cfg = TINY
+    clips = synth.load_manifest(a.data, "train")
+    t0 = time.perf_counter()
+    pixels = dataset.clip_pixels(a.data, clips, recipe_for(cfg))
+    ids = dataset.caption_ids(clips)
+    t_data = time.perf_counter() - t0
+    model = make_model(cfg, s.seed)
+    t0 = time.perf_counter()
+    monitor = heldout_monitor(a.data, recipe_for(cfg)) if a.monitor else None
+    history = train(model, pixels, ids, s, a.log_every, monitor)
+    t_train = time.perf_counter() - t0
+    a.out.mkdir(parents=True, exist_ok=True)
+    torch.save(fp16_state_dict(model), a.out / CHECKPOINT)
+    (a.out / ARGS).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+    summary = {"settings": asdict(s), "train_clips": len(clips), "data_seconds": t_data,
+               "train_seconds": t_train, "final": history[-1]}
+    (a.out / "train_log.json").write_text(json.dumps({**summary, "history": history}, indent=1))
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,212 @@
+"""Synthetic demo data, the tiny-PIG training recipe and the retrieval metrics."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from pig.demo import synth
+from pig.demo.evaluate import retrieval_metrics, retrieval_ranks
+
+# --- generator ---------------------------------------------------------------------------------
+
+def test_generator_is_deterministic_and_seed_dependent() -> None:
+    a, fa = synth.make_clip(3, "train", 7)
+    b, fb = synth.make_clip(3, "train", 7)
+    c, fc = synth.make_clip(4, "train", 7)
+    assert a == b
+    np.testing.assert_array_equal(fa, fb)
+    assert (a.caption, a.spec) != (c.caption, c.spec) or not np.array_equal(fa, fc)
+
+
+def test_mp4_bytes_are_reproducible(tmp_path) -> None:
+    _, frames = synth.make_clip(0, "heldout", 1)
+    s = synth.RenderSettings()
+    synth.write_mp4(tmp_path / "a.mp4", frames, s.fps, s.crf)
+    synth.write_mp4(tmp_path / "b.mp4", frames, s.fps, s.crf)
+    assert (tmp_path / "a.mp4").read_bytes() == (tmp_path / "b.mp4").read_bytes()
+
+
+def _words(table: dict[str, tuple[str, ...]]) -> dict[str, re.Pattern[str]]:
+    return {k: re.compile(r"\b(" + "|".join(map(re.escape, v)) + r")\b") for k, v in table.items()}
+
+
+@pytest.mark.parametrize("split", ["train", "heldout"])
+def test_caption_names_exactly_its_attributes(split: str) -> None:
+    shapes, sizes, motions = _words(synth.SHAPE_WORDS), _words(synth.SIZE_WORDS), _words(
+        synth.MOTION_WORDS)
+    for i in range(0, 400, 7):
+        clip, _ = synth.make_clip(0, split, i)
+        spec, text = clip.spec, clip.caption
+        first, _, rest = text.partition(", beside") if ", beside" in text else text.partition(
+            ", next to")
+        assert [k for k, p in sizes.items() if p.search(first)] == [spec.size], text
+        assert [k for k, p in motions.items() if p.search(first)] == [spec.motion], text
+        named = sorted(k for k, p in shapes.items() if p.search(text))
+        assert named == sorted({spec.shape, spec.second_shape} - {""}), text
+        assert re.search(rf"\b{spec.colour} ", first), text
+        assert re.search(rf"\b{spec.background}\b", first), text
+        assert bool(rest) == bool(spec.second_shape), text
+        if spec.second_shape:
+            assert spec.second_colour in rest and shapes[spec.second_shape].search(rest), text
+
+
+def _object_stats(frames: np.ndarray, colour: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-frame centroid (x, y) and pixel area of the pixels painted ``colour``."""
+    mask = np.all(frames == np.array(synth.COLOURS[colour], np.uint8), axis=-1)
+    area = mask.sum(axis=(1, 2)).astype(float)
+    ys, xs = np.indices(mask.shape[1:])
+    return (mask * xs).sum(axis=(1, 2)) / area, (mask * ys).sum(axis=(1, 2)) / area, area
+
+
+def test_pixels_follow_the_motion_attribute() -> None:
+    """Derive each clip's motion from its rendered pixels and compare with its attributes."""
+    seen = set()
+    for i in range(60):
+        clip, frames = synth.make_clip(1, "train", i)
+        spec = clip.spec
+        if spec.second_shape and spec.second_colour == spec.colour:
+            continue
+        x, y, area = _object_stats(frames, spec.colour)
+        dx, dy, growth = x[-1] - x[0], y[-1] - y[0], area[-1] / area[0]
+        changed = np.count_nonzero(np.any(frames[0] != frames[-1], axis=-1))
+        observed = {
+            "right": dx > 10, "left": dx < -10, "down": dy > 10, "up": dy < -10,
+            "growing": growth > 2.0, "shrinking": growth < 0.5,
+            "rotating": abs(dx) < 6 and abs(dy) < 6 and 0.8 < growth < 1.25 and changed > 10,
+            "still": changed == 0,
+        }
+        assert [m for m, ok in observed.items() if ok] == [spec.motion], (spec, dx, dy, growth)
+        seen.add(spec.motion)
+    assert seen == set(synth.MOTIONS)
+
+
+def test_heldout_combinations_are_unseen_and_come_in_direction_pairs() -> None:
+    singles = synth.heldout_singles(0)
+    assert len(singles) >= 300
+    units = {s.unit() for s in singles}
+    train_units = {synth.make_clip(0, "train", i)[0].spec.unit() for i in range(300)}
+    assert not units & train_units
+    keys = {s.key() for s in singles}
+    for s in singles:  # the opposite direction of every held-out clip is held out too
+        axis = next(a for a in synth.MOTION_AXES if s.motion in a)
+        other = axis[1 - axis.index(s.motion)]
+        if synth._valid(s.shape, other):
+            assert (s.shape, s.colour, s.size, other, s.background, "", "") in keys
+
+
+# --- metrics -----------------------------------------------------------------------------------
+
+def test_ranks_on_a_hand_made_matrix() -> None:
+    # 3 queries x 4 gallery clips; query i's target is clip i (distinct attributes).
+    sim = np.array([
+        [0.9, 0.1, 0.2, 0.3],   # target best            -> rank 1
+        [0.5, 0.4, 0.6, 0.1],   # 0.5 and 0.6 beat 0.4   -> rank 3
+        [0.2, 0.8, 0.7, 0.7],   # 0.8 beats, 0.7 ties    -> rank 3 (ties count against)
+    ])
+    keys = [("a",), ("b",), ("c",), ("d",)]
+    ranks = retrieval_ranks(sim, keys[:3], keys)
+    np.testing.assert_array_equal(ranks, [1, 3, 3])
+    m = retrieval_metrics(ranks)
+    assert m["R@1"] == pytest.approx(100 / 3)
+    assert m["R@5"] == pytest.approx(100.0)
+    assert m["MdR"] == 3.0
+    assert m["MnR"] == pytest.approx(7 / 3)
+
+
+def test_identical_attributes_count_as_correct() -> None:
+    # Clips 1 and 2 share every attribute: for query 1, clip 2 scoring first is a hit, and the
+    # rank is that of the best-scoring clip of the class.
+    sim = np.array([
+        [0.1, 0.9, 0.3],
+        [0.2, 0.3, 0.8],
+        [0.9, 0.5, 0.4],
+    ])
+    keys = [("x",), ("y",), ("y",)]
+    np.testing.assert_array_equal(retrieval_ranks(sim, keys, keys), [3, 1, 2])
+
+
+def test_metrics_on_known_ranks() -> None:
+    ranks = np.array([1, 2, 6, 11, 1, 30])
+    m = retrieval_metrics(ranks)
+    assert m == pytest.approx({"R@1": 100 * 2 / 6, "R@5": 100 * 3 / 6, "R@10": 100 * 4 / 6,
+                               "MdR": 4.0, "MnR": 51 / 6})
+
+
+# --- training recipe ---------------------------------------------------------------------------
+
+def _micro_config():
+    from pig.export.config import PigConfig
+
+    return PigConfig(vision_width=32, vision_layers=1, vision_heads=2, vision_mlp=64,
+                     patch_size=16, image_size=32, num_frames=4, num_proxy=2,
+                     text_width=32, text_layers=1, text_heads=2, text_mlp=64,
+                     gen_layers=1, gen_heads=2, gen_mlp=64, embed_dim=32, top_k=4)
+
+
+def test_lr_schedule() -> None:
+    from pig.export.train import TrainSettings, lr_at
+
+    s = TrainSettings(steps=100, lr=1.0, warmup=0.1)
+    assert lr_at(0, s) == pytest.approx(0.1)  # 10 warm-up steps, linear from lr/10
+    assert lr_at(9, s) == pytest.approx(1.0)
+    assert lr_at(10, s) == pytest.approx(1.0)  # cosine starts at the peak
+    assert lr_at(55, s) == pytest.approx(0.5)  # half-way through the 90 decay steps
+    assert lr_at(99, s) == pytest.approx(0.5 * (1 + np.cos(np.pi * 89 / 90)))
+
+
+def test_losses_match_a_hand_computation() -> None:
+    from pig.export.train import losses, make_model
+
+    model = make_model(_micro_config(), seed=1)
+    g = torch.Generator().manual_seed(0)
+    pv = torch.randn(3, 4, 3, 32, 32, generator=g)
+    ids = torch.full((3, 50), 49407)
+    ids[:, 0] = 49406
+    ids[:, 1:4] = torch.randint(0, 49000, (3, 3), generator=g)
+    retrieval, generation = losses(model, pv, ids)
+    with torch.no_grad():
+        v, t = model.encode_video(pv), model.encode_text(ids)
+        scale = float(model.encoder.clipmodel.logit_scale.exp())
+    vn = v.embed_norm.numpy().astype(np.float64)
+    tn = t.embed_norm.numpy().astype(np.float64)
+    logits = scale * vn @ tn.T
+
+    def ce(x: np.ndarray) -> float:  # mean over rows of -log softmax(row)[row index]
+        x = x - x.max(axis=1, keepdims=True)
+        return float(np.mean(np.log(np.exp(x).sum(axis=1)) - np.diag(x)))
+
+    assert retrieval.item() == pytest.approx(ce(logits) + ce(logits.T), rel=1e-5)
+    pq, te = v.pseudo_query.numpy().astype(np.float64), t.embed.numpy().astype(np.float64)
+    cos = (pq * te).sum(1) / np.linalg.norm(pq, axis=1) / np.linalg.norm(te, axis=1)
+    assert generation.item() == pytest.approx(np.mean(2 - 2 * cos), rel=1e-5)
+
+
+def test_training_smoke_on_real_clips_and_official_checkpoint_format(tmp_path) -> None:
+    """A few steps on 4 generated mp4 clips through the engine data path; the fp16 checkpoint
+    loads strictly with the official key structure and reproduces the fp16-rounded model."""
+    from pig.demo import dataset
+    from pig.export.checkpoint import load_checkpoint
+    from pig.export.train import TrainSettings, fp16_state_dict, make_model, recipe_for, train
+
+    cfg = _micro_config()
+    clips = synth.generate(tmp_path, num_train=4, num_heldout=0, seed=5)
+    pixels = dataset.clip_pixels(tmp_path, clips, recipe_for(cfg))
+    assert pixels.shape == (4, 4, 3, 32, 32)
+    ids = dataset.caption_ids(clips)
+    model = make_model(cfg, seed=0)
+    history = train(model, pixels, ids, TrainSettings(steps=12, batch=4, lr=3e-3), log_every=1)
+    assert history[-1]["retrieval"] < history[0]["retrieval"]  # one batch: it must overfit
+    assert all(np.isfinite([h["retrieval"], h["generation"]]).all() for h in history)
+    assert 1.0 <= history[-1]["logit_scale"] <= 200.0
+    torch.save(fp16_state_dict(model), tmp_path / "ckpt.pt")
+    loaded = load_checkpoint(tmp_path / "ckpt.pt", cfg.to_dict())
+    assert loaded.config == cfg
+    model.load_state_dict({k: v.float() for k, v in fp16_state_dict(model).items()})
+    x = torch.from_numpy(np.ascontiguousarray(pixels))
+    with torch.no_grad():
+        a, b = model.encode_video(x).embed_norm, loaded.model.encode_video(x).embed_norm
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
