@@ -8,8 +8,6 @@ every graph in ONNX Runtime, is printed and written to ``accuracy_report.json``.
 
 from __future__ import annotations
 
-import os
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -25,6 +23,7 @@ from pig.calibration.int8 import quantize_int8, settings
 from pig.calibration.options import CALIBRATION_METHODS, PRECISIONS
 from pig.calibration.report import INPUTS, accuracy_report, format_report, write_report
 from pig.engine.bundle import Bundle
+from pig.engine.fsutil import write_atomic
 from pig.errors import PigError
 
 EvalSource = cdata.EvalSet | str | Path | None
@@ -47,17 +46,7 @@ def _versions() -> dict[str, str]:
 def _save(model: onnx.ModelProto, path: Path) -> None:
     """Check, then write atomically (temporary file in the bundle, fsync, rename)."""
     onnx.checker.check_model(model, full_check=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), 0o644)  # like the fp32 graphs
-            f.write(model.SerializeToString())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, model.SerializeToString())
 
 
 def calibrate_bundle(bundle_dir: str | Path, videos: Path | None = None,

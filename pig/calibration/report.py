@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from pig.calibration.data import EvalSet
-from pig.engine.bundle import Bundle, write_json_atomic
+from pig.engine.bundle import Bundle
+from pig.engine.fsutil import write_json_atomic
 
 REPORT = "accuracy_report.json"
 INPUTS = {"video": "pixel_values", "text": "input_ids"}

@@ -10,11 +10,10 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from pig.engine.fsutil import write_json_atomic
 from pig.engine.recipe import PreprocessRecipe, TokenizerSpec
 from pig.errors import BundleError
 
@@ -39,21 +38,6 @@ def fingerprint(manifest: dict[str, Any]) -> str:
     payload = [g["video"]["fp32"]["sha256"], g["text"]["fp32"]["sha256"],
                manifest["preprocess"], manifest["tokenizer"]]
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
-
-
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Write to a temporary file in the same folder, fsync, rename over ``path``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class Bundle:

@@ -34,8 +34,8 @@ from pig.engine.bundle import (
     MANIFEST,
     fingerprint,
     sha256_file,
-    write_json_atomic,
 )
+from pig.engine.fsutil import write_json_atomic
 from pig.engine.recipe import PreprocessRecipe, TokenizerSpec
 from pig.errors import PigError
 from pig.export.checkpoint import LoadedCheckpoint

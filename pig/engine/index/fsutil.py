@@ -1,4 +1,4 @@
-"""Durable file writes and the single-writer lock of an index directory."""
+"""The single-writer lock of an index directory."""
 
 from __future__ import annotations
 
@@ -8,37 +8,6 @@ import os
 from pathlib import Path
 
 from pig.errors import IndexStoreError
-
-
-def fsync_dir(directory: Path) -> None:
-    """Make renames and unlinks inside ``directory`` durable."""
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def publish(tmp: Path, final: Path) -> None:
-    """Atomically move a fully written ``tmp`` to ``final``: fsync file, rename, fsync dir."""
-    fsync_file(tmp)
-    os.replace(tmp, final)
-    fsync_dir(final.parent)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` so that a crash leaves either the old or the new file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    publish(tmp, path)
 
 
 class DirLock:

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pig.engine.index.fsutil import write_atomic
+from pig.engine.fsutil import write_atomic
 from pig.errors import IndexStoreError
 
 FORMAT = "pig-index"

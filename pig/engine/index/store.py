@@ -40,6 +40,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from pig.engine.fsutil import fsync_dir, publish
 from pig.engine.index.catalog import (
     CATALOG_NAME,
     FAILED,
@@ -48,7 +49,7 @@ from pig.engine.index.catalog import (
     FileRecord,
     file_digest,
 )
-from pig.engine.index.fsutil import DirLock, fsync_dir, publish
+from pig.engine.index.fsutil import DirLock
 from pig.engine.index.manifest import DTYPES, MANIFEST_NAME, IndexManifest
 from pig.engine.index.vectors import VectorStore, check_unit_vectors
 from pig.errors import IndexStoreError

@@ -6,6 +6,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+import pig.engine._native  # noqa: F401  (must precede usearch: see the module)
+
+# isort: split
 from usearch.index import Index
 
 from pig.errors import IndexStoreError

@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, Any
 from pig.engine import gpu as gpu_probe
 from pig.engine.backends.base import BRANCHES, OUTPUT_NAME, Branch
 from pig.engine.bundle import sha256_file
+from pig.engine.fsutil import write_atomic
 from pig.engine.gpu import GpuInfo
-from pig.engine.trt.cache import PlanCache, PlanKey, atomic_write, timing_cache_path
+from pig.engine.trt.cache import PlanCache, PlanKey, timing_cache_path
 from pig.engine.trt.profiles import BatchProfile, profile_shapes, static_dims
 from pig.errors import BackendUnavailable, BundleError
 
@@ -143,7 +144,7 @@ def build_plan(
         raise BackendUnavailable(f"{onnx_path}: TensorRT engine build failed (see log above)")
     log(f"built {branch}/{precision} in {time.perf_counter() - t0:.1f}s")
     if timing_cache is not None:
-        atomic_write(timing_cache, bytes(config.get_timing_cache().serialize()))
+        write_atomic(timing_cache, bytes(config.get_timing_cache().serialize()))
     return bytes(serialized)
 
 

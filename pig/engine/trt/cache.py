@@ -13,10 +13,10 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from pig.engine.fsutil import write_atomic
 from pig.engine.gpu import GpuInfo
 from pig.engine.trt.profiles import BatchProfile
 
@@ -85,21 +85,6 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file, fsync and rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 class PlanCache:
     """The ``trt/`` folder of a bundle (or any writable folder)."""
 
@@ -131,7 +116,7 @@ class PlanCache:
     def store(self, key: PlanKey, plan: bytes) -> Path:
         """Write plan then sidecar (the sidecar is the commit marker)."""
         plan_path, meta_path = self.paths(key)
-        atomic_write(plan_path, plan)
+        write_atomic(plan_path, plan)
         meta = {"key": key.to_dict(), "plan_sha256": _sha256(plan), "plan_bytes": len(plan)}
-        atomic_write(meta_path, json.dumps(meta, indent=2, sort_keys=True).encode())
+        write_atomic(meta_path, json.dumps(meta, indent=2, sort_keys=True).encode())
         return plan_path

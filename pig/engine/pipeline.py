@@ -1,0 +1,342 @@
+"""The indexing pipeline behind ``pig-engine index``: decode -> preprocess -> encode -> index.
+
+Threads, not processes: PyAV decodes and the C++ preprocessor resizes with the GIL released,
+and threads let a worker preprocess straight into the shared batch input buffer::
+
+    main thread:  plan files (catalog)            encode batch k | add + commit  ...
+    workers (N):  stat+hash, decode, sample -> reserve a slot in the open batch ->
+                  preprocess into buffer[slot]  (batch k+1, k+2 fill while k encodes)
+
+A small pool of batch buffers bounds memory and is the back-pressure between the stages: a
+worker waits for a free buffer only when every buffer is queued for, or in, the encoder.
+The main thread alone touches the index (SQLite connections are per thread). Commits happen
+every ``commit_seconds`` and at the end, so a crash loses at most the batches encoded since
+the last commit; Ctrl-C commits what is encoded and reports ``interrupted``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from pig.engine.backends import Backend, open_backend
+from pig.engine.backends.onnxruntime import OrtOptions
+from pig.engine.bundle import Bundle
+from pig.engine.index import Entry, Plan, VideoIndex
+from pig.engine.index.manifest import MANIFEST_NAME
+from pig.engine.preprocess import preprocess_frames
+from pig.engine.recipe import PreprocessRecipe
+from pig.engine.video import read_video
+from pig.engine.walk import discover
+from pig.errors import VideoReadError
+
+
+@dataclass(frozen=True)
+class PipelineOptions:
+    """Throughput knobs; defaults measured on 2 cores (bench/bench_pipeline.py).
+
+    ``workers``: decode+preprocess threads. ``encoder_threads``: ONNX Runtime intra-op
+    threads (0 = one per core). ``buffers``: batch buffers in flight (one filling, one
+    queued, one encoding). ``commit_seconds``: time between commits, stretched to 10x the
+    last commit's duration for large indexes (a commit rewrites the vectors file); 0 commits
+    after every batch.
+    """
+
+    batch_size: int = 8
+    workers: int = 2
+    encoder_threads: int = 0
+    buffers: int = 3
+    commit_seconds: float = 10.0
+    retry_failed: bool = False
+
+
+@dataclass
+class IndexReport:
+    """What one run did. ``skipped`` counts plan reasons (unchanged, touched, failed)."""
+
+    files: int = 0
+    indexed: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+    commits: int = 0
+    interrupted: bool = False
+
+    @property
+    def videos_per_second(self) -> float:
+        return self.indexed / self.seconds if self.seconds > 0 else 0.0
+
+    def summary(self) -> str:
+        reasons = {"failed": "failed before, unchanged"}
+        skipped = ", ".join(f"{n} {reasons.get(why, why)}"
+                            for why, n in sorted(self.skipped.items()))
+        lines = [
+            f"{self.files} files: {self.indexed} indexed, {len(self.failed)} failed, "
+            f"{sum(self.skipped.values())} skipped{f' ({skipped})' if skipped else ''}; "
+            f"{self.seconds:.1f} s, {self.videos_per_second:.2f} videos/s"
+        ]
+        if self.skipped.get("failed"):
+            lines.append("(--retry-failed decodes files that failed before again)")
+        lines += [f"failed: {path}: {reason}" for path, reason in self.failed]
+        if self.interrupted:
+            left = self.files - self.indexed - len(self.failed) - sum(self.skipped.values())
+            lines.append(f"interrupted: {left} files not done; the work encoded so far is "
+                         "committed: run again to resume")
+        return "\n".join(lines)
+
+
+@dataclass
+class _Failure:
+    path: str
+    reason: str
+
+
+@dataclass
+class _Batch:
+    buffer: np.ndarray
+    entries: list[Entry | None]
+    reserved: int = 0
+    filled: int = 0
+    sealed: bool = False
+
+
+class _Stopped(Exception):
+    """The run is being torn down; a waiting worker gives up."""
+
+
+class _Assembler:
+    """Hands out batch slots to workers and emits a batch once it is full and written."""
+
+    def __init__(self, buffers: Sequence[np.ndarray], batch_size: int, tasks: int,
+                 out: queue.Queue[Any], stop: threading.Event) -> None:
+        self._free = list(buffers)
+        self._batch_size = batch_size
+        self._tasks_left = tasks
+        self._out = out
+        self._stop = stop
+        self._cond = threading.Condition()
+        self._open: _Batch | None = None
+
+    def reserve(self) -> tuple[_Batch, int]:
+        with self._cond:
+            while self._open is None:
+                if self._stop.is_set():
+                    raise _Stopped
+                if self._free:
+                    self._open = _Batch(self._free.pop(), [None] * self._batch_size)
+                else:
+                    self._cond.wait(0.1)
+            batch, slot = self._open, self._open.reserved
+            batch.reserved += 1
+            if batch.reserved == self._batch_size:
+                batch.sealed, self._open = True, None
+            return batch, slot
+
+    def fill(self, batch: _Batch, slot: int, entry: Entry | None) -> None:
+        with self._cond:
+            batch.entries[slot] = entry
+            batch.filled += 1
+            self._emit_if_ready(batch)
+
+    def task_done(self) -> None:
+        """Called once per task; after the last one the partial open batch is emitted."""
+        with self._cond:
+            self._tasks_left -= 1
+            if self._tasks_left == 0 and self._open is not None:
+                batch, self._open = self._open, None
+                batch.sealed = True
+                self._emit_if_ready(batch)
+
+    def release(self, buffer: np.ndarray) -> None:
+        with self._cond:
+            self._free.append(buffer)
+            self._cond.notify_all()
+
+    def _emit_if_ready(self, batch: _Batch) -> None:
+        if batch.sealed and batch.filled == batch.reserved:
+            self._out.put(batch)
+
+
+@contextlib.contextmanager
+def _deferred_sigint(flag: threading.Event) -> Iterator[None]:
+    """Ctrl-C sets ``flag`` instead of raising mid-update (the loop stops at a safe point);
+    a second Ctrl-C raises at once. Only the main thread can handle signals."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        if flag.is_set():
+            raise KeyboardInterrupt
+        flag.set()
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+class Pipeline:
+    """Runs decode/preprocess workers against one encoder and one writable index."""
+
+    def __init__(self, encoder: Backend, recipe: PreprocessRecipe,
+                 options: PipelineOptions | None = None) -> None:
+        self.encoder = encoder
+        self.recipe = recipe
+        self.options = options or PipelineOptions()
+        if self.options.batch_size < 1 or self.options.workers < 1 or self.options.buffers < 2:
+            raise ValueError(f"need batch_size >= 1, workers >= 1, buffers >= 2: {self.options}")
+
+    def run(self, index: VideoIndex, files: Iterable[str | os.PathLike[str]],
+            progress: bool = False) -> IndexReport:
+        """Index ``files`` (already discovered) into ``index``; see the module docstring."""
+        t0 = time.perf_counter()
+        report = IndexReport()
+        todo: list[Plan] = []
+        for f in files:
+            plan = index.plan(f, retry_failed=self.options.retry_failed)
+            report.files += 1
+            if plan.action == "embed":
+                todo.append(plan)
+            else:
+                report.skipped[plan.reason] += 1
+        if todo:
+            with tqdm(total=len(todo), unit="video", desc="indexing", disable=not progress,
+                      file=sys.stderr, smoothing=0.1) as bar:
+                interrupt = threading.Event()
+                try:
+                    with _deferred_sigint(interrupt):
+                        self._embed(index, todo, report, bar.update, interrupt)
+                except KeyboardInterrupt:
+                    report.interrupted = True
+        index.commit()
+        report.commits += 1
+        report.seconds = time.perf_counter() - t0
+        return report
+
+    def _embed(self, index: VideoIndex, todo: list[Plan], report: IndexReport,
+               advance: Callable[[int], object], interrupt: threading.Event) -> None:
+        opts = self.options
+        results: queue.Queue[Any] = queue.Queue()
+        stop = threading.Event()
+        shape = (opts.batch_size, self.recipe.num_frames, 3, self.recipe.size, self.recipe.size)
+        dtype = self.encoder.video_input_buffer(1).dtype
+        buffers = [np.empty(shape, dtype) for _ in range(opts.buffers)]
+        assembler = _Assembler(buffers, opts.batch_size, len(todo), results, stop)
+        pool = ThreadPoolExecutor(opts.workers, thread_name_prefix="pig-decode")
+        try:
+            for plan in todo:
+                pool.submit(self._work, plan, assembler, results)
+            pending, last_commit, interval = len(todo), time.monotonic(), opts.commit_seconds
+            while pending:
+                if interrupt.is_set():
+                    raise KeyboardInterrupt
+                try:
+                    item = results.get(timeout=0.2)
+                except queue.Empty:
+                    continue
+                if isinstance(item, BaseException):
+                    raise item
+                if isinstance(item, _Failure):
+                    index.record_failure(item.path, item.reason)
+                    report.failed.append((item.path, item.reason))
+                    pending -= 1
+                    advance(1)
+                    continue
+                vectors = self.encoder.encode_video(item.buffer[: item.reserved])
+                assembler.release(item.buffer)
+                keep = [i for i, e in enumerate(item.entries[: item.reserved]) if e is not None]
+                if keep:
+                    index.add([item.entries[i] for i in keep], vectors[keep])
+                report.indexed += len(keep)
+                pending -= len(keep)
+                advance(len(keep))
+                if time.monotonic() - last_commit >= interval:
+                    t = time.monotonic()
+                    index.commit()
+                    report.commits += 1
+                    last_commit = time.monotonic()
+                    if opts.commit_seconds > 0:
+                        # a commit rewrites the vectors file: keep commits under ~10% of time
+                        interval = max(opts.commit_seconds, 10 * (last_commit - t))
+        finally:
+            stop.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _work(self, plan: Plan, assembler: _Assembler, results: queue.Queue[Any]) -> None:
+        """One file: stat + hash, decode, then preprocess into a batch slot (worker thread)."""
+        try:
+            try:
+                entry = Entry.from_file(plan.path, frames=0, digest=plan.digest)
+                sampled = read_video(plan.path, self.recipe.num_frames, threads=1)
+            except VideoReadError as err:
+                results.put(_Failure(plan.path, err.reason))
+                return
+            except OSError as err:
+                results.put(_Failure(plan.path, f"cannot read the file ({err.strerror})"))
+                return
+            except Exception as err:  # an unforeseen decoder error must not stop the run
+                results.put(_Failure(plan.path, f"unexpected {type(err).__name__}: {err}"))
+                return
+            batch, slot = assembler.reserve()
+            try:
+                preprocess_frames(sampled.frames, self.recipe, out=batch.buffer[slot], threads=1)
+            except (ValueError, TypeError) as err:
+                batch.buffer[slot] = 0
+                results.put(_Failure(plan.path, f"preprocessing failed ({err})"))
+                assembler.fill(batch, slot, None)
+                return
+            assembler.fill(batch, slot, replace(entry, frames=sampled.frame_count))
+        except _Stopped:
+            pass
+        except BaseException as err:  # a bug, not a bad file: stop the run with it
+            results.put(err)
+        finally:
+            assembler.task_done()
+
+
+def index_videos(
+    paths: Iterable[str | os.PathLike[str]],
+    bundle: Bundle,
+    index_dir: str | os.PathLike[str],
+    *,
+    glob: str | None = None,
+    backend: str = "auto",
+    precision: str | None = None,
+    dtype: str | None = None,
+    usearch_settings: dict[str, int | None] | None = None,
+    options: PipelineOptions | None = None,
+    progress: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> IndexReport:
+    """Discover ``paths``, open the encoder and the index (created if missing), run."""
+    options = options or PipelineOptions()
+    files = discover(paths, glob)
+    if (Path(index_dir) / MANIFEST_NAME).is_file():
+        # refuse a foreign index before opening the encoder (a TensorRT build takes minutes)
+        VideoIndex.open(index_dir, fingerprint=bundle.fingerprint, view=True).close()
+    kwargs: dict[str, Any] = {"log": log} if log is not None else {}
+    encoder = open_backend(bundle, backend, precision, branches=("video",),
+                           ort_options=OrtOptions(threads=options.encoder_threads), **kwargs)
+    info = {"bundle": str(Path(bundle.dir).resolve()), "backend": encoder.name,
+            "precision": encoder.precision}
+    with VideoIndex.open_or_create(
+        index_dir, fingerprint=bundle.fingerprint, dim=bundle.embedding_dim, bundle_info=info,
+        dtype=dtype, **(usearch_settings or {}),
+    ) as index:
+        return Pipeline(encoder, bundle.recipe, options).run(index, files, progress)

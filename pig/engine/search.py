@@ -1,0 +1,84 @@
+"""The query path of ``pig-engine search``: tokenise -> encode text (batched) -> index search."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+
+from pig.engine.backends import open_backend
+from pig.engine.bundle import Bundle
+from pig.engine.index import Hit, VideoIndex
+from pig.engine.tokenizer import ClipTokenizer
+from pig.errors import BundleError, IndexStoreError, PigError
+
+
+def recorded_bundle(index: VideoIndex) -> Path:
+    """The bundle directory that most recently wrote vectors into ``index``."""
+    for producer in reversed(index.manifest.bundle_producers):
+        if producer.get("bundle"):
+            return Path(producer["bundle"])
+    raise IndexStoreError(f"{index.path}: the index records no bundle directory; pass --bundle")
+
+
+def bundle_for(index: VideoIndex, bundle_dir: str | os.PathLike[str] | None = None) -> Bundle:
+    """``bundle_dir`` (or the one the index records), refused unless it made the index."""
+    bundle = Bundle.load(bundle_dir if bundle_dir is not None else recorded_bundle(index))
+    if bundle.fingerprint != index.fingerprint:
+        raise BundleError(
+            f"{bundle.dir}: bundle {bundle.fingerprint[:16]} is not the model that built the "
+            f"index {index.path} ({index.fingerprint[:16]}); use the bundle it was built with"
+        )
+    return bundle
+
+
+class Searcher:
+    """An index opened read-only (memory-mapped) with the text encoder of its bundle."""
+
+    def __init__(
+        self,
+        index_dir: str | os.PathLike[str],
+        bundle_dir: str | os.PathLike[str] | None = None,
+        backend: str = "auto",
+        precision: str | None = None,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
+        self.index = VideoIndex.open(index_dir, view=True)
+        try:
+            self.bundle = bundle_for(self.index, bundle_dir)
+            self.tokenizer = ClipTokenizer(self.bundle.tokenizer_spec)
+            kwargs: dict[str, Any] = {"log": log} if log is not None else {}
+            self.encoder = open_backend(self.bundle, backend, precision, branches=("text",),
+                                        **kwargs)
+        except BaseException:
+            self.index.close()
+            raise
+
+    def encode(self, queries: Sequence[str]) -> np.ndarray:
+        """Unit text vectors ``[Q, D]`` float32, one batch through the encoder."""
+        for i, q in enumerate(queries):
+            if not q.strip():
+                raise PigError(f"query {i + 1} is empty")
+        return self.encoder.encode_text(self.tokenizer.encode(list(queries)))
+
+    def search(self, queries: Sequence[str], k: int = 10, exact: bool = False) -> list[list[Hit]]:
+        """Top ``k`` videos per query, best first; ``exact`` scans instead of HNSW."""
+        if k < 1:
+            raise PigError(f"k must be >= 1, got {k}")
+        if not queries:
+            return []
+        return self.index.search(self.encode(queries), k, exact=exact)
+
+    def close(self) -> None:
+        self.index.close()
+
+    def __enter__(self) -> Searcher:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
