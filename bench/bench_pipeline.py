@@ -85,7 +85,7 @@ def generated_clips(n: int) -> Path:
 def bundle(name: str) -> Bundle:
     """The demo bundle or the reference ``small`` config's bundle (exported once)."""
     if name == "demo":
-        checkpoint, config, _ = demo.model_files()
+        checkpoint, config = demo.model_files()
         return demo.ensure_bundle(checkpoint, config, demo.BUNDLE)
     out = CACHE / f"bundle-{name}"
     if not (out / "manifest.json").is_file():

@@ -1,8 +1,8 @@
 """On the demo model: ``pig-engine index`` + ``search`` retrieve exactly as the evaluation does.
 
-Same model (the shipped ``models/pig-tiny``, or untrained tiny weights until it exists), same
-held-out clips; the evaluation's ranks come from ``pig.demo.evaluate`` on ONNX Runtime fp32
-vectors of the clips decoded by ``pig.demo.dataset``.
+Same model (the shipped ``models/pig-tiny``), same held-out clips; the evaluation's ranks come
+from ``pig.demo.evaluate`` on ONNX Runtime fp32 vectors of the clips decoded by
+``pig.demo.dataset``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def test_engine_search_r1_equals_evaluation(tmp_path: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     root = tmp_path / "heldout"
     clips = run.ensure_clips(root, HELDOUT)
-    checkpoint, config, _ = run.model_files(tmp_path / "model")
+    checkpoint, config = run.model_files()
     bundle = run.ensure_bundle(checkpoint, config, tmp_path / "bundle")
     idx = tmp_path / "index"
     with pytest.raises(SystemExit) as stop:  # f32 storage: scores are the fp32 inner products

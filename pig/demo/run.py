@@ -62,20 +62,13 @@ def ensure_clips(root: Path, n: int, seed: int = 0) -> list[synth.Clip]:
     return clips
 
 
-def model_files(scratch: Path = OUT / "untrained-model") -> tuple[Path, Path, bool]:
-    """(checkpoint, args.json, trained): the shipped model, else untrained tiny weights."""
-    if CHECKPOINT.is_file() and CONFIG.is_file():
-        return CHECKPOINT, CONFIG, True
-    from pig.export.train import TINY, fp16_state_dict, make_model
-
-    ckpt, cfg = scratch / "pig_untrained.pt", scratch / "args.json"
-    if not ckpt.is_file():
-        import torch
-
-        scratch.mkdir(parents=True, exist_ok=True)
-        torch.save(fp16_state_dict(make_model(TINY, 0)), ckpt)
-        cfg.write_text(json.dumps(TINY.to_dict(), indent=2) + "\n")
-    return ckpt, cfg, False
+def model_files() -> tuple[Path, Path]:
+    """(checkpoint, args.json) of the shipped demo model; a clear error when it is missing."""
+    for f in (CHECKPOINT, CONFIG):
+        if not f.is_file():
+            raise PigError(f"{f}: not found (the demo model ships with the repository: "
+                           f"restore it with git, or retrain it as {MODEL}/README.md says)")
+    return CHECKPOINT, CONFIG
 
 
 def ensure_bundle(checkpoint: Path, config: Path, out: Path) -> Bundle:
@@ -156,10 +149,7 @@ def main(argv: list[str] | None = None) -> None:
     t0 = time.perf_counter()
     try:
         clips = ensure_clips(OUT / "heldout", a.heldout)
-        checkpoint, config, trained = model_files()
-        if not trained:
-            _say(f"WARNING: {CHECKPOINT} not found; using UNTRAINED tiny weights, so the "
-                 "results below are chance level")
+        checkpoint, config = model_files()
         bundle = ensure_bundle(checkpoint, config, BUNDLE)
         ensure_index(OUT / "heldout", clips, bundle, OUT / "index")
         with Searcher(OUT / "index", log=lambda _: None) as searcher:
@@ -172,7 +162,7 @@ def main(argv: list[str] | None = None) -> None:
          + ", ".join(f"{name} {v:.1f}%" for name, v in r.items())
          + f" (chance R@1 ~{100 / len(clips):.1f}%); {RULE}")
     report = MODEL / "eval_report.json"
-    if trained and report.is_file() and a.heldout == json.loads(report.read_text()).get(
+    if report.is_file() and a.heldout == json.loads(report.read_text()).get(
             "heldout_clips"):
         ref = json.loads(report.read_text())["metrics"].get("PIG (ONNX Runtime fp32)", {})
         _say(f"      the evaluation ({report}, float32 vectors, exact) reports R@1 "
