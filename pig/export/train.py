@@ -47,8 +47,8 @@ LOGIT_SCALE_MAX = math.log(200.0)
 class TrainSettings:
     """Optimisation settings (recorded in the model README)."""
 
-    steps: int = 2500
-    batch: int = 32
+    steps: int = 5000
+    batch: int = 64
     lr: float = 2e-3
     weight_decay: float = 0.2
     warmup: float = 0.05
@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--threads", type=int, default=d.threads)
-    p.add_argument("--log-every", type=int, default=50)
+    p.add_argument("--log-every", type=int, default=250)
     p.add_argument("--monitor", action="store_true",
                    help="print held-out R@1 at every log step (slower; same weights)")
     a = p.parse_args(argv)
