@@ -74,7 +74,7 @@ def test_hnsw_recall_vs_exact(tmp_path: Path) -> None:
     x, q = structured_vectors(10_000, seed=3), structured_vectors(100, seed=4)
     with create(tmp_path / "idx", dim=512) as idx:  # defaults: f16, usearch HNSW settings
         idx.add(fake_entries(len(x)), x)
-        found = [[h.key for h in row] for row in idx.search(q, 10)]
+        found = [[h.key for h in row] for row in idx.search(q, 10, exact=False)]
         exact = np.array([[h.key for h in row] for row in idx.search(q, 10, exact=True)])
     assert recall_at(found, exact) >= 0.99
     truth = np.argsort(-(q @ x.T), axis=1)[:, :10] + 1
@@ -279,3 +279,22 @@ def test_crash_during_commit_leaves_a_consistent_index(
         f"vectors.{idx.generation:06d}.usearch"
     ]
     assert VideoIndex.open(d).manifest.generation == idx.generation
+
+
+def test_default_search_scans_small_indexes_and_uses_hnsw_above(tmp_path: Path,
+                                                               monkeypatch) -> None:
+    from pig.engine.index import store
+
+    rng = np.random.default_rng(5)
+    x = unit(rng, 50, 16)
+    with create(tmp_path / "i") as idx:
+        idx.add(fake_entries(50), x)
+        modes: list[bool] = []
+        real = idx._vectors.search
+        monkeypatch.setattr(idx._vectors, "search",
+                            lambda q, k, exact: modes.append(exact) or real(q, k, exact))
+        auto_small = idx.search(x[:5], 10)
+        monkeypatch.setattr(store, "EXACT_SEARCH_MAX", 49)
+        idx.search(x[:5], 10)
+        assert modes == [True, False]
+        assert auto_small == idx.search(x[:5], 10, exact=True)

@@ -113,8 +113,11 @@ def ensure_index(clips_root: Path, clips: list[synth.Clip], bundle: Bundle,
         raise PigError(f"{index_dir}: {len(report.failed)} demo clips failed to index")
 
 
+Top = list[list[tuple[float, synth.Clip]]]
+
+
 def engine_ranks(searcher: Searcher, clips: list[synth.Clip], root: Path, k: int,
-                 exact: bool = False) -> tuple[np.ndarray, list[list[tuple[float, synth.Clip]]]]:
+                 exact: bool | None = None) -> tuple[np.ndarray, Top]:
     """Per caption, through ``Searcher.search``: the rank of the best correct clip by the
     evaluation's rule (1 + wrong clips scoring >= it, so ties count against; ``k + 1`` when no
     correct clip is in the top ``k``) and the top-``k`` (score, clip) list."""
@@ -131,7 +134,7 @@ def engine_ranks(searcher: Searcher, clips: list[synth.Clip], root: Path, k: int
     return np.asarray(ranks), tops
 
 
-def show(clips: list[synth.Clip], tops: list[list[tuple[float, synth.Clip]]], shown: int,
+def show(clips: list[synth.Clip], tops: Top, shown: int,
          per_query: int = 3) -> None:
     for i in np.linspace(0, len(clips) - 1, shown).astype(int):
         q = clips[i]

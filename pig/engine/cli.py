@@ -111,13 +111,14 @@ def _read_queries(queries: tuple[str, ...], queries_file: Path | None) -> list[s
 @_index
 @click.option("-k", "k", type=click.IntRange(1), default=10, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per query")
-@click.option("--exact", is_flag=True, help="brute-force scan instead of HNSW")
+@click.option("--exact/--approximate", default=None,
+              help="brute-force scan, or HNSW (default: scan up to 10k vectors, HNSW above)")
 @click.option("--bundle", type=_PATH, default=None,
               help="bundle directory (default: the one recorded in the index)")
 @_backend
 @_precision
 def search(queries: tuple[str, ...], queries_file: Path | None, index_dir: Path, k: int,
-           as_json: bool, exact: bool, bundle: Path | None, backend: str,
+           as_json: bool, exact: bool | None, bundle: Path | None, backend: str,
            precision: str | None) -> int:
     """Find the videos that best match each query text."""
     from pig.engine.search import Searcher

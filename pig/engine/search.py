@@ -65,8 +65,10 @@ class Searcher:
                 raise PigError(f"query {i + 1} is empty")
         return self.encoder.encode_text(self.tokenizer.encode(list(queries)))
 
-    def search(self, queries: Sequence[str], k: int = 10, exact: bool = False) -> list[list[Hit]]:
-        """Top ``k`` videos per query, best first; ``exact`` scans instead of HNSW."""
+    def search(
+        self, queries: Sequence[str], k: int = 10, exact: bool | None = None
+    ) -> list[list[Hit]]:
+        """Top ``k`` videos per query, best first; ``exact``: see :meth:`VideoIndex.search`."""
         if k < 1:
             raise PigError(f"k must be >= 1, got {k}")
         if not queries:

@@ -57,6 +57,9 @@ from pig.errors import IndexStoreError
 _OPEN_RETRIES = 5  # a reader racing a writer's commit retries with the newer generation
 
 
+EXACT_SEARCH_MAX = 10_000  # auto mode scans up to this many vectors (bench_search: ~1 ms)
+
+
 def _abspath(path: str | os.PathLike[str]) -> str:
     return os.path.abspath(os.fspath(path))
 
@@ -458,14 +461,20 @@ class VideoIndex:
         return [r.path for r in removed.values()]
 
     # --- search --------------------------------------------------------------------------
-    def search(self, queries: Any, k: int = 10, *, exact: bool = False) -> list[list[Hit]]:
+    def search(
+        self, queries: Any, k: int = 10, *, exact: bool | None = None
+    ) -> list[list[Hit]]:
         """Top ``k`` files per query (unit float [Q, dim] or [dim]), best first.
 
         ``score`` is the inner product of query and stored vector (as stored: f16/i8 carry
-        their quantisation error). ``exact=True`` is a brute-force scan instead of HNSW.
-        Changes not yet committed are visible to the writer that made them.
+        their quantisation error). ``exact=True`` is a brute-force scan, ``False`` HNSW, and
+        ``None`` (default) the scan up to ``EXACT_SEARCH_MAX`` vectors, where it costs about a
+        millisecond and HNSW saves nothing, HNSW above. Changes not yet committed are visible
+        to the writer that made them.
         """
         q = check_unit_vectors(queries, self.dim, str(self.path))
+        if exact is None:
+            exact = len(self._vectors) <= EXACT_SEARCH_MAX
         keys, scores, counts = self._vectors.search(q, k, exact)
         paths = self._catalog.paths(
             {int(key) for row, n in zip(keys, counts, strict=True) for key in row[:n]}
