@@ -18,6 +18,7 @@ from typing import Any
 import click
 
 from pig.calibration.options import calibrate_options
+from pig.engine.trt.profiles import BatchProfile
 from pig.errors import PigError
 
 
@@ -68,16 +69,18 @@ def run_onnx(checkpoint: Path, config: Path | None, out: Path) -> None:
                f"{'identical' if p['topk_indices_equal'] else 'DIFFER'}")
 
 
-def run_trt(out: Path, precision: str, batch_profile: str, workspace_gib: float) -> None:
+def _batch_profile(_ctx: click.Context, _param: click.Parameter, text: str) -> BatchProfile:
+    try:
+        return BatchProfile.parse(text)
+    except ValueError as err:
+        raise click.BadParameter(str(err)) from None
+
+
+def run_trt(out: Path, precision: str, profile: BatchProfile, workspace_gib: float) -> None:
     """Build (or find in the plan cache) the TensorRT engine of every requested precision."""
     from pig.engine.bundle import Bundle
     from pig.engine.trt.build import build_engines
-    from pig.engine.trt.profiles import BatchProfile
 
-    try:
-        profile = BatchProfile.parse(batch_profile)
-    except ValueError as err:
-        raise click.BadParameter(str(err), param_hint="--batch-profile") from None
     bundle = Bundle.load(out)
     present = sorted({p for b in ("video", "text") for p in bundle.precisions(b)})
     wanted = present if precision == "all" else [precision]
@@ -103,16 +106,18 @@ def run_trt(out: Path, precision: str, batch_profile: str, workspace_gib: float)
 @calibrate_options
 @click.option("--trt", "do_trt", is_flag=True,
               help="Build TensorRT engines (GPU + TensorRT only) into --out/trt, cached by key.")
-@click.option("--batch-profile", default="1,8,64", show_default=True,
+@click.option("--batch-profile", default="1,8,64", show_default=True, callback=_batch_profile,
               help="TensorRT optimisation profile batch sizes: MIN,OPT,MAX (or MAX).")
 @click.option("--workspace-gib", type=click.FloatRange(0.25), default=4.0, show_default=True,
               help="TensorRT builder workspace limit.")
 def cli(do_onnx: bool, checkpoint: Path | None, config: Path | None, out: Path,
-        precision: str, calibrate: bool, do_trt: bool, batch_profile: str,
+        precision: str, calibrate: bool, do_trt: bool, batch_profile: BatchProfile,
         workspace_gib: float, **calibration: Any) -> None:
     """Export a PIG checkpoint to a pig-engine bundle."""
     if not (do_onnx or calibrate or do_trt):
         raise click.UsageError("nothing to do: give an action flag (--onnx, --calibrate, --trt)")
+    if calibrate and precision == "fp32":
+        raise click.UsageError("--calibrate writes fp16/int8 graphs; --precision fp32 has none")
     if do_onnx:
         if checkpoint is None:
             raise click.UsageError("--onnx needs --checkpoint")
@@ -121,8 +126,6 @@ def cli(do_onnx: bool, checkpoint: Path | None, config: Path | None, out: Path,
         from pig.calibration.calibrate import calibrate_bundle
         from pig.calibration.options import PRECISIONS
 
-        if precision == "fp32":
-            raise click.UsageError("--calibrate writes fp16/int8 graphs; --precision fp32 has none")
         calibrate_bundle(out, precisions=PRECISIONS if precision == "all" else (precision,),
                          **calibration)
     if do_trt:
