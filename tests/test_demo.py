@@ -10,6 +10,7 @@ import torch
 
 from pig.demo import synth
 from pig.demo.evaluate import retrieval_metrics, retrieval_ranks
+from pig.errors import PigError
 
 # --- generator ---------------------------------------------------------------------------------
 
@@ -28,6 +29,17 @@ def test_mp4_bytes_are_reproducible(tmp_path) -> None:
     synth.write_mp4(tmp_path / "a.mp4", frames, s.fps, s.crf)
     synth.write_mp4(tmp_path / "b.mp4", frames, s.fps, s.crf)
     assert (tmp_path / "a.mp4").read_bytes() == (tmp_path / "b.mp4").read_bytes()
+
+
+def test_evaluate_reports_a_folder_without_manifest_in_one_line(tmp_path, capsys) -> None:
+    from pig.demo.evaluate import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--checkpoint", str(tmp_path / "missing.pt"), "--data", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == f"evaluate: error: {tmp_path / 'missing.pt'}: no such file\n"
+    with pytest.raises(PigError, match=re.escape(f"{tmp_path}: no clips.jsonl")):
+        synth.load_manifest(tmp_path, "heldout")
 
 
 def _words(table: dict[str, tuple[str, ...]]) -> dict[str, re.Pattern[str]]:
@@ -190,11 +202,11 @@ def test_training_smoke_on_real_clips_and_official_checkpoint_format(tmp_path) -
     loads strictly with the official key structure and reproduces the fp16-rounded model."""
     from pig.demo import dataset
     from pig.export.checkpoint import load_checkpoint
-    from pig.export.train import TrainSettings, fp16_state_dict, make_model, recipe_for, train
+    from pig.export.train import TrainSettings, fp16_state_dict, make_model, train
 
     cfg = _micro_config()
     clips = synth.generate(tmp_path, num_train=4, num_heldout=0, seed=5)
-    pixels = dataset.clip_pixels(tmp_path, clips, recipe_for(cfg))
+    pixels = dataset.clip_pixels(tmp_path, clips, cfg.recipe())
     assert pixels.shape == (4, 4, 3, 32, 32)
     ids = dataset.caption_ids(clips)
     model = make_model(cfg, seed=0)

@@ -189,6 +189,11 @@ def test_refusals(tmp_path: Path) -> None:
         VideoIndex.open(tmp_path / "plain")
     with pytest.raises(IndexStoreError, match="not empty"):
         create(tmp_path / "plain")
+    (tmp_path / "scratch").mkdir()
+    (tmp_path / "scratch" / "notes.tmp").write_text("x")  # a user's file, not a commit temp
+    with pytest.raises(IndexStoreError, match="not empty"):
+        create(tmp_path / "scratch")
+    assert (tmp_path / "scratch" / "notes.tmp").read_text() == "x"
     (d / "manifest.json").write_text("{not json")
     with pytest.raises(IndexStoreError, match="invalid index manifest"):
         VideoIndex.open(d)

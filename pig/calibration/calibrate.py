@@ -83,9 +83,10 @@ def calibrate_bundle(bundle_dir: str | Path, videos: Path | None = None,
             echo(f"note: calibration video skipped: {line}")
         echo(f"calibration set: {len(cal.pixel_values)} videos, {len(cal.input_ids)} captions "
              f"({cal.source})")
+    fp32_graphs = {branch: onnx.load(str(bundle.graph_path(branch, "fp32"))) for branch in INPUTS}
     for precision in precisions:
         for branch, name in INPUTS.items():
-            fp32 = onnx.load(str(bundle.graph_path(branch, "fp32")))
+            fp32 = fp32_graphs[branch]  # read-only: both passes work on copies
             if precision == "fp16":
                 model = convert_fp16(fp32)
                 meta = {"method": "fp16 with fp32 islands", "tool": "pig.calibration.fp16",

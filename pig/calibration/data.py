@@ -130,22 +130,20 @@ def demo_heldout(recipe: PreprocessRecipe, spec: TokenizerSpec, data: Path | Non
     from pig.demo import dataset, synth
 
     if data is not None:
-        if not (data / synth.MANIFEST).is_file():
-            raise PigError(f"{data}: no {synth.MANIFEST} (not a pig.demo.synth folder)")
         clips = synth.load_manifest(data, "heldout")[:count]
-        return EvalSet(np.asarray(dataset.clip_pixels(data, clips, recipe)),
-                       dataset.caption_ids(clips, spec), f"{data} (held-out split)",
-                       [c.spec.key() for c in clips])
-    settings = synth.RenderSettings()
-    with tempfile.TemporaryDirectory(prefix="pig-heldout-") as tmp:
-        clips = []
-        for i in range(count):
-            clip, frames = synth.make_clip(seed, "heldout", i)
-            synth.write_mp4(Path(tmp) / clip.path, frames, settings.fps, settings.crf)
-            clips.append(clip)
-        pixels = np.stack([preprocess_frames(read_video(Path(tmp) / c.path,
-                                                        recipe.num_frames).frames, recipe)
-                           for c in clips])
-    return EvalSet(pixels, ClipTokenizer(spec).encode([c.caption for c in clips]),
-                   f"demo held-out clips 0..{count - 1} (seed {seed})",
+        if not clips:
+            raise PigError(f"{data}: no held-out clips in {synth.MANIFEST}")
+        pixels = np.asarray(dataset.clip_pixels(data, clips, recipe))
+        source = f"{data} (held-out split)"
+    else:
+        settings = synth.RenderSettings()
+        with tempfile.TemporaryDirectory(prefix="pig-heldout-") as tmp:
+            clips = []
+            for i in range(count):
+                clip, frames = synth.make_clip(seed, "heldout", i)
+                synth.write_mp4(Path(tmp) / clip.path, frames, settings.fps, settings.crf)
+                clips.append(clip)
+            pixels = dataset.read_pixels(Path(tmp), clips, recipe)
+        source = f"demo held-out clips 0..{count - 1} (seed {seed})"
+    return EvalSet(pixels, dataset.caption_ids(clips, spec), source,
                    [c.spec.key() for c in clips])

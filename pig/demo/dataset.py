@@ -27,16 +27,22 @@ def _cache_path(root: Path, clips: Sequence[Clip], recipe: PreprocessRecipe) -> 
     return root / ".cache" / f"pixels_{h.hexdigest()[:16]}.npy"
 
 
-def clip_pixels(root: Path, clips: Sequence[Clip], recipe: PreprocessRecipe) -> np.ndarray:
-    """``pixel_values`` float32 ``[N, T, 3, S, S]`` of ``clips`` (cached under ``root/.cache``)."""
-    cache = _cache_path(root, clips, recipe)
-    if cache.exists():
-        return np.load(cache, mmap_mode="r")
+def read_pixels(root: Path, clips: Sequence[Clip], recipe: PreprocessRecipe) -> np.ndarray:
+    """``pixel_values`` float32 ``[N, T, 3, S, S]`` of ``clips`` (decoded now, not cached)."""
     shape = (len(clips), recipe.num_frames, 3, recipe.size, recipe.size)
     out = np.empty(shape, dtype=np.float32)
     for i, clip in enumerate(clips):
         frames = read_video(root / clip.path, recipe.num_frames).frames
         out[i] = preprocess_frames(frames, recipe)
+    return out
+
+
+def clip_pixels(root: Path, clips: Sequence[Clip], recipe: PreprocessRecipe) -> np.ndarray:
+    """:func:`read_pixels`, cached under ``root/.cache``."""
+    cache = _cache_path(root, clips, recipe)
+    if cache.exists():
+        return np.load(cache, mmap_mode="r")
+    out = read_pixels(root, clips, recipe)
     cache.parent.mkdir(parents=True, exist_ok=True)
     np.save(cache, out)
     return out

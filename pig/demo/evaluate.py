@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from collections.abc import Hashable, Sequence
 from pathlib import Path
@@ -22,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from pig.demo import dataset, synth
-from pig.engine.recipe import PreprocessRecipe
+from pig.errors import PigError
 
 RULE = ("a retrieved clip whose attributes (shape, colour, size, motion, background, second "
         "object) equal the query clip's counts as correct")
@@ -121,9 +122,8 @@ def evaluate(checkpoint: Path, config: Path, data: Path, bundle: Path | None) ->
     loaded = load_checkpoint(checkpoint, load_args(config))
     cfg = loaded.config
     clips = synth.load_manifest(data, "heldout")
-    recipe = PreprocessRecipe(num_frames=cfg.num_frames, size=cfg.image_size)
-    pixels = dataset.clip_pixels(data, clips, recipe)
-    ids = dataset.caption_ids(clips)
+    pixels = dataset.clip_pixels(data, clips, cfg.recipe())
+    ids = dataset.caption_ids(clips, cfg.tokenizer_spec())
     keys = [c.spec.key() for c in clips]
     t0 = time.perf_counter()
     emb = torch_embeddings(loaded.model, pixels, ids)
@@ -162,7 +162,11 @@ def main(argv: list[str] | None = None) -> None:
                    help="pig-export --onnx output; adds the ONNX Runtime fp32 row")
     p.add_argument("--report", type=Path, default=None, help="write the report as JSON here")
     a = p.parse_args(argv)
-    report = evaluate(a.checkpoint, a.config, a.data, a.bundle)
+    try:
+        report = evaluate(a.checkpoint, a.config, a.data, a.bundle)
+    except PigError as err:
+        print(f"evaluate: error: {err}", file=sys.stderr)
+        sys.exit(err.exit_code)
     print(f"{report['heldout_clips']} held-out clips ({report['distinct_attribute_combinations']} "
           f"attribute combinations); {RULE}")
     print(format_table(report["metrics"]))

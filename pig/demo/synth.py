@@ -22,6 +22,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from pig.errors import PigError
+
 SHAPES = ("circle", "square", "triangle", "star", "diamond", "cross")
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (220, 40, 40),
@@ -317,6 +319,8 @@ def generate(out: Path, num_train: int, num_heldout: int, seed: int = 0) -> list
 
 def load_manifest(root: Path, split: str | None = None) -> list[Clip]:
     """Read ``clips.jsonl`` under ``root``, optionally only one split."""
+    if not (root / MANIFEST).is_file():
+        raise PigError(f"{root}: no {MANIFEST} (not a pig.demo.synth folder)")
     clips = []
     with open(root / MANIFEST) as f:
         for line in f:

@@ -69,9 +69,11 @@ class Bundle:
         missing = [k for k in _REQUIRED if k not in m]
         if missing:
             raise BundleError(f"{path}: missing fields {', '.join(missing)}")
+        if not isinstance(m["graphs"], dict):
+            raise BundleError(f"{path}: graphs must map branch -> precision -> entry")
         for branch in BRANCHES:
             entries = m["graphs"].get(branch) or {}
-            if "fp32" not in entries:
+            if not isinstance(entries, dict) or "fp32" not in entries:
                 raise BundleError(f"{path}: no fp32 {branch} graph")
             for precision, e in entries.items():
                 if not isinstance(e, dict) or not {"file", "sha256"} <= e.keys():

@@ -92,11 +92,11 @@ def refuse_neighbours(sd: dict[str, torch.Tensor], p: Path) -> None:
 
 
 def _upcast(sd: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
-    low = [k for k, v in sd.items() if v.dtype in (torch.float16, torch.bfloat16)]
+    low = {k for k, v in sd.items() if v.dtype in (torch.float16, torch.bfloat16)}
     if not low:
         return sd, []
     kinds = sorted({str(sd[k].dtype).removeprefix("torch.") for k in low})
-    out = {k: (v.float() if k in set(low) else v) for k, v in sd.items()}
+    out = {k: (v.float() if k in low else v) for k, v in sd.items()}
     return out, [f"upcast {len(low)} {'/'.join(kinds)} tensors to float32"]
 
 

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from pig.engine.recipe import PreprocessRecipe, TokenizerSpec
 from pig.errors import CheckpointError
 
 VISION = "encoder.clipmodel.vision_model."
@@ -121,6 +122,15 @@ class PigConfig:
     @property
     def gen_input_len(self) -> int:
         return self.num_fusion_tokens + self.top_k
+
+    def recipe(self) -> PreprocessRecipe:
+        """The official test recipe (squash + bicubic) at this model's frames and resolution."""
+        return PreprocessRecipe(num_frames=self.num_frames, size=self.image_size)
+
+    def tokenizer_spec(self) -> TokenizerSpec:
+        """CLIP tokenizer settings of this model's text branch (padded with EOS)."""
+        return TokenizerSpec(max_length=self.text_max_length, bos_id=self.bos_id,
+                             eos_id=self.eos_id, pad_id=self.eos_id, vocab_size=self.vocab_size)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -36,7 +36,6 @@ from pig.engine.bundle import (
     sha256_file,
 )
 from pig.engine.fsutil import write_json_atomic
-from pig.engine.recipe import PreprocessRecipe, TokenizerSpec
 from pig.errors import PigError
 from pig.export.checkpoint import LoadedCheckpoint
 from pig.export.model import PigModel
@@ -195,9 +194,6 @@ def export_bundle(ckpt: LoadedCheckpoint, out_dir: str | Path,
 def build_manifest(ckpt: LoadedCheckpoint, root: Path, parity: dict[str, float]
                    ) -> dict[str, Any]:
     cfg = ckpt.config
-    recipe = PreprocessRecipe(num_frames=cfg.num_frames, size=cfg.image_size)
-    tok = TokenizerSpec(max_length=cfg.text_max_length, bos_id=cfg.bos_id, eos_id=cfg.eos_id,
-                        pad_id=cfg.eos_id, vocab_size=cfg.vocab_size)
     graphs = {branch: {"fp32": {"file": f"{branch}.onnx",
                                 "sha256": sha256_file(root / f"{branch}.onnx"),
                                 **_io_spec(root / f"{branch}.onnx")}}
@@ -206,8 +202,8 @@ def build_manifest(ckpt: LoadedCheckpoint, root: Path, parity: dict[str, float]
         "format": FORMAT, "format_version": FORMAT_VERSION,
         "model": cfg.to_dict(),
         "embedding_dim": cfg.embed_dim,
-        "preprocess": recipe.to_dict(),
-        "tokenizer": tok.to_dict(),
+        "preprocess": cfg.recipe().to_dict(),
+        "tokenizer": cfg.tokenizer_spec().to_dict(),
         "graphs": graphs,
         "source_checkpoint": {"path": str(ckpt.path.resolve()), "sha256": ckpt.sha256,
                               "notes": ckpt.notes},

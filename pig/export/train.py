@@ -34,7 +34,6 @@ import torch
 import torch.nn.functional as F
 
 from pig.demo import dataset, synth
-from pig.engine.recipe import PreprocessRecipe
 from pig.export.config import PigConfig
 from pig.export.model import PigModel
 
@@ -64,11 +63,6 @@ TINY = PigConfig(
     gen_layers=2, gen_heads=4, gen_mlp=256, embed_dim=64, top_k=8,
 )
 """The tiny PIG: official structure and vocabulary, small widths (2-core CPU, < 25 MB in fp16)."""
-
-
-def recipe_for(cfg: PigConfig) -> PreprocessRecipe:
-    """The official test recipe (squash + bicubic) at the model's frame count and resolution."""
-    return PreprocessRecipe(num_frames=cfg.num_frames, size=cfg.image_size)
 
 
 def init_weights(model: torch.nn.Module, seed: int) -> None:
@@ -177,12 +171,13 @@ def train(
     return history
 
 
-def heldout_monitor(data: Path, recipe: PreprocessRecipe) -> Callable[[PigModel], dict[str, float]]:
+def heldout_monitor(data: Path, cfg: PigConfig) -> Callable[[PigModel], dict[str, float]]:
     """Held-out text->video R@1 of the PIG and the plain CLIP-ViP vectors (fp32 weights)."""
     from pig.demo.evaluate import retrieval_metrics, retrieval_ranks, torch_embeddings
 
     clips = synth.load_manifest(data, "heldout")
-    pixels, ids = dataset.clip_pixels(data, clips, recipe), dataset.caption_ids(clips)
+    pixels = dataset.clip_pixels(data, clips, cfg.recipe())
+    ids = dataset.caption_ids(clips, cfg.tokenizer_spec())
     keys = [c.spec.key() for c in clips]
 
     def r1(model: PigModel) -> dict[str, float]:
@@ -219,12 +214,12 @@ def main(argv: list[str] | None = None) -> None:
     cfg = TINY
     clips = synth.load_manifest(a.data, "train")
     t0 = time.perf_counter()
-    pixels = dataset.clip_pixels(a.data, clips, recipe_for(cfg))
-    ids = dataset.caption_ids(clips)
+    pixels = dataset.clip_pixels(a.data, clips, cfg.recipe())
+    ids = dataset.caption_ids(clips, cfg.tokenizer_spec())
     t_data = time.perf_counter() - t0
     model = make_model(cfg, s.seed)
     t0 = time.perf_counter()
-    monitor = heldout_monitor(a.data, recipe_for(cfg)) if a.monitor else None
+    monitor = heldout_monitor(a.data, cfg) if a.monitor else None
     history = train(model, pixels, ids, s, a.log_every, monitor)
     t_train = time.perf_counter() - t0
     a.out.mkdir(parents=True, exist_ok=True)

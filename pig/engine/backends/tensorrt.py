@@ -89,7 +89,7 @@ class TrtBackend:
         profile: BatchProfile | None = None,
         workspace_bytes: int = DEFAULT_WORKSPACE,
     ) -> None:
-        gpu = gpu_probe.probe_gpu()  # before any CUDA / TensorRT import
+        gpu_probe.probe_gpu()  # before any CUDA / TensorRT import
         import_cudart()  # refuse early, before a long engine build, if cuda-python is missing
         trt = import_tensorrt()
         self.precision = precision
@@ -99,7 +99,6 @@ class TrtBackend:
         self._stream = self._cuda.stream()
         self._engines = {b: _Engine(trt, self._cuda, self._stream, p, b) for b, p in plans.items()}
         self.device = f"{self._cuda.device_name()} TensorRT {trt.__version__}"
-        self.gpu = gpu
 
     def _engine(self, branch: Branch) -> _Engine:
         if branch not in self._engines:

@@ -56,7 +56,11 @@ class IndexManifest:
         if not path.is_file():
             raise IndexStoreError(f"{directory}: not a pig-engine index (no {MANIFEST_NAME})")
         try:
-            doc = json.loads(path.read_text())
+            text = path.read_text()
+        except OSError as exc:
+            raise IndexStoreError(f"{path}: unreadable index manifest ({exc.strerror})") from None
+        try:
+            doc = json.loads(text)
             if doc.get("format") != FORMAT:
                 raise ValueError(f"format is {doc.get('format')!r}, expected {FORMAT!r}")
             if doc.get("format_version") != FORMAT_VERSION:

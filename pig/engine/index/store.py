@@ -553,19 +553,14 @@ def _is_index_file(name: str) -> bool:
     return (
         name in (MANIFEST_NAME, "lock")
         or name.startswith(CATALOG_NAME)
-        or (name.startswith("vectors.") and ".usearch" in name)
-        or name.endswith(".tmp")
+        or (name.startswith("vectors.") and ".usearch" in name)  # incl. commit temps (.tmp)
     )
 
 
 def _remove_stale(d: Path, keep: int | None) -> None:
-    """Delete vectors files of other generations and temp files (writer only)."""
+    """Delete vectors files of other generations and their commit temps (writer only)."""
     keep_name = _vectors_name(keep) if keep is not None else None
-    stale = [
-        p
-        for p in d.iterdir()
-        if (p.name.startswith("vectors.") and p.name != keep_name) or p.name.endswith(".tmp")
-    ]
+    stale = [p for p in d.iterdir() if p.name.startswith("vectors.") and p.name != keep_name]
     for p in stale:
         with contextlib.suppress(FileNotFoundError):
             p.unlink()

@@ -23,6 +23,11 @@ from pig.engine.trt.profiles import BatchProfile
 CACHE_FORMAT = 1
 
 
+def _slug(name: str) -> str:
+    """``"NVIDIA H100 80GB HBM3"`` -> ``"nvidia-h100-80gb-hbm3"`` (safe in file names)."""
+    return re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-").lower()
+
+
 @dataclass(frozen=True)
 class PlanKey:
     """Everything a serialized engine depends on."""
@@ -66,7 +71,7 @@ class PlanKey:
 
     def stem(self) -> str:
         """File stem: readable parts plus a digest of the whole key."""
-        gpu = re.sub(r"[^A-Za-z0-9]+", "-", self.gpu_name).strip("-").lower()
+        gpu = _slug(self.gpu_name)
         sm = self.compute_capability.replace(".", "")
         lo, opt, hi = self.profile
         return (
@@ -77,8 +82,7 @@ class PlanKey:
 
 def timing_cache_path(cache_dir: Path, trt_version: str, gpu: GpuInfo) -> Path:
     """One timing cache per GPU model and TensorRT version (shared by all plans)."""
-    gpu_slug = re.sub(r"[^A-Za-z0-9]+", "-", gpu.name).strip("-").lower()
-    return cache_dir / f"timing.{gpu_slug}-{gpu.sm}.trt{trt_version}.cache"
+    return cache_dir / f"timing.{_slug(gpu.name)}-{gpu.sm}.trt{trt_version}.cache"
 
 
 def _sha256(data: bytes) -> str:
