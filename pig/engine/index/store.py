@@ -49,7 +49,7 @@ from pig.engine.index.catalog import (
     FileRecord,
     file_digest,
 )
-from pig.engine.index.fsutil import DirLock
+from pig.engine.index.lock import DirLock
 from pig.engine.index.manifest import DTYPES, MANIFEST_NAME, IndexManifest
 from pig.engine.index.vectors import VectorStore, check_unit_vectors
 from pig.errors import IndexStoreError
