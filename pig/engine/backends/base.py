@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
 from typing import Literal, Protocol, runtime_checkable
 
@@ -13,6 +14,11 @@ BRANCHES: tuple[Branch, ...] = ("video", "text")
 PRECISIONS: tuple[Precision, ...] = ("fp32", "fp16", "int8")
 INPUT_NAMES: dict[Branch, str] = {"video": "pixel_values", "text": "input_ids"}
 OUTPUT_NAME = "embeddings"
+
+
+def log_stderr(msg: str) -> None:
+    """Default progress/log sink of backend selection and TensorRT builds."""
+    print(msg, file=sys.stderr, flush=True)
 
 
 @runtime_checkable

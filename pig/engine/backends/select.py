@@ -11,13 +11,12 @@ Availability is decided without importing TensorRT or CUDA (:mod:`pig.engine.gpu
 from __future__ import annotations
 
 import importlib.util
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pig.engine import gpu as gpu_probe
-from pig.engine.backends.base import PRECISIONS, Backend, Branch
+from pig.engine.backends.base import PRECISIONS, Backend, Branch, log_stderr
 from pig.errors import BackendUnavailable
 
 if TYPE_CHECKING:
@@ -135,10 +134,6 @@ def choose(
     return choices
 
 
-def _stderr(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
 def open_backend(
     bundle: Bundle,
     backend: str = "auto",
@@ -147,7 +142,7 @@ def open_backend(
     ort_device: str = "cpu",
     ort_options: OrtOptions | None = None,
     trt_profile: BatchProfile | None = None,
-    log: Callable[[str], None] = _stderr,
+    log: Callable[[str], None] = log_stderr,
 ) -> Backend:
     """The first candidate of :func:`choose` that opens; logs which one and why."""
 

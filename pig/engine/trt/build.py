@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import importlib
 import os
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pig.engine import gpu as gpu_probe
-from pig.engine.backends.base import BRANCHES, OUTPUT_NAME, Branch
+from pig.engine.backends.base import BRANCHES, OUTPUT_NAME, Branch, log_stderr
 from pig.engine.bundle import sha256_file
 from pig.engine.fsutil import write_atomic
 from pig.engine.gpu import GpuInfo
@@ -31,10 +30,6 @@ if TYPE_CHECKING:
 
 DEFAULT_WORKSPACE = 4 << 30
 Log = Callable[[str], None]
-
-
-def _stderr(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 def import_tensorrt() -> Any:
@@ -156,7 +151,7 @@ def ensure_plan(
     workspace_bytes: int = DEFAULT_WORKSPACE,
     timing_cache: bool = True,
     cache_dir: str | Path | None = None,
-    log: Log = _stderr,
+    log: Log = log_stderr,
 ) -> tuple[bytes, Path]:
     """A verified cached plan for this GPU/TensorRT/graph/profile, built if missing or stale.
 
@@ -197,7 +192,7 @@ def build_engines(
     profile: BatchProfile | None = None,
     workspace: int = DEFAULT_WORKSPACE,
     timing_cache: bool = True,
-    log: Log = _stderr,
+    log: Log = log_stderr,
 ) -> dict[str, Path]:
     """``pig-export --trt``: the plan of every branch the bundle has at ``precision``."""
     branches = [b for b in BRANCHES if precision in bundle.precisions(b)]
