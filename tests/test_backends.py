@@ -20,7 +20,6 @@ from tests.fake_bundle import FakeSizes, reference_text, reference_video, write_
 SIZES = FakeSizes()
 FAKE_GPU = gpu.GpuInfo("NVIDIA Fake 80GB", (9, 0), 80 << 30, "580.1", "nvml")
 TOL = 1e-5  # fp32 graph vs float64 numpy on unit vectors of dim 8
-_REAL_PROBE = gpu.probe_gpu
 
 
 @pytest.fixture(scope="module")
@@ -36,10 +35,7 @@ def bundle_fp16(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture
 def no_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
-    _REAL_PROBE.cache_clear()
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
-    yield
-    _REAL_PROBE.cache_clear()
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")  # hides every device before any probe
 
 
 @pytest.fixture

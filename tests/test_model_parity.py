@@ -6,12 +6,13 @@ selected token indices identical and in the same order.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
-from conftest import reference_outputs
+from conftest import REFERENCE, reference_outputs
 
 from pig.errors import CheckpointError
 from pig.export.config import PigConfig, infer_from_shapes
@@ -63,6 +64,22 @@ def test_state_dict_layout_is_official(weights_spec: dict[str, Any], config: str
         [(e["name"], e["shape"]) for e in entries]
     assert [str(v.dtype).removeprefix("torch.") for v in sd.values()] == \
         [e["dtype"] for e in entries]
+
+
+@pytest.mark.parametrize(("spec", "config", "message"), [
+    ("weights_spec.json", "tiny", "weights_spec: no config 'tiny' (has "),
+    ("missing.json", "small", "missing.json: cannot read the weights spec (No such file"),
+])
+def test_spec_weights_cli_bad_arguments(spec: str, config: str, message: str, tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    from pig.export.spec_weights import main
+
+    out = tmp_path / "w.pt"
+    with pytest.raises(SystemExit) as stop:
+        main([str(REFERENCE / spec), config, str(out)])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and not out.exists()
+    assert err.count("\n") == 1 and message in err and "Traceback" not in err
 
 
 def test_parity_small(small_model: PigModel, spec_inputs: tuple[np.ndarray, np.ndarray]

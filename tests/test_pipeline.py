@@ -4,8 +4,11 @@ ONNX bundle (tests/fake_bundle.py, CLIP tokenizer spec) and generated clips (tes
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -203,3 +206,70 @@ def test_discover(tmp_path: Path) -> None:
         "a.mp4", "b.MKV", "notes.txt", "sub/c.webm", "sub/d.mov"]
     with pytest.raises(PigError, match="no such file or folder"):
         discover([tmp_path / "missing"])
+
+
+@pytest.fixture
+def lock(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[Path], None]]:
+    """``lock(folder)`` makes a folder unlistable: chmod 000 and, where that does not stop us
+    (root), an ``os.scandir`` that refuses it as the kernel refuses other users."""
+    locked: list[Path] = []
+    real_scandir = os.scandir
+
+    def scandir(path: str | os.PathLike[str] = ".") -> Iterator[os.DirEntry[str]]:
+        if os.fspath(path) in {str(f) for f in locked}:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fspath(path))
+        return real_scandir(path)
+
+    def lock_folder(folder: Path) -> None:
+        folder.chmod(0)
+        locked.append(folder)
+        if os.access(folder, os.R_OK):
+            monkeypatch.setattr(os, "scandir", scandir)
+
+    yield lock_folder
+    for folder in locked:
+        folder.chmod(0o755)
+
+
+def test_discover_unreadable_folders(tmp_path: Path, lock: Callable[[Path], None]) -> None:
+    from pig.engine.walk import discover
+    from pig.errors import PigError
+
+    for rel in ("a.mp4", "sub/c.webm", "sub/private/x.mp4"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x")
+    private = tmp_path / "sub" / "private"
+    lock(private)
+    why = f"cannot read the folder ({os.strerror(errno.EACCES)})"
+    with pytest.raises(PigError, match=f"^{re.escape(str(private))}: cannot read the folder "):
+        discover([tmp_path])
+    seen: list[tuple[str, str]] = []
+    found = discover([tmp_path, tmp_path / "sub"], on_unreadable=lambda f, r: seen.append((f, r)))
+    assert [p.relative_to(tmp_path).as_posix() for p in found] == ["a.mp4", "sub/c.webm"]
+    assert seen == [(str(private), why)]  # once, though walked twice
+    seen.clear()
+    assert discover([private], on_unreadable=lambda f, r: seen.append((f, r))) == []
+    assert seen == [(str(private), why)]
+
+
+def test_index_reports_unreadable_folder_and_keeps_its_files(
+        fake_bundle: Bundle, tmp_path: Path, lock: Callable[[Path], None],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from pig.engine.cli import main
+
+    make_clips(tmp_path / "videos" / "open", n=2)
+    make_clips(tmp_path / "videos" / "private", n=2, offset=2)
+    idx = tmp_path / "idx"
+    assert index_videos([tmp_path / "videos"], fake_bundle, idx).indexed == 4
+    private = tmp_path / "videos" / "private"
+    lock(private)
+    with pytest.raises(SystemExit) as stop:
+        main(["index", str(tmp_path / "videos"), "--bundle", str(fake_bundle.dir),
+              "--index", str(idx)])
+    out, err = capsys.readouterr()
+    assert stop.value.code == 1, err
+    assert "Traceback" not in err
+    assert out.splitlines()[0].startswith("2 files: 0 indexed, 0 failed, 2 skipped")
+    assert f"failed: {private}: cannot read the folder ({os.strerror(errno.EACCES)})" in out
+    with VideoIndex.open(idx, view=True) as vi:
+        assert vi.counts() == {"vectors": 4, "indexed": 4, "failed": 0}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import subprocess
 import sys
 import types
 from types import SimpleNamespace
@@ -29,9 +30,9 @@ _REAL_PROBE = gpu.probe_gpu
 
 @pytest.fixture(autouse=True)
 def _fresh_probe():
-    _REAL_PROBE.cache_clear()
+    gpu.clear_probe_cache()
     yield
-    _REAL_PROBE.cache_clear()
+    gpu.clear_probe_cache()
 
 
 # --- GPU probing -------------------------------------------------------------------------------
@@ -71,9 +72,38 @@ def test_nvidia_smi_fallback_parses_and_selects(monkeypatch, tmp_path) -> None:
     info = gpu.probe_gpu()
     assert (info.name, info.sm) == ("NVIDIA H100 80GB HBM3", "sm_90")
     assert info.memory_bytes == 81559 << 20 and info.source == "nvidia-smi"
-    _REAL_PROBE.cache_clear()
-    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")  # another selection is probed afresh
     assert str(gpu.probe_gpu()) == "NVIDIA A10 (sm_86)"
+
+
+@pytest.mark.parametrize("smi_works", [True, False])
+def test_probe_runs_nvidia_smi_once_per_process(monkeypatch, smi_works) -> None:
+    calls: list[list[str]] = []
+
+    def run(cmd, **kwargs):
+        calls.append(cmd)
+        if not smi_works:
+            raise subprocess.CalledProcessError(9, cmd)
+        return SimpleNamespace(stdout="0, GPU-aaa, NVIDIA A10, 8.6, 23028, 550.54\n")
+
+    def no_nvml(sel):
+        raise OSError("libnvidia-ml.so.1: cannot open shared object file")
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setattr(gpu, "_check_device_nodes", lambda: None)
+    monkeypatch.setattr(gpu, "_nvml", no_nvml)
+    monkeypatch.setattr(gpu.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(gpu.subprocess, "run", run)
+    found = [gpu.gpu_or_none(), gpu.gpu_or_none()]
+    assert len(calls) == 1 and calls[0][0] == "/usr/bin/nvidia-smi"
+    if smi_works:
+        assert [str(g) for g, _ in found] == ["NVIDIA A10 (sm_86)"] * 2
+    else:
+        assert [g for g, _ in found] == [None, None]
+        assert found[0][1] == found[1][1] and "nvidia-smi failed" in found[0][1]
+    gpu.clear_probe_cache()
+    gpu.gpu_or_none()
+    assert len(calls) == 2
 
 
 # --- profiles ----------------------------------------------------------------------------------

@@ -71,7 +71,8 @@ def index(paths: tuple[Path, ...], bundle: Path, index_dir: Path, glob: str | No
     """Embed the videos in PATHS (files and folders) into an index.
 
     Incremental and resumable: unchanged files are skipped, changed ones re-embedded. Videos
-    that cannot be decoded are recorded with the reason, listed, and give exit code 1.
+    that cannot be decoded are recorded with the reason, listed, and give exit code 1; so do
+    folders that cannot be read (skipped; what an earlier run indexed there is kept).
     """
     from pig.engine.bundle import Bundle
     from pig.engine.pipeline import PipelineOptions, index_videos
@@ -89,7 +90,7 @@ def index(paths: tuple[Path, ...], bundle: Path, index_dir: Path, glob: str | No
     click.echo(report.summary())
     if report.interrupted:
         return EXIT_INTERRUPTED
-    return EXIT_FAILED if report.failed else 0
+    return EXIT_FAILED if report.failed or report.unreadable else 0
 
 
 def _read_queries(queries: tuple[str, ...], queries_file: Path | None) -> list[str]:

@@ -125,15 +125,34 @@ def _nvidia_smi(selector: str | None) -> GpuInfo:
     return GpuInfo(name, (int(major), int(minor)), int(float(mem_mib)) << 20, driver, "nvidia-smi")
 
 
-@functools.cache
 def probe_gpu() -> GpuInfo:
-    """The first visible NVIDIA GPU, found without CUDA; raises BackendUnavailable if none."""
-    selector = _visible_selector()
-    _check_device_nodes()
+    """The first visible NVIDIA GPU, found without CUDA; raises BackendUnavailable if none.
+
+    The answer, a GPU or why there is none, is kept per ``CUDA_VISIBLE_DEVICES`` selection for
+    the life of the process (NVML or nvidia-smi run once); :func:`clear_probe_cache` forgets it.
+    """
+    found = _probe(_visible_selector())
+    if isinstance(found, str):
+        raise BackendUnavailable(found)
+    return found
+
+
+@functools.cache
+def _probe(selector: str | None) -> GpuInfo | str:
+    """:func:`probe_gpu` for one device selector: the GPU, or why there is none."""
     try:
-        return _nvml(selector)
-    except OSError:  # libnvidia-ml.so.1 not loadable (container without the driver's libs)
-        return _nvidia_smi(selector)
+        _check_device_nodes()
+        try:
+            return _nvml(selector)
+        except OSError:  # libnvidia-ml.so.1 not loadable (container without the driver's libs)
+            return _nvidia_smi(selector)
+    except BackendUnavailable as err:
+        return str(err)
+
+
+def clear_probe_cache() -> None:
+    """Forget what :func:`probe_gpu` found (tests that fake the driver or the environment)."""
+    _probe.cache_clear()
 
 
 def gpu_or_none() -> tuple[GpuInfo | None, str]:

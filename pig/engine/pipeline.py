@@ -66,12 +66,14 @@ class PipelineOptions:
 
 @dataclass
 class IndexReport:
-    """What one run did. ``skipped`` counts plan reasons (unchanged, touched, failed)."""
+    """What one run did. ``skipped`` counts plan reasons (unchanged, touched, failed);
+    ``unreadable`` holds the (folder, reason) of folders that could not be walked."""
 
     files: int = 0
     indexed: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
     failed: list[tuple[str, str]] = field(default_factory=list)
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
     commits: int = 0
     interrupted: bool = False
@@ -91,7 +93,7 @@ class IndexReport:
         ]
         if self.skipped.get("failed"):
             lines.append("(--retry-failed decodes files that failed before again)")
-        lines += [f"failed: {path}: {reason}" for path, reason in self.failed]
+        lines += [f"failed: {path}: {reason}" for path, reason in self.failed + self.unreadable]
         if self.interrupted:
             left = self.files - self.indexed - len(self.failed) - sum(self.skipped.values())
             lines.append(f"interrupted: {left} files not done; the work encoded so far is "
@@ -324,9 +326,14 @@ def index_videos(
     progress: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> IndexReport:
-    """Discover ``paths``, open the encoder and the index (created if missing), run."""
+    """Discover ``paths``, open the encoder and the index (created if missing), run.
+
+    Folders that cannot be read are skipped and listed in the report; the files under them
+    that an earlier run indexed stay in the index.
+    """
     options = options or PipelineOptions()
-    files = discover(paths, glob)
+    unreadable: list[tuple[str, str]] = []
+    files = discover(paths, glob, lambda folder, why: unreadable.append((folder, why)))
     if (Path(index_dir) / MANIFEST_NAME).is_file():
         # refuse a foreign index before opening the encoder (a TensorRT build takes minutes)
         VideoIndex.open(index_dir, fingerprint=bundle.fingerprint, view=True).close()
@@ -339,4 +346,6 @@ def index_videos(
         index_dir, fingerprint=bundle.fingerprint, dim=bundle.embedding_dim, bundle_info=info,
         dtype=dtype, **(usearch_settings or {}),
     ) as index:
-        return Pipeline(encoder, bundle.recipe, options).run(index, files, progress)
+        report = Pipeline(encoder, bundle.recipe, options).run(index, files, progress)
+    report.unreadable = sorted(unreadable)
+    return report

@@ -7,8 +7,8 @@ ever downloaded). ``python -m pig.export.spec_weights SPEC {small,full} OUT.pt``
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,18 @@ from pig.errors import PigError
 
 
 def load_spec(path: str | Path) -> dict[str, Any]:
-    return json.loads(Path(path).read_text())
+    """The parsed ``weights_spec.json``; a PigError names the file if it is none."""
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as err:
+        raise PigError(f"{path}: cannot read the weights spec ({err.strerror})") from None
+    try:
+        spec = json.loads(raw)
+    except ValueError as err:
+        raise PigError(f"{path}: not a weights spec ({err})") from None
+    if not isinstance(spec, dict) or not isinstance(spec.get("configs"), dict):
+        raise PigError(f"{path}: not a weights spec (no configs)")
+    return spec
 
 
 def _tensor(entry: dict[str, Any], seed: int) -> np.ndarray:
@@ -33,6 +44,8 @@ def _tensor(entry: dict[str, Any], seed: int) -> np.ndarray:
 
 def generate(spec: dict[str, Any], config: str) -> dict[str, np.ndarray]:
     """All tensors of ``config`` in official order, checked against the spec's checksums."""
+    if config not in spec["configs"]:
+        raise PigError(f"weights_spec: no config {config!r} (has {', '.join(spec['configs'])})")
     seed = spec["generation"]["seed"]
     out: dict[str, np.ndarray] = {}
     for e in spec["configs"][config]["state_dict"]:
@@ -66,13 +79,22 @@ def save_checkpoint(weights: dict[str, np.ndarray], path: str | Path,
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) not in (3, 4):
-        sys.exit("usage: python -m pig.export.spec_weights SPEC.json {small|full} OUT.pt "
-                 "[float16]")
-    spec = load_spec(args[0])
-    save_checkpoint(generate(spec, args[1]), args[2], *(args[3:] or ["float32"]))
-    print(f"wrote {args[2]} ({args[1]} config of {args[0]})")
+    """Dev CLI; bad arguments or files give one error line and exit 2."""
+    parser = argparse.ArgumentParser(
+        prog="python -m pig.export.spec_weights",
+        description="Write the deterministic random PIG checkpoint of a weights_spec.json.")
+    parser.add_argument("spec", type=Path, help="weights_spec.json")
+    parser.add_argument("config", help="config of the spec: small or full")
+    parser.add_argument("out", type=Path, help="checkpoint to write (.pt)")
+    parser.add_argument("dtype", nargs="?", choices=("float32", "float16"), default="float32")
+    args = parser.parse_args(argv)
+    try:
+        if not args.out.absolute().parent.is_dir():
+            raise PigError(f"{args.out}: its folder does not exist")
+        save_checkpoint(generate(load_spec(args.spec), args.config), args.out, args.dtype)
+    except PigError as err:
+        parser.exit(err.exit_code, f"{parser.prog}: error: {err}\n")
+    print(f"wrote {args.out} ({args.config} config of {args.spec})")
 
 
 if __name__ == "__main__":

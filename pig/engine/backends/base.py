@@ -10,7 +10,6 @@ import numpy as np
 
 Branch = Literal["video", "text"]
 Precision = Literal["fp32", "fp16", "int8"]
-BRANCHES: tuple[Branch, ...] = ("video", "text")
 PRECISIONS: tuple[Precision, ...] = ("fp32", "fp16", "int8")
 INPUT_NAMES: dict[Branch, str] = {"video": "pixel_values", "text": "input_ids"}
 OUTPUT_NAME = "embeddings"
