@@ -110,11 +110,11 @@ def _rate(fn: Callable[[], int], min_seconds: float = 3.0) -> float:
 
 
 def encoder_only(b: Bundle, files: list[Path], batch: int, threads: int) -> float:
-    enc = open_backend(b, "onnxruntime", "fp32", branches=("video",),
-                       ort_options=OrtOptions(threads=threads), log=lambda _: None)
     x = np.stack([preprocess_frames(read_video(f, b.recipe.num_frames).frames, b.recipe)
                   for f in files[:batch]])
-    return _rate(lambda: len(enc.encode_video(x)))
+    with open_backend(b, "onnxruntime", "fp32", branches=("video",),
+                      ort_options=OrtOptions(threads=threads), log=lambda _: None) as enc:
+        return _rate(lambda: len(enc.encode_video(x)))
 
 
 def decode_only(b: Bundle, files: list[Path], workers: int) -> float:
@@ -163,26 +163,27 @@ def throughput_table(bundles: list[str], n_clips: int) -> None:
 
 def search_latency(b: Bundle) -> None:
     tok = ClipTokenizer(b.tokenizer_spec)
-    enc = open_backend(b, "onnxruntime", "fp32", branches=("text",), log=lambda _: None)
     print(f"\nsearch latency, one query per call ({b.dir.name}: {b.embedding_dim}-d text tower)")
     print(f"{'n':>8} {'p50 ms':>8} {'p99 ms':>8} {'encode p50':>11} {'search p50':>11}")
-    for n in (10_000, 100_000):
-        with VideoIndex.open(cached_search_index(n, "f16")[0], view=True) as idx:
-            total, encode, search = [], [], []
-            for i in range(200):
-                t0 = time.perf_counter()
-                q = enc.encode_text(tok.encode([QUERIES[i % len(QUERIES)]]))
-                t1 = time.perf_counter()
-                idx.search(q, 10)
-                t2 = time.perf_counter()
-                total.append(t2 - t0)
-                encode.append(t1 - t0)
-                search.append(t2 - t1)
-        ms = {k: 1e3 * np.asarray(v) for k, v in
-              {"total": total, "encode": encode, "search": search}.items()}
-        print(f"{n:>8} {np.percentile(ms['total'], 50):>8.2f} "
-              f"{np.percentile(ms['total'], 99):>8.2f} {np.percentile(ms['encode'], 50):>11.2f} "
-              f"{np.percentile(ms['search'], 50):>11.3f}", flush=True)
+    with open_backend(b, "onnxruntime", "fp32", branches=("text",), log=lambda _: None) as enc:
+        for n in (10_000, 100_000):
+            with VideoIndex.open(cached_search_index(n, "f16")[0], view=True) as idx:
+                total, encode, search = [], [], []
+                for i in range(200):
+                    t0 = time.perf_counter()
+                    q = enc.encode_text(tok.encode([QUERIES[i % len(QUERIES)]]))
+                    t1 = time.perf_counter()
+                    idx.search(q, 10)
+                    t2 = time.perf_counter()
+                    total.append(t2 - t0)
+                    encode.append(t1 - t0)
+                    search.append(t2 - t1)
+            ms = {k: 1e3 * np.asarray(v) for k, v in
+                  {"total": total, "encode": encode, "search": search}.items()}
+            print(f"{n:>8} {np.percentile(ms['total'], 50):>8.2f} "
+                  f"{np.percentile(ms['total'], 99):>8.2f} "
+                  f"{np.percentile(ms['encode'], 50):>11.2f} "
+                  f"{np.percentile(ms['search'], 50):>11.3f}", flush=True)
 
 
 def main() -> None:

@@ -170,9 +170,9 @@ def _check(bundle: Bundle, json_path: str | None) -> int:
     inputs = _inputs(bundle, N_PARITY)
     notes: list[str] = []
 
-    cpu = OrtBackend(bundle, "fp32", "cpu")
-    ref = {"video": cpu.encode_video(inputs[0]), "text": cpu.encode_text(inputs[1])}
-    rows = [_row("onnxruntime cpu fp32 (reference)", cpu, bundle, ref, inputs, None)]
+    with OrtBackend(bundle, "fp32", "cpu") as cpu:
+        ref = {"video": cpu.encode_video(inputs[0]), "text": cpu.encode_text(inputs[1])}
+        rows = [_row("onnxruntime cpu fp32 (reference)", cpu, bundle, ref, inputs, None)]
 
     trt_why = trt_missing()
     if trt_why:
@@ -184,9 +184,9 @@ def _check(bundle: Bundle, json_path: str | None) -> int:
             if not all(p in bundle.precisions(b) for b in ("video", "text")):
                 continue
             t0 = time.perf_counter()
-            be = TrtBackend(bundle, p)
-            rows.append(_row(f"tensorrt {p}", be, bundle, ref, inputs, time.perf_counter() - t0))
-            be.close()
+            with TrtBackend(bundle, p) as be:
+                rows.append(_row(f"tensorrt {p}", be, bundle, ref, inputs,
+                                 time.perf_counter() - t0))
 
     ort_why = ort_cuda_missing()
     if ort_why:
@@ -199,7 +199,8 @@ def _check(bundle: Bundle, json_path: str | None) -> int:
         except PigError as err:  # the refusal itself is a result: no silent CPU fallback
             notes.append(f"onnxruntime --device cuda refused as designed: {err}")
             continue
-        rows.append(_row(f"onnxruntime cuda {p}", be, bundle, ref, inputs, None))
+        with be:
+            rows.append(_row(f"onnxruntime cuda {p}", be, bundle, ref, inputs, None))
 
     if found is not None:
         rt = _cuda_round_trip(notes)

@@ -98,6 +98,18 @@ def test_video_input_buffer_is_reused_and_encodable(bundle) -> None:
         be.encode_text(_ids(1))
 
 
+def test_ort_close_drops_sessions_and_refuses_use(bundle) -> None:
+    with OrtBackend(bundle) as be:
+        assert set(be._sessions) == {"video", "text"}
+        be.video_input_buffer(2)
+    assert be._sessions == {} and be._video_buffer is None
+    be.close()  # a second close is a no-op
+    for use in (lambda: be.encode_text(_ids(1)), lambda: be.encode_video(_pixels(1)),
+                lambda: be.video_input_buffer(1)):
+        with pytest.raises(RuntimeError, match="this onnxruntime backend is closed"):
+            use()
+
+
 def test_ort_cuda_without_gpu_is_refused(bundle, no_gpu) -> None:
     with pytest.raises(BackendUnavailable, match="no GPU: CUDA_VISIBLE_DEVICES"):
         OrtBackend(bundle, device="cuda")

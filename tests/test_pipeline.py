@@ -148,6 +148,9 @@ class _FailingEncoder:
     def video_input_buffer(self, batch: int) -> np.ndarray:
         return self.inner.video_input_buffer(batch)
 
+    def close(self) -> None:
+        self.inner.close()
+
 
 @pytest.mark.parametrize("exc", [RuntimeError("encoder crashed"), KeyboardInterrupt()])
 def test_interrupted_run_keeps_commits_and_resumes(fake_bundle: Bundle, clip_dir: Path,

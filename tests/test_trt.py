@@ -9,6 +9,8 @@ import os
 import subprocess
 import sys
 import types
+import weakref
+from collections import Counter
 from types import SimpleNamespace
 
 import numpy as np
@@ -319,11 +321,14 @@ def _fake_tensorrt(version: str, strongly_typed_flag: bool) -> types.ModuleType:
 
 def _add_fake_runtime(trt: types.ModuleType) -> None:
     """A runtime whose engines compute the fake bundle's numpy reference on host memory
-    addresses (the stand-in cudart below makes "device" pointers plain host memory)."""
+    addresses (the stand-in cudart below makes "device" pointers plain host memory).
+    ``trt.live`` holds the runtimes, engines and contexts not yet freed."""
     trt.nptype = np.dtype
+    trt.live = weakref.WeakSet()
 
     class Engine:
         def __init__(self, plan: bytes):
+            trt.live.add(self)
             name, (lo, _, hi) = json.loads(plan.split(b":", 1)[1])
             self.input, self.min_shape, self.max_shape = name, tuple(lo), tuple(hi)
             self.num_io_tensors = 2
@@ -345,6 +350,7 @@ def _add_fake_runtime(trt: types.ModuleType) -> None:
 
     class Context:
         def __init__(self, engine):
+            trt.live.add(self)
             self.engine, self.addr, self.shape = engine, {}, None
 
         def set_input_shape(self, name, shape):
@@ -365,7 +371,7 @@ def _add_fake_runtime(trt: types.ModuleType) -> None:
 
     class Runtime:
         def __init__(self, logger):
-            pass
+            trt.live.add(self)
 
         def deserialize_cuda_engine(self, plan):
             return Engine(plan)
@@ -382,10 +388,22 @@ def _copy(dst: int, src: int, nbytes: int, kind: str, stream: int) -> None:
     cuda.synchronize(stream)
 
 
-def _fake_cudart() -> types.ModuleType:
-    """cuda-python's runtime API over host memory: (err, value) tuples, memmove copies."""
+def _fake_cudart(fail: dict[str, int] | None = None) -> types.ModuleType:
+    """cuda-python's runtime API over host memory: (err, value) tuples, memmove copies.
+    ``rt.calls`` counts the successful allocations, frees and stream creations/destructions;
+    ``fail`` maps one of those functions to the call number that returns an error instead."""
     rt = types.ModuleType("cuda.bindings.runtime")
     rt.blocks = {}
+    rt.calls = Counter()
+
+    def counted(name, fn):
+        def call(*args):
+            if (fail or {}).get(name) == rt.calls[name] + 1:
+                return 2, None  # cudaErrorMemoryAllocation
+            rt.calls[name] += 1
+            return fn(*args)
+
+        return call
     rt.cudaMemcpyKind = SimpleNamespace(cudaMemcpyHostToDevice=1, cudaMemcpyDeviceToHost=2)
 
     def alloc(nbytes):
@@ -401,12 +419,13 @@ def _fake_cudart() -> types.ModuleType:
         ctypes.memmove(dst, src, nbytes)
         return (0,)
 
-    rt.cudaMallocHost = rt.cudaMalloc = alloc
-    rt.cudaFreeHost = rt.cudaFree = free
+    for name, fn in (("cudaMallocHost", alloc), ("cudaMalloc", alloc), ("cudaFreeHost", free),
+                     ("cudaFree", free), ("cudaStreamCreate", lambda: (0, 7)),
+                     ("cudaStreamDestroy", lambda stream: (0,))):
+        setattr(rt, name, counted(name, fn))
     rt.cudaMemcpyAsync = memcpy
     rt.cudaSetDevice = lambda dev: (0,)
-    rt.cudaStreamCreate = lambda: (0, 7)
-    rt.cudaStreamSynchronize = rt.cudaStreamDestroy = lambda stream: (0,)
+    rt.cudaStreamSynchronize = lambda stream: (0,)
     rt.cudaGetErrorString = lambda err: (0, b"fake error")
     rt.cudaGetDeviceProperties = lambda dev: (0, SimpleNamespace(name=b"NVIDIA H100", major=9,
                                                                  minor=0))
@@ -586,7 +605,62 @@ def test_trt_backend_data_path(trt_env, monkeypatch, cudart) -> None:
         be.encode_text(ids[:, :-1])
     be.close()
     if cudart == "stand-in":
-        assert rt.blocks == {}
+        _assert_all_freed(fake, rt, pinned=4, device=4)
+
+
+def _assert_all_freed(fake: types.ModuleType, rt: types.ModuleType, pinned: int,
+                      device: int) -> None:
+    """``pinned``/``device`` buffers were allocated, and every one of them was freed, as were
+    the stream and every TensorRT runtime, engine and context."""
+    assert rt.blocks == {} and not fake.live
+    assert rt.calls["cudaMallocHost"] == rt.calls["cudaFreeHost"] == pinned
+    assert rt.calls["cudaMalloc"] == rt.calls["cudaFree"] == device
+    assert rt.calls["cudaStreamCreate"] == rt.calls["cudaStreamDestroy"] == 1
+
+
+def test_trt_backend_close_frees_everything_once(trt_env, monkeypatch) -> None:
+    from pig.engine.backends.tensorrt import TrtBackend
+
+    fake, root = trt_env
+    rt = _fake_cudart()
+    monkeypatch.setitem(sys.modules, "cuda.bindings.runtime", rt)
+    ids = np.random.default_rng(1).integers(0, SIZES.vocab, (3, SIZES.length))
+    with TrtBackend(Bundle.load(root), "fp32", profile=BatchProfile(1, 2, 4)) as be:
+        np.testing.assert_allclose(be.encode_text(ids), reference_text(ids, SIZES), atol=1e-5)
+        assert len(rt.blocks) == 8 and len(fake.live) == 6  # 2 x (runtime, engine, context)
+        assert rt.calls["cudaFree"] == rt.calls["cudaFreeHost"] == 0
+        engines = list(be._engines.values())  # freed by close(), not by garbage collection
+    _assert_all_freed(fake, rt, pinned=4, device=4)
+    assert len(engines) == 2
+    be.close()  # a second close frees nothing twice
+    _assert_all_freed(fake, rt, pinned=4, device=4)
+    for use in (lambda: be.encode_text(ids), lambda: be.encode_video(np.zeros(1)),
+                lambda: be.video_input_buffer(1)):
+        with pytest.raises(RuntimeError, match="this tensorrt backend is closed"):
+            use()
+
+
+@pytest.mark.parametrize("failure", ["deserialize", "cudaMalloc"])
+def test_trt_setup_failure_frees_earlier_branches(trt_env, monkeypatch, failure) -> None:
+    """The text engine (second branch) fails to set up: the video engine's buffers, the
+    stream and the text engine's partial allocations are all freed before the error."""
+    from pig.engine.backends.tensorrt import TrtBackend
+
+    fake, root = trt_env
+    rt = _fake_cudart(fail={"cudaMalloc": 4} if failure == "cudaMalloc" else None)
+    monkeypatch.setitem(sys.modules, "cuda.bindings.runtime", rt)
+    if failure == "deserialize":
+        real = fake.Runtime.deserialize_cuda_engine
+        monkeypatch.setattr(fake.Runtime, "deserialize_cuda_engine",
+                            lambda self, plan: None if b"input_ids" in plan else real(self, plan))
+    match = {"deserialize": "could not deserialize the text plan", "cudaMalloc": "CUDA error 2"}
+    with pytest.raises((BackendUnavailable, RuntimeError), match=match[failure]) as err:
+        TrtBackend(Bundle.load(root), "fp32", profile=BatchProfile(1, 2, 4))
+    assert err.tb is not None  # the kept traceback still reaches the half-built engine
+    if failure == "deserialize":  # video: 2 pinned + 2 device buffers, then text fails
+        _assert_all_freed(fake, rt, pinned=2, device=2)
+    else:  # text got both pinned buffers and its device input before dev_out failed
+        _assert_all_freed(fake, rt, pinned=4, device=3)
 
 
 def test_pig_export_trt_without_gpu_is_one_line_exit_2(monkeypatch, tmp_path, capsys) -> None:

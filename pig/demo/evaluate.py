@@ -102,9 +102,9 @@ def ort_embeddings(bundle_dir: Path, pixels: np.ndarray, ids: np.ndarray) -> dic
     from pig.engine.backends.onnxruntime import OrtBackend
     from pig.engine.bundle import Bundle
 
-    backend = OrtBackend(Bundle.load(bundle_dir), precision="fp32", device="cpu")
-    return {"pig": backend.encode_video(np.ascontiguousarray(pixels)),
-            "text": backend.encode_text(ids)}
+    with OrtBackend(Bundle.load(bundle_dir), precision="fp32", device="cpu") as backend:
+        return {"pig": backend.encode_video(np.ascontiguousarray(pixels)),
+                "text": backend.encode_text(ids)}
 
 
 def format_table(results: dict[str, dict[str, float]]) -> str:

@@ -342,10 +342,13 @@ def index_videos(
                            ort_options=OrtOptions(threads=options.encoder_threads), **kwargs)
     info = {"bundle": str(Path(bundle.dir).resolve()), "backend": encoder.name,
             "precision": encoder.precision}
-    with VideoIndex.open_or_create(
-        index_dir, fingerprint=bundle.fingerprint, dim=bundle.embedding_dim, bundle_info=info,
-        dtype=dtype, **(usearch_settings or {}),
-    ) as index:
-        report = Pipeline(encoder, bundle.recipe, options).run(index, files, progress)
+    try:
+        with VideoIndex.open_or_create(
+            index_dir, fingerprint=bundle.fingerprint, dim=bundle.embedding_dim,
+            bundle_info=info, dtype=dtype, **(usearch_settings or {}),
+        ) as index:
+            report = Pipeline(encoder, bundle.recipe, options).run(index, files, progress)
+    finally:
+        encoder.close()
     report.unreadable = sorted(unreadable)
     return report

@@ -76,7 +76,10 @@ class Searcher:
         return self.index.search(self.encode(queries), k, exact=exact)
 
     def close(self) -> None:
-        self.index.close()
+        try:
+            self.encoder.close()
+        finally:
+            self.index.close()
 
     def __enter__(self) -> Searcher:
         return self

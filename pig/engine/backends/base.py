@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterator
-from typing import Literal, Protocol, runtime_checkable
+from types import TracebackType
+from typing import Literal, Protocol, Self, runtime_checkable
 
 import numpy as np
 
@@ -44,6 +45,44 @@ class Backend(Protocol):
         reused: finish with one batch before asking for the next.
         """
         ...
+
+    def close(self) -> None:
+        """Free what the backend holds (sessions, GPU and pinned memory). A second call does
+        nothing; any other use afterwards raises RuntimeError."""
+        ...
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None: ...
+
+
+class Closable:
+    """The close-once lifecycle of a backend: :meth:`close` calls ``_release`` the first
+    time only, ``_check_open`` refuses use afterwards, and ``with`` closes on exit."""
+
+    name: str
+    _closed = False
+
+    def _release(self) -> None:
+        """Free what the backend holds; may run on a partly set-up backend."""
+        raise NotImplementedError
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError(f"this {self.name} backend is closed; open a new one")
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._release()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
 
 
 def chunks(n: int, max_batch: int) -> Iterator[slice]:

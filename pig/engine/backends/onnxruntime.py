@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from pig.engine import gpu as gpu_probe
-from pig.engine.backends.base import INPUT_NAMES, OUTPUT_NAME, Branch, run_in_chunks
+from pig.engine.backends.base import INPUT_NAMES, OUTPUT_NAME, Branch, Closable, run_in_chunks
 from pig.errors import BackendUnavailable
 
 if TYPE_CHECKING:
@@ -79,7 +79,7 @@ def create_session(path: str, device: Device, opts: OrtOptions) -> Any:
     return session
 
 
-class OrtBackend:
+class OrtBackend(Closable):
     """Backend over one ONNX Runtime session per branch of a bundle."""
 
     name = "onnxruntime"
@@ -112,6 +112,7 @@ class OrtBackend:
         self._video_buffer: np.ndarray | None = None
 
     def _run(self, branch: Branch, x: np.ndarray) -> np.ndarray:
+        self._check_open()
         if branch not in self._sessions:
             raise BackendUnavailable(f"this backend was opened without the {branch} graph")
         session = self._sessions[branch]
@@ -130,8 +131,13 @@ class OrtBackend:
         return self._run("text", input_ids)
 
     def video_input_buffer(self, batch: int) -> np.ndarray:
+        self._check_open()
         buf = self._video_buffer
         if buf is None or buf.shape[0] < batch:
             buf = np.empty((batch, *self._video_shape), dtype=self._dtypes.get("video", np.float32))
             self._video_buffer = buf
         return buf[:batch]
+
+    def _release(self) -> None:
+        self._sessions.clear()  # ONNX Runtime frees a session with its last reference
+        self._video_buffer = None

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from contextlib import ExitStack
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
 from pig.engine import gpu as gpu_probe
-from pig.engine.backends.base import INPUT_NAMES, OUTPUT_NAME, Branch, run_in_chunks
+from pig.engine.backends.base import INPUT_NAMES, OUTPUT_NAME, Branch, Closable, run_in_chunks
 from pig.engine.trt.build import DEFAULT_WORKSPACE, ensure_plan, import_tensorrt
 from pig.engine.trt.cuda import Cuda, DeviceBuffer, PinnedBuffer, import_cudart
 from pig.engine.trt.profiles import BatchProfile
@@ -17,33 +18,49 @@ from pig.errors import BackendUnavailable
 if TYPE_CHECKING:
     from pig.engine.bundle import Bundle
 
+_Buffer = TypeVar("_Buffer", PinnedBuffer, DeviceBuffer)
+
 
 class _Engine:
     """One deserialized engine with I/O buffers sized for the profile's max batch."""
 
     def __init__(self, trt: Any, cuda: Cuda, stream: Any, plan: bytes, branch: Branch) -> None:
+        """Everything set up here is released again if a later step fails."""
         self.cuda, self.stream = cuda, stream
-        self.runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-        self.engine = self.runtime.deserialize_cuda_engine(plan)
-        if self.engine is None:
-            raise BackendUnavailable(f"TensorRT could not deserialize the {branch} plan")
-        self.context = self.engine.create_execution_context()
-        self.input_name, self.output_name = INPUT_NAMES[branch], OUTPUT_NAME
-        io = {self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)}
-        if io != {self.input_name, self.output_name}:
-            raise BackendUnavailable(f"{branch} plan has I/O tensors {sorted(io)}")
-        min_shape, _, max_shape = self.engine.get_tensor_profile_shape(self.input_name, 0)
-        self.min_batch, self.max_batch = int(min_shape[0]), int(max_shape[0])
-        self.in_shape = tuple(int(d) for d in max_shape)
-        out_dim = int(self.engine.get_tensor_shape(self.output_name)[-1])
-        self.in_dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(self.input_name)))
-        out_dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(self.output_name)))
-        self.host_in = PinnedBuffer(cuda, self.in_shape, self.in_dtype)
-        self.host_out = PinnedBuffer(cuda, (self.max_batch, out_dim), out_dtype)
-        self.dev_in = DeviceBuffer(cuda, self.host_in.nbytes)
-        self.dev_out = DeviceBuffer(cuda, self.host_out.nbytes)
-        self.context.set_tensor_address(self.input_name, self.dev_in.ptr)
-        self.context.set_tensor_address(self.output_name, self.dev_out.ptr)
+        with ExitStack() as held:
+            held.callback(self._drop_trt_objects)
+            self.runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+            self.engine = self.runtime.deserialize_cuda_engine(plan)
+            if self.engine is None:
+                raise BackendUnavailable(f"TensorRT could not deserialize the {branch} plan")
+            self.context = self.engine.create_execution_context()
+            self.input_name, self.output_name = INPUT_NAMES[branch], OUTPUT_NAME
+            io = {self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)}
+            if io != {self.input_name, self.output_name}:
+                raise BackendUnavailable(f"{branch} plan has I/O tensors {sorted(io)}")
+            min_shape, _, max_shape = self.engine.get_tensor_profile_shape(self.input_name, 0)
+            self.min_batch, self.max_batch = int(min_shape[0]), int(max_shape[0])
+            self.in_shape = tuple(int(d) for d in max_shape)
+            out_dim = int(self.engine.get_tensor_shape(self.output_name)[-1])
+            self.in_dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(self.input_name)))
+            out_dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(self.output_name)))
+
+            def keep(buf: _Buffer) -> _Buffer:
+                held.callback(buf.close)
+                return buf
+
+            self.host_in = keep(PinnedBuffer(cuda, self.in_shape, self.in_dtype))
+            self.host_out = keep(PinnedBuffer(cuda, (self.max_batch, out_dim), out_dtype))
+            self.dev_in = keep(DeviceBuffer(cuda, self.host_in.nbytes))
+            self.dev_out = keep(DeviceBuffer(cuda, self.host_out.nbytes))
+            self.context.set_tensor_address(self.input_name, self.dev_in.ptr)
+            self.context.set_tensor_address(self.output_name, self.dev_out.ptr)
+            self._held = held.pop_all()
+
+    def _drop_trt_objects(self) -> None:
+        """TensorRT frees an object with its last reference: context, then engine, then
+        runtime (each needs the next one alive)."""
+        self.context = self.engine = self.runtime = None
 
     def _in_place(self, x: np.ndarray) -> bool:
         """Is ``x`` the leading rows of the pinned input buffer (frames written in place)?"""
@@ -72,11 +89,11 @@ class _Engine:
         return self.host_out.array[:n].astype(np.float32, copy=True)
 
     def close(self) -> None:
-        for buf in (self.host_in, self.host_out, self.dev_in, self.dev_out):
-            buf.close()
+        """Free the I/O buffers, then the context, engine and runtime."""
+        self._held.close()
 
 
-class TrtBackend:
+class TrtBackend(Closable):
     """Backend over TensorRT plans built (or loaded from the cache) for this GPU."""
 
     name = "tensorrt"
@@ -95,12 +112,22 @@ class TrtBackend:
         self.precision = precision
         plans = {b: ensure_plan(bundle, b, precision, profile, workspace_bytes)[0]
                  for b in branches}
-        self._cuda = Cuda()
-        self._stream = self._cuda.stream()
-        self._engines = {b: _Engine(trt, self._cuda, self._stream, p, b) for b, p in plans.items()}
-        self.device = f"{self._cuda.device_name()} TensorRT {trt.__version__}"
+        self._engines: dict[Branch, _Engine] = {}
+        self._held = ExitStack()  # released in reverse order of setup by close()
+        try:
+            self._cuda = Cuda()
+            stream = self._cuda.stream()
+            self._held.callback(self._cuda.destroy_stream, stream)
+            for b, p in plans.items():
+                self._engines[b] = engine = _Engine(trt, self._cuda, stream, p, b)
+                self._held.callback(engine.close)
+            self.device = f"{self._cuda.device_name()} TensorRT {trt.__version__}"
+        except BaseException:
+            self.close()  # what the branches before the failing one set up
+            raise
 
     def _engine(self, branch: Branch) -> _Engine:
+        self._check_open()
         if branch not in self._engines:
             raise BackendUnavailable(f"this backend was opened without the {branch} graph")
         return self._engines[branch]
@@ -119,10 +146,6 @@ class TrtBackend:
             raise ValueError(f"batch {batch} exceeds the engine profile's max {e.max_batch}")
         return e.host_in.array[:batch]
 
-    def close(self) -> None:
-        for e in self._engines.values():
-            e.close()
+    def _release(self) -> None:
         self._engines.clear()
-        if self._stream is not None:
-            self._cuda.check(self._cuda.rt.cudaStreamDestroy(self._stream))
-            self._stream = None
+        self._held.close()

@@ -50,6 +50,9 @@ class Cuda:
     def stream(self) -> Any:
         return self.check(self.rt.cudaStreamCreate())
 
+    def destroy_stream(self, stream: Any) -> None:
+        self.check(self.rt.cudaStreamDestroy(stream))
+
     def synchronize(self, stream: Any) -> None:
         self.check(self.rt.cudaStreamSynchronize(stream))
 
