@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from pig.engine import pipeline
 from pig.engine.bundle import Bundle
 from pig.engine.cli import main
 from tests import clipgen
+from tests.test_index import read_only, snapshot
 from tests.test_pipeline import N_CLIPS, clip_dir, fake_bundle, make_clips, other_bundle
 
 __all__ = ["clip_dir", "fake_bundle", "other_bundle"]  # fixtures shared with test_pipeline
@@ -134,3 +136,40 @@ def test_user_errors_are_one_line(fake_bundle: Bundle, other_bundle: Bundle, cli
     assert code == 2 and "no query" in user_error(err)
     code, _, err = run(capsys, "search", "-q", "x", "--index", idx, "-k", 0)
     assert code == 2 and "Traceback" not in err  # click usage error
+
+
+def test_read_only_index_folder(fake_bundle: Bundle, clip_dir: Path, tmp_path: Path,
+                                capsys: pytest.CaptureFixture[str],
+                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """search and info work and write nothing; index and remove are refused with one line,
+    index before it opens an encoder."""
+    idx, empty = tmp_path / "idx", tmp_path / "empty"
+    code, _, err = run(capsys, "index", clip_dir, "--bundle", fake_bundle.dir, "--index", idx)
+    assert code == 0, err
+    search = ("search", "-q", "a red circle", "-q", "a blue square", "--index", idx, "--json")
+    _, writable_out, _ = run(capsys, *search)
+    _, writable_info, _ = run(capsys, "info", "--index", idx, "--json")
+    empty.mkdir()
+    before = snapshot(idx)
+    opened: list[str] = []
+    real_open = pipeline.open_backend
+    monkeypatch.setattr(pipeline, "open_backend",
+                        lambda *a, **k: opened.append("encoder") or real_open(*a, **k))
+    with read_only(idx), read_only(empty):
+        code, out, err = run(capsys, *search)
+        assert code == 0, err
+        assert out == writable_out and len(out.splitlines()) == 2
+        code, out, err = run(capsys, "info", "--index", idx, "--json")
+        assert code == 0, err
+        assert out == writable_info and json.loads(out)["counts"]["indexed"] == N_CLIPS
+        for folder, argv in [
+            (idx, ("index", clip_dir, "--bundle", fake_bundle.dir, "--index", idx)),
+            (idx, ("remove", "--index", idx, clip_dir)),
+            (empty, ("index", clip_dir, "--bundle", fake_bundle.dir, "--index", empty)),
+        ]:
+            code, out, err = run(capsys, *argv)
+            assert code == 2 and out == ""
+            assert user_error(err) == (f"pig-engine: error: {folder}: cannot write the index here "
+                                       f"({folder} is not writable)")
+    assert snapshot(idx) == before and not list(empty.iterdir())
+    assert opened == []

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
+import shutil
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +47,35 @@ def create(d: Path, dim: int = 16, **kw) -> VideoIndex:
     return VideoIndex.create(
         d, fingerprint="fp-a", dim=dim, bundle_info={"precision": "fp32"}, **kw
     )
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    """Name -> (size, mtime_ns) of every file in ``folder``."""
+    return {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir()}
+
+
+@contextlib.contextmanager
+def read_only(folder: Path) -> Iterator[None]:
+    """``folder`` and its files read-only (555/444) and, since root may write them anyway,
+    reported not writable by ``os.access`` (as the kernel does for a read-only mount)."""
+    real_access = os.access
+
+    def access(path: str | os.PathLike[str], mode: int, **kw: object) -> bool:
+        inside = Path(path).absolute().is_relative_to(folder)
+        return not (inside and mode & os.W_OK) and real_access(path, mode, **kw)
+
+    files = list(folder.iterdir())
+    for f in files:
+        f.chmod(0o444)
+    folder.chmod(0o555)
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(os, "access", access)
+            yield
+    finally:
+        folder.chmod(0o755)
+        for f in files:
+            f.chmod(0o644)
 
 
 def results(idx: VideoIndex, q: np.ndarray, exact: bool) -> list[list[tuple[int, str, float]]]:
@@ -303,3 +336,53 @@ def test_default_search_scans_small_indexes_and_uses_hnsw_above(tmp_path: Path,
         idx.search(x[:5], 10)
         assert modes == [True, False]
         assert auto_small == idx.search(x[:5], 10, exact=True)
+
+
+def test_read_only_folder_readers_create_nothing_and_writers_are_refused(tmp_path: Path) -> None:
+    x = unit(np.random.default_rng(6), 4, 16)
+    d = tmp_path / "idx"
+    with create(d) as idx:
+        idx.add(fake_entries(4), x)
+    generation = idx.generation
+    before = snapshot(d)
+    assert not [n for n in before if n.endswith(("-wal", "-shm"))]  # the writer folded it in
+    with VideoIndex.open(d, view=True):  # in a writable folder it takes part in the WAL...
+        assert (d / "catalog.sqlite-shm").exists()  # ...so a later writer keeps its snapshot
+    assert snapshot(d) == before  # and leaves nothing behind
+    with read_only(d):
+        for view in (True, False):
+            with VideoIndex.open(d, view=view) as idx:
+                assert snapshot(d) == before  # not even while open: no -wal, -shm or lock
+                assert idx.generation == generation
+                assert idx.counts() == {"vectors": 4, "indexed": 4, "failed": 0}
+                assert [h.path for h in idx.search(x[2], 1)[0]] == ["/videos/v2.mp4"]
+        refused = f"^{re.escape(str(d))}: cannot write the index here \\({re.escape(str(d))} "
+        with pytest.raises(IndexStoreError, match=refused):
+            VideoIndex.open(d, writable=True)
+        with pytest.raises(IndexStoreError, match=refused):
+            VideoIndex.open_or_create(d, fingerprint="fp-a", dim=16, bundle_info={})
+        with pytest.raises(IndexStoreError, match=f"^{re.escape(str(d / 'new'))}: cannot write"):
+            create(d / "new")
+    assert snapshot(d) == before
+
+
+def test_read_only_reader_sees_the_commits_still_in_a_writers_wal(tmp_path: Path) -> None:
+    """A writer open elsewhere (live, or crashed: a copy taken while it is open)."""
+    x = unit(np.random.default_rng(7), 3, 16)
+    d, crashed = tmp_path / "idx", tmp_path / "crashed"
+    with create(d) as idx:
+        idx.add(fake_entries(1), x[:1])
+    writer = VideoIndex.open(d, writable=True)
+    try:
+        writer.add(fake_entries(3)[1:], x[1:])
+        writer.commit()  # in the -wal, not yet in catalog.sqlite
+        shutil.copytree(d, crashed)
+        for folder in (d, crashed):
+            before = snapshot(folder)
+            with read_only(folder), VideoIndex.open(folder, view=True) as reader:
+                assert reader.generation == writer.generation
+                assert reader.counts() == {"vectors": 3, "indexed": 3, "failed": 0}
+                assert [h.path for h in reader.search(x[1], 1)[0]] == ["/videos/v1.mp4"]
+            assert snapshot(folder) == before
+    finally:
+        writer.close()

@@ -334,8 +334,10 @@ def index_videos(
     options = options or PipelineOptions()
     unreadable: list[tuple[str, str]] = []
     files = discover(paths, glob, lambda folder, why: unreadable.append((folder, why)))
+    # refuse a read-only folder or a foreign index before opening the encoder (a TensorRT
+    # build takes minutes)
+    VideoIndex.check_writable(index_dir)
     if (Path(index_dir) / MANIFEST_NAME).is_file():
-        # refuse a foreign index before opening the encoder (a TensorRT build takes minutes)
         VideoIndex.open(index_dir, fingerprint=bundle.fingerprint, view=True).close()
     kwargs: dict[str, Any] = {"log": log} if log is not None else {}
     encoder = open_backend(bundle, backend, precision, branches=("video",),

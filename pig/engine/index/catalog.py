@@ -3,7 +3,8 @@
 The catalog is also the index's commit record: ``meta.generation`` names the vectors file
 that matches the committed rows, and it changes in the same SQLite transaction as the rows.
 A writer keeps its changes in one open transaction until :meth:`Catalog.commit`; a reader
-holds one read transaction (a WAL snapshot) for its whole life, so it sees one generation.
+holds one read transaction (a WAL snapshot) for its whole life, so it sees one generation;
+it writes nothing, and works in a folder it cannot write (see :func:`_open_snapshot`).
 """
 
 from __future__ import annotations
@@ -64,6 +65,64 @@ def file_digest(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+_CANNOT_OPEN = (sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY)
+
+
+def _connect(target: str, *, uri: bool = False) -> sqlite3.Connection:
+    return sqlite3.connect(target, uri=uri, isolation_level=None, check_same_thread=False)
+
+
+def _reader_targets(path: Path) -> list[str]:
+    """How a reader may open ``path``, in order of preference (see :func:`_open_snapshot`)."""
+    if os.access(path.parent, os.W_OK) and os.access(path, os.W_OK):
+        return [str(path)]
+    uri = path.absolute().as_uri()
+    in_wal = [f"{uri}?mode=ro&readonly_shm=1"] if Path(f"{path}-wal").exists() else []
+    return [*in_wal, f"{uri}?mode=ro&immutable=1"]
+
+
+def _open_snapshot(path: Path) -> sqlite3.Connection:
+    """A ``query_only`` connection holding a read transaction (its snapshot) until closed.
+
+    A reader leaves no file behind in the index folder, and works where it cannot write:
+
+    * Folder and catalog writable: an ordinary connection. It shares the writer's WAL
+      (``-wal``/``-shm``) for a consistent snapshot; SQLite creates them if no writer is open
+      and, the connection being able to write, removes them on close. (A ``mode=ro``
+      connection would create them too but could not remove them, and such leftovers, owned
+      by the reader, can lock the folder's owner out of writing.)
+    * Otherwise, with a ``-wal`` present (a writer open elsewhere, e.g. through a read-write
+      mount of the same folder, or one that crashed): ``mode=ro``, which reads the commits
+      still in the WAL through the existing ``-shm``.
+    * Otherwise, or if ``mode=ro`` cannot open (``-shm`` missing, which SQLite would have to
+      create): ``immutable=1``, which reads the database file with no locks and no side
+      files. That is safe because no writer can be changing a folder that no one can write,
+      the case it is for (and no writer was open when the reader started: it would have left
+      a ``-wal``). Commits in a ``-wal`` without its ``-shm`` (a crashed writer) are not
+      seen; the next writer folds them into the database file.
+    """
+    *preferred, last = _reader_targets(path)
+    for target in preferred:
+        try:
+            return _snapshot(target)
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF not in _CANNOT_OPEN:
+                raise
+    return _snapshot(last)
+
+
+def _snapshot(target: str) -> sqlite3.Connection:
+    db = _connect(target, uri=target.startswith("file:"))
+    try:
+        db.execute("PRAGMA query_only=ON")
+        db.execute("BEGIN")
+        db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()  # opens the files
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
 class Catalog:
     """The ``catalog.sqlite`` of an index directory (see module docstring)."""
 
@@ -73,12 +132,12 @@ class Catalog:
         if not path.is_file():
             raise IndexStoreError(f"{path}: index catalog is missing")
         try:
-            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA synchronous=FULL")
             if writable:
+                self._db = _connect(str(path))
+                self._db.execute("PRAGMA synchronous=FULL")
                 self._db.execute("PRAGMA journal_mode=WAL")
             else:
-                self._db.execute("BEGIN")  # snapshot held until close()
+                self._db = _open_snapshot(path)
             self.generation = int(self._meta("generation"))
         except (sqlite3.DatabaseError, TypeError, ValueError) as exc:
             raise IndexStoreError(f"{path}: unreadable index catalog ({exc})") from None

@@ -9,12 +9,14 @@ from pathlib import Path
 
 from pig.errors import IndexStoreError
 
+LOCK_NAME = "lock"
+
 
 class DirLock:
     """Exclusive, non-blocking ``flock`` on ``<dir>/lock``; released on close or process exit."""
 
     def __init__(self, directory: Path) -> None:
-        self.path = directory / "lock"
+        self.path = directory / LOCK_NAME
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

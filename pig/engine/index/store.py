@@ -49,7 +49,7 @@ from pig.engine.index.catalog import (
     FileRecord,
     file_digest,
 )
-from pig.engine.index.lock import DirLock
+from pig.engine.index.lock import LOCK_NAME, DirLock
 from pig.engine.index.manifest import DTYPES, MANIFEST_NAME, IndexManifest
 from pig.engine.index.vectors import VectorStore, check_unit_vectors
 from pig.errors import IndexStoreError
@@ -167,6 +167,7 @@ class VideoIndex:
         )
         if d.exists() and not d.is_dir():
             raise IndexStoreError(f"{d}: exists and is not a directory")
+        cls.check_writable(d)
         with _os_errors(d):
             d.mkdir(parents=True, exist_ok=True)
             lock = DirLock(d)
@@ -212,8 +213,10 @@ class VideoIndex:
         ``fingerprint``: if given, must equal the index's bundle fingerprint. ``view=True``
         memory-maps the vectors read-only instead of loading them into RAM. ``writable=True``
         takes the directory's writer lock (a second writer gets a clear error), loads the
-        vectors into RAM and records ``bundle_info`` as a producer. Readers never lock: they
-        see the last commit as of opening.
+        vectors into RAM and records ``bundle_info`` as a producer; it is refused, before any
+        work, where this process cannot write (:meth:`check_writable`). Readers never lock
+        and create no file: they see the last commit as of opening, also in a folder that is
+        read-only (see :mod:`pig.engine.index.catalog`).
         """
         d = Path(directory).absolute()
         if writable and view:
@@ -224,6 +227,8 @@ class VideoIndex:
                 f"{d}: index holds vectors of bundle {manifest.fingerprint[:16]}, not of the "
                 f"given bundle {fingerprint[:16]}; use that bundle or another index directory"
             )
+        if writable:
+            cls.check_writable(d)
         with _os_errors(d):
             lock = DirLock(d) if writable else None
         try:
@@ -286,6 +291,19 @@ class VideoIndex:
                     "use another index directory to change it"
                 )
         return idx
+
+    @staticmethod
+    def check_writable(directory: str | os.PathLike[str]) -> None:
+        """Refuse, before any work, to write an index where this process cannot write.
+
+        Checks the folder (or, if it does not exist yet, the folder it would be created in),
+        the catalog and the lock file. Readers need none of this: see :meth:`open`.
+        """
+        d = Path(directory).absolute()
+        folder = next(p for p in (d, *d.parents) if p.exists())
+        for p in (folder, d / CATALOG_NAME, d / LOCK_NAME):
+            if p.exists() and not os.access(p, os.W_OK):
+                raise IndexStoreError(f"{d}: cannot write the index here ({p} is not writable)")
 
     @staticmethod
     def _load(d: Path, m: IndexManifest, writable: bool, view: bool) -> tuple[Catalog, VectorStore]:
@@ -551,7 +569,7 @@ def _os_errors(d: Path) -> Iterator[None]:
 
 def _is_index_file(name: str) -> bool:
     return (
-        name in (MANIFEST_NAME, "lock")
+        name in (MANIFEST_NAME, LOCK_NAME)
         or name.startswith(CATALOG_NAME)
         or (name.startswith("vectors.") and ".usearch" in name)  # incl. commit temps (.tmp)
     )

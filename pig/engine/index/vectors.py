@@ -136,8 +136,10 @@ class VectorStore:
         # usearch returns Matches (no counts, 1-D) for a single query, BatchMatches otherwise
         counts = np.asarray(getattr(m, "counts", [len(m.keys)]), dtype=np.int64).reshape(q)
         keys = np.asarray(m.keys, dtype=np.int64).reshape(q, -1)
-        # usearch distances: ip -> 1 - <a,b>; cos -> 1 - cos(a,b) (= <a,b> on unit vectors)
-        scores = (1.0 - np.asarray(m.distances, dtype=np.float32)).reshape(q, -1)
+        # usearch distances: ip -> 1 - <a,b>; cos -> 1 - cos(a,b) (= <a,b> on unit vectors);
+        # past a query's count they are unset padding (may be NaN), which callers never read
+        with np.errstate(invalid="ignore"):
+            scores = (1.0 - np.asarray(m.distances, dtype=np.float32)).reshape(q, -1)
         return keys, scores, counts
 
     def save(self, path: Path) -> None:
