@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -74,26 +75,71 @@ def _object_stats(frames: np.ndarray, colour: str) -> tuple[np.ndarray, np.ndarr
     return (mask * xs).sum(axis=(1, 2)) / area, (mask * ys).sum(axis=(1, 2)) / area, area
 
 
+def _observed_motions(frames: np.ndarray, spec: synth.ClipSpec) -> list[str]:
+    """The motions that the primary object's pixels ``[T, H, W, 3]`` show."""
+    x, y, area = _object_stats(frames, spec.colour)
+    dx, dy, growth = x[-1] - x[0], y[-1] - y[0], area[-1] / area[0]
+    changed = np.count_nonzero(np.any(frames[0] != frames[-1], axis=-1))
+    observed = {
+        "right": dx > 10, "left": dx < -10, "down": dy > 10, "up": dy < -10,
+        "growing": growth > 2.0, "shrinking": growth < 0.5,
+        "rotating": abs(dx) < 6 and abs(dy) < 6 and 0.8 < growth < 1.25 and changed > 10,
+        "still": changed == 0,
+    }
+    return [m for m, ok in observed.items() if ok]
+
+
+def _distinct_clips(n: int) -> list[tuple[synth.Clip, np.ndarray]]:
+    clips = (synth.make_clip(1, "train", i) for i in range(n))
+    return [(c, f) for c, f in clips if not (c.spec.second_shape and
+                                             c.spec.second_colour == c.spec.colour)]
+
+
 def test_pixels_follow_the_motion_attribute() -> None:
     """Derive each clip's motion from its rendered pixels and compare with its attributes."""
     seen = set()
-    for i in range(60):
-        clip, frames = synth.make_clip(1, "train", i)
-        spec = clip.spec
-        if spec.second_shape and spec.second_colour == spec.colour:
-            continue
-        x, y, area = _object_stats(frames, spec.colour)
-        dx, dy, growth = x[-1] - x[0], y[-1] - y[0], area[-1] / area[0]
-        changed = np.count_nonzero(np.any(frames[0] != frames[-1], axis=-1))
-        observed = {
-            "right": dx > 10, "left": dx < -10, "down": dy > 10, "up": dy < -10,
-            "growing": growth > 2.0, "shrinking": growth < 0.5,
-            "rotating": abs(dx) < 6 and abs(dy) < 6 and 0.8 < growth < 1.25 and changed > 10,
-            "still": changed == 0,
-        }
-        assert [m for m, ok in observed.items() if ok] == [spec.motion], (spec, dx, dy, growth)
-        seen.add(spec.motion)
+    for clip, frames in _distinct_clips(60):
+        assert _observed_motions(frames, clip.spec) == [clip.spec.motion], clip.spec
+        seen.add(clip.spec.motion)
     assert seen == set(synth.MOTIONS)
+
+
+@pytest.mark.parametrize(("mirror", "reverse"), [(True, False), (False, True), (True, True)])
+def test_augmented_pixels_follow_the_transformed_attributes(mirror: bool, reverse: bool) -> None:
+    """Mirroring / reversing a clip gives frames whose observed motion is the new caption's."""
+    from pig.demo.augment import transform_pixels, transform_spec
+
+    changed = 0
+    for clip, frames in _distinct_clips(60):
+        batch = frames.transpose(0, 3, 1, 2)[None]  # [1, T, 3, H, W]
+        out = transform_pixels(batch, np.array([mirror]), np.array([reverse]))
+        spec = transform_spec(clip.spec, mirror, reverse)
+        assert _observed_motions(out[0].transpose(0, 2, 3, 1), spec) == [spec.motion], spec
+        assert spec.key()[:3] == clip.spec.key()[:3]  # shape, colour, size kept
+        changed += spec.motion != clip.spec.motion
+    assert changed > 10
+
+
+def test_pairs_put_each_clip_forwards_and_backwards_in_one_batch() -> None:
+    from pig.demo.augment import REVERSED, augmented_batch, same_key_mask
+
+    clips = _distinct_clips(40)
+    pixels = np.stack([f.transpose(0, 3, 1, 2) for _, f in clips])
+    specs = [c.spec for c, _ in clips]
+    rng = np.random.default_rng(0)
+    px, new, captions = augmented_batch(pixels, specs, np.array([5, 2, 9, 0]), rng, pairs=True)
+    assert px.shape == (8, *pixels.shape[1:]) and len(new) == len(captions) == 8
+    for a in range(0, 8, 2):
+        np.testing.assert_array_equal(px[a + 1], px[a][::-1])
+        assert new[a + 1].motion == REVERSED.get(new[a].motion, new[a].motion)
+    mask = same_key_mask(new)
+    for i in range(8):
+        for j in range(8):
+            assert mask[i, j] == (i != j and new[i].key() == new[j].key())
+    # captions are drawn afresh from the transformed attributes
+    motions = _words(synth.MOTION_WORDS)
+    for spec, text in zip(new, captions, strict=True):
+        assert [k for k, p in motions.items() if p.search(text)] == [spec.motion], text
 
 
 def test_heldout_combinations_are_unseen_and_come_in_direction_pairs() -> None:
@@ -106,7 +152,7 @@ def test_heldout_combinations_are_unseen_and_come_in_direction_pairs() -> None:
     for s in singles:  # the opposite direction of every held-out clip is held out too
         axis = next(a for a in synth.MOTION_AXES if s.motion in a)
         other = axis[1 - axis.index(s.motion)]
-        if synth._valid(s.shape, other):
+        if synth.valid(s.shape, other):
             assert (s.shape, s.colour, s.size, other, s.background, "", "") in keys
 
 
@@ -141,6 +187,24 @@ def test_identical_attributes_count_as_correct() -> None:
     np.testing.assert_array_equal(retrieval_ranks(sim, keys, keys), [3, 1, 2])
 
 
+def test_direction_twin_accuracy_on_a_hand_made_matrix() -> None:
+    from pig.demo.evaluate import direction_twin_accuracy
+
+    base = synth.ClipSpec("star", "red", "small", "left", "white")
+    specs = [base, replace(base, motion="right"), replace(base, motion="up"),
+             replace(base, motion="down"), replace(base, motion="growing")]
+    sim = np.zeros((5, 5))
+    sim[0, 0], sim[0, 1] = 0.9, 0.1  # left: own clip wins
+    sim[1, 1], sim[1, 0] = 0.2, 0.8  # right: the twin wins
+    sim[2, 2], sim[2, 3] = 0.5, 0.4  # up wins; down ties its twin (a tie is not a win)
+    sim[3, 3], sim[3, 2] = 0.3, 0.3
+    acc = direction_twin_accuracy(sim, specs)
+    assert acc["left/right"] == {"queries": 2, "percent": 50.0}
+    assert acc["up/down"] == {"queries": 2, "percent": 50.0}
+    assert acc["growing/shrinking"] == {"queries": 0, "percent": None}  # no shrinking twin
+    assert acc["rotating/still"] == {"queries": 0, "percent": None}
+
+
 def test_metrics_on_known_ranks() -> None:
     ranks = np.array([1, 2, 6, 11, 1, 30])
     m = retrieval_metrics(ranks)
@@ -157,6 +221,37 @@ def _micro_config():
                      patch_size=16, image_size=32, num_frames=4, num_proxy=2,
                      text_width=32, text_layers=1, text_heads=2, text_mlp=64,
                      gen_layers=1, gen_heads=2, gen_mlp=64, embed_dim=32, top_k=4)
+
+
+def test_hard_negatives_change_exactly_one_attribute() -> None:
+    from pig.demo.augment import REVERSED, hard_negatives
+
+    specs = [c.spec for c, _ in _distinct_clips(80)]
+    hard = hard_negatives(specs, np.random.default_rng(0))
+    assert len(hard) == 2 * len(specs)
+    for spec, by_motion, by_shape in zip(specs, hard[: len(specs)], hard[len(specs):],
+                                         strict=True):
+        for neg, attr in ((by_motion, "motion"), (by_shape, "shape")):
+            diff = [k for k, v in vars(spec).items() if getattr(neg, k) != v]
+            assert diff == [attr], (spec, neg)
+            assert synth.valid(neg.shape, neg.motion)
+        if spec.motion in REVERSED:
+            assert by_motion.motion == REVERSED[spec.motion]
+
+
+def test_position_and_time_embeddings_start_as_distinct_codes() -> None:
+    from pig.export.train import make_model
+
+    cfg = _micro_config()
+    emb = make_model(cfg, seed=0).encoder.clipmodel.vision_model.embeddings
+    pos, time = emb.position_embedding.weight[1:], emb.temporal_embedding[0]
+    for codes in (pos, time):
+        assert codes.shape[1] == cfg.vision_width
+        gram = torch.cdist(codes, codes)
+        off = gram[~torch.eye(len(codes), dtype=torch.bool)]
+        assert off.min() > 0.1 and codes.norm(dim=1).min() > 1.0  # distinct and not small
+    again = make_model(cfg, seed=0).encoder.clipmodel.vision_model.embeddings
+    torch.testing.assert_close(again.temporal_embedding, emb.temporal_embedding)
 
 
 def test_lr_schedule() -> None:
@@ -195,12 +290,20 @@ def test_losses_match_a_hand_computation() -> None:
     pq, te = v.pseudo_query.numpy().astype(np.float64), t.embed.numpy().astype(np.float64)
     cos = (pq * te).sum(1) / np.linalg.norm(pq, axis=1) / np.linalg.norm(te, axis=1)
     assert generation.item() == pytest.approx(np.mean(2 - 2 * cos), rel=1e-5)
+    # excluded pairs (same attributes) leave both softmaxes
+    exclude = torch.zeros(3, 3, dtype=torch.bool)
+    exclude[0, 2] = exclude[2, 0] = True
+    masked, _ = losses(model, pv, ids, exclude)
+    kept = np.where(exclude.numpy(), -np.inf, logits)
+    assert masked.item() == pytest.approx(ce(kept) + ce(kept.T), rel=1e-5)
+    assert masked.item() < retrieval.item()
 
 
 def test_training_smoke_on_real_clips_and_official_checkpoint_format(tmp_path) -> None:
     """A few steps on 4 generated mp4 clips through the engine data path; the fp16 checkpoint
     loads strictly with the official key structure and reproduces the fp16-rounded model."""
     from pig.demo import dataset
+    from pig.engine.tokenizer import ClipTokenizer
     from pig.export.checkpoint import load_checkpoint
     from pig.export.train import TrainSettings, fp16_state_dict, make_model, train
 
@@ -208,9 +311,13 @@ def test_training_smoke_on_real_clips_and_official_checkpoint_format(tmp_path) -
     clips = synth.generate(tmp_path, num_train=4, num_heldout=0, seed=5)
     pixels = dataset.clip_pixels(tmp_path, clips, cfg.recipe())
     assert pixels.shape == (4, 4, 3, 32, 32)
-    ids = dataset.caption_ids(clips)
     model = make_model(cfg, seed=0)
-    history = train(model, pixels, ids, TrainSettings(steps=12, batch=4, lr=3e-3), log_every=1)
+    history = train(model, pixels, [c.spec for c in clips], ClipTokenizer().encode,
+                    TrainSettings(steps=12, batch=4, lr=3e-3), log_every=1)
+    # the pair and hard-negative batch paths run too
+    extra = train(make_model(cfg, seed=0), pixels, [c.spec for c in clips], ClipTokenizer().encode,
+                  TrainSettings(steps=2, batch=4, pairs=True, hard_negatives=True), log_every=1)
+    assert all(np.isfinite([h["retrieval"], h["generation"]]).all() for h in extra)
     assert history[-1]["retrieval"] < history[0]["retrieval"]  # one batch: it must overfit
     assert all(np.isfinite([h["retrieval"], h["generation"]]).all() for h in history)
     assert 1.0 <= history[-1]["logit_scale"] <= 200.0

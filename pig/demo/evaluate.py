@@ -17,6 +17,7 @@ import json
 import sys
 import time
 from collections.abc import Hashable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,32 @@ def attribute_errors(sim: np.ndarray, specs: Sequence[synth.ClipSpec]) -> dict[s
     wrong = {n: [getattr(specs[q], n) != getattr(specs[t], n) for q, t in enumerate(top1)]
              for n in names}
     return {n: 100.0 * float(np.mean(w)) for n, w in wrong.items()}
+
+
+def direction_twin_accuracy(sim: np.ndarray, specs: Sequence[synth.ClipSpec]
+                            ) -> dict[str, dict[str, float | None]]:
+    """How often a caption scores its own clip above the clip that differs only in direction.
+
+    ``sim[i, j]``: caption of clip ``i`` against clip ``j`` (queries and gallery are the same
+    clips, in the same order).
+    For every query whose clip has a twin in the gallery (same attributes, the opposite motion
+    of its axis), per motion axis: the number of such queries and the % where
+    ``sim[query, own clip] > sim[query, twin]`` (50% = the direction is not encoded).
+    """
+    first: dict[tuple[str, ...], int] = {}
+    for i, spec in enumerate(specs):
+        first.setdefault(spec.key(), i)
+    out = {}
+    for axis in synth.MOTION_AXES:
+        wins = []
+        for q, spec in enumerate(specs):
+            if spec.motion in axis:
+                twin = replace(spec, motion=axis[1 - axis.index(spec.motion)])
+                if (t := first.get(twin.key())) is not None:
+                    wins.append(sim[q, q] > sim[q, t])
+        out["/".join(axis)] = {"queries": len(wins),
+                               "percent": 100.0 * float(np.mean(wins)) if wins else None}
+    return out
 
 
 def torch_embeddings(model: Any, pixels: np.ndarray, ids: np.ndarray,
@@ -145,6 +172,7 @@ def evaluate(checkpoint: Path, config: Path, data: Path, bundle: Path | None) ->
     specs = [c.spec for c in clips]
     report["top1_attribute_errors_percent"] = {
         name: attribute_errors(s, specs) for name, s in sims.items()}
+    report["direction_twin_accuracy"] = direction_twin_accuracy(sims["PIG (PyTorch)"], specs)
     if bundle is not None:
         report["ort_vs_torch"] = ranking_agreement(
             sims["PIG (PyTorch)"], sims["PIG (ONNX Runtime fp32)"],
@@ -173,6 +201,9 @@ def main(argv: list[str] | None = None) -> None:
     print("top-1 attribute errors (% of queries):")
     for name, errs in report["top1_attribute_errors_percent"].items():
         print(f"  {name:<28}" + " ".join(f"{k}={v:.1f}" for k, v in errs.items()))
+    print("caption prefers its clip over the same clip in the opposite direction (PIG, PyTorch):")
+    print("  " + "  ".join(f"{k} {v['percent']:.1f}% of {v['queries']}"
+                           for k, v in report["direction_twin_accuracy"].items() if v["queries"]))
     if "ort_vs_torch" in report:
         print("ONNX Runtime vs PyTorch:", json.dumps(report["ort_vs_torch"]))
     if a.report is not None:

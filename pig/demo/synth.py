@@ -7,7 +7,7 @@ in training: the unit held out is (appearance, motion axis), so both directions 
 (left/right, up/down, growing/shrinking, rotating/still) are held out together and the held-out
 gallery always contains clips that differ only in direction.
 
-CLI: ``python -m pig.demo.synth --out demo_out/synth --train 3000 --heldout 600``.
+CLI: ``python -m pig.demo.synth --out demo_out/synth --train 16000 --heldout 600``.
 """
 
 from __future__ import annotations
@@ -115,8 +115,9 @@ def is_heldout(unit: tuple[str, str, str, str, int], seed: int) -> bool:
     return (h % 1000) < HELDOUT_FRACTION * 1000
 
 
-def _valid(shape: str, motion: str) -> bool:
-    return not (shape == "circle" and motion == "rotating")  # a rotating circle looks still
+def valid(shape: str, motion: str) -> bool:
+    """Whether the combination is generated (a rotating circle is not: it looks still)."""
+    return not (shape == "circle" and motion == "rotating")
 
 
 def heldout_singles(seed: int) -> list[ClipSpec]:
@@ -128,7 +129,7 @@ def heldout_singles(seed: int) -> list[ClipSpec]:
         for size in SIZES
         for bg in BACKGROUNDS
         for motion in MOTIONS
-        if _valid(shape, motion)
+        if valid(shape, motion)
         and is_heldout((spec := ClipSpec(shape, colour, size, motion, bg)).unit(), seed)
     ]
 
@@ -141,7 +142,7 @@ def sample_spec(rng: np.random.Generator, heldout: bool, seed: int, two: bool) -
         colour = list(COLOURS)[rng.integers(len(COLOURS))]
         size = list(SIZES)[rng.integers(len(SIZES))]
         bg = list(BACKGROUNDS)[rng.integers(len(BACKGROUNDS))]
-        if not _valid(shape, motion) or (two and motion == "still"):
+        if not valid(shape, motion) or (two and motion == "still"):
             continue
         second_shape = second_colour = ""
         if two:
@@ -333,7 +334,7 @@ def load_manifest(root: Path, split: str | None = None) -> list[Clip]:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=Path("demo_out/synth"))
-    p.add_argument("--train", type=int, default=3000)
+    p.add_argument("--train", type=int, default=16000)
     p.add_argument("--heldout", type=int, default=600)
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)

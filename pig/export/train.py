@@ -14,7 +14,10 @@ AdamW (betas 0.9/0.98, weight decay 0.2, as official), linear warm-up then cosin
 gradient clipping at 1.0. Deviations for training from scratch on a CPU: a larger learning rate,
 5% warm-up, ``logit_scale`` starting at ln(1/0.07) (CLIP's from-scratch value) and the
 generator's token table frozen (the official model only reads its BOS/EOS rows and leaves it
-untrained). The checkpoint is the model's ``state_dict`` with float tensors stored in fp16.
+untrained), sin/cos initial position and frame-time embeddings (:func:`init_weights`), and
+caption-consistent augmentation (:mod:`pig.demo.augment`: mirrored and time-reversed clips,
+captions re-drawn every step; off-diagonal pairs with identical attributes are left out of the
+softmaxes). The checkpoint is the model's ``state_dict`` with float tensors stored in fp16.
 
 ``python -m pig.export.train --data demo_out/synth --out models/pig-tiny``
 """
@@ -25,7 +28,7 @@ import argparse
 import json
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -33,7 +36,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pig.demo import dataset, synth
+from pig.demo import augment, dataset, synth
+from pig.engine.tokenizer import ClipTokenizer
 from pig.export.config import PigConfig
 from pig.export.model import PigModel
 
@@ -54,6 +58,8 @@ class TrainSettings:
     grad_clip: float = 1.0
     seed: int = 0
     threads: int = 2
+    pairs: bool = False  # each clip forwards and backwards in the same batch
+    hard_negatives: bool = False  # motion- and shape-changed captions as extra negatives
 
 
 TINY = PigConfig(
@@ -65,8 +71,21 @@ TINY = PigConfig(
 """The tiny PIG: official structure and vocabulary, small widths (2-core CPU, < 25 MB in fp16)."""
 
 
-def init_weights(model: torch.nn.Module, seed: int) -> None:
-    """Deterministic from-scratch initialisation (CLIP-style scales)."""
+def sincos(positions: torch.Tensor, dim: int) -> torch.Tensor:
+    """``[N, dim]`` sines then cosines of ``positions`` at ``dim // 2`` geometric frequencies
+    (periods from 2 pi to 200 pi: smooth, near-linear codes of a few positions)."""
+    freqs = torch.exp(-math.log(100.0) * torch.arange(dim // 2) / (dim // 2))
+    angles = positions.float()[:, None] * freqs[None]
+    return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+
+def init_weights(model: PigModel, seed: int) -> None:
+    """Deterministic from-scratch initialisation (CLIP-style scales).
+
+    The video tower's patch-position and frame-time embeddings start as unit-amplitude sin/cos
+    codes of (column, row) and frame index rather than small noise: motion direction is a
+    relation between where and when, and both start as strong as the patch content.
+    """
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -81,19 +100,36 @@ def init_weights(model: torch.nn.Module, seed: int) -> None:
                 p.normal_(0.0, fan_in**-0.5, generator=g)
             else:  # token/position/temporal embeddings, class/proxy/frame CLS vectors
                 p.normal_(0.0, 0.02, generator=g)
+        emb = model.encoder.clipmodel.vision_model.embeddings
+        cfg = model.cfg
+        side, half = cfg.image_size // cfg.patch_size, cfg.vision_width // 2
+        rows, cols = torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij")
+        emb.position_embedding.weight[1:] = torch.cat(
+            [sincos(cols.flatten(), half), sincos(rows.flatten(), half)], dim=1)
+        emb.position_embedding.weight[0] = 0.0
+        emb.temporal_embedding[0] = sincos(torch.arange(cfg.num_frames), cfg.vision_width)
 
 
 def losses(
-    model: PigModel, pixel_values: torch.Tensor, input_ids: torch.Tensor
+    model: PigModel, pixel_values: torch.Tensor, input_ids: torch.Tensor,
+    exclude: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(retrieval InfoNCE, generation loss) of one batch of matching clip/caption pairs."""
+    """(retrieval InfoNCE, generation loss) of ``B`` matching clip/caption pairs.
+
+    ``input_ids`` holds the ``B`` captions first, then any extra (hard negative) captions, which
+    only enter the video->text softmax. ``exclude`` (``[B, len(input_ids)]`` bool) marks pairs
+    that are neither positive nor negative (identical attributes); they leave both softmaxes.
+    """
     video = model.encode_video(pixel_values)
     text = model.encode_text(input_ids)
+    b = pixel_values.shape[0]
     scale = model.encoder.clipmodel.logit_scale.exp()
     logits = scale * video.embed_norm @ text.embed_norm.T  # [videos, texts]
-    target = torch.arange(logits.shape[0])
-    retrieval = F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)
-    cos = F.cosine_similarity(video.pseudo_query, text.embed, dim=-1)
+    if exclude is not None:
+        logits = logits.masked_fill(exclude, float("-inf"))
+    target = torch.arange(b)
+    retrieval = F.cross_entropy(logits, target) + F.cross_entropy(logits[:, :b].T, target)
+    cos = F.cosine_similarity(video.pseudo_query, text.embed[:b], dim=-1)
     return retrieval, (2.0 - 2.0 * cos).mean()
 
 
@@ -124,13 +160,16 @@ def make_model(cfg: PigConfig, seed: int) -> PigModel:
 def train(
     model: PigModel,
     pixels: np.ndarray,
-    input_ids: np.ndarray,
+    specs: Sequence[synth.ClipSpec],
+    tokenize: Callable[[list[str]], np.ndarray],
     s: TrainSettings,
     log_every: int = 50,
     monitor: Callable[[PigModel], dict[str, float]] | None = None,
 ) -> list[dict[str, float]]:
     """Run ``s.steps`` optimiser steps in place; returns the logged history.
 
+    Every step draws ``s.batch`` clips (``s.batch // 2`` clips twice with ``s.pairs``), mirrors
+    and reverses them at random and captions them afresh (:mod:`pig.demo.augment`).
     ``monitor`` (e.g. held-out R@1) is called in eval mode at every log step; it reads the model
     only, so the run is the same with or without it.
     """
@@ -142,15 +181,23 @@ def train(
               {"params": no_decay, "weight_decay": 0.0}]
     opt = torch.optim.AdamW(groups, lr=s.lr, betas=(0.9, 0.98), eps=1e-6)
     logit_scale = model.encoder.clipmodel.logit_scale
-    ids = torch.from_numpy(np.asarray(input_ids))
+    drawn = s.batch // 2 if s.pairs else s.batch
+    rng = np.random.default_rng([s.seed, 1])
     history = []
     model.train()
     t0 = time.perf_counter()
-    for step, idx in zip(range(s.steps), batches(len(pixels), s.batch, s.seed), strict=False):
+    for step, idx in zip(range(s.steps), batches(len(pixels), drawn, s.seed), strict=False):
         for group in opt.param_groups:
             group["lr"] = lr_at(step, s)
-        pv = torch.from_numpy(np.ascontiguousarray(pixels[np.sort(idx)]))
-        retrieval, generation = losses(model, pv, ids[np.sort(idx)])
+        px, batch_specs, captions = augment.augmented_batch(pixels, specs, idx, rng, s.pairs)
+        texts = list(batch_specs)
+        if s.hard_negatives:
+            hard = augment.hard_negatives(batch_specs, rng)
+            texts += hard
+            captions += [synth.caption(h, rng) for h in hard]
+        exclude = torch.from_numpy(augment.same_key_mask(batch_specs, texts))
+        retrieval, generation = losses(model, torch.from_numpy(px),
+                                       torch.from_numpy(tokenize(captions)), exclude)
         loss = retrieval + generation
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -205,22 +252,27 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--threads", type=int, default=d.threads)
+    p.add_argument("--pairs", action="store_true",
+                   help="put each clip in a batch forwards and backwards")
+    p.add_argument("--hard-negatives", action="store_true",
+                   help="add motion/shape-changed captions as extra negatives")
     p.add_argument("--log-every", type=int, default=250)
     p.add_argument("--monitor", action="store_true",
                    help="print held-out R@1 at every log step (slower; same weights)")
     a = p.parse_args(argv)
-    s = TrainSettings(steps=a.steps, batch=a.batch, lr=a.lr, seed=a.seed, threads=a.threads)
+    s = TrainSettings(steps=a.steps, batch=a.batch, lr=a.lr, seed=a.seed, threads=a.threads,
+                      pairs=a.pairs, hard_negatives=a.hard_negatives)
     torch.set_num_threads(s.threads)
     cfg = TINY
     clips = synth.load_manifest(a.data, "train")
     t0 = time.perf_counter()
     pixels = dataset.clip_pixels(a.data, clips, cfg.recipe())
-    ids = dataset.caption_ids(clips, cfg.tokenizer_spec())
     t_data = time.perf_counter() - t0
     model = make_model(cfg, s.seed)
     t0 = time.perf_counter()
     monitor = heldout_monitor(a.data, cfg) if a.monitor else None
-    history = train(model, pixels, ids, s, a.log_every, monitor)
+    tokenize = ClipTokenizer(cfg.tokenizer_spec()).encode
+    history = train(model, pixels, [c.spec for c in clips], tokenize, s, a.log_every, monitor)
     t_train = time.perf_counter() - t0
     a.out.mkdir(parents=True, exist_ok=True)
     torch.save(fp16_state_dict(model), a.out / CHECKPOINT)
