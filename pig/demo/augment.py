@@ -22,7 +22,8 @@ from dataclasses import replace
 
 import numpy as np
 
-from pig.demo.synth import MOTION_AXES, SHAPES, ClipSpec, caption, valid
+from pig.demo.evaluate import key_matches
+from pig.demo.synth import MOTIONS, SHAPES, ClipSpec, caption, opposite, valid
 
 MIRRORED = {"left": "right", "right": "left"}
 REVERSED = {"left": "right", "right": "left", "up": "down", "down": "up",
@@ -70,11 +71,10 @@ def augmented_batch(
 def _other_motion(spec: ClipSpec, rng: np.random.Generator) -> str:
     """The other motion of ``spec``'s axis; a random other valid motion where that one is not
     valid (a rotating circle)."""
-    axis = next(a for a in MOTION_AXES if spec.motion in a)
-    partner = axis[1 - axis.index(spec.motion)]
+    partner = opposite(spec.motion)
     if valid(spec.shape, partner):
         return partner
-    others = [m for a in MOTION_AXES for m in a if m != spec.motion and valid(spec.shape, m)]
+    others = [m for m in MOTIONS if m != spec.motion and valid(spec.shape, m)]
     return others[rng.integers(len(others))]
 
 
@@ -94,7 +94,5 @@ def same_key_mask(rows: Sequence[ClipSpec], cols: Sequence[ClipSpec] | None = No
     neither the positive nor a true negative for the contrastive loss (``cols`` defaults to
     ``rows``; the positive of row ``i`` is column ``i``)."""
     cols = rows if cols is None else cols
-    ids: dict[tuple[str, ...], int] = {}
-    r = np.asarray([ids.setdefault(s.key(), len(ids)) for s in rows])
-    c = np.asarray([ids.setdefault(s.key(), len(ids)) for s in cols])
-    return (r[:, None] == c[None, :]) & ~np.eye(len(r), len(c), dtype=bool)
+    same = key_matches([s.key() for s in rows], [s.key() for s in cols])
+    return same & ~np.eye(len(rows), len(cols), dtype=bool)

@@ -30,6 +30,14 @@ RULE = ("a retrieved clip whose attributes (shape, colour, size, motion, backgro
         "object) equal the query clip's counts as correct")
 
 
+def key_matches(row_keys: Sequence[Hashable], col_keys: Sequence[Hashable]) -> np.ndarray:
+    """``[R, C]`` bool: row ``i`` and column ``j`` have equal keys."""
+    ids: dict[Hashable, int] = {}
+    r = np.asarray([ids.setdefault(k, len(ids)) for k in row_keys])
+    c = np.asarray([ids.setdefault(k, len(ids)) for k in col_keys])
+    return r[:, None] == c[None, :]
+
+
 def retrieval_ranks(
     sim: np.ndarray, query_keys: Sequence[Hashable], gallery_keys: Sequence[Hashable]
 ) -> np.ndarray:
@@ -39,10 +47,7 @@ def retrieval_ranks(
     clips sharing every attribute are interchangeable). Ties with wrong clips count against
     the query: rank = 1 + #{wrong clips scoring >= the best correct clip}.
     """
-    ids: dict[Hashable, int] = {}
-    q = np.asarray([ids.setdefault(k, len(ids)) for k in query_keys])
-    g = np.asarray([ids.setdefault(k, len(ids)) for k in gallery_keys])
-    correct = q[:, None] == g[None, :]
+    correct = key_matches(query_keys, gallery_keys)
     if not correct.any(axis=1).all():
         raise ValueError("every query needs at least one correct gallery clip")
     best = np.where(correct, sim, -np.inf).max(axis=1, keepdims=True)
@@ -100,7 +105,7 @@ def direction_twin_accuracy(sim: np.ndarray, specs: Sequence[synth.ClipSpec]
         wins = []
         for q, spec in enumerate(specs):
             if spec.motion in axis:
-                twin = replace(spec, motion=axis[1 - axis.index(spec.motion)])
+                twin = replace(spec, motion=synth.opposite(spec.motion))
                 if (t := first.get(twin.key())) is not None:
                     wins.append(sim[q, q] > sim[q, t])
         out["/".join(axis)] = {"queries": len(wins),

@@ -115,6 +115,12 @@ def is_heldout(unit: tuple[str, str, str, str, int], seed: int) -> bool:
     return (h % 1000) < HELDOUT_FRACTION * 1000
 
 
+def opposite(motion: str) -> str:
+    """The other motion of ``motion``'s axis (left <-> right, ..., rotating <-> still)."""
+    axis = next(a for a in MOTION_AXES if motion in a)
+    return axis[1 - axis.index(motion)]
+
+
 def valid(shape: str, motion: str) -> bool:
     """Whether the combination is generated (a rotating circle is not: it looks still)."""
     return not (shape == "circle" and motion == "rotating")
