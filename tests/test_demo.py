@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import replace
 
@@ -30,6 +31,27 @@ def test_mp4_bytes_are_reproducible(tmp_path) -> None:
     synth.write_mp4(tmp_path / "a.mp4", frames, s.fps, s.crf)
     synth.write_mp4(tmp_path / "b.mp4", frames, s.fps, s.crf)
     assert (tmp_path / "a.mp4").read_bytes() == (tmp_path / "b.mp4").read_bytes()
+
+
+def test_evaluate_reports_every_row_and_the_baseline_ablation(tmp_path, capsys) -> None:
+    """pig-eval on 24 generated held-out clips with the shipped model; given as its own
+    ``--baseline`` the ablation row must equal the model's own CLIP-ViP row."""
+    from pig.demo import run
+    from pig.demo.evaluate import main
+
+    run.ensure_clips(tmp_path / "data", 24)
+    checkpoint, config = run.model_files()
+    report_path = tmp_path / "report.json"
+    main(["--checkpoint", str(checkpoint), "--config", str(config), "--data",
+          str(tmp_path / "data"), "--baseline", str(checkpoint), "--report", str(report_path)])
+    report = json.loads(report_path.read_text())
+    metrics = report["metrics"]
+    assert set(metrics) == {"PIG (PyTorch)", "CLIP-ViP vector of the PIG",
+                            "CLIP-ViP baseline model"}
+    assert metrics["CLIP-ViP baseline model"] == metrics["CLIP-ViP vector of the PIG"]
+    assert report["baseline_sha256"] == report["checkpoint_sha256"]
+    assert report["queries"] == 24 and 0.0 < metrics["PIG (PyTorch)"]["R@1"] <= 100.0
+    assert "CLIP-ViP baseline model" in capsys.readouterr().out
 
 
 def test_evaluate_reports_a_folder_without_manifest_in_one_line(tmp_path, capsys) -> None:
@@ -120,18 +142,24 @@ def test_augmented_pixels_follow_the_transformed_attributes(mirror: bool, revers
     assert changed > 10
 
 
-def test_pairs_put_each_clip_forwards_and_backwards_in_one_batch() -> None:
-    from pig.demo.augment import REVERSED, augmented_batch, same_key_mask
+def test_augmented_batch_transforms_pixels_and_attributes_together() -> None:
+    from pig.demo.augment import augmented_batch, same_key_mask, transform_pixels, transform_spec
 
     clips = _distinct_clips(40)
     pixels = np.stack([f.transpose(0, 3, 1, 2) for _, f in clips])
     specs = [c.spec for c, _ in clips]
     rng = np.random.default_rng(0)
-    px, new, captions = augmented_batch(pixels, specs, np.array([5, 2, 9, 0]), rng, pairs=True)
+    idx = np.array([5, 2, 9, 0, 31, 17, 8, 22])
+    px, new, captions = augmented_batch(pixels, specs, idx, rng)
     assert px.shape == (8, *pixels.shape[1:]) and len(new) == len(captions) == 8
-    for a in range(0, 8, 2):
-        np.testing.assert_array_equal(px[a + 1], px[a][::-1])
-        assert new[a + 1].motion == REVERSED.get(new[a].motion, new[a].motion)
+    seen = set()
+    for i, clip in enumerate(np.sort(idx)):  # read in order from the memory-mapped cache
+        flags = [(m, r) for m in (False, True) for r in (False, True)
+                 if np.array_equal(px[i], transform_pixels(pixels[clip:clip + 1], np.array([m]),
+                                                           np.array([r]))[0])]
+        assert flags and new[i] in {transform_spec(specs[clip], m, r) for m, r in flags}
+        seen.update(flags)
+    assert len(seen) > 1  # the transforms are drawn, not fixed
     mask = same_key_mask(new)
     for i in range(8):
         for j in range(8):
@@ -223,22 +251,6 @@ def _micro_config():
                      gen_layers=1, gen_heads=2, gen_mlp=64, embed_dim=32, top_k=4)
 
 
-def test_hard_negatives_change_exactly_one_attribute() -> None:
-    from pig.demo.augment import REVERSED, hard_negatives
-
-    specs = [c.spec for c, _ in _distinct_clips(80)]
-    hard = hard_negatives(specs, np.random.default_rng(0))
-    assert len(hard) == 2 * len(specs)
-    for spec, by_motion, by_shape in zip(specs, hard[: len(specs)], hard[len(specs):],
-                                         strict=True):
-        for neg, attr in ((by_motion, "motion"), (by_shape, "shape")):
-            diff = [k for k, v in vars(spec).items() if getattr(neg, k) != v]
-            assert diff == [attr], (spec, neg)
-            assert synth.valid(neg.shape, neg.motion)
-        if spec.motion in REVERSED:
-            assert by_motion.motion == REVERSED[spec.motion]
-
-
 def test_position_and_time_embeddings_start_as_distinct_codes() -> None:
     from pig.export.train import make_model
 
@@ -297,6 +309,17 @@ def test_losses_match_a_hand_computation() -> None:
     kept = np.where(exclude.numpy(), -np.inf, logits)
     assert masked.item() == pytest.approx(ce(kept) + ce(kept.T), rel=1e-5)
     assert masked.item() < retrieval.item()
+    # stage 1 (the CLIP-ViP baseline objective): the same InfoNCE on the projected video CLS
+    clip_vip, zero = losses(model, pv, ids, exclude, objective="clip-vip")
+    with torch.no_grad():
+        direct = model.encode_clip_vip(pv)
+    torch.testing.assert_close(direct, v.clip_embed, rtol=0, atol=1e-6)
+    cn = v.clip_embed_norm.numpy().astype(np.float64)
+    kept = np.where(exclude.numpy(), -np.inf, scale * cn @ tn.T)
+    assert clip_vip.item() == pytest.approx(ce(kept) + ce(kept.T), rel=1e-5)
+    assert zero.item() == 0.0
+    with pytest.raises(ValueError, match="objective"):
+        losses(model, pv, ids, objective="clip")
 
 
 def test_training_smoke_on_real_clips_and_official_checkpoint_format(tmp_path) -> None:
@@ -314,10 +337,15 @@ def test_training_smoke_on_real_clips_and_official_checkpoint_format(tmp_path) -
     model = make_model(cfg, seed=0)
     history = train(model, pixels, [c.spec for c in clips], ClipTokenizer().encode,
                     TrainSettings(steps=12, batch=4, lr=3e-3), log_every=1)
-    # the pair and hard-negative batch paths run too
-    extra = train(make_model(cfg, seed=0), pixels, [c.spec for c in clips], ClipTokenizer().encode,
-                  TrainSettings(steps=2, batch=4, pairs=True, hard_negatives=True), log_every=1)
-    assert all(np.isfinite([h["retrieval"], h["generation"]]).all() for h in extra)
+    # a CLIP-ViP stage trains the two towers and leaves the generator and fusioner untouched
+    stage1 = make_model(cfg, seed=0)
+    before = {k: v.clone() for k, v in stage1.state_dict().items()}
+    train(stage1, pixels, [c.spec for c in clips], ClipTokenizer().encode,
+          TrainSettings(steps=2, batch=4, objective="clip-vip"), log_every=1)
+    changed = {k for k, v in stage1.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed and all(k.startswith("encoder.") for k in changed), changed
+    assert any(k.startswith("encoder.clipmodel.vision_model.") for k in changed)
+    assert any(k.startswith("encoder.clipmodel.text_model.") for k in changed)
     assert history[-1]["retrieval"] < history[0]["retrieval"]  # one batch: it must overfit
     assert all(np.isfinite([h["retrieval"], h["generation"]]).all() for h in history)
     assert 1.0 <= history[-1]["logit_scale"] <= 200.0
@@ -329,3 +357,27 @@ def test_training_smoke_on_real_clips_and_official_checkpoint_format(tmp_path) -
     with torch.no_grad():
         a, b = model.encode_video(x).embed_norm, loaded.model.encode_video(x).embed_norm
     torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+
+
+def test_training_command_runs_both_stages_and_writes_a_loadable_model(tmp_path, capsys) -> None:
+    """``python -m pig.export.train``: CLIP-ViP stage, then PIG stage, one log per stage; a
+    command with no steps at all is refused."""
+    from pig.export.checkpoint import load_checkpoint
+    from pig.export.config import load_args
+    from pig.export.train import TINY, main
+
+    synth.generate(tmp_path / "data", num_train=4, num_heldout=2, seed=3)
+    out = tmp_path / "model"
+    main(["--data", str(tmp_path / "data"), "--out", str(out), "--clip-vip-steps", "2",
+          "--clip-vip-lr", "1e-3", "--steps", "1", "--batch", "2", "--log-every", "1"])
+    log = json.loads((out / "train_log.json").read_text())
+    assert [(st["settings"]["objective"], st["settings"]["steps"], st["settings"]["lr"])
+            for st in log["stages"]] == [("clip-vip", 2, 1e-3), ("pig", 1, 5e-4)]
+    assert [len(st["history"]) for st in log["stages"]] == [2, 1]
+    assert all(set(st["heldout"]) == {"heldout_R@1_pig", "heldout_R@1_clip"}
+               for st in log["stages"])
+    assert load_checkpoint(out / "pig_tiny.pt", load_args(out / "args.json")).config == TINY
+    with pytest.raises(SystemExit) as stop:
+        main(["--data", str(tmp_path / "data"), "--clip-vip-steps", "0", "--steps", "0"])
+    assert stop.value.code == 2
+    assert "nothing to train" in capsys.readouterr().err

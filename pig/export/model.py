@@ -353,6 +353,12 @@ class PigModel(nn.Module):
         return VideoOutputs(embed, _normalize(embed), clip_embed, _normalize(clip_embed),
                             topk_idx, topk_scores, scores, gen_in, pseudo_query, fixed_tokens)
 
+    def encode_clip_vip(self, pixel_values: Tensor) -> Tensor:
+        """The plain CLIP-ViP video vector (projected video CLS, not normalised), computed
+        without the selector, generator and fusioner (equals ``encode_video(...).clip_embed``)."""
+        hidden, _ = self.encoder.clipmodel.vision_model(pixel_values)
+        return self._project(hidden[:, 0])
+
     def encode_text(self, input_ids: Tensor) -> TextOutputs:
         """input_ids [B, L] int64 (BOS ... EOS, padded with EOS) -> :class:`TextOutputs`."""
         clip = self.encoder.clipmodel

@@ -1,7 +1,10 @@
 """Train a tiny PIG from scratch on the synthetic clips (the recipe behind ``models/pig-tiny``).
 
-Objectives as in the official ``run_video_retrieval_pig.py`` (``NCELearnableTempLoss`` plus the
-``l2`` generation loss with ``norm_before_loss``, scale 1.0):
+Objectives as in the official code. Stage 1 is the official CLIP-ViP baseline
+(``run_video_retrieval.py``): symmetric InfoNCE on the plain CLIP-ViP vector (projected video
+CLS) against the text vector. Stage 2 is PIG (``run_video_retrieval_pig.py``:
+``NCELearnableTempLoss`` plus the ``l2`` generation loss with ``norm_before_loss``, scale 1.0),
+starting from stage 1's weights with a fresh optimiser:
 
 * retrieval: symmetric InfoNCE, ``CE(t2v) + CE(v2t)`` (summed, as the official code does), on
   the L2-normalised final PIG video vector against the L2-normalised text vector, logits scaled
@@ -10,9 +13,15 @@ Objectives as in the official ``run_video_retrieval_pig.py`` (``NCELearnableTemp
   projected EOS feature (``text_projection`` of the pooled EOS state, the official
   ``text_feats``), averaged over the batch.
 
-AdamW (betas 0.9/0.98, weight decay 0.2, as official), linear warm-up then cosine decay,
-gradient clipping at 1.0. Deviations for training from scratch on a CPU: a larger learning rate,
-5% warm-up, ``logit_scale`` starting at ln(1/0.07) (CLIP's from-scratch value) and the
+The official PIG fine-tunes pre-trained CLIP weights; stage 1 stands in for that pre-training
+here. It is also what makes the model see motion direction: trained from scratch with the PIG
+objective alone, neither tower ever separates left from right or up from down (both stay at
+chance for 5000 steps), while the CLIP-ViP objective learns them within ~1500 steps and stage 2
+keeps them.
+
+AdamW (betas 0.9/0.98, weight decay 0.2, as official), linear warm-up then cosine decay per
+stage, gradient clipping at 1.0. Deviations for training from scratch on a CPU: larger learning
+rates, 5% warm-up, ``logit_scale`` starting at ln(1/0.07) (CLIP's from-scratch value) and the
 generator's token table frozen (the official model only reads its BOS/EOS rows and leaves it
 untrained), sin/cos initial position and frame-time embeddings (:func:`init_weights`), and
 caption-consistent augmentation (:mod:`pig.demo.augment`: mirrored and time-reversed clips,
@@ -27,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -35,6 +45,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from pig.demo import augment, dataset, synth
 from pig.engine.tokenizer import ClipTokenizer
@@ -44,23 +55,26 @@ from pig.export.model import PigModel
 CHECKPOINT = "pig_tiny.pt"
 ARGS = "args.json"
 LOGIT_SCALE_MAX = math.log(200.0)
+OBJECTIVES = ("clip-vip", "pig")
 
 
 @dataclass(frozen=True)
 class TrainSettings:
     """Optimisation settings (recorded in the model README)."""
 
-    steps: int = 5000
+    steps: int = 3500
     batch: int = 64
-    lr: float = 2e-3
+    lr: float = 5e-4
     weight_decay: float = 0.2
     warmup: float = 0.05
     grad_clip: float = 1.0
     seed: int = 0
     threads: int = 2
-    pairs: bool = False  # each clip forwards and backwards in the same batch
-    hard_negatives: bool = False  # motion- and shape-changed captions as extra negatives
+    objective: str = "pig"  # "clip-vip": InfoNCE on the plain CLIP-ViP vector only (stage 1)
 
+
+CLIP_VIP_STAGE = TrainSettings(steps=2000, lr=1e-3, objective="clip-vip")
+"""Stage 1 of the demo recipe, before the PIG settings' stage 2 (see the module docstring)."""
 
 TINY = PigConfig(
     vision_width=96, vision_layers=2, vision_heads=4, vision_mlp=384,
@@ -112,24 +126,33 @@ def init_weights(model: PigModel, seed: int) -> None:
 
 def losses(
     model: PigModel, pixel_values: torch.Tensor, input_ids: torch.Tensor,
-    exclude: torch.Tensor | None = None,
+    exclude: torch.Tensor | None = None, objective: str = "pig",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(retrieval InfoNCE, generation loss) of ``B`` matching clip/caption pairs.
 
-    ``input_ids`` holds the ``B`` captions first, then any extra (hard negative) captions, which
-    only enter the video->text softmax. ``exclude`` (``[B, len(input_ids)]`` bool) marks pairs
-    that are neither positive nor negative (identical attributes); they leave both softmaxes.
+    ``exclude`` (``[B, B]`` bool) marks pairs that are neither positive nor negative (identical
+    attributes); they leave both softmaxes.
+    ``objective="clip-vip"``: the InfoNCE is on the plain CLIP-ViP vector and the generation
+    loss is 0 (the official CLIP-ViP baseline objective; generator and fusioner are not run).
     """
-    video = model.encode_video(pixel_values)
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}, not {objective!r}")
     text = model.encode_text(input_ids)
+    if objective == "clip-vip":
+        video_norm = F.normalize(model.encode_clip_vip(pixel_values), dim=-1)
+    else:
+        video = model.encode_video(pixel_values)
+        video_norm = video.embed_norm
     b = pixel_values.shape[0]
     scale = model.encoder.clipmodel.logit_scale.exp()
-    logits = scale * video.embed_norm @ text.embed_norm.T  # [videos, texts]
+    logits = scale * video_norm @ text.embed_norm.T  # [videos, texts]
     if exclude is not None:
         logits = logits.masked_fill(exclude, float("-inf"))
     target = torch.arange(b)
-    retrieval = F.cross_entropy(logits, target) + F.cross_entropy(logits[:, :b].T, target)
-    cos = F.cosine_similarity(video.pseudo_query, text.embed[:b], dim=-1)
+    retrieval = F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)
+    if objective == "clip-vip":
+        return retrieval, torch.zeros(())
+    cos = F.cosine_similarity(video.pseudo_query, text.embed, dim=-1)
     return retrieval, (2.0 - 2.0 * cos).mean()
 
 
@@ -140,7 +163,7 @@ def lr_at(step: int, s: TrainSettings) -> float:
     return 0.5 * s.lr * (1.0 + math.cos(math.pi * (step - warm) / max(1, s.steps - warm)))
 
 
-def batches(n: int, batch: int, seed: int) -> Iterator[np.ndarray]:
+def batches(n: int, batch: int, seed: Sequence[int]) -> Iterator[np.ndarray]:
     """Endless shuffled epochs of index batches (the last partial batch of an epoch dropped)."""
     rng = np.random.default_rng(seed)
     while True:
@@ -165,13 +188,15 @@ def train(
     s: TrainSettings,
     log_every: int = 50,
     monitor: Callable[[PigModel], dict[str, float]] | None = None,
+    progress: bool = False,
 ) -> list[dict[str, float]]:
     """Run ``s.steps`` optimiser steps in place; returns the logged history.
 
-    Every step draws ``s.batch`` clips (``s.batch // 2`` clips twice with ``s.pairs``), mirrors
-    and reverses them at random and captions them afresh (:mod:`pig.demo.augment`).
+    Every step draws ``s.batch`` clips, mirrors and reverses them at random and captions them
+    afresh (:mod:`pig.demo.augment`).
     ``monitor`` (e.g. held-out R@1) is called in eval mode at every log step; it reads the model
-    only, so the run is the same with or without it.
+    only, so the run is the same with or without it. ``progress`` shows a bar (rate, ETA) on
+    stderr; logged records go to stdout either way.
     """
     torch.set_num_threads(s.threads)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -181,23 +206,20 @@ def train(
               {"params": no_decay, "weight_decay": 0.0}]
     opt = torch.optim.AdamW(groups, lr=s.lr, betas=(0.9, 0.98), eps=1e-6)
     logit_scale = model.encoder.clipmodel.logit_scale
-    drawn = s.batch // 2 if s.pairs else s.batch
-    rng = np.random.default_rng([s.seed, 1])
+    stream = OBJECTIVES.index(s.objective)  # each stage draws its own batches and augmentations
+    rng = np.random.default_rng([s.seed, 1, stream])
     history = []
     model.train()
     t0 = time.perf_counter()
-    for step, idx in zip(range(s.steps), batches(len(pixels), drawn, s.seed), strict=False):
+    draws = batches(len(pixels), s.batch, [s.seed, stream])
+    bar = tqdm(total=s.steps, desc=s.objective, unit="step", disable=not progress)
+    for step, idx in zip(range(s.steps), draws, strict=False):
         for group in opt.param_groups:
             group["lr"] = lr_at(step, s)
-        px, batch_specs, captions = augment.augmented_batch(pixels, specs, idx, rng, s.pairs)
-        texts = list(batch_specs)
-        if s.hard_negatives:
-            hard = augment.hard_negatives(batch_specs, rng)
-            texts += hard
-            captions += [synth.caption(h, rng) for h in hard]
-        exclude = torch.from_numpy(augment.same_key_mask(batch_specs, texts))
+        px, batch_specs, captions = augment.augmented_batch(pixels, specs, idx, rng)
+        exclude = torch.from_numpy(augment.same_key_mask(batch_specs))
         retrieval, generation = losses(model, torch.from_numpy(px),
-                                       torch.from_numpy(tokenize(captions)), exclude)
+                                       torch.from_numpy(tokenize(captions)), exclude, s.objective)
         loss = retrieval + generation
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -206,14 +228,18 @@ def train(
         with torch.no_grad():
             logit_scale.clamp_(0.0, LOGIT_SCALE_MAX)
         if step % log_every == 0 or step == s.steps - 1:
-            rec = {"step": step, "retrieval": retrieval.item(), "generation": generation.item(),
-                   "logit_scale": logit_scale.exp().item(), "seconds": time.perf_counter() - t0}
+            rec = {"objective": s.objective, "step": step, "retrieval": retrieval.item(),
+                   "generation": generation.item(), "logit_scale": logit_scale.exp().item(),
+                   "seconds": time.perf_counter() - t0}
             if monitor is not None:
                 model.eval()
                 rec.update(monitor(model))
                 model.train()
             history.append(rec)
-            print(json.dumps(rec), flush=True)
+            bar.write(json.dumps(rec))
+            sys.stdout.flush()
+        bar.update()
+    bar.close()
     model.eval()
     return history
 
@@ -247,39 +273,49 @@ def main(argv: list[str] | None = None) -> None:
                    help="output of python -m pig.demo.synth")
     p.add_argument("--out", type=Path, default=Path("models/pig-tiny"))
     d = TrainSettings()
-    p.add_argument("--steps", type=int, default=d.steps)
+    p.add_argument("--clip-vip-steps", type=int, default=CLIP_VIP_STAGE.steps,
+                   help="stage 1: steps of the CLIP-ViP baseline objective (0 skips it)")
+    p.add_argument("--clip-vip-lr", type=float, default=CLIP_VIP_STAGE.lr)
+    p.add_argument("--steps", type=int, default=d.steps, help="stage 2: PIG steps")
     p.add_argument("--batch", type=int, default=d.batch)
-    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--lr", type=float, default=d.lr, help="stage 2: PIG peak learning rate")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--threads", type=int, default=d.threads)
-    p.add_argument("--pairs", action="store_true",
-                   help="put each clip in a batch forwards and backwards")
-    p.add_argument("--hard-negatives", action="store_true",
-                   help="add motion/shape-changed captions as extra negatives")
     p.add_argument("--log-every", type=int, default=250)
     p.add_argument("--monitor", action="store_true",
                    help="print held-out R@1 at every log step (slower; same weights)")
     a = p.parse_args(argv)
-    s = TrainSettings(steps=a.steps, batch=a.batch, lr=a.lr, seed=a.seed, threads=a.threads,
-                      pairs=a.pairs, hard_negatives=a.hard_negatives)
-    torch.set_num_threads(s.threads)
+    common = {"batch": a.batch, "seed": a.seed, "threads": a.threads}
+    stages = [TrainSettings(steps=a.clip_vip_steps, lr=a.clip_vip_lr, objective="clip-vip",
+                            **common),
+              TrainSettings(steps=a.steps, lr=a.lr, **common)]
+    stages = [st for st in stages if st.steps > 0]
+    if not stages:
+        p.error("nothing to train: --clip-vip-steps and --steps are both 0")
+    torch.set_num_threads(a.threads)
     cfg = TINY
     clips = synth.load_manifest(a.data, "train")
     t0 = time.perf_counter()
     pixels = dataset.clip_pixels(a.data, clips, cfg.recipe())
     t_data = time.perf_counter() - t0
-    model = make_model(cfg, s.seed)
-    t0 = time.perf_counter()
-    monitor = heldout_monitor(a.data, cfg) if a.monitor else None
+    model = make_model(cfg, a.seed)
+    evaluate = heldout_monitor(a.data, cfg)
     tokenize = ClipTokenizer(cfg.tokenizer_spec()).encode
-    history = train(model, pixels, [c.spec for c in clips], tokenize, s, a.log_every, monitor)
-    t_train = time.perf_counter() - t0
+    log = []
+    for st in stages:
+        t0 = time.perf_counter()
+        history = train(model, pixels, [c.spec for c in clips], tokenize, st, a.log_every,
+                        evaluate if a.monitor else None, progress=True)
+        seconds = time.perf_counter() - t0
+        log.append({"settings": asdict(st), "train_seconds": seconds,
+                    "heldout": evaluate(model), "history": history})
     a.out.mkdir(parents=True, exist_ok=True)
     torch.save(fp16_state_dict(model), a.out / CHECKPOINT)
     (a.out / ARGS).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
-    summary = {"settings": asdict(s), "train_clips": len(clips), "data_seconds": t_data,
-               "train_seconds": t_train, "final": history[-1]}
-    (a.out / "train_log.json").write_text(json.dumps({**summary, "history": history}, indent=1))
+    summary = {"train_clips": len(clips), "data_seconds": t_data,
+               "train_seconds": sum(st["train_seconds"] for st in log),
+               "stages": [{k: v for k, v in st.items() if k != "history"} for st in log]}
+    (a.out / "train_log.json").write_text(json.dumps({**summary, "stages": log}, indent=1))
     print(json.dumps(summary))
 
 
