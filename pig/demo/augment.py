@@ -52,10 +52,8 @@ def augmented_batch(
     return out, new, [caption(sp, rng) for sp in new]
 
 
-def same_key_mask(rows: Sequence[ClipSpec], cols: Sequence[ClipSpec] | None = None) -> np.ndarray:
-    """``[R, C]`` True where row ``i`` and column ``j != i`` share every attribute: pairs that are
-    neither the positive nor a true negative for the contrastive loss (``cols`` defaults to
-    ``rows``; the positive of row ``i`` is column ``i``)."""
-    cols = rows if cols is None else cols
-    same = key_matches([s.key() for s in rows], [s.key() for s in cols])
-    return same & ~np.eye(len(rows), len(cols), dtype=bool)
+def same_key_mask(specs: Sequence[ClipSpec]) -> np.ndarray:
+    """``[B, B]`` True where clips ``i != j`` share every attribute: pairs that are neither the
+    positive nor a true negative for the contrastive loss."""
+    keys = [s.key() for s in specs]
+    return key_matches(keys, keys) & ~np.eye(len(specs), dtype=bool)
