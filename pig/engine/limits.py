@@ -1,0 +1,7 @@
+"""Hard limits on user-supplied work (CLI and service share them; README lists them)."""
+
+MAX_K = 1000  # results per query (`search -k`, the service's `k`)
+MAX_QUERY_CHARS = 4096  # characters in one query, before tokenising (the model keeps ~50 tokens)
+MAX_QUERIES_PER_REQUEST = 256  # queries in one service request
+MAX_QUERIES_FILE_BYTES = 16 * 1024 * 1024  # `search --queries-file`
+MAX_QUERIES_FILE_LINES = 100_000
