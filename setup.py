@@ -10,13 +10,21 @@ preprocess_ext = Pybind11Extension(
     extra_compile_args=["-O3"],
 )
 
+SERVE = [
+    "fastapi>=0.165,<0.166",
+    "uvicorn>=0.54,<0.55",
+    "uvloop>=0.23,<0.24",
+    "httptools>=0.9,<0.10",
+    "prometheus-client>=0.26,<0.27",
+]
+
 setup(
     name="pig-engine",
     version="0.1.0",
     description="Production inference for PIG text-to-video retrieval: ONNX, TensorRT, usearch.",
     python_requires=">=3.11",
     packages=find_packages(include=["pig", "pig.*"]),
-    package_data={"pig": ["data/*"]},
+    package_data={"pig": ["data/*"], "pig.engine.serve": ["static/*"]},
     ext_modules=[preprocess_ext],
     cmdclass={"build_ext": build_ext},
     install_requires=[
@@ -32,12 +40,18 @@ setup(
         # Export needs PyTorch; pinned so a fresh machine never pulls a CUDA build.
         "export": ["torch==2.13.0", "onnx>=1.16", "onnxscript>=0.1"],
         "gpu": ["tensorrt>=10", "cuda-python>=12", "onnxruntime-gpu>=1.18"],
+        # `pig-engine serve`: the HTTP service (uvloop + httptools: uvicorn's fast loop/parser).
+        "serve": SERVE,
         "dev": [
             "pytest>=8",
             "ruff>=0.5",
             "transformers==4.57.6",
             "decord==0.6.0",
             "opencv-python-headless>=4.9",
+            *SERVE,
+            "httpx>=0.28,<0.29",
+            "schemathesis>=4.32,<4.33",
+            "playwright>=1.65,<1.66",  # drives Debian's chromium; never `playwright install`
         ],
     },
     entry_points={

@@ -122,13 +122,13 @@ def search(queries: tuple[str, ...], queries_file: Path | None, index_dir: Path,
            as_json: bool, exact: bool | None, bundle: Path | None, backend: str,
            precision: str | None) -> int:
     """Find the videos that best match each query text."""
-    from pig.engine.search import Searcher
+    from pig.engine.search import Searcher, hit_json
 
     texts = _read_queries(queries, queries_file)
     with Searcher(index_dir, bundle, backend, precision, log=_log) as searcher:
         results = searcher.search(texts, k, exact=exact)
     for text, hits in zip(texts, results, strict=True):
-        rows = [{"rank": r, "score": h.score, "path": h.path} for r, h in enumerate(hits, 1)]
+        rows = [hit_json(r, h) for r, h in enumerate(hits, 1)]
         if as_json:
             click.echo(json.dumps({"query": text, "results": rows}))
             continue
@@ -137,6 +137,45 @@ def search(queries: tuple[str, ...], queries_file: Path | None, index_dir: Path,
             click.echo(f"{row['rank']:>4}  {row['score']:.4f}  {row['path']}")
         if not rows:
             click.echo("   (index is empty)")
+    return 0
+
+
+@cli.command()
+@_index
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="address to listen on (non-loopback needs --api-key-file)")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True,
+              help="0: any free port (the ready line names it)")
+@click.option("--bundle", type=_PATH, default=None,
+              help="bundle directory (default: the one recorded in the index)")
+@_backend
+@_precision
+@click.option("--api-key-file", type=_PATH, default=None,
+              help="file holding the key every data route requires (Authorization: Bearer)")
+@click.option("--insecure-no-auth", is_flag=True,
+              help="allow a non-loopback --host without --api-key-file")
+@click.option("--max-batch", type=click.IntRange(1), default=64, show_default=True,
+              help="queries per encoder call")
+@click.option("--max-wait-ms", type=click.FloatRange(0, 1000), default=2.0, show_default=True,
+              help="how long a batch waits for more queries")
+@click.option("--max-queue", type=click.IntRange(1), default=512, show_default=True,
+              help="requests waiting for the encoder; more get 503 + Retry-After")
+def serve(index_dir: Path, host: str, port: int, bundle: Path | None, backend: str,
+          precision: str | None, api_key_file: Path | None, insecure_no_auth: bool,
+          max_batch: int, max_wait_ms: float, max_queue: int) -> int:
+    """HTTP search service on an index (needs the serve extra); see README "Serving"."""
+    from pig.engine.serve import missing_extra
+
+    if why := missing_extra():
+        raise PigError(why)
+    from pig.engine.serve.server import serve_index
+    from pig.engine.serve.service import ServeOptions
+
+    serve_index(index_dir, host=host, port=port, bundle_dir=bundle, backend=backend,
+                precision=precision, api_key_file=api_key_file,
+                insecure_no_auth=insecure_no_auth, say=click.echo, log=_log,
+                options=ServeOptions(max_batch=max_batch, max_wait_ms=max_wait_ms,
+                                     max_queue=max_queue))
     return 0
 
 

@@ -17,6 +17,12 @@ from pig.engine.tokenizer import ClipTokenizer
 from pig.errors import BundleError, IndexStoreError, PigError
 
 
+def hit_json(rank: int, hit: Hit) -> dict[str, Any]:
+    """The JSON form of a hit (``search --json`` and the service): ``rank`` from 1, ``score``
+    (inner product), ``path``, ``id`` (the file's catalog key)."""
+    return {"rank": rank, "score": hit.score, "path": hit.path, "id": hit.key}
+
+
 def recorded_bundle(index: VideoIndex) -> Path:
     """The bundle directory that most recently wrote vectors into ``index``."""
     for producer in reversed(index.manifest.bundle_producers):

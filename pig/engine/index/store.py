@@ -293,6 +293,18 @@ class VideoIndex:
         return idx
 
     @staticmethod
+    def committed_generation(directory: str | os.PathLike[str]) -> int:
+        """The generation of the last commit in ``directory``; reads the commit record only
+        (how a long-lived reader notices a new commit without reopening everything)."""
+        d = Path(directory).absolute()
+        with _os_errors(d):
+            catalog = Catalog(d / CATALOG_NAME, writable=False)
+        try:
+            return catalog.generation
+        finally:
+            catalog.close()
+
+    @staticmethod
     def check_writable(directory: str | os.PathLike[str]) -> None:
         """Refuse, before any work, to write an index where this process cannot write.
 
@@ -369,6 +381,11 @@ class VideoIndex:
     def lookup(self, path: str | os.PathLike[str]) -> FileRecord | None:
         """The catalog row of ``path`` (made absolute), or None."""
         return self._catalog.lookup(_abspath(path))
+
+    def record(self, key: int) -> FileRecord | None:
+        """The catalog row with ``key`` (a hit's ``key``), or None."""
+        path = self._catalog.paths([key]).get(key)
+        return None if path is None else self._catalog.lookup(path)
 
     def records(self, status: str | None = None) -> Iterator[FileRecord]:
         """All catalog rows, or those with ``status`` (``"indexed"``/``"failed"``)."""

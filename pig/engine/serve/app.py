@@ -1,0 +1,243 @@
+"""The FastAPI application: routes, bearer-key auth, JSON errors, the static search page.
+
+Every error is a JSON :class:`ErrorResponse` (``{"error": {"type", "message"}}``): 400 for
+malformed JSON or an unusable value, 422 for a request that breaks the schema or a limit,
+401 without the key, 404/410 for videos, 413 for an oversized body, 416 for an unsatisfiable
+Range, 503 (with ``Retry-After``) when the queue is full or the server is draining. An
+unexpected failure is a 500 whose body says only that (the traceback goes to the log).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import mimetypes
+from importlib.resources import files
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
+from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
+from starlette.types import Receive, Scope, Send
+
+from pig.engine.limits import MAX_QUERIES_PER_REQUEST, MAX_QUERY_CHARS
+from pig.engine.search import hit_json
+from pig.engine.serve.batcher import Closed, QueueFull
+from pig.engine.serve.metrics import RequestMetrics
+from pig.engine.serve.models import (
+    EmbeddingsRequest,
+    EmbeddingsResponse,
+    ErrorResponse,
+    Health,
+    SearchRequest,
+    SearchResponse,
+    VideoRecord,
+)
+from pig.engine.serve.service import Encoded, Found, Job, Service, media_file
+from pig.errors import PigError
+
+STATIC = Path(str(files("pig.engine.serve") / "static"))
+# The largest valid request: every query at the character limit, each character written as a
+# 12-byte JSON escape pair (\ud83d\ude00), plus the rest of the object.
+MAX_BODY_BYTES = MAX_QUERIES_PER_REQUEST * (12 * MAX_QUERY_CHARS + 8) + 4096
+RETRY_AFTER_S = 1
+MAX_ID = 2**63 - 1  # catalog ids are SQLite integers
+MEDIA_COOKIE = "pig_api_key"  # the page sets it so that <video> requests carry the key
+VideoId = Annotated[int, PathParam(ge=1, le=MAX_ID, description="catalog id (a hit's id)")]
+
+_ERROR_TYPES = {400: "invalid_request", 401: "unauthorized", 404: "not_found",
+                405: "method_not_allowed", 410: "gone", 413: "request_too_large",
+                416: "range_not_satisfiable", 422: "invalid_request", 503: "unavailable"}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 422, 503)}
+
+
+def error(status: int, message: str, *, type_: str | None = None,
+          details: list[dict[str, Any]] | None = None,
+          headers: dict[str, str] | None = None) -> JSONResponse:
+    body: dict[str, Any] = {"type": type_ or _ERROR_TYPES.get(status, "error"),
+                            "message": message}
+    if details is not None:
+        body["details"] = details
+    return JSONResponse({"error": body}, status_code=status, headers=headers)
+
+
+def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = list(exc.errors())
+    details = [{"loc": [str(p) for p in e.get("loc", ())], "msg": e.get("msg", ""),
+                "type": e.get("type", "")} for e in errors]  # no "input": it can be huge
+    if any(e.get("type") == "json_invalid" for e in errors):
+        return error(400, "the body is not valid JSON", type_="invalid_json", details=details)
+    first = details[0] if details else {"loc": [], "msg": "invalid request"}
+    where = ".".join(first["loc"][1:] if first["loc"][:1] == ["body"] else first["loc"])
+    return error(422, f"{where}: {first['msg']}" if where else first["msg"], details=details)
+
+
+def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    return error(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
+
+
+def _pig_error(_: Request, exc: PigError) -> JSONResponse:
+    return error(400, str(exc))
+
+
+def _unavailable(_: Request, exc: Exception) -> JSONResponse:
+    return error(503, str(exc), type_="overloaded" if isinstance(exc, QueueFull) else
+                 "shutting_down", headers={"Retry-After": str(RETRY_AFTER_S)})
+
+
+def _internal(_: Request, exc: Exception) -> JSONResponse:
+    """The body of an unexpected failure (uvicorn logs its traceback)."""
+    return error(500, "internal error (see the server log)", type_="internal")
+
+
+def _auth(api_key: str | None) -> list[Any]:
+    """The dependency that guards the data routes, or none without a key."""
+    if api_key is None:
+        return []
+    expected = api_key.encode()
+    bearer = HTTPBearer(auto_error=False, description="the key in --api-key-file")
+    cookie = APIKeyCookie(name=MEDIA_COOKIE, auto_error=False,
+                          description="the same key, for <video> elements (media only)")
+
+    async def require_key(request: Request,
+                          header: Annotated[HTTPAuthorizationCredentials | None,
+                                            Depends(bearer)],
+                          cookie_key: Annotated[str | None, Depends(cookie)]) -> None:
+        given = header.credentials if header is not None else None
+        if given is None and request.url.path.endswith("/media"):
+            given = cookie_key
+        if given is None or not hmac.compare_digest(given.encode(), expected):
+            raise HTTPException(401, "missing or wrong API key (Authorization: Bearer <key>)",
+                                headers={"WWW-Authenticate": "Bearer"})
+
+    return [Depends(require_key)]
+
+
+class MediaResponse(FileResponse):
+    """A FileResponse whose Range errors are JSON like every other error."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        ranges = Headers(scope=scope).get("range")
+        if ranges is not None and self.stat_result is not None:
+            try:
+                self._parse_range_header(ranges, self.stat_result.st_size)
+            except MalformedRangeHeader as exc:
+                await error(400, f"Range: {exc.content}")(scope, receive, send)
+                return
+            except RangeNotSatisfiable as exc:
+                await error(416, f"Range: outside the file's {exc.max_size} bytes",
+                            headers={"Content-Range": f"bytes */{exc.max_size}"})(
+                    scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+
+def create_app(service: Service, api_key: str | None = None) -> FastAPI:
+    """The application serving ``service``; ``api_key`` guards every data route."""
+    app = FastAPI(title="pig-engine", summary="PIG text-to-video search",
+                  version="0.1.0", max_body_size=MAX_BODY_BYTES)
+    app.state.draining = False
+    app.add_middleware(RequestMetrics, metrics=service.metrics)
+    app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(PigError, _pig_error)  # type: ignore[arg-type]
+    app.add_exception_handler(QueueFull, _unavailable)
+    app.add_exception_handler(Closed, _unavailable)
+    app.add_exception_handler(Exception, _internal)
+    api = APIRouter(dependencies=_auth(api_key), responses=ERRORS)
+
+    async def run(job: Job) -> Encoded | Found:
+        return await asyncio.wrap_future(service.submit(job))
+
+    @api.post("/v1/search", response_model=SearchResponse, tags=["search"])
+    async def search(req: SearchRequest) -> Response:
+        """Top ``k`` videos per query, the same hits as ``pig-engine search --json``."""
+        texts = req.texts()
+        found = await run(Job(texts, req.k, req.exact))
+        assert isinstance(found, Found)
+        results = [{"query": text, "results": [hit_json(r, h) for r, h in enumerate(hits, 1)]}
+                   for text, hits in zip(texts, found.hits, strict=True)]
+        return JSONResponse({"generation": found.generation, "results": results})
+
+    @api.post("/v1/embeddings", response_model=EmbeddingsResponse, tags=["search"])
+    async def embeddings(req: EmbeddingsRequest) -> Response:
+        """Unit text vectors (OpenAI-style); ``model`` is the bundle fingerprint."""
+        if req.model is not None and req.model != service.model:
+            raise HTTPException(404, f"model {req.model!r} is not served here "
+                                f"(this server serves {service.model})")
+        texts = [req.input] if isinstance(req.input, str) else req.input
+        enc = await run(Job(list(texts)))
+        assert isinstance(enc, Encoded)
+        data = [{"object": "embedding", "index": i, "embedding": v}
+                for i, v in enumerate(enc.vectors.tolist())]
+        n = sum(enc.tokens)
+        return JSONResponse({"object": "list", "data": data, "model": service.model,
+                             "usage": {"prompt_tokens": n, "total_tokens": n}})
+
+    def indexed(video_id: int) -> Any:
+        rec = service.video(video_id)
+        if rec is None:
+            raise HTTPException(404, f"no indexed video with id {video_id}")
+        return rec
+
+    @api.get("/v1/videos/{video_id}", response_model=VideoRecord, tags=["videos"])
+    def video(video_id: VideoId) -> VideoRecord:
+        """A video's catalog record."""
+        rec = indexed(video_id)
+        return VideoRecord(id=rec.key, path=rec.path, size=rec.size, mtime_ns=rec.mtime_ns,
+                           frames=rec.frames, digest=rec.digest,
+                           media=f"/v1/videos/{rec.key}/media")
+
+    @api.get("/v1/videos/{video_id}/media", response_class=FileResponse, tags=["videos"],
+             responses={200: {"content": {"video/*": {}}}, 206: {"description": "a Range"},
+                        410: {"model": ErrorResponse}, 416: {"model": ErrorResponse}})
+    def media(video_id: VideoId) -> Response:
+        """The indexed file itself, with HTTP Range support; only files in the catalog, and
+        only while they are the file that was indexed (same size and mtime), else 410."""
+        rec = indexed(video_id)
+        found = media_file(rec)
+        if found is None:
+            raise HTTPException(410, f"video {video_id}: the file is missing or changed since "
+                                "it was indexed")
+        path, st = found
+        media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        return MediaResponse(path, media_type=media_type, stat_result=st)
+
+    @api.get("/metrics", response_class=Response, tags=["operations"],
+             responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
+    def metrics() -> Response:
+        """Prometheus text format."""
+        return Response(generate_latest(service.metrics.registry),
+                        media_type=CONTENT_TYPE_LATEST)
+
+    app.include_router(api)
+
+    @app.get("/v1/health/live", response_model=Health, tags=["operations"])
+    def live() -> Health:
+        return Health(status="live")
+
+    @app.get("/v1/health/ready", response_model=Health, tags=["operations"],
+             responses={503: {"model": Health}})
+    def ready() -> Any:
+        """Ready while serving (the index and backend are open before the port is bound)."""
+        if app.state.draining:
+            return JSONResponse(Health(status="draining").model_dump(), status_code=503)
+        generation, vectors = service.state()
+        return Health(status="ready", generation=generation, vectors=vectors,
+                      model=service.model)
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app

@@ -1,0 +1,127 @@
+"""Request and response schemas of the service (they are its OpenAPI document).
+
+Requests are strict (no type coercion, no unknown fields); their limits come from
+:mod:`pig.engine.limits`, the ones the CLI enforces too.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from pig.engine.limits import MAX_K, MAX_QUERIES_PER_REQUEST, MAX_QUERY_CHARS
+
+
+def _check_text(text: str) -> str:
+    if not text.strip():
+        raise ValueError("must not be empty or only whitespace")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise ValueError(f"is not valid Unicode ({err.reason} at {err.start})") from None
+    return text
+
+
+Text = Annotated[str, Field(min_length=1, max_length=MAX_QUERY_CHARS),
+                 AfterValidator(_check_text)]
+Texts = Annotated[list[Text], Field(min_length=1, max_length=MAX_QUERIES_PER_REQUEST)]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class SearchRequest(_Request):
+    """One ``query`` or a list of ``queries`` (exactly one of the two)."""
+
+    query: Text | None = None
+    queries: Texts | None = None
+    k: int = Field(10, ge=1, le=MAX_K, description="hits per query")
+    exact: bool | None = Field(
+        None, description="true: brute-force scan; false: HNSW; null: scan up to 10k vectors")
+
+    @model_validator(mode="after")
+    def _one_form(self) -> SearchRequest:
+        if (self.query is None) == (self.queries is None):
+            raise ValueError("give exactly one of 'query' and 'queries'")
+        return self
+
+    def texts(self) -> list[str]:
+        return [self.query] if self.query is not None else list(self.queries or [])
+
+
+class SearchHit(BaseModel):
+    """A hit, as ``pig-engine search --json`` prints it."""
+
+    rank: int
+    score: float = Field(description="inner product of the unit query and video vectors")
+    path: str
+    id: int = Field(description="the video's catalog id (GET /v1/videos/{id})")
+
+
+class QueryResult(BaseModel):
+    query: str
+    results: list[SearchHit]
+
+
+class SearchResponse(BaseModel):
+    generation: int = Field(description="the index generation that answered")
+    results: list[QueryResult] = Field(description="one entry per query, in request order")
+
+
+class EmbeddingsRequest(_Request):
+    """OpenAI-style: ``input`` is one text or a list of texts."""
+
+    input: Text | Texts
+    model: str | None = Field(None, description="if given, the served model's fingerprint")
+    encoding_format: Literal["float"] = "float"
+
+
+class Embedding(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float]
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingsResponse(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Embedding]
+    model: str = Field(description="the bundle fingerprint")
+    usage: Usage
+
+
+class VideoRecord(BaseModel):
+    """A video's catalog record."""
+
+    id: int
+    path: str
+    size: int | None
+    mtime_ns: int | None
+    frames: int | None
+    digest: str | None
+    media: str = Field(description="URL of the file itself (HTTP Range supported)")
+
+
+class Health(BaseModel):
+    status: Literal["live", "ready", "draining"]
+    generation: int | None = None
+    vectors: int | None = None
+    model: str | None = None
+
+
+class ErrorBody(BaseModel):
+    type: str
+    message: str
+    details: list[dict[str, Any]] | None = None
+
+
+class ErrorResponse(BaseModel):
+    """Every 4xx/5xx body."""
+
+    error: ErrorBody

@@ -1,0 +1,203 @@
+"""What the routes call: one :class:`Searcher`, its index kept at the newest committed
+generation, and the micro-batcher in front of the encoder.
+
+Threads and what they touch:
+
+* the batcher's worker is the only caller of the tokenizer and the text encoder (a TensorRT
+  context has one stream; ONNX Runtime sessions are used from one thread), and it runs the
+  batch's index searches;
+* the index (a read-only usearch view plus a SQLite snapshot) is used under ``_index_lock``
+  only, by the worker's searches, by catalog look-ups (``/v1/videos``) and by the swap to a
+  new generation; usearch is not safe for a search concurrent with a change of the index
+  object, and the snapshot's connection is not shared across threads without it;
+* the watcher thread polls the committed generation (:meth:`VideoIndex.committed_generation`,
+  a read of the catalog's commit record) every ``reload_seconds``, opens a newer generation
+  *outside* the lock (so queries go on meanwhile), checks it, then swaps it in under the lock.
+  A generation is what one commit made, so a half-committed state is never served; removals
+  arrive the same way.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import stat
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pig.engine.index import FileRecord, Hit, VideoIndex
+from pig.engine.search import Searcher
+from pig.engine.serve.batcher import MicroBatcher
+from pig.engine.serve.metrics import Metrics
+from pig.errors import PigError
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """Batching, queueing and reload settings (``pig-engine serve`` flags)."""
+
+    max_batch: int = 64  # texts per encoder call
+    max_wait_ms: float = 2.0  # how long the first request of a batch waits for company
+    max_queue: int = 512  # requests waiting for the encoder; more get 503
+    reload_seconds: float = 0.5  # how often the committed generation is checked
+
+
+@dataclass(frozen=True)
+class Job:
+    """One request's work: ``k`` None embeds only; otherwise search with ``k``/``exact``."""
+
+    texts: list[str]
+    k: int | None = None
+    exact: bool | None = None
+
+
+@dataclass(frozen=True)
+class Encoded:
+    vectors: np.ndarray  # [n, D] float32, unit rows
+    tokens: list[int]  # tokens per text, BOS and EOS included (after truncation)
+
+
+@dataclass(frozen=True)
+class Found:
+    generation: int
+    hits: list[list[Hit]]
+
+
+class Service:
+    """See the module docstring. Close with :meth:`close`."""
+
+    def __init__(self, index_dir: str | os.PathLike[str], bundle_dir: str | os.PathLike[str]
+                 | None = None, backend: str = "auto", precision: str | None = None,
+                 options: ServeOptions = ServeOptions(),
+                 log: Callable[[str], None] | None = None) -> None:
+        self.options = options
+        self.log = log or (lambda _msg: None)
+        self.metrics = Metrics()
+        self.searcher = Searcher(index_dir, bundle_dir, backend, precision, log=log)
+        self.index_dir = self.searcher.index.path
+        self.model = self.searcher.bundle.fingerprint
+        self._index_lock = threading.Lock()
+        self._reload_error = ""
+        self._publish_index()
+        self.batcher: MicroBatcher[Job, Encoded | Found] = MicroBatcher(
+            self._run, max_batch=options.max_batch, max_wait_s=options.max_wait_ms / 1000,
+            max_queue=options.max_queue)
+        self.metrics.track_queue(lambda: self.batcher.depth)
+        self._stop = threading.Event()
+        self._watcher = threading.Thread(target=self._watch, name="pig-index-watch", daemon=True)
+        self._watcher.start()
+
+    # --- what the routes call ------------------------------------------------------------
+    def submit(self, job: Job) -> Future[Encoded | Found]:
+        """Queue ``job`` for the batcher (raises QueueFull / Closed instead of queueing)."""
+        return self.batcher.submit(job, len(job.texts))
+
+    def state(self) -> tuple[int, int]:
+        """(generation, vectors) being served."""
+        with self._index_lock:
+            idx = self.searcher.index
+            return idx.generation, idx.counts()["vectors"]
+
+    def video(self, key: int) -> FileRecord | None:
+        """The catalog row of an indexed video with ``key`` in the served generation."""
+        with self._index_lock:
+            rec = self.searcher.index.record(key)
+        return rec if rec is not None and rec.status == "indexed" else None
+
+    def close(self) -> None:
+        """Finish the queued requests, stop the threads, close the searcher."""
+        self._stop.set()
+        self.batcher.close()
+        self._watcher.join()
+        self.searcher.close()
+
+    # --- the batcher's worker ------------------------------------------------------------
+    def _run(self, jobs: list[Job]) -> list[Encoded | Found]:
+        """One tokenizer call and one encoder call for every text of ``jobs``, then one index
+        search per distinct (k, exact) among the search jobs."""
+        texts = [t for job in jobs for t in job.texts]
+        m, s = self.metrics, self.searcher
+        with m.stage("tokenize"):
+            ids = s.tokenizer.encode(texts)
+        with m.stage("encode"):
+            vectors = s.encoder.encode_text(ids)
+        m.batch_size.observe(len(texts))
+        eos = s.tokenizer.spec.eos_id
+        tokens = (np.argmax(ids == eos, axis=1) + 1).tolist()
+        bounds = np.cumsum([0, *(len(job.texts) for job in jobs)])
+        rows = [slice(int(a), int(b)) for a, b in itertools.pairwise(bounds)]
+        out: list[Encoded | Found | None] = [None] * len(jobs)
+        groups: dict[tuple[int, bool | None], list[int]] = {}
+        for i, job in enumerate(jobs):
+            if job.k is None:
+                out[i] = Encoded(vectors[rows[i]], tokens[rows[i]])
+            else:
+                groups.setdefault((job.k, job.exact), []).append(i)
+        with m.stage("search"), self._index_lock:
+            generation = s.index.generation
+            for (k, exact), members in groups.items():
+                q = np.concatenate([vectors[rows[i]] for i in members])
+                hits = s.index.search(q, k, exact=exact)
+                start = 0
+                for i in members:
+                    n = len(jobs[i].texts)
+                    out[i] = Found(generation, hits[start:start + n])
+                    start += n
+        return out  # type: ignore[return-value]
+
+    # --- live generations ----------------------------------------------------------------
+    def _publish_index(self) -> None:
+        generation, vectors = self.state()
+        self.metrics.generation.set(generation)
+        self.metrics.vectors.set(vectors)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.options.reload_seconds):
+            try:
+                self._reload()
+            except PigError as err:  # a broken commit: keep serving the last good generation
+                self.metrics.reloads.labels("error").inc()
+                if str(err) != self._reload_error:
+                    self.log(f"pig-engine serve: cannot open the new generation ({err}); "
+                             "still serving the previous one")
+                self._reload_error = str(err)
+
+    def _reload(self) -> None:
+        current = self.searcher.index.generation  # only this thread changes it
+        if VideoIndex.committed_generation(self.index_dir) == current:
+            return
+        fresh = VideoIndex.open(self.index_dir, view=True)
+        if fresh.fingerprint != self.model:
+            fresh.close()
+            raise PigError(f"{self.index_dir}: now holds vectors of another model "
+                           f"({fresh.fingerprint[:16]})")
+        if fresh.generation == current:
+            fresh.close()
+            return
+        with self._index_lock:
+            old, self.searcher.index = self.searcher.index, fresh
+        old.close()
+        self._reload_error = ""
+        self.metrics.reloads.labels("ok").inc()
+        self._publish_index()
+        self.log(f"pig-engine serve: now serving generation {fresh.generation} "
+                 f"({fresh.counts()['vectors']} vectors)")
+
+
+def media_file(record: FileRecord) -> tuple[Path, os.stat_result] | None:
+    """The file of ``record`` and its stat if it is still the regular file that was indexed
+    (same size and modification time), else None: a path is only ever taken from the catalog."""
+    path = Path(record.path)
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    if not stat.S_ISREG(st.st_mode) or (st.st_size, st.st_mtime_ns) != (record.size,
+                                                                          record.mtime_ns):
+        return None
+    return path, st
