@@ -23,10 +23,11 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BeforeValidator
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pig.engine.limits import MAX_QUERIES_PER_REQUEST, MAX_QUERY_CHARS
 from pig.engine.search import hit_json
@@ -51,7 +52,16 @@ MAX_BODY_BYTES = MAX_QUERIES_PER_REQUEST * (12 * MAX_QUERY_CHARS + 8) + 4096
 RETRY_AFTER_S = 1
 MAX_ID = 2**63 - 1  # catalog ids are SQLite integers
 MEDIA_COOKIE = "pig_api_key"  # the page sets it so that <video> requests carry the key
-VideoId = Annotated[int, PathParam(ge=1, le=MAX_ID, description="catalog id (a hit's id)")]
+
+
+def _digits(value: object) -> object:
+    if isinstance(value, str) and not (value.isascii() and value.isdigit()):
+        raise ValueError("must be written in decimal digits only")
+    return value
+
+
+VideoId = Annotated[int, PathParam(ge=1, le=MAX_ID, description="catalog id (a hit's id)"),
+                    BeforeValidator(_digits)]
 
 _ERROR_TYPES = {400: "invalid_request", 401: "unauthorized", 404: "not_found",
                 405: "method_not_allowed", 410: "gone", 413: "request_too_large",
@@ -76,9 +86,11 @@ def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
                 "type": e.get("type", "")} for e in errors]  # no "input": it can be huge
     if any(e.get("type") == "json_invalid" for e in errors):
         return error(400, "the body is not valid JSON", type_="invalid_json", details=details)
-    first = details[0] if details else {"loc": [], "msg": "invalid request"}
-    where = ".".join(first["loc"][1:] if first["loc"][:1] == ["body"] else first["loc"])
-    return error(422, f"{where}: {first['msg']}" if where else first["msg"], details=details)
+    lines = []
+    for d in details[:3]:
+        where = ".".join(d["loc"][1:] if d["loc"][:1] == ["body"] else d["loc"])
+        lines.append(f"{where}: {d['msg']}" if where else d["msg"])
+    return error(422, "; ".join(lines) or "invalid request", details=details)
 
 
 def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -108,10 +120,10 @@ def _auth(api_key: str | None) -> list[Any]:
     cookie = APIKeyCookie(name=MEDIA_COOKIE, auto_error=False,
                           description="the same key, for <video> elements (media only)")
 
-    async def require_key(request: Request,
-                          header: Annotated[HTTPAuthorizationCredentials | None,
-                                            Depends(bearer)],
-                          cookie_key: Annotated[str | None, Depends(cookie)]) -> None:
+    async def require_key(  # defaults, not Annotated: the closure's names stay unresolved
+            request: Request,
+            header: HTTPAuthorizationCredentials | None = Depends(bearer),  # noqa: B008
+            cookie_key: str | None = Depends(cookie)) -> None:
         given = header.credentials if header is not None else None
         if given is None and request.url.path.endswith("/media"):
             given = cookie_key
@@ -120,6 +132,40 @@ def _auth(api_key: str | None) -> list[Any]:
                                 headers={"WWW-Authenticate": "Bearer"})
 
     return [Depends(require_key)]
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over ``limit`` bytes is a JSON 413, refused from its
+    Content-Length before it is read, or as soon as a chunked body passes the limit."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = Headers(scope=scope).get("content-length", "")
+        if length.isdigit() and int(length) > self.limit:
+            await self._too_large()(scope, receive, send)
+            return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise HTTPException(413, self._too_large_message())
+            return message
+
+        await self.app(scope, counted, send)
+
+    def _too_large_message(self) -> str:
+        return f"the request body is over {self.limit} bytes"
+
+    def _too_large(self) -> JSONResponse:
+        return error(413, self._too_large_message(), headers={"Connection": "close"})
 
 
 class MediaResponse(FileResponse):
@@ -144,8 +190,9 @@ class MediaResponse(FileResponse):
 def create_app(service: Service, api_key: str | None = None) -> FastAPI:
     """The application serving ``service``; ``api_key`` guards every data route."""
     app = FastAPI(title="pig-engine", summary="PIG text-to-video search",
-                  version="0.1.0", max_body_size=MAX_BODY_BYTES)
+                  version="0.1.0")
     app.state.draining = False
+    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
     app.add_middleware(RequestMetrics, metrics=service.metrics)
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
@@ -174,8 +221,7 @@ def create_app(service: Service, api_key: str | None = None) -> FastAPI:
         if req.model is not None and req.model != service.model:
             raise HTTPException(404, f"model {req.model!r} is not served here "
                                 f"(this server serves {service.model})")
-        texts = [req.input] if isinstance(req.input, str) else req.input
-        enc = await run(Job(list(texts)))
+        enc = await run(Job(list(req.input)))
         assert isinstance(enc, Encoded)
         data = [{"object": "embedding", "index": i, "embedding": v}
                 for i, v in enumerate(enc.vectors.tolist())]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from pig.engine.limits import MAX_K, MAX_QUERIES_PER_REQUEST, MAX_QUERY_CHARS
 
@@ -73,7 +73,8 @@ class SearchResponse(BaseModel):
 class EmbeddingsRequest(_Request):
     """OpenAI-style: ``input`` is one text or a list of texts."""
 
-    input: Text | Texts
+    input: Annotated[Texts, BeforeValidator(lambda v: [v] if isinstance(v, str) else v,
+                                            json_schema_input_type=Text | Texts)]
     model: str | None = Field(None, description="if given, the served model's fingerprint")
     encoding_format: Literal["float"] = "float"
 

@@ -1,0 +1,450 @@
+"""``pig-engine serve``: a real server process on a loopback port, spoken to over real HTTP.
+
+Reference answers come from the CLI (``pig-engine search --json``) and the backend
+(``encode_text``) on the same index and bundle (the fake bundle of tests/test_pipeline).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from pig.engine.backends.onnxruntime import OrtBackend
+from pig.engine.bundle import Bundle
+from pig.engine.limits import MAX_K, MAX_QUERIES_PER_REQUEST, MAX_QUERY_CHARS
+from pig.engine.tokenizer import ClipTokenizer
+from tests.serving import Server, wait_until
+from tests.test_cli import run
+from tests.test_pipeline import N_CLIPS, QUERIES, fake_bundle, make_clips, other_bundle
+
+__all__ = ["fake_bundle", "other_bundle"]
+
+SCORE_TOL = 1e-6  # fp32 text vectors encoded in batches of another composition (CLI: alone)
+PICKUP_S = 2.0  # a committed generation is served within this long (the issue's bound)
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    return make_clips(tmp_path_factory.mktemp("serve_clips"))
+
+
+@pytest.fixture(scope="module")
+def index(fake_bundle: Bundle, clips: list[Path], tmp_path_factory: pytest.TempPathFactory
+          ) -> Path:
+    idx = tmp_path_factory.mktemp("serve") / "idx"
+    code = subprocess.run([sys.executable, "-m", "pig.engine.cli", "index", str(clips[0].parent),
+                           "--bundle", str(fake_bundle.dir), "--index", str(idx)],
+                          capture_output=True, text=True)
+    assert code.returncode == 0, code.stderr
+    return idx
+
+
+@pytest.fixture(scope="module")
+def server(index: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """Batches wait up to 100 ms for company, so concurrent requests share encoder calls."""
+    log = tmp_path_factory.mktemp("serve_log") / "server.log"
+    with Server("--index", index, "--max-wait-ms", 100, log=log) as s:
+        yield s
+    assert "Traceback" not in s.output()
+
+
+def cli_json(capsys: pytest.CaptureFixture[str], index: Path, queries: list[str], *args: object
+             ) -> list[dict[str, Any]]:
+    code, out, err = run(capsys, "search", "--index", index, "--json", *args,
+                         *(a for q in queries for a in ("-q", q)))
+    assert code == 0, err
+    return [json.loads(line) for line in out.splitlines()]
+
+
+def assert_same_hits(served: list[dict[str, Any]], cli: list[dict[str, Any]]) -> None:
+    """Same queries, fields, order, ranks, paths and ids; scores to ``SCORE_TOL``."""
+    assert [r["query"] for r in served] == [r["query"] for r in cli]
+    for s, c in zip(served, cli, strict=True):
+        assert [list(h) for h in s["results"]] == [list(h) for h in c["results"]]
+        assert [{**h, "score": None} for h in s["results"]] == \
+            [{**h, "score": None} for h in c["results"]]
+        np.testing.assert_allclose([h["score"] for h in s["results"]],
+                                   [h["score"] for h in c["results"]], rtol=0, atol=SCORE_TOL)
+
+
+def search(url: str, body: dict[str, Any], **kw: Any) -> httpx.Response:
+    return httpx.post(f"{url}/v1/search", json=body, timeout=30, **kw)
+
+
+def metric(url: str, name: str, headers: dict[str, str] | None = None) -> float:
+    text = httpx.get(f"{url}/metrics", headers=headers, timeout=10).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name))
+
+
+def test_search_equals_cli_json(server: Server, index: Path,
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    for args, body in [((), {}), (("-k", 3), {"k": 3}),
+                       (("-k", N_CLIPS + 5, "--exact"), {"k": N_CLIPS + 5, "exact": True}),
+                       (("-k", 4, "--approximate"), {"k": 4, "exact": False})]:
+        reference = cli_json(capsys, index, QUERIES, *args)
+        r = search(server.url, {"queries": QUERIES, **body})
+        assert r.status_code == 200, r.text
+        assert_same_hits(r.json()["results"], reference)
+    assert len(reference[0]["results"]) == 4
+
+    # concurrent single-query requests are batched together and each gets its own answer
+    reference = {q: cli_json(capsys, index, [q], "-k", 5) for q in QUERIES}
+    batches, batched = (metric(server.url, f"pig_batch_size_{s}") for s in ("count", "sum"))
+    with ThreadPoolExecutor(16) as pool:
+        replies = list(pool.map(lambda q: search(server.url, {"query": q, "k": 5}),
+                                QUERIES * 4))
+    for q, r in zip(QUERIES * 4, replies, strict=True):
+        assert r.status_code == 200, r.text
+        assert_same_hits(r.json()["results"], reference[q])
+    calls = metric(server.url, "pig_batch_size_count") - batches
+    texts = metric(server.url, "pig_batch_size_sum") - batched
+    assert texts == 16 and calls < 16, (texts, calls)  # fewer encoder calls than requests
+
+
+def test_embeddings_equal_encode_text(server: Server, fake_bundle: Bundle) -> None:
+    texts = ["a red circle moves to the left", "hello", "x" * MAX_QUERY_CHARS]
+    r = httpx.post(f"{server.url}/v1/embeddings", json={"input": texts}, timeout=30)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    tokenizer = ClipTokenizer(fake_bundle.tokenizer_spec)
+    ids = tokenizer.encode(texts)
+    with OrtBackend(fake_bundle, branches=("text",)) as enc:
+        reference = np.concatenate([enc.encode_text(ids[i:i + 1]) for i in range(len(texts))])
+    got = np.array([d["embedding"] for d in body["data"]], dtype=np.float64)
+    assert [d["index"] for d in body["data"]] == [0, 1, 2]
+    np.testing.assert_allclose(got, reference, rtol=0, atol=1e-6)
+    assert body["model"] == fake_bundle.fingerprint and body["object"] == "list"
+    eos = fake_bundle.tokenizer_spec.eos_id
+    tokens = sum(int(np.argmax(row == eos)) + 1 for row in ids)
+    assert body["usage"] == {"prompt_tokens": tokens, "total_tokens": tokens}
+
+    one = httpx.post(f"{server.url}/v1/embeddings",
+                     json={"input": "hello", "model": fake_bundle.fingerprint}, timeout=30)
+    assert one.status_code == 200
+    np.testing.assert_allclose(one.json()["data"][0]["embedding"], reference[1], atol=1e-6)
+    wrong = httpx.post(f"{server.url}/v1/embeddings", json={"input": "hi", "model": "gpt"})
+    assert wrong.status_code == 404 and "not served here" in wrong.json()["error"]["message"]
+
+
+def _error(r: httpx.Response) -> dict[str, Any]:
+    assert r.headers["content-type"] == "application/json", r.text
+    assert "Traceback" not in r.text
+    return r.json()["error"]
+
+
+BAD_SEARCHES: list[tuple[str, Any, int, str]] = [
+    ("empty query", {"query": ""}, 422, "query"),
+    ("whitespace query", {"query": "  \t "}, 422, "empty"),
+    ("query too long", {"query": "x" * (MAX_QUERY_CHARS + 1)}, 422, "at most 4096"),
+    ("too many queries", {"queries": ["a"] * (MAX_QUERIES_PER_REQUEST + 1)}, 422, "at most 256"),
+    ("empty list", {"queries": []}, 422, "at least 1"),
+    ("one empty in list", {"queries": ["ok", " "]}, 422, "queries.1"),
+    ("k zero", {"query": "a", "k": 0}, 422, "greater than or equal to 1"),
+    ("k too big", {"query": "a", "k": MAX_K + 1}, 422, "less than or equal to 1000"),
+    ("k as string", {"query": "a", "k": "5"}, 422, "valid integer"),
+    ("k as float", {"query": "a", "k": 5.5}, 422, "valid integer"),
+    ("query as number", {"query": 5}, 422, "valid string"),
+    ("exact as string", {"query": "a", "exact": "yes"}, 422, "valid boolean"),
+    ("both forms", {"query": "a", "queries": ["b"]}, 422, "exactly one"),
+    ("neither form", {"k": 3}, 422, "exactly one"),
+    ("unknown field", {"query": "a", "top": 3}, 422, "top"),
+    ("not an object", ["a"], 422, "valid dictionary"),
+]
+
+
+@pytest.mark.parametrize(("case", "body", "status", "message"), BAD_SEARCHES,
+                         ids=[c[0] for c in BAD_SEARCHES])
+def test_bad_search_is_a_4xx_json_error(server: Server, case: str, body: Any, status: int,
+                                        message: str) -> None:
+    r = search(server.url, body)
+    assert r.status_code == status, r.text
+    assert message in _error(r)["message"] or message in json.dumps(_error(r)), r.text
+
+
+def test_malformed_requests_are_4xx_json_errors(server: Server) -> None:
+    url = server.url
+    post = lambda path, content, ctype="application/json": httpx.post(  # noqa: E731
+        url + path, content=content, headers={"content-type": ctype}, timeout=30)
+    cases = [
+        (post("/v1/search", b'{"query": "a", '), 400, "not valid JSON"),
+        (post("/v1/search", b"\xff\xfe not utf-8"), 400, "not valid JSON"),
+        (post("/v1/search", b'{"query": "\\ud800"}'), 422, "valid string"),
+        (post("/v1/embeddings", b'{"input": "\\udfff tail"}'), 422, "valid string"),
+        (post("/v1/search", b"[" * 100_000 + b"]" * 100_000), 400, ""),
+        (post("/v1/search", b'{"query": "a"}', "text/plain"), 422, ""),
+        (post("/v1/search", b" " * (20 * 2**20)), 413, ""),
+        (post("/v1/embeddings", b'{"input": []}'), 422, "at least 1"),
+        (post("/v1/embeddings", b'{"input": "a", "encoding_format": "base64"}'), 422, "float"),
+        (httpx.get(url + "/v1/search"), 405, ""),
+        (httpx.get(url + "/v1/nothing"), 404, ""),
+    ]
+    for r, status, message in cases:
+        assert r.status_code == status, (r.request.content[:60], r.text[:300])
+        assert message in _error(r)["message"], r.text
+
+
+def test_videos_and_media(server: Server, index: Path, clips: list[Path],
+                          capsys: pytest.CaptureFixture[str]) -> None:
+    url = server.url
+    hits = cli_json(capsys, index, ["hello"], "-k", N_CLIPS)[0]["results"]
+    by_id = {h["id"]: Path(h["path"]) for h in hits}
+    assert sorted(by_id.values()) == sorted(clips)
+    vid, path = next(iter(by_id.items()))
+    data = path.read_bytes()
+
+    rec = httpx.get(f"{url}/v1/videos/{vid}").json()
+    assert rec["id"] == vid and rec["path"] == str(path) and rec["size"] == len(data)
+    assert rec["media"] == f"/v1/videos/{vid}/media"
+
+    media = f"{url}/v1/videos/{vid}/media"
+    full = httpx.get(media)
+    assert full.status_code == 200 and full.content == data
+    assert full.headers["content-type"] == "video/mp4" and full.headers["accept-ranges"] == "bytes"
+    n = len(data)
+    for rng, start, end in [("bytes=0-9", 0, 10), ("bytes=100-", 100, n), ("bytes=-7", n - 7, n),
+                            (f"bytes={n - 3}-{n + 50}", n - 3, n)]:
+        r = httpx.get(media, headers={"Range": rng})
+        assert r.status_code == 206 and r.content == data[start:end], rng
+        assert r.headers["content-range"] == f"bytes {start}-{end - 1}/{n}"
+    r = httpx.get(media, headers={"Range": f"bytes={n}-{n + 10}"})
+    assert r.status_code == 416 and r.headers["content-range"] == f"bytes */{n}"
+    _error(r)
+    r = httpx.get(media, headers={"Range": "bytes=abc"})
+    assert r.status_code == 400 and "Range" in _error(r)["message"]
+
+    # Only catalog files, by catalog id: every id and path trick gets an error or exactly the
+    # bytes of the catalog file with that id, never anything else.
+    outside = path.parent / "not-indexed.mp4"
+    outside.write_bytes(b"SECRET" * 100)
+    tricks = [*map(str, range(-3, N_CLIPS + 5)), str(2**63), str(2**63 - 1), "9" * 40, "abc",
+              "1.0", "1e3", "0x1", "%2e%2e", "..", "..%2F..%2Fetc%2Fpasswd",
+              f"{vid}%2F..%2F..%2F{outside.name}", "%00", f"{vid}%00", f"{vid}/..",
+              "-0", "+1", " 1", "1 "]
+    conn = http.client.HTTPConnection(*url.removeprefix("http://").split(":"), timeout=10)
+    for trick in tricks:
+        for suffix in ("", "/media"):
+            raw = f"/v1/videos/{trick.replace(' ', '%20')}{suffix}"
+            conn.request("GET", raw)
+            resp = conn.getresponse()
+            body = resp.read()
+            if resp.status == 200 and suffix:
+                got_id = int(trick.strip())
+                assert body == by_id[got_id].read_bytes(), raw
+            elif resp.status == 200:
+                assert json.loads(body)["path"] in map(str, by_id.values()), raw
+            else:
+                assert 400 <= resp.status < 500, (raw, resp.status)
+                assert b"Traceback" not in body and b"SECRET" not in body
+                json.loads(body)
+            assert b"SECRET" not in body and b"root:" not in body
+    conn.close()
+
+    # a catalog file that changed (or vanished) since indexing is not served
+    st = path.stat()
+    try:
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+        r = httpx.get(media)
+        assert r.status_code == 410 and "changed since it was indexed" in _error(r)["message"]
+    finally:
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+        outside.unlink()
+    assert httpx.get(media).status_code == 200
+
+
+def test_health_metrics_openapi_page(server: Server, index: Path) -> None:
+    url = server.url
+    assert httpx.get(f"{url}/v1/health/live").json() == {"status": "live", "generation": None,
+                                                         "vectors": None, "model": None}
+    ready = httpx.get(f"{url}/v1/health/ready").json()
+    assert ready["status"] == "ready" and ready["vectors"] == N_CLIPS
+    assert ready["generation"] == json.loads(
+        subprocess.run([sys.executable, "-m", "pig.engine.cli", "info", "--index", str(index),
+                        "--json"], capture_output=True, text=True).stdout)["generation"]
+    search(url, {"query": "warm"})
+    text = httpx.get(f"{url}/metrics").text
+    for name in ('pig_requests_total{method="POST",route="/v1/search",status="200"}',
+                 'pig_stage_seconds_count{stage="tokenize"}',
+                 'pig_stage_seconds_count{stage="encode"}',
+                 'pig_stage_seconds_count{stage="search"}', "pig_batch_size_count",
+                 "pig_queue_depth", f"pig_index_vectors {float(N_CLIPS)}",
+                 f"pig_index_generation {float(ready['generation'])}",
+                 'pig_request_seconds_bucket{le="0.5",route="/v1/search"}'):
+        assert name in text, name
+    spec = httpx.get(f"{url}/openapi.json").json()
+    assert {"/v1/search", "/v1/embeddings", "/v1/videos/{video_id}",
+            "/v1/videos/{video_id}/media", "/v1/health/live", "/v1/health/ready",
+            "/metrics"} <= set(spec["paths"])
+    assert "SearchRequest" in spec["components"]["schemas"]
+    assert httpx.get(f"{url}/docs").status_code == 200
+    page = httpx.get(f"{url}/")
+    assert page.status_code == 200 and 'id="player"' in page.text
+    assert httpx.get(f"{url}/static/app.js").status_code == 200
+
+
+def test_auth(index: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    key_file = tmp_path / "key"
+    key_file.write_text("s3cret-key\n")
+    with Server("--index", index, "--api-key-file", key_file, log=tmp_path / "log") as s:
+        good = {"Authorization": "Bearer s3cret-key"}
+        for path, method in [("/v1/search", "POST"), ("/v1/embeddings", "POST"),
+                             ("/v1/videos/1", "GET"), ("/v1/videos/1/media", "GET"),
+                             ("/metrics", "GET")]:
+            body = {"query": "a"} if path == "/v1/search" else {"input": "a"}
+            kw: dict[str, Any] = {"json": body} if method == "POST" else {}
+            for headers in [{}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret-key"},
+                            {"Authorization": "Bearer s3cret-key-and-more"},
+                            {"Authorization": "Basic czNjcmV0LWtleQ=="}]:
+                r = httpx.request(method, s.url + path, headers=headers, timeout=30, **kw)
+                assert r.status_code == 401, (path, headers, r.text)
+                assert r.headers["www-authenticate"] == "Bearer" and _error(r)["type"] == \
+                    "unauthorized"
+            r = httpx.request(method, s.url + path, headers=good, timeout=30, **kw)
+            assert r.status_code == 200, (path, r.text)
+        # the page's <video> element sends the key as a cookie: accepted for media only
+        cookie = {"Cookie": "pig_api_key=s3cret-key"}
+        assert httpx.get(s.url + "/v1/videos/1/media", headers=cookie).status_code == 200
+        assert search(s.url, {"query": "a"}, headers=cookie).status_code == 401
+        for public in ("/v1/health/live", "/v1/health/ready", "/", "/openapi.json"):
+            assert httpx.get(s.url + public).status_code == 200, public
+    assert "s3cret" not in s.output()
+
+    # without a key, only loopback addresses may be bound; bad key files are one line
+    code, _, err = run(capsys, "serve", "--index", index, "--host", "0.0.0.0")
+    assert code == 2 and "--api-key-file" in err and "Traceback" not in err
+    (tmp_path / "empty").write_text(" \n")
+    code, _, err = run(capsys, "serve", "--index", index, "--api-key-file", tmp_path / "empty")
+    assert code == 2 and "the API key file is empty" in err
+    code, _, err = run(capsys, "serve", "--index", index, "--api-key-file", tmp_path / "nope")
+    assert code == 2 and "cannot read the API key" in err
+
+
+def test_full_queue_is_503_with_retry_after(index: Path, tmp_path: Path) -> None:
+    """One request waits (up to 1 s for company); the queue holds one: the next are 503."""
+    with Server("--index", index, "--max-queue", 1, "--max-batch", 1000, "--max-wait-ms", 1000,
+                log=tmp_path / "log") as s:
+        first: list[httpx.Response] = []
+        t = threading.Thread(target=lambda: first.append(search(s.url, {"query": "first"})))
+        t.start()
+        wait_until(lambda: metric(s.url, "pig_queue_depth") == 1, 10)
+        rejected = [search(s.url, {"query": f"q{i}"}) for i in range(3)]
+        t.join()
+        assert first[0].status_code == 200
+        for r in rejected:
+            assert r.status_code == 503 and r.headers["retry-after"] == "1"
+            assert _error(r)["type"] == "overloaded"
+        assert search(s.url, {"query": "later"}).status_code == 200
+
+
+def test_serve_needs_the_extra_only_to_serve(index: Path) -> None:
+    """The runtime imports without the extra; ``serve`` without it says how to install it."""
+    code = (
+        "import importlib.util, sys\n"
+        "real = importlib.util.find_spec\n"
+        "importlib.util.find_spec = lambda n, *a: None if n == 'fastapi' else real(n, *a)\n"
+        "sys.modules['fastapi'] = None\n"
+        "from pig.engine.cli import main\n"
+        "import pig.engine.search, pig.engine.serve\n"
+        f"main(['serve', '--index', {str(index)!r}])\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip() == ("pig-engine: error: `pig-engine serve` needs fastapi: pip install"
+                                " 'pig-engine[serve]' (or: pip install '.[serve]' in a checkout)")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_drains_in_flight_requests_and_exits_0(index: Path, tmp_path: Path,
+                                                      sig: signal.Signals,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """The request in flight when the signal arrives (held 1 s by the batch wait) completes
+    with the right answer; then the port is closed and the process exits 0."""
+    reference = cli_json(capsys, index, ["in flight"], "-k", 3)
+    s = Server("--index", index, "--max-wait-ms", 1000, "--max-batch", 1000,
+               log=tmp_path / "log")
+    reply: list[httpx.Response] = []
+    t = threading.Thread(target=lambda: reply.append(search(s.url, {"query": "in flight",
+                                                                     "k": 3})))
+    t.start()
+    wait_until(lambda: metric(s.url, "pig_queue_depth") == 1, 10)
+    s.signal(sig)
+    t.join(30)
+    assert reply and reply[0].status_code == 200, s.output()
+    assert_same_hits(reply[0].json()["results"], reference)
+    assert s.wait(30) == 0, s.output()
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{s.url}/v1/health/live")
+    assert "Traceback" not in s.output()
+    s.stop()
+
+
+def test_live_pickup_of_concurrent_index_and_remove(fake_bundle: Bundle, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """While ``pig-engine index`` commits generations from another process, queries keep
+    succeeding, each answered from one committed generation; the last commit is served
+    within PICKUP_S of the indexer's exit, and so is a ``remove``."""
+    first, more = make_clips(tmp_path / "a", n=3), make_clips(tmp_path / "b", n=8, offset=3)
+    idx = tmp_path / "idx"
+    cmd = [sys.executable, "-m", "pig.engine.cli", "index", "--bundle", str(fake_bundle.dir),
+           "--index", str(idx)]
+    subprocess.run([*cmd, str(first[0].parent)], check=True, capture_output=True)
+    known = {str(p) for p in first + more}
+    with Server("--index", idx, log=tmp_path / "log") as s:
+        answers: list[tuple[int, list[dict[str, Any]]]] = []
+        stop = threading.Event()
+
+        def poll() -> None:
+            while not stop.is_set():
+                r = search(s.url, {"query": "moving box", "k": 100, "exact": True})
+                assert r.status_code == 200, r.text
+                answers.append((r.json()["generation"], r.json()["results"][0]["results"]))
+
+        poller = threading.Thread(target=poll)
+        poller.start()
+        try:
+            subprocess.run([*cmd, str(more[0].parent), "--batch-size", "1", "--commit-every",
+                            "0", "--workers", "1"], check=True, capture_output=True)
+            done = time.monotonic()
+            final = json.loads(run(capsys, "info", "--index", idx, "--json")[1])["generation"]
+            wait_until(lambda: answers and answers[-1][0] == final, 10, every=0.01)
+            pickup = time.monotonic() - done
+        finally:
+            stop.set()
+            poller.join()
+        assert pickup <= PICKUP_S, pickup
+        gens = [g for g, _ in answers]
+        assert gens == sorted(gens) and len(set(gens)) >= 3, gens  # several generations seen
+        sizes: dict[int, int] = {}
+        for g, hits in answers:
+            paths = [h["path"] for h in hits]
+            assert len(set(paths)) == len(paths) and set(paths) <= known
+            assert {str(p) for p in first} <= set(paths)
+            assert sizes.setdefault(g, len(paths)) == len(paths)  # one generation, one state
+        assert sizes[final] == len(known)
+        served = search(s.url, {"query": "moving box", "k": 100, "exact": True}).json()
+        assert_same_hits(served["results"],
+                         cli_json(capsys, idx, ["moving box"], "-k", 100, "--exact"))
+
+        gone = next(h for h in served["results"][0]["results"] if h["path"] == str(more[2]))
+        assert httpx.get(f"{s.url}/v1/videos/{gone['id']}").status_code == 200
+        subprocess.run([*cmd[:3], "remove", "--index", str(idx), str(more[2])], check=True,
+                       capture_output=True)
+        wait_until(lambda: httpx.get(f"{s.url}/v1/videos/{gone['id']}").status_code == 404,
+                   PICKUP_S, every=0.01)
+        hits = search(s.url, {"query": "moving box", "k": 100}).json()["results"][0]["results"]
+        assert str(more[2]) not in {h["path"] for h in hits} and len(hits) == len(known) - 1
+    assert "Traceback" not in s.output()
