@@ -448,3 +448,81 @@ def test_live_pickup_of_concurrent_index_and_remove(fake_bundle: Bundle, tmp_pat
         hits = search(s.url, {"query": "moving box", "k": 100}).json()["results"][0]["results"]
         assert str(more[2]) not in {h["path"] for h in hits} and len(hits) == len(known) - 1
     assert "Traceback" not in s.output()
+
+
+FUZZ_EXAMPLES = 12  # per operation and generation mode (~200 requests in all)
+
+
+def test_openapi_fuzzing_never_gets_a_5xx(server: Server) -> None:
+    """schemathesis: valid and invalid requests generated from /openapi.json, bounded; every
+    answer is below 500 and matches the documented response schema."""
+    import schemathesis
+    from hypothesis import HealthCheck, Phase, given, settings
+    from schemathesis.checks import not_a_server_error
+    from schemathesis.specs.openapi.checks import response_schema_conformance
+
+    spec = httpx.get(f"{server.url}/openapi.json").json()
+    schema = schemathesis.openapi.from_dict(spec)
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert len(operations) == 7
+    before = metric(server.url, "pig_requests_total")
+    for op in operations:
+        inputs = spec["paths"][op.path][op.method.lower()].keys() & {"parameters", "requestBody"}
+        modes = list(schemathesis.GenerationMode)[:2 if inputs else 1]  # positive, negative
+        for mode in modes:
+            @settings(max_examples=FUZZ_EXAMPLES, deadline=None, database=None,
+                      phases=[Phase.generate], suppress_health_check=list(HealthCheck))
+            @given(case=op.as_strategy(generation_mode=mode))
+            def check(case: schemathesis.Case) -> None:
+                case.call_and_validate(base_url=server.url, timeout=30,
+                                       checks=[not_a_server_error, response_schema_conformance])
+
+            check()
+    assert metric(server.url, "pig_requests_total") - before > 5 * FUZZ_EXAMPLES
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def test_search_page_in_a_real_browser(server: Server, index: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """Debian's chromium, headless, driven by Playwright: type a query, see the hits, and a
+    player whose source is the top hit's media and whose position is the hit's start.
+    ``PIG_SERVE_SCREENSHOT=FILE`` keeps a screenshot of the page."""
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium; .ci/run does)")
+    from playwright.sync_api import sync_playwright
+
+    query = "a red circle moves to the left"
+    top = cli_json(capsys, index, [query], "-k", 10)[0]["results"]
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 700})
+            page.goto(server.url + "/")
+            page.fill("#query", query)
+            page.press("#query", "Enter")
+            page.wait_for_selector("#results li")
+            items = page.locator("#results li")
+            assert items.count() == len(top)
+            assert [int(i) for i in items.evaluate_all("els => els.map(e => e.dataset.videoId)")] \
+                == [h["id"] for h in top]
+            assert items.first.locator(".score").inner_text() == f"{top[0]['score']:.4f}"
+            player = page.locator("#player")
+            page.wait_for_function("document.querySelector('#player').readyState >= 1")
+            start = top[0].get("start_s", 0.0)
+            src, position = player.evaluate("v => [v.currentSrc, v.currentTime]")
+            assert src == f"{server.url}/v1/videos/{top[0]['id']}/media#t={start:g}"
+            assert position == pytest.approx(start, abs=0.05)
+            # choosing another hit plays that one from its start
+            items.nth(2).click()
+            page.wait_for_function(
+                f"document.querySelector('#player').dataset.videoId === '{top[2]['id']}'")
+            assert player.evaluate("v => v.src").endswith(f"/v1/videos/{top[2]['id']}/media"
+                                                          f"#t={top[2].get('start_s', 0):g}")
+            if shot := os.environ.get("PIG_SERVE_SCREENSHOT"):
+                page.screenshot(path=shot)
+        finally:
+            browser.close()

@@ -156,8 +156,8 @@ def search(queries: tuple[str, ...], queries_file: Path | None, index_dir: Path,
               help="allow a non-loopback --host without --api-key-file")
 @click.option("--max-batch", type=click.IntRange(1), default=64, show_default=True,
               help="queries per encoder call")
-@click.option("--max-wait-ms", type=click.FloatRange(0, 1000), default=2.0, show_default=True,
-              help="how long a batch waits for more queries")
+@click.option("--max-wait-ms", type=click.FloatRange(0, 1000), default=0.0, show_default=True,
+              help="how long a batch waits for more queries (0: takes what queued meanwhile)")
 @click.option("--max-queue", type=click.IntRange(1), default=512, show_default=True,
               help="requests waiting for the encoder; more get 503 + Retry-After")
 def serve(index_dir: Path, host: str, port: int, bundle: Path | None, backend: str,
