@@ -21,6 +21,7 @@ import json
 import os
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -99,6 +100,14 @@ def load(url: str, captions: list[str], concurrency: int, seconds: float = SECON
             "p99": float(np.percentile(ms, 99)), "n": len(lat)}
 
 
+def batches(url: str) -> tuple[float, float]:
+    """(encoder calls, texts encoded) so far, from the server's /metrics."""
+    text = urllib.request.urlopen(f"{url}/metrics", timeout=10).read().decode()
+    values = dict(line.rsplit(" ", 1) for line in text.splitlines()
+                  if line.startswith(("pig_batch_size_count", "pig_batch_size_sum")))
+    return float(values["pig_batch_size_count"]), float(values["pig_batch_size_sum"])
+
+
 def rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -132,10 +141,13 @@ def main() -> None:
         for mode, flags in MODES.items():
             with Server("--index", index, *flags, log=Path(tmp) / f"{mode}.log") as server:
                 for c in CONCURRENCY:
+                    calls, texts = batches(server.url)
                     results[mode, c] = r = load(server.url, captions, c)
+                    calls, texts = (b - a for a, b in zip((calls, texts), batches(server.url),
+                                                          strict=True))
                     print(f"batching {mode:>6}  concurrency {c:>2}: {r['qps']:7.0f} QPS  "
-                          f"p50 {r['p50']:6.2f} ms  p99 {r['p99']:6.2f} ms  ({r['n']} requests)",
-                          flush=True)
+                          f"p50 {r['p50']:6.2f} ms  p99 {r['p99']:6.2f} ms  ({r['n']} requests, "
+                          f"mean batch {texts / max(calls, 1):.1f})", flush=True)
                 if mode == "on":
                     memory = sustained(server, captions)
     for c in CONCURRENCY:
