@@ -303,12 +303,11 @@ class VideoIndex:
                 **usearch_settings,
             )
         idx = cls.open(d, fingerprint=fingerprint, writable=True, bundle_info=bundle_info)
-        if segmenting is not None and segmenting != idx.segmenting:
+        try:
+            idx.require_segmenting(segmenting)
+        except IndexStoreError:
             idx.close()
-            raise IndexStoreError(
-                f"{d}: the index segments files as {idx.segmenting.describe()}, not "
-                f"{segmenting.describe()}; use another index directory to change it"
-            )
+            raise
         m = idx.manifest
         wanted = {"dtype": dtype, "dim": dim, **usearch_settings}
         have = {"dtype": m.dtype, "dim": m.dim, **m.usearch}
@@ -380,6 +379,14 @@ class VideoIndex:
     def segmenting(self) -> Segmenting:
         """How this index cuts files into segments (fixed when it was created)."""
         return Segmenting.from_dict(self.manifest.segmenting)
+
+    def require_segmenting(self, segmenting: Segmenting | None) -> None:
+        """Refuse, in one line naming both, a ``segmenting`` other than the index's."""
+        if segmenting is not None and segmenting != self.segmenting:
+            raise IndexStoreError(
+                f"{self.path}: the index segments files as {self.segmenting.describe()}, not "
+                f"{segmenting.describe()}; use another index directory to change it"
+            )
 
     @property
     def generation(self) -> int:
