@@ -32,12 +32,15 @@ setup(
         # Export needs PyTorch; pinned so a fresh machine never pulls a CUDA build.
         "export": ["torch==2.13.0", "onnx>=1.16", "onnxscript>=0.1"],
         "gpu": ["tensorrt>=10", "cuda-python>=12", "onnxruntime-gpu>=1.18"],
+        # --segments shots: PySceneDetect with its PyAV backend (av is a runtime dependency)
+        "shots": ["scenedetect==0.7.2"],
         "dev": [
             "pytest>=8",
             "ruff>=0.5",
             "transformers==4.57.6",
             "decord==0.6.0",
             "opencv-python-headless>=4.9",
+            "scenedetect==0.7.2",
         ],
     },
     entry_points={
