@@ -381,3 +381,32 @@ def test_reindex_changed_segmented_file_and_hit_json(tmp_path: Path, bundle: Bun
         assert hit_json(1, hit) == {"rank": 1, "score": hit.score, "path": str(path),
                                     "id": hit.key, "start_s": hit.start_s,
                                     "end_s": hit.end_s, "segment": hit.segment}
+
+
+def test_file_failing_after_some_segments_is_recorded_with_none(
+        tmp_path: Path, bundle: Bundle, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pig.engine import pipeline
+    from pig.engine.pipeline import PipelineOptions
+    from pig.errors import VideoReadError
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    good = clipgen.make_clip(videos / "good.mp4", size=(48, 40), n_frames=250, fps=25)
+    bad = clipgen.make_clip(videos / "bad.mp4", size=(48, 40), n_frames=250, fps=25)
+    real = pipeline.read_segments
+
+    def failing(path, *args, **kw):  # the bad file breaks after its first two segments
+        for seg in real(path, *args, **kw):
+            if Path(path) == bad and seg.ordinal == 2:
+                raise VideoReadError(path, "frame 100 of 250 did not decode")
+            yield seg
+
+    monkeypatch.setattr(pipeline, "read_segments", failing)
+    report = index_videos([videos], bundle, tmp_path / "idx",
+                          segmenting=Segmenting(mode="fixed", seconds=2),
+                          options=PipelineOptions(batch_size=3, workers=2))
+    assert report.failed == [(str(bad), "frame 100 of 250 did not decode")]
+    assert (report.indexed, report.segments) == (1, 5)
+    with VideoIndex.open(tmp_path / "idx") as idx:
+        assert idx.counts() == {"vectors": 5, "indexed": 1, "failed": 1}
+        assert len(idx.segments_of(good)) == 5 and idx.segments_of(bad) == []

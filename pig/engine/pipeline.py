@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from pig.engine import shots
 from pig.engine.backends import Backend, open_backend
 from pig.engine.backends.onnxruntime import OrtOptions
 from pig.engine.bundle import Bundle
@@ -417,6 +418,9 @@ def index_videos(
     if (Path(index_dir) / MANIFEST_NAME).is_file():
         with VideoIndex.open(index_dir, fingerprint=bundle.fingerprint, view=True) as existing:
             existing.require_segmenting(segmenting)
+            segmenting = existing.segmenting
+    if segmenting is not None and segmenting.mode == "shots":
+        shots.require()
     kwargs: dict[str, Any] = {"log": log} if log is not None else {}
     encoder = open_backend(bundle, backend, precision, branches=("video",),
                            ort_options=OrtOptions(threads=options.encoder_threads), **kwargs)

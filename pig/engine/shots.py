@@ -16,13 +16,20 @@ from pig.errors import PigError, VideoReadError
 THRESHOLD = 27.0  # ContentDetector's default
 
 
-def detect_cuts(path: Path, frame_count: int) -> list[int]:
-    """Frame numbers (presentation order) at which a new shot starts, excluding 0."""
+def require() -> None:
+    """Refuse ``--segments shots`` in one line, before any work, without PySceneDetect."""
     try:
-        from scenedetect import ContentDetector, SceneManager, open_video
+        import scenedetect  # noqa: F401
     except ImportError:
         raise PigError("--segments shots needs PySceneDetect: pip install "
                        "'pig-engine[shots]'") from None
+
+
+def detect_cuts(path: Path, frame_count: int) -> list[int]:
+    """Frame numbers (presentation order) at which a new shot starts, excluding 0."""
+    require()
+    from scenedetect import ContentDetector, SceneManager, open_video
+
     try:
         video = open_video(str(path), backend="pyav")
         manager = SceneManager()
