@@ -276,10 +276,17 @@ class Pipeline:
             with tqdm(total=len(todo), unit="video", desc="indexing", disable=not progress,
                       file=sys.stderr, smoothing=0.1) as bar:
                 interrupt = threading.Event()
+                encoded = 0
 
-                def advance(files: int) -> None:
-                    bar.set_postfix(segments=report.segments, refresh=False)
-                    bar.update(files)
+                def advance(files: int, segments: int = 0) -> None:
+                    """``files`` done; ``segments`` encoded (a long file shows progress)."""
+                    nonlocal encoded
+                    encoded += segments
+                    bar.set_postfix(segments=encoded, refresh=False)
+                    if files:
+                        bar.update(files)
+                    else:
+                        bar.refresh()
 
                 try:
                     with _deferred_sigint(interrupt):
@@ -292,7 +299,7 @@ class Pipeline:
         return report
 
     def _embed(self, index: VideoIndex, todo: list[Plan], report: IndexReport,
-               advance: Callable[[int], object], interrupt: threading.Event) -> None:
+               advance: Callable[[int, int], object], interrupt: threading.Event) -> None:
         opts = self.options
         results: queue.Queue[Any] = queue.Queue()
         stop = threading.Event()
@@ -325,7 +332,7 @@ class Pipeline:
                         index.record_failure(item.result.path, item.result.reason)
                         report.failed.append((item.result.path, item.result.reason))
                         pending -= 1
-                        advance(1)
+                        advance(1, 0)
                         continue
                     done[item.task] = item.result
                     ready = [item.task]
@@ -336,6 +343,7 @@ class Pipeline:
                         if slot is not None and slot.task not in void:
                             encoded.setdefault(slot.task, {})[slot.ordinal] = v
                     ready = list({s.task for s in item.entries if s is not None})
+                    advance(0, sum(s is not None for s in item.entries))
                 for task in ready:
                     entry = done.get(task)
                     got = encoded.get(task, {})
@@ -346,7 +354,7 @@ class Pipeline:
                     report.indexed += 1
                     report.segments += len(entry.spans)
                     pending -= 1
-                    advance(1)
+                    advance(1, 0)
                 if time.monotonic() - last_commit >= interval:
                     t = time.monotonic()
                     index.commit()
