@@ -1,9 +1,13 @@
-"""TensorRT path without a GPU: GPU probing, profiles, plan cache keys and invalidation, and the
-builder driven through a stand-in ``tensorrt`` module that records every API call."""
+"""TensorRT without a GPU: GPU probing, profiles, plan cache keys and invalidation, TensorRT
+flavours, real engine builds through TensorRT-RTX's CPU-only AOT builder (``pig-export
+--trt`` on the demo and the full B/32 bundle), and, through a stand-in ``tensorrt`` module,
+what needs a GPU: executing engines (the backend's data path and buffer lifetimes) and the
+TensorRT 10/11 builder paths (timing cache, TensorRT 11 flags) that TensorRT-RTX lacks."""
 
 from __future__ import annotations
 
 import ctypes
+import importlib.machinery
 import json
 import os
 import subprocess
@@ -19,8 +23,8 @@ import pytest
 
 from pig.engine import gpu
 from pig.engine.bundle import Bundle
-from pig.engine.trt import build
-from pig.engine.trt.cache import PlanCache, PlanKey, timing_cache_path
+from pig.engine.trt import build, flavour
+from pig.engine.trt.cache import PlanCache, PlanKey, Target, timing_cache_path
 from pig.engine.trt.profiles import BatchProfile, profile_shapes, static_dims
 from pig.errors import BackendUnavailable, BundleError
 from tests.fake_bundle import FakeSizes, reference_text, reference_video, write_bundle
@@ -146,16 +150,21 @@ def test_profile_shapes_reject_mismatches(inputs, match) -> None:
 # --- plan cache --------------------------------------------------------------------------------
 
 def _key(**change) -> PlanKey:
-    base = dict(branch="video", precision="fp16", onnx_sha256="a" * 64, trt_version="10.9.0",
-                gpu=H100, profile=BatchProfile(1, 8, 64), workspace_bytes=1 << 30,
-                strongly_typed=True)
+    base = dict(branch="video", precision="fp16", onnx_sha256="a" * 64, flavour="tensorrt",
+                trt_version="10.9.0", target=Target.device(H100),
+                profile=BatchProfile(1, 8, 64), workspace_bytes=1 << 30, strongly_typed=True)
     return PlanKey.make(**{**base, **change})
 
 
+RTX4090 = gpu.GpuInfo("NVIDIA GeForce RTX 4090", (8, 9), 24 << 30, "580.1", "nvml")
 KEY_CHANGES = {
+    "flavour": {"flavour": "tensorrt-rtx"},
     "trt_version": {"trt_version": "10.10.0"},
-    "gpu_name": {"gpu": gpu.GpuInfo("NVIDIA H200", (9, 0), 141 << 30, "580.1", "nvml")},
-    "compute_capability": {"gpu": gpu.GpuInfo(H100.name, (8, 9), 80 << 30, "580.1", "nvml")},
+    "gpu_name": {"target": Target.device(
+        gpu.GpuInfo("NVIDIA H200", (9, 0), 141 << 30, "580.1", "nvml"))},
+    "compute_capability": {"target": Target.device(
+        gpu.GpuInfo(H100.name, (8, 9), 80 << 30, "580.1", "nvml"))},
+    "portable targets": {"target": Target("", ("8.6", "8.9"))},
     "precision": {"precision": "int8"},
     "profile": {"profile": BatchProfile(1, 16, 64)},
     "onnx_sha256": {"onnx_sha256": "b" * 64},
@@ -168,6 +177,25 @@ KEY_CHANGES = {
 def test_key_is_stable_and_readable() -> None:
     assert _key() == _key() and _key().digest() == _key().digest()
     assert _key().stem().startswith("video.fp16.b1-8-64.nvidia-h100-80gb-hbm3-sm90.trt10.9.0.")
+    aot = _key(flavour="tensorrt-rtx", trt_version="1.7.1.116", target=Target("", ("8.6", "12.0")))
+    assert aot.stem().startswith("video.fp16.b1-8-64.aot-sm86-sm120.trtrtx1.7.1.116.")
+    assert PlanKey.from_dict(aot.to_dict()) == aot
+
+
+def test_portable_plans_cover_the_gpus_they_list(tmp_path) -> None:
+    """On a GPU, a cached TensorRT-RTX AOT plan listing its compute capability is found;
+    one built for another set, another key, or a damaged sidecar is not."""
+    cache = PlanCache(tmp_path)
+    rtx = dict(flavour="tensorrt-rtx", trt_version="1.7.1.116")
+    wanted = _key(**rtx, target=Target.device(RTX4090))
+    portable = _key(**rtx, target=Target("", ("8.6", "8.9", "12.0")))
+    cache.store(portable, b"aot")
+    cache.store(_key(**rtx, target=Target("", ("8.6", "12.0"))), b"other-set")
+    cache.store(_key(**rtx, target=Target("", ("8.9",)), precision="int8"), b"other-key")
+    (tmp_path / "video.fp16.broken.json").write_text("{")
+    assert cache.covering(wanted, RTX4090) == [portable]
+    assert cache.covering(wanted, H100) == []
+    assert Target.device(RTX4090).covers(RTX4090) and not Target.device(RTX4090).covers(H100)
 
 
 @pytest.mark.parametrize("component", sorted(KEY_CHANGES))
@@ -208,6 +236,7 @@ def test_timing_cache_is_per_gpu_and_trt_version(tmp_path) -> None:
 def _fake_tensorrt(version: str, strongly_typed_flag: bool) -> types.ModuleType:
     """Just enough of the TensorRT Python API for build.py, recording what it is asked."""
     trt = types.ModuleType("tensorrt")
+    trt.__spec__ = importlib.machinery.ModuleSpec("tensorrt", None)  # "installed"
     trt.__version__ = version
     trt.calls = {"builds": 0, "flags": [], "shapes": [], "workspace": [], "timing_in": [],
                  "outputs": []}
@@ -219,6 +248,12 @@ def _fake_tensorrt(version: str, strongly_typed_flag: bool) -> types.ModuleType:
         WARNING = 2
 
         def __init__(self, level):
+            pass
+
+    class ILogger:
+        Severity = SimpleNamespace(INTERNAL_ERROR=0, ERROR=1, WARNING=2)
+
+        def __init__(self):
             pass
 
     class IProgressMonitor:
@@ -252,12 +287,13 @@ def _fake_tensorrt(version: str, strongly_typed_flag: bool) -> types.ModuleType:
             self.num_errors = 0
 
         def parse_from_file(self, path):
-            for vi in onnx.load(path).graph.input:
-                dims = [d.dim_value if d.HasField("dim_value") else -1
-                        for d in vi.type.tensor_type.shape.dim]
-                self.network.inputs.append(SimpleNamespace(name=vi.name, shape=dims))
-            for vi in onnx.load(path).graph.output:
-                self.network.outputs.append(SimpleNamespace(name=vi.name))
+            graph = onnx.load(path).graph
+            for vi, into in [(v, self.network.inputs) for v in graph.input] + [
+                    (v, self.network.outputs) for v in graph.output]:
+                tt = vi.type.tensor_type
+                dims = [d.dim_value if d.HasField("dim_value") else -1 for d in tt.shape.dim]
+                dtype = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type).name
+                into.append(SimpleNamespace(name=vi.name, shape=dims, dtype=dtype))
             return True
 
     class TimingCache:
@@ -313,7 +349,8 @@ def _fake_tensorrt(version: str, strongly_typed_flag: bool) -> types.ModuleType:
             name, *shapes = config.profile.shapes
             return f"plan#{trt.calls['builds']}:".encode() + json.dumps([name, shapes]).encode()
 
-    trt.Logger, trt.IProgressMonitor, trt.OnnxParser = Logger, IProgressMonitor, OnnxParser
+    trt.Logger, trt.ILogger, trt.IProgressMonitor = Logger, ILogger, IProgressMonitor
+    trt.OnnxParser = OnnxParser
     trt.Builder = Builder
     _add_fake_runtime(trt)
     return trt
@@ -515,6 +552,8 @@ def test_bundle_without_precision_is_a_clear_error(trt_env) -> None:
 
 
 def test_no_gpu_refuses_before_touching_tensorrt(monkeypatch, tmp_path) -> None:
+    """Without a GPU, ``tensorrt`` (10/11) is never imported: the runtime refuses, and only
+    TensorRT-RTX may build (ahead of time)."""
     touched: list[str] = []
 
     class Tripwire(types.ModuleType):
@@ -526,31 +565,40 @@ def test_no_gpu_refuses_before_touching_tensorrt(monkeypatch, tmp_path) -> None:
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
     bundle = Bundle.load(write_bundle(tmp_path / "b", SIZES))
     with pytest.raises(BackendUnavailable, match="no GPU"):
-        build.ensure_plan(bundle, "text", "fp32")
+        build.ensure_plan(bundle, "text", "fp32", gpu_required=True)
     from pig.engine.backends.tensorrt import TrtBackend
 
     with pytest.raises(BackendUnavailable, match="no GPU"):
         TrtBackend(bundle, "fp32")
+    assert flavour.installed_names(None) == [n for n in flavour.RTX_MODULES
+                                             if flavour.module_present(n)]
     assert touched == []
 
 
 def test_no_tensorrt_module_is_a_clear_error(monkeypatch) -> None:
-    monkeypatch.setattr(gpu, "probe_gpu", lambda: H100)
-    monkeypatch.setitem(sys.modules, "tensorrt", None)
-    with pytest.raises(BackendUnavailable, match="TensorRT is not installed"):
-        build.import_tensorrt()
+    monkeypatch.setattr(flavour, "module_present", lambda name: False)
+    with pytest.raises(BackendUnavailable, match="no TensorRT Python package is installed"):
+        build.import_tensorrt(H100)
+    with pytest.raises(BackendUnavailable, match="no GPU: test; and TensorRT-RTX"):
+        build.import_tensorrt(None, "no GPU: test")
 
 
-def test_pinned_view_check_uses_buffer_identity() -> None:
-    """The in-place path of the TensorRT engine is taken only for the pinned view itself."""
+def test_pinned_source_uses_buffer_identity() -> None:
+    """The in-place path of the TensorRT engine is taken only for the leading rows of one of
+    its pinned arrays, when they hold the rows the run needs."""
     from pig.engine.backends.tensorrt import _Engine
 
-    host = np.zeros((4, 3), np.float32)
+    host, handed = np.zeros((4, 3), np.float32), np.zeros((2, 3), np.float32)
     eng = _Engine.__new__(_Engine)
-    eng.host_in = SimpleNamespace(array=host, ptr=host.__array_interface__["data"][0])
+    eng.host_in = SimpleNamespace(array=host, ptr=host.ctypes.data)
+    eng.handed_out = [SimpleNamespace(array=handed, ptr=handed.ctypes.data)]
     eng.in_dtype = np.dtype(np.float32)
-    assert eng._in_place(host[:2]) and not eng._in_place(host[1:3])
-    assert not eng._in_place(host.copy()) and not eng._in_place(host.astype(np.float16))
+    assert eng._pinned_source(host[:2], 2) is host
+    assert eng._pinned_source(handed[:1], 2) is handed
+    assert eng._pinned_source(handed[:1], 3) is None  # padding to 3 rows would overflow
+    assert eng._pinned_source(host[1:3], 2) is None
+    assert eng._pinned_source(host.copy(), 4) is None
+    assert eng._pinned_source(host.astype(np.float16), 4) is None
 
 
 def _real_cudart() -> types.ModuleType | None:
@@ -586,17 +634,18 @@ def test_trt_backend_data_path(trt_env, monkeypatch, cudart) -> None:
     np.testing.assert_allclose(be.encode_video(px), reference_video(px, SIZES), atol=1e-5)
     assert fake.calls["executed"] == [4, 2]
 
-    buf = be.video_input_buffer(3)
-    buf[:] = px[:3]
+    bufs = be.video_input_buffers(2, 3)  # what the pipeline keeps in flight
     copies: list[int] = []
     real_copyto = np.copyto
     monkeypatch.setattr(np, "copyto", lambda *a, **k: (copies.append(1), real_copyto(*a, **k)))
-    out = be.encode_video(buf)
-    assert copies == []  # written in place: no host-side copy
+    for i, buf in enumerate(bufs):
+        buf[:] = px[i: i + 3]
+        out = be.encode_video(buf)
+        np.testing.assert_allclose(out, reference_video(px[i: i + 3], SIZES), atol=1e-5)
+    assert copies == []  # frames written into pinned memory: no host-side copy
     monkeypatch.setattr(np, "copyto", real_copyto)
-    np.testing.assert_allclose(out, reference_video(px[:3], SIZES), atol=1e-5)
     with pytest.raises(ValueError, match="exceeds the engine profile's max 4"):
-        be.video_input_buffer(5)
+        be.video_input_buffers(1, 5)
 
     ids = rng.integers(0, SIZES.vocab, (5, SIZES.length))
     np.testing.assert_allclose(be.encode_text(ids), reference_text(ids, SIZES), atol=1e-5)
@@ -605,7 +654,7 @@ def test_trt_backend_data_path(trt_env, monkeypatch, cudart) -> None:
         be.encode_text(ids[:, :-1])
     be.close()
     if cudart == "stand-in":
-        _assert_all_freed(fake, rt, pinned=4, device=4)
+        _assert_all_freed(fake, rt, pinned=6, device=4)
 
 
 def _assert_all_freed(fake: types.ModuleType, rt: types.ModuleType, pinned: int,
@@ -635,7 +684,7 @@ def test_trt_backend_close_frees_everything_once(trt_env, monkeypatch) -> None:
     be.close()  # a second close frees nothing twice
     _assert_all_freed(fake, rt, pinned=4, device=4)
     for use in (lambda: be.encode_text(ids), lambda: be.encode_video(np.zeros(1)),
-                lambda: be.video_input_buffer(1)):
+                lambda: be.video_input_buffers(1, 1)):
         with pytest.raises(RuntimeError, match="this tensorrt backend is closed"):
             use()
 
@@ -664,16 +713,17 @@ def test_trt_setup_failure_frees_earlier_branches(trt_env, monkeypatch, failure)
 
 
 def test_pig_export_trt_without_gpu_is_one_line_exit_2(monkeypatch, tmp_path, capsys) -> None:
-    """`pig-export --trt` on a machine without a GPU: one clear line, exit 2, no plan written."""
+    """`pig-export --trt` without a GPU nor TensorRT-RTX: one clear line, exit 2, no plan."""
     from pig.export.cli import main
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
+    monkeypatch.setattr(flavour, "module_present", lambda name: False)
     root = write_bundle(tmp_path / "b", SIZES)
     with pytest.raises(SystemExit) as exc:
         main(["--out", str(root), "--trt", "--precision", "fp32", "--batch-profile", "1,4,8"])
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "no GPU" in err[0], err
+    assert len(err) == 1 and "no GPU" in err[0] and "TensorRT-RTX" in err[0], err
     assert not list(root.glob("trt/*.plan"))
 
 

@@ -1,4 +1,5 @@
-"""TensorRT backend: cached plans, one CUDA stream, pinned host buffers, async copies."""
+"""TensorRT backend (TensorRT 10/11 or TensorRT-RTX): cached plans, one CUDA stream, pinned
+host buffers handed to the caller, async copies."""
 
 from __future__ import annotations
 
@@ -55,6 +56,7 @@ class _Engine:
             self.dev_out = keep(DeviceBuffer(cuda, self.host_out.nbytes))
             self.context.set_tensor_address(self.input_name, self.dev_in.ptr)
             self.context.set_tensor_address(self.output_name, self.dev_out.ptr)
+            self.handed_out: list[PinnedBuffer] = []
             self._held = held.pop_all()
 
     def _drop_trt_objects(self) -> None:
@@ -62,26 +64,47 @@ class _Engine:
         runtime (each needs the next one alive)."""
         self.context = self.engine = self.runtime = None
 
-    def _in_place(self, x: np.ndarray) -> bool:
-        """Is ``x`` the leading rows of the pinned input buffer (frames written in place)?"""
-        return (x.dtype == self.in_dtype and x.flags.c_contiguous
-                and x.__array_interface__["data"][0] == self.host_in.ptr)
+    def pinned_inputs(self, count: int, batch: int) -> list[np.ndarray]:
+        """``count`` more pinned ``[batch, ...]`` input arrays (freed with the engine)."""
+        if batch > self.max_batch:
+            raise ValueError(f"batch {batch} exceeds the engine profile's max {self.max_batch}")
+        made = []
+        for _ in range(count):
+            buf = PinnedBuffer(self.cuda, (batch, *self.in_shape[1:]), self.in_dtype)
+            self._held.callback(buf.close)
+            made.append(buf)
+        self.handed_out.extend(made)
+        return [b.array for b in made]
+
+    def _pinned_source(self, x: np.ndarray, rows: int) -> np.ndarray | None:
+        """The pinned array whose leading rows ``x`` is, if it has ``rows`` rows (frames
+        written in place), else None."""
+        if x.dtype != self.in_dtype or not x.flags.c_contiguous:
+            return None
+        ptr = x.__array_interface__["data"][0]
+        for buf in (self.host_in, *self.handed_out):
+            if buf.ptr == ptr and buf.array.shape[0] >= rows:
+                return buf.array
+        return None
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        """``x`` has at most ``max_batch`` rows; it may already be a view of ``host_in``.
-        Fewer rows than the profile's min are padded with copies of the first row."""
+        """``x`` has at most ``max_batch`` rows; it may already be (the leading rows of) a
+        pinned input array, then the copy to the GPU reads it in place. Fewer rows than the
+        profile's min are padded with copies of the first row."""
         if x.shape[1:] != self.in_shape[1:]:
             raise ValueError(f"{self.input_name}: got shape {x.shape}, engine expects "
                              f"[B, {', '.join(map(str, self.in_shape[1:]))}]")
         n = x.shape[0]
-        if not self._in_place(x):
-            np.copyto(self.host_in.array[:n], x, casting="same_kind")
         b = max(n, self.min_batch)
-        self.host_in.array[n:b] = self.host_in.array[0]
-        n_in = self.host_in.array[:b].nbytes
+        src = self._pinned_source(x, b)
+        if src is None:
+            src = self.host_in.array
+            np.copyto(src[:n], x, casting="same_kind")
+        src[n:b] = src[0]
+        n_in = src[:b].nbytes
         n_out = self.host_out.array[:b].nbytes
         self.context.set_input_shape(self.input_name, (b, *self.in_shape[1:]))
-        self.cuda.copy_async(self.dev_in.ptr, self.host_in.ptr, n_in, "h2d", self.stream)
+        self.cuda.copy_async(self.dev_in.ptr, src.ctypes.data, n_in, "h2d", self.stream)
         if not self.context.execute_async_v3(int(self.stream)):
             raise RuntimeError("TensorRT execute_async_v3 failed")
         self.cuda.copy_async(self.host_out.ptr, self.dev_out.ptr, n_out, "d2h", self.stream)
@@ -106,11 +129,14 @@ class TrtBackend(Closable):
         profile: BatchProfile | None = None,
         workspace_bytes: int = DEFAULT_WORKSPACE,
     ) -> None:
-        gpu_probe.probe_gpu()  # before any CUDA / TensorRT import
+        gpu = gpu_probe.probe_gpu()  # before any CUDA / TensorRT import
         import_cudart()  # refuse early, before a long engine build, if cuda-python is missing
-        trt = import_tensorrt()
+        flavour = import_tensorrt(gpu)
+        flavour.check_runs_on(gpu)  # e.g. TensorRT-RTX on a Hopper GPU: refused, named
+        trt = flavour.module
         self.precision = precision
-        plans = {b: ensure_plan(bundle, b, precision, profile, workspace_bytes)[0]
+        plans = {b: ensure_plan(bundle, b, precision, profile, workspace_bytes,
+                                gpu_required=True)[0]
                  for b in branches}
         self._engines: dict[Branch, _Engine] = {}
         self._held = ExitStack()  # released in reverse order of setup by close()
@@ -121,7 +147,7 @@ class TrtBackend(Closable):
             for b, p in plans.items():
                 self._engines[b] = engine = _Engine(trt, self._cuda, stream, p, b)
                 self._held.callback(engine.close)
-            self.device = f"{self._cuda.device_name()} TensorRT {trt.__version__}"
+            self.device = f"{self._cuda.device_name()} {flavour.label}"
         except BaseException:
             self.close()  # what the branches before the failing one set up
             raise
@@ -140,11 +166,8 @@ class TrtBackend(Closable):
         e = self._engine("text")
         return run_in_chunks(e.run, input_ids, e.max_batch)
 
-    def video_input_buffer(self, batch: int) -> np.ndarray:
-        e = self._engine("video")
-        if batch > e.max_batch:
-            raise ValueError(f"batch {batch} exceeds the engine profile's max {e.max_batch}")
-        return e.host_in.array[:batch]
+    def video_input_buffers(self, count: int, batch: int) -> list[np.ndarray]:
+        return self._engine("video").pinned_inputs(count, batch)
 
     def _release(self) -> None:
         self._engines.clear()

@@ -133,10 +133,19 @@ def load(gpu: GpuInfo | None, no_gpu: str = "no GPU") -> Flavour:
     if not names:
         raise BackendUnavailable(f"{missing(gpu, no_gpu)} ({INSTALL_HINT}); "
                                  "use --backend onnxruntime")
-    flavour = _load(names[0])
+    failed = []
+    for name in names:
+        try:
+            flavour = _load(name)
+            break
+        except ImportError as err:
+            failed.append(f"{name}: {err}")
+    else:
+        raise BackendUnavailable(f"TensorRT cannot be imported ({'; '.join(failed)}); "
+                                 "use --backend onnxruntime")
     if gpu is None and not flavour.aot:
         raise BackendUnavailable(
-            f"no GPU, and {names[0]} {flavour.version} has no compute-capability targets "
+            f"no GPU, and {flavour.module.__name__} {flavour.version} has no compute-capability targets "
             "(CPU-only AOT builds need TensorRT-RTX)"
         )
     return flavour
