@@ -739,3 +739,178 @@ def test_pig_export_refuses_bad_trt_and_precision_options(tmp_path, capsys, argv
         main(["--out", str(root), *argv])
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
+
+
+# --- real builds: TensorRT-RTX, CPU-only AOT (no stand-in) --------------------------------------
+
+AOT = ("8.6", "8.9", "12.0")
+
+
+@pytest.fixture
+def no_gpu(monkeypatch):
+    """No GPU, whatever this machine has: builds take TensorRT-RTX's CPU-only AOT path."""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
+    monkeypatch.delenv("PIG_TRT_CACHE", raising=False)
+
+
+def _export_trt(root, capsys, *args: str) -> str:
+    """``pig-export --out ROOT --trt ARGS``; its stdout + stderr (asserted exit 0)."""
+    from pig.export.cli import main
+
+    try:
+        main(["--out", str(root), "--trt", *args])
+    except SystemExit as stop:
+        out = capsys.readouterr()
+        pytest.fail(f"pig-export exited {stop.code}: {out.err}")
+    out = capsys.readouterr()
+    return out.out + out.err
+
+
+def _plans(root) -> dict[str, float]:
+    return {p.name: p.stat().st_mtime_ns for p in (root / "trt").glob("*.plan")}
+
+
+def _check_io(bundle: Bundle, plan, branch: str, precision: str, profile: BatchProfile) -> None:
+    """The engine's recorded I/O (from the built network) is what the bundle says: the one
+    input with its dtype and static dims, a dynamic batch, the profile, one output."""
+    from pig.engine.trt.cache import read_io
+    from pig.engine.trt.profiles import static_dims
+
+    io = read_io(plan)
+    name = {"video": "pixel_values", "text": "input_ids"}[branch]
+    dims = list(static_dims(bundle, branch))
+    fp32 = bundle.graph_entry(branch, "fp32")
+    if "inputs" in fp32:  # exported bundles list their I/O; fp16/int8 keep fp32 I/O
+        want = fp32["inputs"][name]
+        assert [-1 if d == "batch" else d for d in want["shape"]] == [-1, *dims]
+        dtype = want["dtype"]
+        assert io["outputs"]["embeddings"]["dtype"] == fp32["outputs"]["embeddings"]["dtype"]
+    else:
+        dtype = "float32" if branch == "video" else "int64"
+    assert io["inputs"] == {name: {"dtype": dtype, "shape": [-1, *dims]}}, (precision, io)
+    assert set(io["outputs"]) == {"embeddings"}
+    assert io["outputs"]["embeddings"]["shape"] == [-1, bundle.embedding_dim]
+    assert io["profile"] == {name: [[b, *dims] for b in (profile.min, profile.opt, profile.max)]}
+
+
+def test_tensorrt_rtx_is_feature_detected() -> None:
+    f = flavour.load(None)
+    assert f.name == "tensorrt-rtx" and f.aot and f.label.startswith("TensorRT-RTX 1.")
+    assert {"7.5", "8.0", "8.6", "8.9", "12.0"} <= set(f.targets) and "9.0" not in f.targets
+    assert f.runs_on(RTX4090) and not f.runs_on(H100)
+    assert build.resolve_target(f, None) == Target("", flavour.RTX_DEFAULT_TARGETS)
+    assert build.resolve_target(f, RTX4090) == Target(RTX4090.name, ("8.9",))
+    assert build.resolve_target(f, None, ["12.0", "8.6"]) == Target("", ("8.6", "12.0"))
+
+
+def test_pig_export_trt_aot_builds_caches_and_rebuilds(tmp_path, capsys, no_gpu) -> None:
+    """Real engines without a GPU: built once, loaded from the cache, rebuilt when an option,
+    the graph or the plan file changes; the recorded I/O matches the bundle."""
+    root = write_bundle(tmp_path / "b", SIZES, precisions=("fp32", "fp16"))
+    ccs = ["--compute-capability", ",".join(AOT)]
+    out = _export_trt(root, capsys, "--precision", "fp32", *ccs)
+    first = _plans(root)
+    assert out.count("building TensorRT-RTX") == 2 and len(first) == 2, out
+    assert all(".fp32.b1-8-64.aot-sm86-sm89-sm120.trtrtx" in n for n in first)
+    bundle = Bundle.load(root)
+    for plan in (root / "trt").glob("*.plan"):
+        branch = plan.name.split(".")[0]
+        _check_io(bundle, plan, branch, "fp32", BatchProfile(1, 8, 64))
+        assert plan.stat().st_size > 10_000  # a real engine, not a token
+
+    out = _export_trt(root, capsys, "--precision", "fp32", *ccs)
+    assert "building" not in out and _plans(root) == first  # from the cache
+
+    out = _export_trt(root, capsys, "--precision", "fp32", *ccs, "--batch-profile", "1,4,16")
+    # the profile is in the key, and so are the targets
+    assert out.count("building TensorRT-RTX") == 2 and len(_plans(root)) == 4
+    out = _export_trt(root, capsys, "--precision", "fp32", "--compute-capability", "8.9")
+    assert out.count("building TensorRT-RTX") == 2 and len(_plans(root)) == 6
+
+    video = next(root.glob("trt/video.fp32.b1-8-64.aot-sm86-sm89-sm120.*.plan"))
+    video.write_bytes(video.read_bytes()[:1000])  # truncated
+    out = _export_trt(root, capsys, "--precision", "fp32", *ccs)
+    assert "does not match its recorded sha256" in out and out.count("building TensorRT-RTX") == 1
+    assert video.stat().st_size == len(video.read_bytes()) > 10_000
+
+    write_bundle(root, SIZES, seed=1, precisions=("fp32", "fp16"))  # re-exported, trt/ kept
+    out = _export_trt(root, capsys, "--precision", "fp32", *ccs)
+    assert out.count("building TensorRT-RTX") == 2 and len(_plans(root)) == 8
+
+
+def test_parser_rejection_names_the_node(tmp_path, no_gpu) -> None:
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("NoSuchOp", ["x"], ["embeddings"], name="mystery_node",
+                               domain="pig.test")],
+        "g", [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [-1, 4])],
+        [onnx.helper.make_tensor_value_info("embeddings", onnx.TensorProto.FLOAT, [-1, 4])])
+    path = tmp_path / "bad.onnx"
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[
+        onnx.helper.make_opsetid("", 17), onnx.helper.make_opsetid("pig.test", 1)]), path)
+    trt = flavour.load(None).module
+    logger = build._logger(trt, lambda _: None)
+    network = trt.Builder(logger).create_network(0)
+    with pytest.raises(BundleError, match=r"bad\.onnx: TensorRT cannot parse the graph: node "
+                                          r"mystery_node \(NoSuchOp\)"):
+        build._parse(trt, logger, network, path)
+
+
+@pytest.mark.parametrize(("ccs", "message"), [
+    ("9.0", "cannot target compute capability 9.0 (it supports 7.5, 8.0"),
+    ("8", "'8' is not a compute capability like 8.6"),
+])
+def test_pig_export_refuses_bad_compute_capability(tmp_path, capsys, no_gpu, ccs,
+                                                   message) -> None:
+    from pig.export.cli import main
+
+    root = write_bundle(tmp_path / "b", SIZES)
+    with pytest.raises(SystemExit) as exc:
+        main(["--out", str(root), "--trt", "--precision", "fp32", "--compute-capability", ccs])
+    assert exc.value.code == 2 and message in capsys.readouterr().err
+    assert not list(root.glob("trt/*.plan"))
+
+
+def test_portable_plan_is_taken_on_a_supported_gpu(tmp_path, capsys, no_gpu,
+                                                   monkeypatch) -> None:
+    """An AOT plan built without a GPU is what the runtime takes on an RTX 4090 (8.9), with
+    no rebuild; without one, the build targets that GPU's compute capability."""
+    root = write_bundle(tmp_path / "b", SIZES)
+    _export_trt(root, capsys, "--precision", "fp32")  # default portable set
+    built = _plans(root)
+    monkeypatch.setattr(gpu, "probe_gpu", lambda: RTX4090)
+    monkeypatch.setattr(flavour, "module_present",
+                        lambda name: name != "tensorrt" and _REAL_PRESENT(name))
+    lines: list[str] = []
+    _, path = build.ensure_plan(Bundle.load(root), "text", "fp32", log=lines.append,
+                                gpu_required=True)
+    assert path.name in built and _plans(root) == built
+    assert any("(portable) covers NVIDIA GeForce RTX 4090" in ln for ln in lines), lines
+    _, path = build.ensure_plan(Bundle.load(root), "text", "fp32", BatchProfile(1, 2, 4),
+                                log=lines.append, gpu_required=True)
+    assert ".nvidia-geforce-rtx-4090-sm89.trtrtx" in path.name
+
+
+_REAL_PRESENT = flavour.module_present
+
+
+def test_tensorrt_rtx_on_hopper_is_refused_and_auto_falls_back(tmp_path, monkeypatch) -> None:
+    from pig.engine.backends import select
+    from pig.engine.backends.tensorrt import TrtBackend
+
+    monkeypatch.setattr(gpu, "probe_gpu", lambda: H100)
+    monkeypatch.setattr(flavour, "module_present",
+                        lambda name: name != "tensorrt" and (name.startswith("cuda")
+                                                             or _REAL_PRESENT(name)))
+    monkeypatch.setitem(sys.modules, "cuda.bindings.runtime", _fake_cudart())
+    bundle = Bundle.load(write_bundle(tmp_path / "b", SIZES))
+    refusal = (r"TensorRT-RTX 1\.[\d.]+ does not run on NVIDIA H100 80GB HBM3 \(sm_90\): it "
+               r"supports compute capability 7\.5, 8\.0, 8\.6, 8\.9, 12\.0")
+    with pytest.raises(BackendUnavailable, match=refusal):
+        TrtBackend(bundle, "fp32")
+    with pytest.raises(BackendUnavailable, match="TensorRT unavailable: " + refusal):
+        select.choose(bundle, "tensorrt")
+    lines: list[str] = []
+    with select.open_backend(bundle, log=lines.append) as be:
+        assert be.name == "onnxruntime" and be.device == "CPUExecutionProvider"
+    assert "tensorrt/cuda: TensorRT-RTX" in lines[-1] and "does not run on" in lines[-1]
+    assert not (tmp_path / "b" / "trt").exists()  # nothing built for a GPU it cannot run on
