@@ -15,6 +15,7 @@ import sys
 import types
 import weakref
 from collections import Counter
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -914,3 +915,156 @@ def test_tensorrt_rtx_on_hopper_is_refused_and_auto_falls_back(tmp_path, monkeyp
         assert be.name == "onnxruntime" and be.device == "CPUExecutionProvider"
     assert "tensorrt/cuda: TensorRT-RTX" in lines[-1] and "does not run on" in lines[-1]
     assert not (tmp_path / "b" / "trt").exists()  # nothing built for a GPU it cannot run on
+
+
+def _calibrated_copy(src, dest, max_videos: int, max_captions: int, evals: int):
+    """``src`` (an fp32 bundle) linked into ``dest`` plus the fp16 and INT8 graphs that
+    ``pig-export --calibrate`` writes (demo calibration clips, a small accuracy report)."""
+    import shutil
+
+    from pig.calibration.calibrate import calibrate_bundle
+    from pig.calibration.data import demo_heldout
+    from pig.engine.bundle import MANIFEST
+
+    dest.mkdir(parents=True)
+    shutil.copy(src / MANIFEST, dest)
+    for name in ("video.onnx", "text.onnx"):
+        (dest / name).symlink_to(src / name)
+    bundle = Bundle.load(dest)
+    calibrate_bundle(dest, max_videos=max_videos, max_captions=max_captions,
+                     eval_data=demo_heldout(bundle.recipe, bundle.tokenizer_spec, count=evals),
+                     echo=lambda _: None)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def demo_bundle(tmp_path_factory):
+    """The shipped demo model (models/pig-tiny) exported by pig-export --onnx, with every
+    precision graph calibration writes."""
+    from pig.demo import run
+
+    tmp = tmp_path_factory.mktemp("demo")
+    checkpoint, config = run.model_files()
+    fp32 = run.ensure_bundle(checkpoint, config, tmp / "fp32")
+    return _calibrated_copy(Path(fp32.dir), tmp / "bundle", 4, 32, 4)
+
+
+@pytest.fixture(scope="module")
+def full_calibrated(full_bundle, tmp_path_factory):
+    """The full B/32 reference bundle (conftest's, exported once a session) + fp16/INT8."""
+    return _calibrated_copy(full_bundle, tmp_path_factory.mktemp("full-trt") / "bundle", 2, 8, 2)
+
+
+def _every_precision_compiles(root, capsys) -> dict[tuple[str, str], int]:
+    """``pig-export --trt --precision all`` builds every graph of the bundle (a parser or
+    builder rejection fails here, naming the graph and node); a second run builds nothing.
+    Returns the engine size per (branch, precision)."""
+    from pig.engine.trt.cache import read_io
+
+    bundle = Bundle.load(root)
+    out = _export_trt(root, capsys, "--precision", "all")
+    plans = _plans(root)
+    graphs = [(b, p) for b in ("video", "text") for p in bundle.precisions(b)]
+    assert len(graphs) == 6 and out.count("building TensorRT-RTX") == 6 == len(plans), out
+    sizes = {}
+    for plan in (root / "trt").glob("*.plan"):
+        branch, precision = plan.name.split(".")[:2]
+        _check_io(bundle, plan, branch, precision, BatchProfile(1, 8, 64))
+        assert read_io(plan) is not None
+        sizes[branch, precision] = plan.stat().st_size
+    assert set(sizes) == set(graphs)
+    out = _export_trt(root, capsys, "--precision", "all")
+    assert "building" not in out and _plans(root) == plans
+    return sizes
+
+
+@pytest.mark.slow
+def test_demo_bundle_every_precision_compiles(demo_bundle, capsys, no_gpu) -> None:
+    sizes = _every_precision_compiles(demo_bundle, capsys)
+    assert sizes["video", "int8"] < sizes["video", "fp32"]
+
+
+@pytest.mark.slow
+def test_full_b32_every_precision_compiles(full_calibrated, capsys, no_gpu) -> None:
+    """B/32 at full size: the engine stores the precision the graph asks for."""
+    sizes = _every_precision_compiles(full_calibrated, capsys)
+    assert sizes["video", "int8"] < 0.7 * sizes["video", "fp16"] < 0.7 * sizes["video", "fp32"]
+
+
+# --- the pipeline writes frames straight into the backend's input arrays -------------------------
+
+def _index_through_spy(encoder, tmp_path, n_clips: int = 5) -> tuple[list, list]:
+    """Index ``n_clips`` clips with ``encoder`` (batch 2, 3 buffers in flight); returns the
+    arrays the encoder handed out and, per encode call, (input address, a copy of the input,
+    the output)."""
+    from pig.engine.index import VideoIndex
+    from pig.engine.pipeline import Pipeline, PipelineOptions
+    from tests import clipgen
+
+    (tmp_path / "clips").mkdir()
+    clips = [clipgen.make_clip(tmp_path / "clips" / f"c{i}.mp4", size=(40 + 8 * i, 32),
+                               n_frames=6 + i) for i in range(n_clips)]
+    handed: list[np.ndarray] = []
+    calls: list[tuple[int, np.ndarray, np.ndarray]] = []
+    inner_buffers, inner_encode = encoder.video_input_buffers, encoder.encode_video
+
+    def buffers(count: int, batch: int) -> list[np.ndarray]:
+        assert (count, batch) == (3, 2)
+        handed.extend(inner_buffers(count, batch))
+        return handed
+
+    def encode(x: np.ndarray) -> np.ndarray:
+        frames = x.copy()
+        out = inner_encode(x)
+        calls.append((x.ctypes.data, frames, out))
+        return out
+
+    encoder.video_input_buffers, encoder.encode_video = buffers, encode
+    bundle = Bundle.load(tmp_path / "bundle")
+    with VideoIndex.open_or_create(tmp_path / "idx", fingerprint=bundle.fingerprint,
+                                   dim=bundle.embedding_dim, bundle_info={}) as index:
+        report = Pipeline(encoder, bundle.recipe, PipelineOptions(batch_size=2, buffers=3)).run(
+            index, clips)
+    assert report.indexed == n_clips and not report.failed
+    return handed, calls
+
+
+def _assert_encoded_in_place(handed, calls) -> None:
+    """Every batch was the leading rows of one of the handed-out arrays."""
+    assert sum(len(x) for _, x, _ in calls) == 5 and len(handed) == 3
+    for ptr, _, _ in calls:
+        assert any(ptr == h.ctypes.data for h in handed)
+
+
+def test_pipeline_preprocesses_into_the_ort_backends_arrays(tmp_path) -> None:
+    from pig.engine.backends.onnxruntime import OrtBackend
+
+    root = write_bundle(tmp_path / "bundle", SIZES)
+    with OrtBackend(Bundle.load(root), branches=("video",)) as be:
+        handed, calls = _index_through_spy(be, tmp_path)
+    _assert_encoded_in_place(handed, calls)
+
+
+def test_pipeline_preprocesses_into_pinned_memory(trt_env, monkeypatch, tmp_path) -> None:
+    """TensorRT (stand-in engine, stand-in cudart): the pipeline's batches are the pinned
+    arrays themselves, the host->device copy reads them with no staging copy, and the
+    engine computes the reference on exactly those frames."""
+    from pig.engine.backends.tensorrt import TrtBackend, _Engine
+
+    fake, root = trt_env
+    monkeypatch.setitem(sys.modules, "cuda.bindings.runtime", _fake_cudart())
+    staged: list[bool] = []
+    real_source = _Engine._pinned_source
+
+    def source(self, x, rows):
+        found = real_source(self, x, rows)
+        staged.append(found is None or found is self.host_in.array)
+        return found
+
+    monkeypatch.setattr(_Engine, "_pinned_source", source)
+    with TrtBackend(Bundle.load(root), "fp32", ("video",), BatchProfile(1, 2, 4)) as be:
+        handed, calls = _index_through_spy(be, tmp_path)
+    assert staged == [False] * len(calls) and sorted(fake.calls["executed"]) == [1, 2, 2]
+    _assert_encoded_in_place(handed, calls)
+    for _, frames, out in calls:
+        np.testing.assert_allclose(out, reference_video(frames, SIZES), atol=1e-5)

@@ -135,6 +135,7 @@ class TrtBackend(Closable):
         flavour.check_runs_on(gpu)  # e.g. TensorRT-RTX on a Hopper GPU: refused, named
         trt = flavour.module
         self.precision = precision
+        self.flavour = flavour.label  # "TensorRT 10.9.0" / "TensorRT-RTX 1.7.1.116"
         plans = {b: ensure_plan(bundle, b, precision, profile, workspace_bytes,
                                 gpu_required=True)[0]
                  for b in branches}
