@@ -145,7 +145,7 @@ def load(gpu: GpuInfo | None, no_gpu: str = "no GPU") -> Flavour:
                                  "use --backend onnxruntime")
     if gpu is None and not flavour.aot:
         raise BackendUnavailable(
-            f"no GPU, and {flavour.module.__name__} {flavour.version} has no compute-capability targets "
-            "(CPU-only AOT builds need TensorRT-RTX)"
+            f"no GPU, and {flavour.module.__name__} {flavour.version} has no compute-capability "
+            "targets (CPU-only AOT builds need TensorRT-RTX)"
         )
     return flavour
