@@ -546,6 +546,14 @@ def test_tensorrt_11_without_strongly_typed_flag(trt_env, monkeypatch) -> None:
     assert json.loads(path.with_suffix(".json").read_text())["key"]["strongly_typed"] is True
 
 
+def test_compute_capability_targets_need_tensorrt_rtx(trt_env) -> None:
+    fake, root = trt_env
+    with pytest.raises(BackendUnavailable, match=r"--compute-capability needs TensorRT-RTX; "
+                                                 r"TensorRT 10\.9\.0 builds for the GPU present"):
+        build.ensure_plan(Bundle.load(root), "text", "fp32", targets=["8.6"])
+    assert fake.calls["builds"] == 0
+
+
 def test_bundle_without_precision_is_a_clear_error(trt_env) -> None:
     _, root = trt_env
     with pytest.raises(BundleError, match="no int8 graphs"):
@@ -585,8 +593,8 @@ def test_no_tensorrt_module_is_a_clear_error(monkeypatch) -> None:
 
 
 def test_pinned_source_uses_buffer_identity() -> None:
-    """The in-place path of the TensorRT engine is taken only for the leading rows of one of
-    its pinned arrays, when they hold the rows the run needs."""
+    """The in-place path of the TensorRT engine is taken only for rows of one of its pinned
+    arrays, when the array holds the rows the run needs from there."""
     from pig.engine.backends.tensorrt import _Engine
 
     host, handed = np.zeros((4, 3), np.float32), np.zeros((2, 3), np.float32)
@@ -594,10 +602,12 @@ def test_pinned_source_uses_buffer_identity() -> None:
     eng.host_in = SimpleNamespace(array=host, ptr=host.ctypes.data)
     eng.handed_out = [SimpleNamespace(array=handed, ptr=handed.ctypes.data)]
     eng.in_dtype = np.dtype(np.float32)
-    assert eng._pinned_source(host[:2], 2) is host
-    assert eng._pinned_source(handed[:1], 2) is handed
+    assert eng._pinned_source(host[:2], 2).ctypes.data == host.ctypes.data
+    assert eng._pinned_source(handed[:1], 2).ctypes.data == handed.ctypes.data
     assert eng._pinned_source(handed[:1], 3) is None  # padding to 3 rows would overflow
-    assert eng._pinned_source(host[1:3], 2) is None
+    later = eng._pinned_source(host[1:3], 2)  # a later chunk of a larger batch
+    assert later.ctypes.data == host[1:].ctypes.data and later.shape == (3, 3)
+    assert eng._pinned_source(host[3:], 2) is None
     assert eng._pinned_source(host.copy(), 4) is None
     assert eng._pinned_source(host.astype(np.float16), 4) is None
 
@@ -643,10 +653,11 @@ def test_trt_backend_data_path(trt_env, monkeypatch, cudart) -> None:
         buf[:] = px[i: i + 3]
         out = be.encode_video(buf)
         np.testing.assert_allclose(out, reference_video(px[i: i + 3], SIZES), atol=1e-5)
+    (big,) = be.video_input_buffers(1, 6)  # above the profile max 4: two chunks, in place
+    big[:] = px
+    np.testing.assert_allclose(be.encode_video(big), reference_video(px, SIZES), atol=1e-5)
     assert copies == []  # frames written into pinned memory: no host-side copy
     monkeypatch.setattr(np, "copyto", real_copyto)
-    with pytest.raises(ValueError, match="exceeds the engine profile's max 4"):
-        be.video_input_buffers(1, 5)
 
     ids = rng.integers(0, SIZES.vocab, (5, SIZES.length))
     np.testing.assert_allclose(be.encode_text(ids), reference_text(ids, SIZES), atol=1e-5)
@@ -655,7 +666,7 @@ def test_trt_backend_data_path(trt_env, monkeypatch, cudart) -> None:
         be.encode_text(ids[:, :-1])
     be.close()
     if cudart == "stand-in":
-        _assert_all_freed(fake, rt, pinned=6, device=4)
+        _assert_all_freed(fake, rt, pinned=7, device=4)
 
 
 def _assert_all_freed(fake: types.ModuleType, rt: types.ModuleType, pinned: int,
@@ -1058,7 +1069,9 @@ def test_pipeline_preprocesses_into_pinned_memory(trt_env, monkeypatch, tmp_path
 
     def source(self, x, rows):
         found = real_source(self, x, rows)
-        staged.append(found is None or found is self.host_in.array)
+        staging = self.host_in.ptr <= (found.ctypes.data if found is not None else -1) < (
+            self.host_in.ptr + self.host_in.nbytes)
+        staged.append(found is None or staging)
         return found
 
     monkeypatch.setattr(_Engine, "_pinned_source", source)

@@ -65,9 +65,8 @@ class _Engine:
         self.context = self.engine = self.runtime = None
 
     def pinned_inputs(self, count: int, batch: int) -> list[np.ndarray]:
-        """``count`` more pinned ``[batch, ...]`` input arrays (freed with the engine)."""
-        if batch > self.max_batch:
-            raise ValueError(f"batch {batch} exceeds the engine profile's max {self.max_batch}")
+        """``count`` more pinned ``[batch, ...]`` input arrays (freed with the engine); a
+        batch above the profile's max runs in chunks, each read in place."""
         made = []
         for _ in range(count):
             buf = PinnedBuffer(self.cuda, (batch, *self.in_shape[1:]), self.in_dtype)
@@ -77,14 +76,17 @@ class _Engine:
         return [b.array for b in made]
 
     def _pinned_source(self, x: np.ndarray, rows: int) -> np.ndarray | None:
-        """The pinned array whose leading rows ``x`` is, if it has ``rows`` rows (frames
-        written in place), else None."""
-        if x.dtype != self.in_dtype or not x.flags.c_contiguous:
+        """The pinned array starting at ``x``'s first row, if ``x`` lies in one of the pinned
+        arrays with ``rows`` rows there (frames written in place), else None."""
+        if x.dtype != self.in_dtype or not x.flags.c_contiguous or x.shape[0] == 0:
             return None
-        ptr = x.__array_interface__["data"][0]
+        ptr, row_bytes = x.__array_interface__["data"][0], x[0].nbytes
         for buf in (self.host_in, *self.handed_out):
-            if buf.ptr == ptr and buf.array.shape[0] >= rows:
-                return buf.array
+            offset = ptr - buf.ptr
+            if offset >= 0 and offset % row_bytes == 0:
+                start = offset // row_bytes
+                if start + rows <= buf.array.shape[0]:
+                    return buf.array[start:]
         return None
 
     def run(self, x: np.ndarray) -> np.ndarray:
