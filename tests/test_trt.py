@@ -414,7 +414,7 @@ def _add_fake_runtime(trt: types.ModuleType) -> None:
         def deserialize_cuda_engine(self, plan):
             return Engine(plan)
 
-    trt.Runtime = Runtime
+    trt.Runtime, trt.Engine = Runtime, Engine
 
 
 def _copy(dst: int, src: int, nbytes: int, kind: str, stream: int) -> None:
@@ -699,6 +699,52 @@ def test_trt_backend_close_frees_everything_once(trt_env, monkeypatch) -> None:
                 lambda: be.video_input_buffers(1, 1)):
         with pytest.raises(RuntimeError, match="this tensorrt backend is closed"):
             use()
+
+
+def test_tensorrt_rtx_runtime_cache_is_kept_across_processes(trt_env, monkeypatch) -> None:
+    """An engine with a runtime config (TensorRT-RTX) gets a runtime cache started from the
+    file the previous backend saved on close; TensorRT 10/11 engines get none."""
+    from pig.engine.backends.tensorrt import TrtBackend
+
+    fake, root = trt_env
+    monkeypatch.setitem(sys.modules, "cuda.bindings.runtime", _fake_cudart())
+    loaded: list[bytes] = []
+
+    class RuntimeCache:
+        def deserialize(self, blob):
+            loaded.append(bytes(blob))
+            return True
+
+        def serialize(self):
+            return b"kernels-for-this-gpu"
+
+    class RuntimeConfig:
+        def create_runtime_cache(self):
+            return RuntimeCache()
+
+        def set_runtime_cache(self, cache):
+            self.cache = cache
+            return True
+
+    class JitEngine(fake.Engine):
+        def create_runtime_config(self):
+            return RuntimeConfig()
+
+        def create_execution_context(self, config=None):
+            assert isinstance(config.cache, RuntimeCache)
+            return super().create_execution_context()
+
+    with TrtBackend(Bundle.load(root), "fp32", ("text",), BatchProfile(1, 2, 4)):
+        pass
+    assert not list((root / "trt").glob("*.runtime.cache"))  # TensorRT 10/11: no JIT cache
+    monkeypatch.setattr(fake.Runtime, "deserialize_cuda_engine", lambda self, p: JitEngine(p))
+    for _ in range(2):
+        with TrtBackend(Bundle.load(root), "fp32", ("text",), BatchProfile(1, 2, 4)) as be:
+            ids = np.zeros((1, SIZES.length), np.int64)
+            np.testing.assert_allclose(be.encode_text(ids), reference_text(ids, SIZES), atol=1e-5)
+    (saved,) = (root / "trt").glob("text.fp32.*.nvidia-h100-80gb-hbm3-sm90.runtime.cache")
+    assert saved.read_bytes() == b"kernels-for-this-gpu"
+    assert loaded == [b"kernels-for-this-gpu"]  # the second backend started from it
 
 
 @pytest.mark.parametrize("failure", ["deserialize", "cudaMalloc"])

@@ -3,15 +3,19 @@ host buffers handed to the caller, async copies."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from contextlib import ExitStack
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
 from pig.engine import gpu as gpu_probe
 from pig.engine.backends.base import INPUT_NAMES, OUTPUT_NAME, Branch, Closable, run_in_chunks
+from pig.engine.fsutil import write_atomic
 from pig.engine.trt.build import DEFAULT_WORKSPACE, ensure_plan, import_tensorrt
+from pig.engine.trt.cache import Target
 from pig.engine.trt.cuda import Cuda, DeviceBuffer, PinnedBuffer, import_cudart
 from pig.engine.trt.profiles import BatchProfile
 from pig.errors import BackendUnavailable
@@ -25,16 +29,20 @@ _Buffer = TypeVar("_Buffer", PinnedBuffer, DeviceBuffer)
 class _Engine:
     """One deserialized engine with I/O buffers sized for the profile's max batch."""
 
-    def __init__(self, trt: Any, cuda: Cuda, stream: Any, plan: bytes, branch: Branch) -> None:
-        """Everything set up here is released again if a later step fails."""
+    def __init__(self, trt: Any, cuda: Cuda, stream: Any, plan: bytes, branch: Branch,
+                 jit_cache: Path) -> None:
+        """Everything set up here is released again if a later step fails. ``jit_cache``:
+        where TensorRT-RTX keeps the kernels it compiles for this GPU (its runtime cache)."""
         self.cuda, self.stream = cuda, stream
+        self._jit: tuple[Any, Path] | None = None
+        self._runtime_config: Any = None
         with ExitStack() as held:
             held.callback(self._drop_trt_objects)
             self.runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
             self.engine = self.runtime.deserialize_cuda_engine(plan)
             if self.engine is None:
                 raise BackendUnavailable(f"TensorRT could not deserialize the {branch} plan")
-            self.context = self.engine.create_execution_context()
+            self.context = self._create_context(jit_cache)
             self.input_name, self.output_name = INPUT_NAMES[branch], OUTPUT_NAME
             io = {self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)}
             if io != {self.input_name, self.output_name}:
@@ -59,10 +67,28 @@ class _Engine:
             self.handed_out: list[PinnedBuffer] = []
             self._held = held.pop_all()
 
+    def _create_context(self, jit_cache: Path) -> Any:
+        """The execution context; with TensorRT-RTX (feature: ``create_runtime_config``) one
+        whose runtime cache starts from ``jit_cache``, so kernels JIT-compiled for this GPU
+        by an earlier process are reused (a stale or foreign cache is rejected by TensorRT
+        and rewritten on close)."""
+        make_config = getattr(self.engine, "create_runtime_config", None)
+        if make_config is None:  # TensorRT 10/11: kernels were chosen at build time
+            return self.engine.create_execution_context()
+        self._runtime_config = make_config()
+        cache = self._runtime_config.create_runtime_cache()
+        if jit_cache.is_file():
+            cache.deserialize(jit_cache.read_bytes())
+        self._runtime_config.set_runtime_cache(cache)
+        self._jit = (cache, jit_cache)
+        return self.engine.create_execution_context(self._runtime_config)
+
     def _drop_trt_objects(self) -> None:
-        """TensorRT frees an object with its last reference: context, then engine, then
-        runtime (each needs the next one alive)."""
-        self.context = self.engine = self.runtime = None
+        """TensorRT frees an object with its last reference: context, then runtime config
+        and cache, engine, runtime (each needs the next one alive)."""
+        self.context = None
+        self._jit = self._runtime_config = None
+        self.engine = self.runtime = None
 
     def pinned_inputs(self, count: int, batch: int) -> list[np.ndarray]:
         """``count`` more pinned ``[batch, ...]`` input arrays (freed with the engine); a
@@ -114,7 +140,12 @@ class _Engine:
         return self.host_out.array[:n].astype(np.float32, copy=True)
 
     def close(self) -> None:
-        """Free the I/O buffers, then the context, engine and runtime."""
+        """Save the runtime cache (best effort), free the I/O buffers, then the context,
+        engine and runtime."""
+        if self._jit is not None:
+            cache, path = self._jit
+            with contextlib.suppress(OSError):  # an optimisation: a read-only folder is fine
+                write_atomic(path, bytes(cache.serialize()))
         self._held.close()
 
 
@@ -139,16 +170,18 @@ class TrtBackend(Closable):
         self.precision = precision
         self.flavour = flavour.label  # "TensorRT 10.9.0" / "TensorRT-RTX 1.7.1.116"
         plans = {b: ensure_plan(bundle, b, precision, profile, workspace_bytes,
-                                gpu_required=True)[0]
+                                gpu_required=True)
                  for b in branches}
+        gpu_tag = Target.device(gpu).slug()
         self._engines: dict[Branch, _Engine] = {}
         self._held = ExitStack()  # released in reverse order of setup by close()
         try:
             self._cuda = Cuda()
             stream = self._cuda.stream()
             self._held.callback(self._cuda.destroy_stream, stream)
-            for b, p in plans.items():
-                self._engines[b] = engine = _Engine(trt, self._cuda, stream, p, b)
+            for b, (plan, path) in plans.items():
+                jit = path.with_name(f"{path.stem}.{gpu_tag}.runtime.cache")
+                self._engines[b] = engine = _Engine(trt, self._cuda, stream, plan, b, jit)
                 self._held.callback(engine.close)
             self.device = f"{self._cuda.device_name()} {flavour.label}"
         except BaseException:
