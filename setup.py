@@ -42,6 +42,15 @@ setup(
         "gpu": ["tensorrt>=10", "cuda-python>=12", "onnxruntime-gpu>=1.18"],
         # `pig-engine serve`: the HTTP service (uvloop + httptools: uvicorn's fast loop/parser).
         "serve": SERVE,
+        # --segments shots: PySceneDetect with its PyAV backend (av is a runtime dependency)
+        "shots": ["scenedetect==0.7.2"],
+        # TensorRT-RTX: same Python API, builds engines without a GPU (CPU-only AOT); runs
+        # them on RTX-class GPUs and compute capability 7.5/8.0/8.6/8.9/12.x, not Hopper.
+        "trt-rtx": [
+            "tensorrt-rtx-cu12-bindings==1.7.1.116",
+            "tensorrt-rtx-cu12-libs==1.7.1.116",
+            "cuda-python>=12",
+        ],
         "dev": [
             "pytest>=8",
             "ruff>=0.5",
@@ -52,6 +61,10 @@ setup(
             "httpx>=0.28,<0.29",
             "schemathesis>=4.32,<4.33",
             "playwright>=1.65,<1.66",  # drives Debian's chromium; never `playwright install`
+            "scenedetect==0.7.2",
+            # a real TensorRT builder in CI: every graph is parsed and AOT-compiled
+            "tensorrt-rtx-cu12-bindings==1.7.1.116",
+            "tensorrt-rtx-cu12-libs==1.7.1.116",
         ],
     },
     entry_points={

@@ -35,6 +35,7 @@ __all__ = ["fake_bundle", "other_bundle"]
 
 SCORE_TOL = 1e-6  # fp32 text vectors encoded in batches of another composition (CLI: alone)
 PICKUP_S = 2.0  # a committed generation is served within this long (the issue's bound)
+SEGMENT_S = 0.4  # window length of the module's index: the clips (0.3-1.3 s) get 1-4 segments
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +48,8 @@ def index(fake_bundle: Bundle, clips: list[Path], tmp_path_factory: pytest.TempP
           ) -> Path:
     idx = tmp_path_factory.mktemp("serve") / "idx"
     code = subprocess.run([sys.executable, "-m", "pig.engine.cli", "index", str(clips[0].parent),
-                           "--bundle", str(fake_bundle.dir), "--index", str(idx)],
-                          capture_output=True, text=True)
+                           "--bundle", str(fake_bundle.dir), "--index", str(idx),
+                           "--segment-seconds", str(SEGMENT_S)], capture_output=True, text=True)
     assert code.returncode == 0, code.stderr
     return idx
 
@@ -95,12 +96,16 @@ def test_search_equals_cli_json(server: Server, index: Path,
                                 capsys: pytest.CaptureFixture[str]) -> None:
     for args, body in [((), {}), (("-k", 3), {"k": 3}),
                        (("-k", N_CLIPS + 5, "--exact"), {"k": N_CLIPS + 5, "exact": True}),
-                       (("-k", 4, "--approximate"), {"k": 4, "exact": False})]:
+                       (("-k", 4, "--approximate"), {"k": 4, "exact": False}),
+                       (("--group-by", "segment", "-k", 50), {"group_by": "segment", "k": 50}),
+                       (("--group-by", "video", "-k", 5), {"group_by": "video", "k": 5})]:
         reference = cli_json(capsys, index, QUERIES, *args)
         r = search(server.url, {"queries": QUERIES, **body})
         assert r.status_code == 200, r.text
         assert_same_hits(r.json()["results"], reference)
-    assert len(reference[0]["results"]) == 4
+        if body.get("group_by") == "segment":
+            segments = reference[0]["results"]
+            assert len(segments) > N_CLIPS and any(h["start_s"] > 0 for h in segments)
 
     # concurrent single-query requests are batched together and each gets its own answer
     reference = {q: cli_json(capsys, index, [q], "-k", 5) for q in QUERIES}
@@ -209,6 +214,9 @@ def test_videos_and_media(server: Server, index: Path, clips: list[Path],
 
     rec = httpx.get(f"{url}/v1/videos/{vid}").json()
     assert rec["id"] == vid and rec["path"] == str(path) and rec["size"] == len(data)
+    spans = [(g["start_s"], g["end_s"]) for g in rec["segments"]]
+    assert spans and spans[0][0] == 0 and spans == sorted(spans)
+    assert rec["duration_s"] == spans[-1][1]
     assert rec["media"] == f"/v1/videos/{vid}/media"
 
     media = f"{url}/v1/videos/{vid}/media"
@@ -271,17 +279,18 @@ def test_health_metrics_openapi_page(server: Server, index: Path) -> None:
     assert httpx.get(f"{url}/v1/health/live").json() == {"status": "live", "generation": None,
                                                          "vectors": None, "model": None}
     ready = httpx.get(f"{url}/v1/health/ready").json()
-    assert ready["status"] == "ready" and ready["vectors"] == N_CLIPS
-    assert ready["generation"] == json.loads(
-        subprocess.run([sys.executable, "-m", "pig.engine.cli", "info", "--index", str(index),
-                        "--json"], capture_output=True, text=True).stdout)["generation"]
+    info = json.loads(subprocess.run([sys.executable, "-m", "pig.engine.cli", "info", "--index",
+                                      str(index), "--json"], capture_output=True, text=True
+                                     ).stdout)
+    assert ready["status"] == "ready" and ready["vectors"] == info["counts"]["vectors"] > N_CLIPS
+    assert ready["generation"] == info["generation"]
     search(url, {"query": "warm"})
     text = httpx.get(f"{url}/metrics").text
     for name in ('pig_requests_total{method="POST",route="/v1/search",status="200"}',
                  'pig_stage_seconds_count{stage="tokenize"}',
                  'pig_stage_seconds_count{stage="encode"}',
                  'pig_stage_seconds_count{stage="search"}', "pig_batch_size_count",
-                 "pig_queue_depth", f"pig_index_vectors {float(N_CLIPS)}",
+                 "pig_queue_depth", f"pig_index_vectors {float(ready['vectors'])}",
                  f"pig_index_generation {float(ready['generation'])}",
                  'pig_request_seconds_bucket{le="0.5",route="/v1/search"}'):
         assert name in text, name
@@ -397,7 +406,7 @@ def test_live_pickup_of_concurrent_index_and_remove(fake_bundle: Bundle, tmp_pat
     """While ``pig-engine index`` commits generations from another process, queries keep
     succeeding, each answered from one committed generation; the last commit is served
     within PICKUP_S of the indexer's exit, and so is a ``remove``."""
-    first, more = make_clips(tmp_path / "a", n=3), make_clips(tmp_path / "b", n=8, offset=3)
+    first, more = make_clips(tmp_path / "a", n=3), make_clips(tmp_path / "b", n=24, offset=3)
     idx = tmp_path / "idx"
     cmd = [sys.executable, "-m", "pig.engine.cli", "index", "--bundle", str(fake_bundle.dir),
            "--index", str(idx)]
@@ -495,8 +504,10 @@ def test_search_page_in_a_real_browser(server: Server, index: Path,
         pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium; .ci/run does)")
     from playwright.sync_api import sync_playwright
 
-    query = "a red circle moves to the left"
-    top = cli_json(capsys, index, [query], "-k", 10)[0]["results"]
+    # a query whose best hit starts inside its file, so the start position means something
+    query, top = next((q, r["results"]) for q in [*QUERIES, "moving box", "slides left"]
+                      for r in cli_json(capsys, index, [q], "-k", 10)
+                      if r["results"][0]["start_s"] > 0)
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
@@ -512,7 +523,7 @@ def test_search_page_in_a_real_browser(server: Server, index: Path,
             assert items.first.locator(".score").inner_text() == f"{top[0]['score']:.4f}"
             player = page.locator("#player")
             page.wait_for_function("document.querySelector('#player').readyState >= 1")
-            start = top[0].get("start_s", 0.0)
+            start = top[0]["start_s"]
             src, position = player.evaluate("v => [v.currentSrc, v.currentTime]")
             assert src == f"{server.url}/v1/videos/{top[0]['id']}/media#t={start:g}"
             assert position == pytest.approx(start, abs=0.05)
@@ -521,7 +532,7 @@ def test_search_page_in_a_real_browser(server: Server, index: Path,
             page.wait_for_function(
                 f"document.querySelector('#player').dataset.videoId === '{top[2]['id']}'")
             assert player.evaluate("v => v.src").endswith(f"/v1/videos/{top[2]['id']}/media"
-                                                          f"#t={top[2].get('start_s', 0):g}")
+                                                          f"#t={top[2]['start_s']:g}")
             if shot := os.environ.get("PIG_SERVE_SCREENSHOT"):
                 page.screenshot(path=shot)
         finally:

@@ -29,6 +29,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from pig.engine.index import FileRecord
+from pig.engine.index.catalog import SegmentRecord
 from pig.engine.limits import MAX_QUERIES_PER_REQUEST, MAX_QUERY_CHARS
 from pig.engine.search import hit_json
 from pig.engine.serve.batcher import Closed, QueueFull
@@ -40,6 +42,7 @@ from pig.engine.serve.models import (
     Health,
     SearchRequest,
     SearchResponse,
+    Segment,
     VideoRecord,
 )
 from pig.engine.serve.service import Encoded, Found, Job, Service, media_file
@@ -209,7 +212,7 @@ def create_app(service: Service, api_key: str | None = None) -> FastAPI:
     async def search(req: SearchRequest) -> Response:
         """Top ``k`` videos per query, the same hits as ``pig-engine search --json``."""
         texts = req.texts()
-        found = await run(Job(texts, req.k, req.exact))
+        found = await run(Job(texts, req.k, req.exact, req.group_by))
         assert isinstance(found, Found)
         results = [{"query": text, "results": [hit_json(r, h) for r, h in enumerate(hits, 1)]}
                    for text, hits in zip(texts, found.hits, strict=True)]
@@ -229,18 +232,21 @@ def create_app(service: Service, api_key: str | None = None) -> FastAPI:
         return JSONResponse({"object": "list", "data": data, "model": service.model,
                              "usage": {"prompt_tokens": n, "total_tokens": n}})
 
-    def indexed(video_id: int) -> Any:
-        rec = service.video(video_id)
-        if rec is None:
+    def indexed(video_id: int) -> tuple[FileRecord, list[SegmentRecord]]:
+        found = service.video(video_id)
+        if found is None:
             raise HTTPException(404, f"no indexed video with id {video_id}")
-        return rec
+        return found
 
     @api.get("/v1/videos/{video_id}", response_model=VideoRecord, tags=["videos"])
     def video(video_id: VideoId) -> VideoRecord:
-        """A video's catalog record."""
-        rec = indexed(video_id)
+        """A video's catalog record and its segments."""
+        rec, segments = indexed(video_id)
         return VideoRecord(id=rec.key, path=rec.path, size=rec.size, mtime_ns=rec.mtime_ns,
                            frames=rec.frames, digest=rec.digest,
+                           duration_s=segments[-1].end_s if segments else None,
+                           segments=[Segment(segment=g.ordinal, start_s=g.start_s,
+                                             end_s=g.end_s) for g in segments],
                            media=f"/v1/videos/{rec.key}/media")
 
     @api.get("/v1/videos/{video_id}/media", response_class=FileResponse, tags=["videos"],
@@ -249,8 +255,7 @@ def create_app(service: Service, api_key: str | None = None) -> FastAPI:
     def media(video_id: VideoId) -> Response:
         """The indexed file itself, with HTTP Range support; only files in the catalog, and
         only while they are the file that was indexed (same size and mtime), else 410."""
-        rec = indexed(video_id)
-        found = media_file(rec)
+        found = media_file(indexed(video_id)[0])
         if found is None:
             raise HTTPException(410, f"video {video_id}: the file is missing or changed since "
                                 "it was indexed")

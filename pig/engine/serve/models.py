@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
+from pig.engine.index.store import GROUP_BY
 from pig.engine.limits import MAX_K, MAX_QUERIES_PER_REQUEST, MAX_QUERY_CHARS
 
 
@@ -40,6 +41,8 @@ class SearchRequest(_Request):
     k: int = Field(10, ge=1, le=MAX_K, description="hits per query")
     exact: bool | None = Field(
         None, description="true: brute-force scan; false: HNSW; null: scan up to 10k vectors")
+    group_by: Literal[GROUP_BY] = Field(  # type: ignore[valid-type]
+        "video", description="video: one hit per file (its best segment); segment: raw segments")
 
     @model_validator(mode="after")
     def _one_form(self) -> SearchRequest:
@@ -58,6 +61,9 @@ class SearchHit(BaseModel):
     score: float = Field(description="inner product of the unit query and video vectors")
     path: str
     id: int = Field(description="the video's catalog id (GET /v1/videos/{id})")
+    start_s: float = Field(description="the segment's start, seconds from the first frame")
+    end_s: float | None = Field(description="the segment's end (null: unknown)")
+    segment: int = Field(description="the segment's ordinal within the file")
 
 
 class QueryResult(BaseModel):
@@ -97,6 +103,12 @@ class EmbeddingsResponse(BaseModel):
     usage: Usage
 
 
+class Segment(BaseModel):
+    segment: int
+    start_s: float
+    end_s: float | None
+
+
 class VideoRecord(BaseModel):
     """A video's catalog record."""
 
@@ -106,6 +118,8 @@ class VideoRecord(BaseModel):
     mtime_ns: int | None
     frames: int | None
     digest: str | None
+    duration_s: float | None = Field(description="end of the last segment (null: unknown)")
+    segments: list[Segment] = Field(description="in time order")
     media: str = Field(description="URL of the file itself (HTTP Range supported)")
 
 

@@ -30,7 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pig.engine.index import FileRecord, Hit, VideoIndex
+from pig.engine.index import INDEXED, FileRecord, Hit, VideoIndex
+from pig.engine.index.catalog import SegmentRecord
 from pig.engine.search import Searcher
 from pig.engine.serve.batcher import MicroBatcher
 from pig.engine.serve.metrics import Metrics
@@ -53,11 +54,13 @@ class ServeOptions:
 
 @dataclass(frozen=True)
 class Job:
-    """One request's work: ``k`` None embeds only; otherwise search with ``k``/``exact``."""
+    """One request's work: ``k`` None embeds only; otherwise search with ``k``, ``exact``
+    and ``group_by``."""
 
     texts: list[str]
     k: int | None = None
     exact: bool | None = None
+    group_by: str = "video"
 
 
 @dataclass(frozen=True)
@@ -107,11 +110,14 @@ class Service:
             idx = self.searcher.index
             return idx.generation, idx.counts()["vectors"]
 
-    def video(self, key: int) -> FileRecord | None:
-        """The catalog row of an indexed video with ``key`` in the served generation."""
+    def video(self, key: int) -> tuple[FileRecord, list[SegmentRecord]] | None:
+        """The catalog row and segments of an indexed video with ``key`` in the served
+        generation."""
         with self._index_lock:
             rec = self.searcher.index.record(key)
-        return rec if rec is not None and rec.status == "indexed" else None
+            if rec is None or rec.status != INDEXED:
+                return None
+            return rec, self.searcher.index.segments_of(rec.path)
 
     def close(self) -> None:
         """Finish the queued requests, stop the threads, close the searcher."""
@@ -123,7 +129,7 @@ class Service:
     # --- the batcher's worker ------------------------------------------------------------
     def _run(self, jobs: list[Job]) -> list[Encoded | Found]:
         """One tokenizer call and one encoder call for every text of ``jobs``, then one index
-        search per distinct (k, exact) among the search jobs."""
+        search per distinct (k, exact, group_by) among the search jobs."""
         texts = [t for job in jobs for t in job.texts]
         m, s = self.metrics, self.searcher
         with m.stage("tokenize"):
@@ -136,17 +142,17 @@ class Service:
         bounds = np.cumsum([0, *(len(job.texts) for job in jobs)])
         rows = [slice(int(a), int(b)) for a, b in itertools.pairwise(bounds)]
         out: list[Encoded | Found | None] = [None] * len(jobs)
-        groups: dict[tuple[int, bool | None], list[int]] = {}
+        groups: dict[tuple[int, bool | None, str], list[int]] = {}
         for i, job in enumerate(jobs):
             if job.k is None:
                 out[i] = Encoded(vectors[rows[i]], tokens[rows[i]])
             else:
-                groups.setdefault((job.k, job.exact), []).append(i)
+                groups.setdefault((job.k, job.exact, job.group_by), []).append(i)
         with m.stage("search"), self._index_lock:
             generation = s.index.generation
-            for (k, exact), members in groups.items():
+            for (k, exact, group_by), members in groups.items():
                 q = np.concatenate([vectors[rows[i]] for i in members])
-                hits = s.index.search(q, k, exact=exact)
+                hits = s.index.search(q, k, exact=exact, group_by=group_by)
                 start = 0
                 for i in members:
                     n = len(jobs[i].texts)
