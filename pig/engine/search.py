@@ -91,6 +91,12 @@ class Searcher:
             return []
         return self.index.search(self.encode(queries), k, exact=exact, group_by=group_by)
 
+    def replace_index(self, index: VideoIndex) -> VideoIndex:
+        """Search ``index`` (a newer generation of the same directory) from now on; returns
+        the one it replaces, for the caller to close."""
+        old, self.index = self.index, index
+        return old
+
     def close(self) -> None:
         try:
             self.encoder.close()

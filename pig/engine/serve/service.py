@@ -190,7 +190,7 @@ class Service:
             fresh.close()
             return
         with self._index_lock:
-            old, self.searcher.index = self.searcher.index, fresh
+            old = self.searcher.replace_index(fresh)
         old.close()
         self._reload_error = ""
         self.metrics.reloads.labels("ok").inc()
