@@ -53,6 +53,8 @@ class Bundle:
         self.tokenizer_spec = TokenizerSpec.from_dict(manifest["tokenizer"])
         self.embedding_dim = int(manifest["embedding_dim"])
         self.fingerprint: str = manifest["fingerprint"]
+        # False for the two-matrix variant (clip_unit + alpha * fused_unit, see pig-export)
+        self.unit_vectors = bool(manifest.get("video_vector", {}).get("unit_length", True))
 
     @classmethod
     def load(cls, root: str | Path) -> Bundle:

@@ -127,10 +127,15 @@ def search(queries: tuple[str, ...], queries_file: Path | None, index_dir: Path,
     texts = _read_queries(queries, queries_file)
     with Searcher(index_dir, bundle, backend, precision, log=_log) as searcher:
         results = searcher.search(texts, k, exact=exact)
-    for text, hits in zip(texts, results, strict=True):
+        cut = searcher.tokenizer.truncated(texts)
+        length = searcher.tokenizer.spec.max_length
+    for i, (text, hits, truncated) in enumerate(zip(texts, results, cut, strict=True), 1):
+        if truncated:
+            _log(f"note: query {i} is longer than the model's text length ({length} tokens "
+                 "with BOS/EOS): only its beginning was searched")
         rows = [{"rank": r, "score": h.score, "path": h.path} for r, h in enumerate(hits, 1)]
         if as_json:
-            click.echo(json.dumps({"query": text, "results": rows}))
+            click.echo(json.dumps({"query": text, "truncated": truncated, "results": rows}))
             continue
         click.echo(f"query: {text}")
         for row in rows:

@@ -347,7 +347,8 @@ def index_videos(
     try:
         with VideoIndex.open_or_create(
             index_dir, fingerprint=bundle.fingerprint, dim=bundle.embedding_dim,
-            bundle_info=info, dtype=dtype, **(usearch_settings or {}),
+            bundle_info=info, dtype=dtype, unit_vectors=bundle.unit_vectors,
+            **(usearch_settings or {}),
         ) as index:
             report = Pipeline(encoder, bundle.recipe, options).run(index, files, progress)
     finally:

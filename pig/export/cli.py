@@ -43,19 +43,26 @@ def _human(n: int) -> str:
     raise AssertionError
 
 
-def run_onnx(checkpoint: Path, config: Path | None, out: Path) -> None:
+def run_onnx(checkpoint: Path, config: Path | None, assume_released: bool, out: Path) -> None:
     # torch is imported here so that `pig-export --help` stays fast
-    from pig.export.checkpoint import load_checkpoint
+    from pig.export import run_config
+    from pig.export.checkpoint import load_checkpoint, read_state_dict, refuse_neighbours
     from pig.export.config import load_args
     from pig.export.onnx_export import REL_TOL, export_bundle
 
+    try:
+        config, which = run_config.resolve(checkpoint, config, assume_released)
+    except PigError:
+        refuse_neighbours(read_state_dict(checkpoint), checkpoint)  # a bad file says so first
+        raise
+    click.echo(which)
     args = load_args(config) if config else None
     with stage(f"load checkpoint {checkpoint}"):
         ckpt = load_checkpoint(checkpoint, args)
     for note in ckpt.notes:
         click.echo(f"note: {note}")
     source = f"shapes of {checkpoint.name}" + (f" + {config.name}" if config else
-                                               " + released B/32 defaults")
+                                               " + released B/32 values")
     click.echo(f"resolved config ({source}):")
     click.echo("  " + ckpt.config.describe().replace("\n", "\n  "))
     result = export_bundle(ckpt, out, stage)
@@ -97,7 +104,11 @@ def run_trt(out: Path, precision: str, profile: BatchProfile, workspace_gib: flo
 @click.option("--checkpoint", type=click.Path(path_type=Path),
               help="PIG state_dict (.pt/.pth/.bin), needed by --onnx.")
 @click.option("--config", type=click.Path(path_type=Path),
-              help="The run's args.json (heads/top-k/text length); default: released B/32.")
+              help="The run's args.json (default: found beside the checkpoint or in "
+                   "../log/ as the official script writes it).")
+@click.option("--assume-released-b32", "assume_released", is_flag=True,
+              help="Without an args.json: use the released MSR-VTT B/32 values for top-k, "
+                   "heads, temperature, text length and loss.")
 @click.option("--out", type=click.Path(path_type=Path), required=True,
               help="Bundle directory (created by --onnx; must not exist or be empty).")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8", "all"]), default="all",
@@ -110,8 +121,8 @@ def run_trt(out: Path, precision: str, profile: BatchProfile, workspace_gib: flo
               help="TensorRT optimisation profile batch sizes: MIN,OPT,MAX (or MAX).")
 @click.option("--workspace-gib", type=click.FloatRange(0.25), default=4.0, show_default=True,
               help="TensorRT builder workspace limit.")
-def cli(do_onnx: bool, checkpoint: Path | None, config: Path | None, out: Path,
-        precision: str, calibrate: bool, do_trt: bool, batch_profile: BatchProfile,
+def cli(do_onnx: bool, checkpoint: Path | None, config: Path | None, assume_released: bool,
+        out: Path, precision: str, calibrate: bool, do_trt: bool, batch_profile: BatchProfile,
         workspace_gib: float, **calibration: Any) -> None:
     """Export a PIG checkpoint to a pig-engine bundle."""
     if not (do_onnx or calibrate or do_trt):
@@ -121,7 +132,9 @@ def cli(do_onnx: bool, checkpoint: Path | None, config: Path | None, out: Path,
     if do_onnx:
         if checkpoint is None:
             raise click.UsageError("--onnx needs --checkpoint")
-        run_onnx(checkpoint, config, out)
+        if config is not None and assume_released:
+            raise click.UsageError("--config and --assume-released-b32 exclude each other")
+        run_onnx(checkpoint, config, assume_released, out)
     if calibrate:
         from pig.calibration.calibrate import calibrate_bundle
         from pig.calibration.options import PRECISIONS

@@ -53,7 +53,10 @@ class ExportError(PigError):
 
 
 class VideoGraph(nn.Module):
-    """pixel_values -> (unit PIG vector, unit CLIP-ViP vector, selected token positions)."""
+    """pixel_values -> (retrieval vector, unit CLIP-ViP vector, selected token positions).
+
+    The retrieval vector is the unit PIG vector, or ``clip_unit + alpha * fused_unit`` for the
+    two-matrix variant (:meth:`PigModel.retrieval_vector`)."""
 
     def __init__(self, model: PigModel) -> None:
         super().__init__()
@@ -63,7 +66,7 @@ class VideoGraph(nn.Module):
 
     def forward(self, pixel_values: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         o = self.model.encode_video(pixel_values, self.special_tokens)
-        return o.embed_norm, o.clip_embed_norm, o.topk_indices
+        return self.model.retrieval_vector(o), o.clip_embed_norm, o.topk_indices
 
 
 class TextGraph(nn.Module):
@@ -176,7 +179,7 @@ def export_bundle(ckpt: LoadedCheckpoint, out_dir: str | Path,
             v, t = model.encode_video(pixels), model.encode_text(ids)
             got_v = run_onnx(tmp / "video.onnx", {"pixel_values": pixels.numpy()})
             got_t = run_onnx(tmp / "text.onnx", {"input_ids": ids.numpy()})
-            checks = {"video": (got_v[0], v.embed_norm), "video_clip": (got_v[1],
+            checks = {"video": (got_v[0], model.retrieval_vector(v)), "video_clip": (got_v[1],
                       v.clip_embed_norm), "text": (got_t[0], t.embed_norm)}
             for name, (got, ref) in checks.items():
                 parity[f"{name}_max_abs"], rel = max_rel_diff(got, ref.numpy())
@@ -191,6 +194,15 @@ def export_bundle(ckpt: LoadedCheckpoint, out_dir: str | Path,
     return ExportResult(out_dir, manifest, files, parity)
 
 
+def video_vector_record(model: PigModel) -> dict[str, Any]:
+    """How the video graph's ``embeddings`` output is made, for the manifest; the index reads
+    ``unit_length`` (the two-matrix variant's vectors are searched by plain inner product)."""
+    if not model.cfg.two_matrix:
+        return {"formula": "fused_unit", "unit_length": True}
+    return {"formula": "clip_unit + alpha * fused_unit", "unit_length": False,
+            "alpha": float(model.alpha.detach())}
+
+
 def build_manifest(ckpt: LoadedCheckpoint, root: Path, parity: dict[str, float]
                    ) -> dict[str, Any]:
     cfg = ckpt.config
@@ -202,6 +214,7 @@ def build_manifest(ckpt: LoadedCheckpoint, root: Path, parity: dict[str, float]
         "format": FORMAT, "format_version": FORMAT_VERSION,
         "model": cfg.to_dict(),
         "embedding_dim": cfg.embed_dim,
+        "video_vector": video_vector_record(ckpt.model),
         "preprocess": cfg.recipe().to_dict(),
         "tokenizer": cfg.tokenizer_spec().to_dict(),
         "graphs": graphs,

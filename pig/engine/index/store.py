@@ -149,6 +149,7 @@ class VideoIndex:
         connectivity: int | None = None,
         expansion_add: int | None = None,
         expansion_search: int | None = None,
+        unit_vectors: bool = True,
     ) -> VideoIndex:
         """Create an empty index in a new or empty ``directory``; returns it open for writing.
 
@@ -156,10 +157,15 @@ class VideoIndex:
         later). ``bundle_info``: JSON-able facts about the producer (precision, backend, ...).
         ``dtype``: storage of the vectors, ``f16`` (default), ``i8`` or ``f32``. The usearch
         HNSW settings default to usearch's own (connectivity 16, expansion 128/64).
+        ``unit_vectors``: False for a bundle whose video vectors are not unit length.
         """
         d = Path(directory).absolute()
         if dtype not in DTYPES:
             raise IndexStoreError(f"{d}: unknown index dtype {dtype!r} (choose from {DTYPES})")
+        if dtype == "i8" and not unit_vectors:
+            raise IndexStoreError(f"{d}: i8 storage scores by cosine, which equals the inner "
+                                  "product only on unit vectors, and this bundle's video "
+                                  "vectors are not unit length; use f16 or f32")
         if dim <= 0:
             raise IndexStoreError(f"{d}: embedding dimension must be positive, got {dim}")
         settings = VectorStore.settings(
@@ -184,6 +190,7 @@ class VideoIndex:
                 dtype=dtype,
                 usearch=settings,
                 bundle_producers=[dict(bundle_info)],
+                unit_vectors=unit_vectors,
             )
             with _os_errors(d):
                 catalog = Catalog.create(d / CATALOG_NAME)
@@ -262,6 +269,7 @@ class VideoIndex:
         dim: int,
         bundle_info: dict[str, Any],
         dtype: str | None = None,
+        unit_vectors: bool = True,
         **usearch_settings: int | None,
     ) -> VideoIndex:
         """Open ``directory`` for writing if it holds an index, else create one there.
@@ -277,6 +285,7 @@ class VideoIndex:
                 dim=dim,
                 bundle_info=bundle_info,
                 dtype=dtype or "f16",
+                unit_vectors=unit_vectors,
                 **usearch_settings,
             )
         idx = cls.open(d, fingerprint=fingerprint, writable=True, bundle_info=bundle_info)
@@ -422,7 +431,8 @@ class VideoIndex:
         nothing is changed.
         """
         self._require_writable()
-        x = check_unit_vectors(vectors, self.dim, str(self.path))
+        x = check_unit_vectors(vectors, self.dim, str(self.path),
+                               unit=self.manifest.unit_vectors)
         if len(entries) != len(x):
             raise IndexStoreError(f"{self.path}: {len(entries)} entries but {len(x)} vectors")
         paths = [_abspath(e.path) for e in entries]
