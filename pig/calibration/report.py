@@ -17,10 +17,9 @@ import numpy as np
 from pig.calibration.data import EvalSet
 from pig.engine.bundle import Bundle
 from pig.engine.fsutil import write_json_atomic
+from pig.engine.graphs import INPUT_NAMES, OUTPUT_NAME, TOPK_INDICES
 
 REPORT = "accuracy_report.json"
-INPUTS = {"video": "pixel_values", "text": "input_ids"}
-EMB, TOPK = "embeddings", "topk_indices"  # output names (pig.export.onnx_export)
 
 
 def run_graph(path: Path, name: str, data: np.ndarray, batch: int = 32
@@ -60,9 +59,9 @@ def _retrieval(text: np.ndarray, video: np.ndarray, keys: list[tuple[str, ...]]
 
 def accuracy_report(bundle: Bundle, precisions: list[str], data: EvalSet) -> dict[str, Any]:
     """The report of ``precisions`` (each present for both branches) against fp32."""
-    outputs = {(b, p): run_graph(bundle.graph_path(b, p), INPUTS[b],
+    outputs = {(b, p): run_graph(bundle.graph_path(b, p), INPUT_NAMES[b],
                                  data.pixel_values if b == "video" else data.input_ids)
-               for p in ["fp32", *precisions] for b in INPUTS}
+               for p in ["fp32", *precisions] for b in INPUT_NAMES}
     report: dict[str, Any] = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "runtime": "onnxruntime CPUExecutionProvider", "eval_set": data.source,
@@ -70,19 +69,20 @@ def accuracy_report(bundle: Bundle, precisions: list[str], data: EvalSet) -> dic
         "precisions": {}}
     ref_video, ref_text = outputs["video", "fp32"], outputs["text", "fp32"]
     if data.keys is not None:
-        report["fp32"] = _retrieval(ref_text[EMB], ref_video[EMB], data.keys)
+        report["fp32"] = _retrieval(ref_text[OUTPUT_NAME], ref_video[OUTPUT_NAME], data.keys)
     for p in precisions:
         video, text = outputs["video", p], outputs["text", p]
-        cv, ct = cosine(ref_video[EMB], video[EMB]), cosine(ref_text[EMB], text[EMB])
+        cv = cosine(ref_video[OUTPUT_NAME], video[OUTPUT_NAME])
+        ct = cosine(ref_text[OUTPUT_NAME], text[OUTPUT_NAME])
         entry: dict[str, Any] = {
             "file_video": bundle.graph_entry("video", p)["file"],
             "file_text": bundle.graph_entry("text", p)["file"],
             "video_cosine_mean": float(cv.mean()), "video_cosine_min": float(cv.min()),
             "text_cosine_mean": float(ct.mean()), "text_cosine_min": float(ct.min())}
-        if TOPK in video:
-            entry.update(selector_agreement(ref_video[TOPK], video[TOPK]))
+        if TOPK_INDICES in video:
+            entry.update(selector_agreement(ref_video[TOPK_INDICES], video[TOPK_INDICES]))
         if data.keys is not None:
-            r = _retrieval(text[EMB], video[EMB], data.keys)
+            r = _retrieval(text[OUTPUT_NAME], video[OUTPUT_NAME], data.keys)
             entry.update(r)
             entry.update({f"d{k}": r[k] - report["fp32"][k] for k in r})
         report["precisions"][p] = entry

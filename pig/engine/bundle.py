@@ -11,19 +11,16 @@ import copy
 import hashlib
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pig.engine.fsutil import write_json_atomic
+from pig.engine.graphs import BRANCHES
 from pig.engine.recipe import PreprocessRecipe, TokenizerSpec
 from pig.errors import BundleError
-
-if TYPE_CHECKING:
-    from pig.engine.backends.base import Branch
 
 FORMAT = "pig-bundle"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
-BRANCHES: tuple[Branch, ...] = ("video", "text")
 _REQUIRED = ("model", "embedding_dim", "preprocess", "tokenizer", "graphs", "fingerprint")
 
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import click
 
-from pig.engine.backends.base import PRECISIONS
 from pig.engine.backends.select import BACKENDS
+from pig.engine.graphs import PRECISIONS
 from pig.engine.index import DTYPES, VideoIndex
 from pig.errors import PigError
 

@@ -18,6 +18,7 @@ from typing import Any
 import click
 
 from pig.calibration.options import calibrate_options
+from pig.engine.graphs import BRANCHES, CALIBRATED_PRECISIONS, PRECISIONS
 from pig.engine.trt.profiles import BatchProfile
 from pig.errors import PigError
 
@@ -89,7 +90,7 @@ def run_trt(out: Path, precision: str, profile: BatchProfile, workspace_gib: flo
     from pig.engine.trt.build import build_engines
 
     bundle = Bundle.load(out)
-    present = sorted({p for b in ("video", "text") for p in bundle.precisions(b)})
+    present = sorted({p for b in BRANCHES for p in bundle.precisions(b)})
     wanted = present if precision == "all" else [precision]
     for p in wanted:
         with stage(f"TensorRT {p} engines, batch profile {profile.tag()}"):
@@ -111,7 +112,7 @@ def run_trt(out: Path, precision: str, profile: BatchProfile, workspace_gib: flo
                    "heads, temperature, text length and loss.")
 @click.option("--out", type=click.Path(path_type=Path), required=True,
               help="Bundle directory (created by --onnx; must not exist or be empty).")
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8", "all"]), default="all",
+@click.option("--precision", type=click.Choice([*PRECISIONS, "all"]), default="all",
               show_default=True,
               help="Precision graphs --calibrate writes (fp16, int8) and --trt builds engines for.")
 @calibrate_options
@@ -137,9 +138,9 @@ def cli(do_onnx: bool, checkpoint: Path | None, config: Path | None, assume_rele
         run_onnx(checkpoint, config, assume_released, out)
     if calibrate:
         from pig.calibration.calibrate import calibrate_bundle
-        from pig.calibration.options import PRECISIONS
 
-        calibrate_bundle(out, precisions=PRECISIONS if precision == "all" else (precision,),
+        calibrate_bundle(out, precisions=CALIBRATED_PRECISIONS if precision == "all" else
+                         (precision,),
                          **calibration)
     if do_trt:
         run_trt(out, precision, batch_profile, workspace_gib)

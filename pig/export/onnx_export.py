@@ -36,14 +36,13 @@ from pig.engine.bundle import (
     sha256_file,
 )
 from pig.engine.fsutil import write_json_atomic
+from pig.engine.graphs import BRANCHES, INPUT_NAMES, OUTPUT_NAMES, graph_file
 from pig.errors import PigError
 from pig.export.checkpoint import LoadedCheckpoint
 from pig.export.model import PigModel
 
 OPSET = 18
 REL_TOL = 1e-4  # per tensor: max|onnx - torch| <= REL_TOL * max|torch|
-VIDEO_OUTPUTS = ("embeddings", "clip_embeddings", "topk_indices")
-TEXT_OUTPUTS = ("embeddings",)
 
 Stage = Callable[[str], contextlib.AbstractContextManager[Any]]
 
@@ -169,16 +168,17 @@ def export_bundle(ckpt: LoadedCheckpoint, out_dir: str | Path,
     model = ckpt.model.eval()
     pixels, ids = sample_inputs(model)
     with _staging(out_dir) as tmp:
-        with stage("export video.onnx"):
-            export_graph(VideoGraph(model), pixels, tmp / "video.onnx", "pixel_values",
-                         VIDEO_OUTPUTS)
-        with stage("export text.onnx"):
-            export_graph(TextGraph(model), ids, tmp / "text.onnx", "input_ids", TEXT_OUTPUTS)
+        video, text = (tmp / graph_file(b, "fp32") for b in BRANCHES)
+        with stage(f"export {video.name}"):
+            export_graph(VideoGraph(model), pixels, video, INPUT_NAMES["video"],
+                         OUTPUT_NAMES["video"])
+        with stage(f"export {text.name}"):
+            export_graph(TextGraph(model), ids, text, INPUT_NAMES["text"], OUTPUT_NAMES["text"])
         parity: dict[str, float] = {}
         with stage("parity: ONNX Runtime vs PyTorch"), torch.no_grad():
             v, t = model.encode_video(pixels), model.encode_text(ids)
-            got_v = run_onnx(tmp / "video.onnx", {"pixel_values": pixels.numpy()})
-            got_t = run_onnx(tmp / "text.onnx", {"input_ids": ids.numpy()})
+            got_v = run_onnx(video, {INPUT_NAMES["video"]: pixels.numpy()})
+            got_t = run_onnx(text, {INPUT_NAMES["text"]: ids.numpy()})
             checks = {"video": (got_v[0], model.retrieval_vector(v)), "video_clip": (got_v[1],
                       v.clip_embed_norm), "text": (got_t[0], t.embed_norm)}
             for name, (got, ref) in checks.items():
@@ -206,10 +206,10 @@ def video_vector_record(model: PigModel) -> dict[str, Any]:
 def build_manifest(ckpt: LoadedCheckpoint, root: Path, parity: dict[str, float]
                    ) -> dict[str, Any]:
     cfg = ckpt.config
-    graphs = {branch: {"fp32": {"file": f"{branch}.onnx",
-                                "sha256": sha256_file(root / f"{branch}.onnx"),
-                                **_io_spec(root / f"{branch}.onnx")}}
-              for branch in ("video", "text")}
+    graphs = {branch: {"fp32": {"file": graph_file(branch, "fp32"),
+                                "sha256": sha256_file(root / graph_file(branch, "fp32")),
+                                **_io_spec(root / graph_file(branch, "fp32"))}}
+              for branch in BRANCHES}
     manifest: dict[str, Any] = {
         "format": FORMAT, "format_version": FORMAT_VERSION,
         "model": cfg.to_dict(),

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from pig.engine import gpu as gpu_probe
-from pig.engine.backends.base import INPUT_NAMES, OUTPUT_NAME, Branch, Closable, run_in_chunks
+from pig.engine.backends.base import Closable, run_in_chunks
+from pig.engine.graphs import BRANCHES, INPUT_NAMES, OUTPUT_NAME, Branch
 from pig.errors import BackendUnavailable
 
 if TYPE_CHECKING:
@@ -89,7 +90,7 @@ class OrtBackend(Closable):
         bundle: Bundle,
         precision: str = "fp32",
         device: Device = "cpu",
-        branches: Sequence[Branch] = ("video", "text"),
+        branches: Sequence[Branch] = BRANCHES,
         options: OrtOptions | None = None,
     ) -> None:
         self.precision = precision
