@@ -3,7 +3,7 @@
 Per precision: cosine between its embeddings and the fp32 ones (mean, min; video and text),
 token-selector agreement (fraction of videos whose selected token set is identical, and whose
 order is identical too) and, on a retrieval set, R@1/5/10 with the demo's rule
-(``pig.demo.evaluate``). Written into the bundle as ``accuracy_report.json``.
+(``pig.metrics``). Written into the bundle as ``accuracy_report.json``.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pig.calibration.data import EvalSet
 from pig.engine.bundle import Bundle
 from pig.engine.fsutil import write_json_atomic
 from pig.engine.graphs import INPUT_NAMES, OUTPUT_NAME, TOPK_INDICES
+from pig.metrics import retrieval_metrics, retrieval_ranks
 
 REPORT = "accuracy_report.json"
 
@@ -51,8 +52,6 @@ def selector_agreement(ref: np.ndarray, got: np.ndarray) -> dict[str, float]:
 
 def _retrieval(text: np.ndarray, video: np.ndarray, keys: list[tuple[str, ...]]
                ) -> dict[str, float]:
-    from pig.demo.evaluate import retrieval_metrics, retrieval_ranks
-
     m = retrieval_metrics(retrieval_ranks(text @ video.T, keys, keys))
     return {k: m[k] for k in ("R@1", "R@5", "R@10")}
 

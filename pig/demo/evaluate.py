@@ -5,7 +5,7 @@ and mean rank for (a) the PIG vector in PyTorch (the checkpoint as shipped, fp16
 upcast), (b) the exported fp32 ONNX bundle in ONNX Runtime, (c) the plain CLIP-ViP vector
 (projected video CLS, no pseudo-query interaction) of the same model and (d) with
 ``--baseline``, the paper's ablation: the CLIP-ViP vector of a model trained with the CLIP-ViP
-objective only (``python -m pig.export.train --steps 0``). Clips that share every attribute are
+objective only (``python -m pig.demo.train --steps 0``). Clips that share every attribute are
 interchangeable: retrieving any of them counts as correct.
 
 ``python -m pig.demo.evaluate --checkpoint models/pig-tiny/pig_tiny.pt --config
@@ -18,7 +18,7 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Hashable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -27,45 +27,10 @@ import numpy as np
 
 from pig.demo import dataset, synth
 from pig.errors import PigError
+from pig.metrics import retrieval_metrics, retrieval_ranks
 
 RULE = ("a retrieved clip whose attributes (shape, colour, size, motion, background, second "
         "object) equal the query clip's counts as correct")
-
-
-def key_matches(row_keys: Sequence[Hashable], col_keys: Sequence[Hashable]) -> np.ndarray:
-    """``[R, C]`` bool: row ``i`` and column ``j`` have equal keys."""
-    ids: dict[Hashable, int] = {}
-    r = np.asarray([ids.setdefault(k, len(ids)) for k in row_keys])
-    c = np.asarray([ids.setdefault(k, len(ids)) for k in col_keys])
-    return r[:, None] == c[None, :]
-
-
-def retrieval_ranks(
-    sim: np.ndarray, query_keys: Sequence[Hashable], gallery_keys: Sequence[Hashable]
-) -> np.ndarray:
-    """1-based rank of the best-scoring correct clip for each query (row of ``sim [Q, G]``).
-
-    A gallery clip is correct for a query when its attribute key equals the query's key (so
-    clips sharing every attribute are interchangeable). Ties with wrong clips count against
-    the query: rank = 1 + #{wrong clips scoring >= the best correct clip}.
-    """
-    correct = key_matches(query_keys, gallery_keys)
-    if not correct.any(axis=1).all():
-        raise ValueError("every query needs at least one correct gallery clip")
-    best = np.where(correct, sim, -np.inf).max(axis=1, keepdims=True)
-    return 1 + np.count_nonzero((sim >= best) & ~correct, axis=1)
-
-
-def retrieval_metrics(ranks: np.ndarray) -> dict[str, float]:
-    """R@1/5/10 (percent), median rank and mean rank."""
-    ranks = np.asarray(ranks)
-    return {
-        "R@1": 100.0 * float(np.mean(ranks <= 1)),
-        "R@5": 100.0 * float(np.mean(ranks <= 5)),
-        "R@10": 100.0 * float(np.mean(ranks <= 10)),
-        "MdR": float(np.median(ranks)),
-        "MnR": float(np.mean(ranks)),
-    }
 
 
 def ranking_agreement(sim_a: np.ndarray, sim_b: np.ndarray, ranks_a: np.ndarray,

@@ -28,7 +28,7 @@ caption-consistent augmentation (:mod:`pig.demo.augment`: mirrored and time-reve
 captions re-drawn every step; off-diagonal pairs with identical attributes are left out of the
 softmaxes). The checkpoint is the model's ``state_dict`` with float tensors stored in fp16.
 
-``python -m pig.export.train --data demo_out/synth --out models/pig-tiny``
+``python -m pig.demo.train --data demo_out/synth --out models/pig-tiny``
 """
 
 from __future__ import annotations
@@ -246,7 +246,8 @@ def train(
 
 def heldout_monitor(data: Path, cfg: PigConfig) -> Callable[[PigModel], dict[str, float]]:
     """Held-out text->video R@1 of the PIG and the plain CLIP-ViP vectors (fp32 weights)."""
-    from pig.demo.evaluate import retrieval_metrics, retrieval_ranks, torch_embeddings
+    from pig.demo.evaluate import torch_embeddings
+    from pig.metrics import retrieval_metrics, retrieval_ranks
 
     clips = synth.load_manifest(data, "heldout")
     pixels = dataset.clip_pixels(data, clips, cfg.recipe())
