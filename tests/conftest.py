@@ -88,7 +88,7 @@ def small_model(small_checkpoint: Path) -> Any:
 def small_bundle(small_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A bundle exported by ``pig-export --onnx`` from the small reference checkpoint; its
     console output is kept beside it in ``pig-export.log``."""
-    from pig.export.cli import main
+    from pig.cli.export import main
 
     out = tmp_path_factory.mktemp("bundle") / "small"
     log = io.StringIO()

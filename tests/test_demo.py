@@ -42,8 +42,11 @@ def test_evaluate_reports_every_row_and_the_baseline_ablation(tmp_path, capsys) 
     run.ensure_clips(tmp_path / "data", 24)
     checkpoint, config = run.model_files()
     report_path = tmp_path / "report.json"
-    main(["--checkpoint", str(checkpoint), "--config", str(config), "--data",
-          str(tmp_path / "data"), "--baseline", str(checkpoint), "--report", str(report_path)])
+    with pytest.raises(SystemExit) as stop:
+        main(["--checkpoint", str(checkpoint), "--config", str(config), "--data",
+              str(tmp_path / "data"), "--baseline", str(checkpoint), "--report",
+              str(report_path)])
+    assert stop.value.code == 0
     report = json.loads(report_path.read_text())
     metrics = report["metrics"]
     assert set(metrics) == {"PIG (PyTorch)", "CLIP-ViP vector of the PIG",
@@ -60,7 +63,7 @@ def test_evaluate_reports_a_folder_without_manifest_in_one_line(tmp_path, capsys
     with pytest.raises(SystemExit) as exit_info:
         main(["--checkpoint", str(tmp_path / "missing.pt"), "--data", str(tmp_path)])
     assert exit_info.value.code == 2
-    assert capsys.readouterr().err == f"evaluate: error: {tmp_path / 'missing.pt'}: no such file\n"
+    assert capsys.readouterr().err == f"pig-eval: error: {tmp_path / 'missing.pt'}: no such file\n"
     with pytest.raises(PigError, match=re.escape(f"{tmp_path}: no clips.jsonl")):
         synth.load_manifest(tmp_path, "heldout")
 
@@ -367,8 +370,10 @@ def test_training_command_runs_both_stages_and_writes_a_loadable_model(tmp_path,
 
     synth.generate(tmp_path / "data", num_train=4, num_heldout=2, seed=3)
     out = tmp_path / "model"
-    main(["--data", str(tmp_path / "data"), "--out", str(out), "--clip-vip-steps", "2",
-          "--clip-vip-lr", "1e-3", "--steps", "1", "--batch", "2", "--log-every", "1"])
+    with pytest.raises(SystemExit) as stop:
+        main(["--data", str(tmp_path / "data"), "--out", str(out), "--clip-vip-steps", "2",
+              "--clip-vip-lr", "1e-3", "--steps", "1", "--batch", "2", "--log-every", "1"])
+    assert stop.value.code == 0
     log = json.loads((out / "train_log.json").read_text())
     assert [(st["settings"]["objective"], st["settings"]["steps"], st["settings"]["lr"])
             for st in log["stages"]] == [("clip-vip", 2, 1e-3), ("pig", 1, 5e-4)]

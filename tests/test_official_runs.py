@@ -13,13 +13,13 @@ import torch
 from conftest import reference_outputs
 from test_checkpoint import OFFICIAL_ARGS
 
+from pig.cli.export import main
 from pig.engine.bundle import Bundle
 from pig.engine.index import Entry, VideoIndex
 from pig.engine.tokenizer import ClipTokenizer
 from pig.errors import CheckpointError, IndexStoreError
 from pig.export import run_config
 from pig.export.checkpoint import load_checkpoint
-from pig.export.cli import main
 from pig.export.config import TWO_MATRIX_LOSS, infer_from_shapes
 from pig.export.model import PigModel
 
@@ -173,7 +173,9 @@ def test_two_matrix_export_end_to_end(tiny_model: PigModel, tmp_path: Path,
     args["max_txt_len"] = tiny.cfg.text_max_length
     args["clip_vision_additional_config"]["temporal_size"] = tiny.cfg.num_frames
     ckpt = _run_dir(tmp_path, tiny.state_dict(), args)
-    main(["--onnx", "--checkpoint", str(ckpt), "--out", str(tmp_path / "bundle")])
+    with pytest.raises(SystemExit) as stop:
+        main(["--onnx", "--checkpoint", str(ckpt), "--out", str(tmp_path / "bundle")])
+    assert stop.value.code == 0
     out = capsys.readouterr().out
     assert f"config: {tmp_path / 'log' / 'args.json'} (found for model_best.pt" in out
     assert "clip_unit + alpha * fused_unit" in out

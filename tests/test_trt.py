@@ -665,7 +665,7 @@ def test_trt_setup_failure_frees_earlier_branches(trt_env, monkeypatch, failure)
 
 def test_pig_export_trt_without_gpu_is_one_line_exit_2(monkeypatch, tmp_path, capsys) -> None:
     """`pig-export --trt` on a machine without a GPU: one clear line, exit 2, no plan written."""
-    from pig.export.cli import main
+    from pig.cli.export import main
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
     root = write_bundle(tmp_path / "b", SIZES)
@@ -682,7 +682,7 @@ def test_pig_export_trt_without_gpu_is_one_line_exit_2(monkeypatch, tmp_path, ca
     (["--calibrate", "--precision", "fp32"], "has none"),
 ])
 def test_pig_export_refuses_bad_trt_and_precision_options(tmp_path, capsys, argv, message) -> None:
-    from pig.export.cli import main
+    from pig.cli.export import main
 
     root = write_bundle(tmp_path / "b", SIZES)
     with pytest.raises(SystemExit) as exc:

@@ -14,13 +14,14 @@ from typing import Any
 
 import click
 
+from pig.cli import console
 from pig.engine.backends.select import BACKENDS
 from pig.engine.graphs import PRECISIONS
 from pig.engine.index import DTYPES, VideoIndex
 from pig.errors import PigError
 
 EXIT_FAILED = 1
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = console.EXIT_INTERRUPTED
 
 _PATH = click.Path(path_type=Path)
 _backend = click.option("--backend", type=click.Choice(BACKENDS), default="auto",
@@ -35,7 +36,7 @@ def _log(msg: str) -> None:
     click.echo(msg, err=True)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings=console.CONTEXT)
 def cli() -> None:
     """PIG text-to-video retrieval: index videos, then search them with text."""
 
@@ -198,19 +199,8 @@ def remove(index_dir: Path, paths: tuple[Path, ...]) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: user errors become one line on stderr, never a traceback."""
-    try:
-        code = cli.main(args=argv, prog_name="pig-engine", standalone_mode=False)
-    except PigError as err:
-        click.echo(f"pig-engine: error: {err}", err=True)
-        code = err.exit_code
-    except click.ClickException as err:
-        err.show()
-        code = err.exit_code
-    except (KeyboardInterrupt, click.Abort):
-        click.echo("pig-engine: interrupted", err=True)
-        code = EXIT_INTERRUPTED
-    sys.exit(code or 0)
+    """Console entry point (errors: :mod:`pig.cli.console`)."""
+    console.run(cli, argv, "pig-engine")
 
 
 if __name__ == "__main__":

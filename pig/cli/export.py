@@ -1,15 +1,15 @@
 """``pig-export``: turn a PIG checkpoint into a bundle.
 
 One command whose action flags run in a fixed order on the same ``--out`` bundle:
-``--onnx`` (checkpoint -> fp32 graphs + manifest), then further actions (``--calibrate``,
-``--trt``) that read the bundle ``--onnx`` wrote or that already exists. User errors print one
-line and exit 2.
+``--onnx`` (checkpoint -> fp32 graphs + manifest, :mod:`pig.export`), then further actions
+(``--calibrate``, :mod:`pig.calibration`; ``--trt``, :mod:`pig.engine.trt`) that read the bundle
+``--onnx`` wrote or that already exists. It lives above the three packages it drives. Errors:
+:mod:`pig.cli.console`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +18,7 @@ from typing import Any
 import click
 
 from pig.calibration.options import calibrate_options
+from pig.cli import console
 from pig.engine.graphs import BRANCHES, CALIBRATED_PRECISIONS, PRECISIONS
 from pig.engine.trt.profiles import BatchProfile
 from pig.errors import PigError
@@ -99,7 +100,7 @@ def run_trt(out: Path, precision: str, profile: BatchProfile, workspace_gib: flo
             click.echo(f"  {branch:<6} {plan} ({_human(plan.stat().st_size)})")
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(context_settings=console.CONTEXT)
 @click.option("--onnx", "do_onnx", is_flag=True,
               help="Export the checkpoint to fp32 ONNX graphs + manifest in --out.")
 @click.option("--checkpoint", type=click.Path(path_type=Path),
@@ -147,17 +148,7 @@ def cli(do_onnx: bool, checkpoint: Path | None, config: Path | None, assume_rele
 
 
 def main(argv: list[str] | None = None) -> None:
-    try:
-        cli.main(args=argv, prog_name="pig-export", standalone_mode=False)
-    except PigError as err:
-        click.echo(f"pig-export: error: {err}", err=True)
-        sys.exit(err.exit_code)
-    except click.exceptions.Abort:
-        click.echo("pig-export: aborted", err=True)
-        sys.exit(130)
-    except click.ClickException as err:
-        err.show()
-        sys.exit(2)
+    console.run(cli, argv, "pig-export")
 
 
 if __name__ == "__main__":
