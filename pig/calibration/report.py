@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from pig.calibration.data import EvalSet
+from pig.engine.backends.onnxruntime import cpu_session
 from pig.engine.bundle import Bundle
 from pig.engine.fsutil import write_json_atomic
 from pig.engine.graphs import INPUT_NAMES, OUTPUT_NAME, TOPK_INDICES
@@ -26,11 +27,7 @@ REPORT = "accuracy_report.json"
 def run_graph(path: Path, name: str, data: np.ndarray, batch: int = 32
               ) -> dict[str, np.ndarray]:
     """``{output name: array}`` of the graph at ``path`` over ``data`` in batches (ORT, CPU)."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    session = cpu_session(path)
     parts = [session.run(None, {name: np.ascontiguousarray(data[i:i + batch])})
              for i in range(0, len(data), batch)]
     names = [o.name for o in session.get_outputs()]

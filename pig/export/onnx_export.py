@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 import pig
+from pig.engine.backends.onnxruntime import cpu_session
 from pig.engine.bundle import (
     FORMAT,
     FORMAT_VERSION,
@@ -107,13 +108,6 @@ def export_graph(module: nn.Module, example: Tensor, path: Path, input_name: str
     onnx.checker.check_model(model, full_check=True)
 
 
-def run_onnx(path: Path, feed: dict[str, np.ndarray], threads: int = 0) -> list[np.ndarray]:
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    return sess.run(None, feed)
-
-
 def max_rel_diff(got: np.ndarray, ref: np.ndarray) -> tuple[float, float]:
     """(max abs difference, that divided by max|ref|)."""
     diff = float(np.abs(got.astype(np.float64) - ref).max())
@@ -177,8 +171,8 @@ def export_bundle(ckpt: LoadedCheckpoint, out_dir: str | Path,
         parity: dict[str, float] = {}
         with stage("parity: ONNX Runtime vs PyTorch"), torch.no_grad():
             v, t = model.encode_video(pixels), model.encode_text(ids)
-            got_v = run_onnx(video, {INPUT_NAMES["video"]: pixels.numpy()})
-            got_t = run_onnx(text, {INPUT_NAMES["text"]: ids.numpy()})
+            got_v = cpu_session(video).run(None, {INPUT_NAMES["video"]: pixels.numpy()})
+            got_t = cpu_session(text).run(None, {INPUT_NAMES["text"]: ids.numpy()})
             checks = {"video": (got_v[0], model.retrieval_vector(v)), "video_clip": (got_v[1],
                       v.clip_embed_norm), "text": (got_t[0], t.embed_norm)}
             for name, (got, ref) in checks.items():

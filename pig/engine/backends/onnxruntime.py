@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -50,6 +51,17 @@ def session_options(opts: OrtOptions) -> Any:
     so.add_session_config_entry("session.intra_op.allow_spinning", "1" if opts.spin else "0")
     so.log_severity_level = 3  # errors only: the provider check below reports fallbacks
     return so
+
+
+def cpu_session(model: str | Path | bytes, threads: int = 0) -> Any:
+    """A plain ONNX Runtime CPU session with the engine's options, for the offline tools that
+    run graphs outside a backend: export parity, INT8 calibration, accuracy reports.
+    ``model``: a file or a serialized ModelProto."""
+    import onnxruntime as ort
+
+    source = model if isinstance(model, bytes) else str(model)
+    return ort.InferenceSession(source, session_options(OrtOptions(threads=threads)),
+                                providers=[_PROVIDER["cpu"]])
 
 
 def create_session(path: str, device: Device, opts: OrtOptions) -> Any:
