@@ -128,8 +128,8 @@ def search(queries: tuple[str, ...], queries_file: Path | None, index_dir: Path,
     texts = _read_queries(queries, queries_file)
     with Searcher(index_dir, bundle, backend, precision, log=_log) as searcher:
         results = searcher.search(texts, k, exact=exact)
-        cut = searcher.tokenizer.truncated(texts)
-        length = searcher.tokenizer.spec.max_length
+        cut = searcher.truncated(texts)
+        length = searcher.bundle.tokenizer_spec.max_length
     for i, (text, hits, truncated) in enumerate(zip(texts, results, cut, strict=True), 1):
         if truncated:
             _log(f"note: query {i} is longer than the model's text length ({length} tokens "

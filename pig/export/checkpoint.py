@@ -21,7 +21,7 @@ from pig.export.config import PigConfig, infer_from_shapes
 from pig.export.model import PigModel
 
 _WRAPPERS = ("model", "state_dict")
-# The official resume file (``<output_dir>/ckpt/restore.pt``, E2E_TrainingRestorer):
+# The official resume file ``restore.pt`` (E2E_TrainingRestorer):
 # {global_step, model_state_dict (fp16), optim_state_dict, amp_state_dict}.
 _RESUME = "model_state_dict"
 _PIG_PREFIXES = ("encoder.clipmodel.", "generator.clip_reconstructor.", "fusioner.")
