@@ -3,9 +3,9 @@
 The official training script writes the run's arguments to ``<output_dir>/log/args.json`` and
 its checkpoints to ``<output_dir>/ckpt/`` (``model_best.pt``, ``model_step_N.pt``); the
 resume file ``restore.pt`` is found the same way beside it or in the output directory (the
-``log/args.json`` candidate). What tensor shapes cannot tell (top-k, head reduction, fusion heads and
-temperature, text length, the loss variant) comes from that file; without one, ``pig-export``
-refuses unless told to assume the released MSR-VTT B/32 values.
+``log/args.json`` candidate). What tensor shapes cannot tell (top-k, head reduction, fusion
+heads and temperature, text length, the loss variant) comes from that file; without one,
+``pig-export`` refuses unless told to assume the released MSR-VTT B/32 values.
 """
 
 from __future__ import annotations
