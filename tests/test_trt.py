@@ -815,12 +815,11 @@ def _export_trt(root, capsys, *args: str) -> str:
     """``pig-export --out ROOT --trt ARGS``; its stdout + stderr (asserted exit 0)."""
     from pig.cli.export import main
 
-    try:
+    with pytest.raises(SystemExit) as stop:
         main(["--out", str(root), "--trt", *args])
-    except SystemExit as stop:
-        out = capsys.readouterr()
-        pytest.fail(f"pig-export exited {stop.code}: {out.err}")
     out = capsys.readouterr()
+    if stop.value.code != 0:
+        pytest.fail(f"pig-export exited {stop.value.code}: {out.err}")
     return out.out + out.err
 
 
