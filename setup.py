@@ -69,7 +69,7 @@ setup(
     },
     entry_points={
         "console_scripts": [
-            "pig-export=pig.export.cli:main",
+            "pig-export=pig.cli.export:main",
             "pig-engine=pig.engine.cli:main",
             "pig-eval=pig.demo.evaluate:main",
         ]
