@@ -73,7 +73,9 @@ def cli_json(capsys: pytest.CaptureFixture[str], index: Path, queries: list[str]
 
 def assert_same_hits(served: list[dict[str, Any]], cli: list[dict[str, Any]]) -> None:
     """Same queries, fields, order, ranks, paths and ids; scores to ``SCORE_TOL``."""
-    assert [r["query"] for r in served] == [r["query"] for r in cli]
+    assert [list(r) for r in served] == [list(r) for r in cli]
+    assert [(r["query"], r["truncated"]) for r in served] == \
+        [(r["query"], r["truncated"]) for r in cli]
     for s, c in zip(served, cli, strict=True):
         assert [list(h) for h in s["results"]] == [list(h) for h in c["results"]]
         assert [{**h, "score": None} for h in s["results"]] == \
@@ -108,6 +110,11 @@ def test_search_equals_cli_json(server: Server, index: Path,
             assert len(segments) > N_CLIPS and any(h["start_s"] > 0 for h in segments)
 
     # concurrent single-query requests are batched together and each gets its own answer
+    long = " ".join(["a red circle moves to the left"] * 10)  # over the 16-token text length
+    reference = cli_json(capsys, index, [long])
+    assert reference[0]["truncated"] is True
+    assert_same_hits(search(server.url, {"query": long}).json()["results"], reference)
+
     reference = {q: cli_json(capsys, index, [q], "-k", 5) for q in QUERIES}
     batches, batched = (metric(server.url, f"pig_batch_size_{s}") for s in ("count", "sum"))
     with ThreadPoolExecutor(16) as pool:

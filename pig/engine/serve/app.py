@@ -214,8 +214,9 @@ def create_app(service: Service, api_key: str | None = None) -> FastAPI:
         texts = req.texts()
         found = await run(Job(texts, req.k, req.exact, req.group_by))
         assert isinstance(found, Found)
-        results = [{"query": text, "results": [hit_json(r, h) for r, h in enumerate(hits, 1)]}
-                   for text, hits in zip(texts, found.hits, strict=True)]
+        results = [{"query": text, "truncated": cut,
+                    "results": [hit_json(r, h) for r, h in enumerate(hits, 1)]}
+                   for text, hits, cut in zip(texts, found.hits, found.truncated, strict=True)]
         return JSONResponse({"generation": found.generation, "results": results})
 
     @api.post("/v1/embeddings", response_model=EmbeddingsResponse, tags=["search"])

@@ -68,6 +68,8 @@ class SearchHit(BaseModel):
 
 class QueryResult(BaseModel):
     query: str
+    truncated: bool = Field(description="longer than the model's text length: only its "
+                            "beginning was searched")
     results: list[SearchHit]
 
 

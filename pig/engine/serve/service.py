@@ -73,6 +73,7 @@ class Encoded:
 class Found:
     generation: int
     hits: list[list[Hit]]
+    truncated: list[bool]  # per query: longer than the model's text length (cut there)
 
 
 class Service:
@@ -134,6 +135,7 @@ class Service:
         m, s = self.metrics, self.searcher
         with m.stage("tokenize"):
             ids = s.tokenizer.encode(texts)
+            cut = s.truncated(texts)
         with m.stage("encode"):
             vectors = s.encoder.encode_text(ids)
         m.batch_size.observe(len(texts))
@@ -156,7 +158,7 @@ class Service:
                 start = 0
                 for i in members:
                     n = len(jobs[i].texts)
-                    out[i] = Found(generation, hits[start:start + n])
+                    out[i] = Found(generation, hits[start:start + n], cut[rows[i]])
                     start += n
         return out  # type: ignore[return-value]
 
