@@ -101,10 +101,47 @@ class IndexReport:
         return "\n".join(lines)
 
 
-@dataclass
-class _Failure:
+@dataclass(frozen=True)
+class Failure:
+    """Why one file could not be indexed (recorded in the catalog; the run goes on)."""
+
     path: str
     reason: str
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """One file read and sampled by :func:`decode_file`: its catalog entry and frames."""
+
+    entry: Entry
+    frames: np.ndarray
+
+
+def decode_file(plan: Plan, recipe: PreprocessRecipe) -> Decoded | Failure:
+    """Stat + hash, decode and sample one planned file; a bad file gives a :class:`Failure`.
+
+    The per-file work of every engine (the local workers and the Ray decode tasks)."""
+    try:
+        entry = Entry.from_file(plan.path, frames=0, digest=plan.digest)
+        sampled = read_video(plan.path, recipe.num_frames, threads=1)
+    except VideoReadError as err:
+        return Failure(plan.path, err.reason)
+    except OSError as err:
+        return Failure(plan.path, f"cannot read the file ({err.strerror})")
+    except Exception as err:  # an unforeseen decoder error must not stop the run
+        return Failure(plan.path, f"unexpected {type(err).__name__}: {err}")
+    return Decoded(replace(entry, frames=sampled.frame_count), sampled.frames)
+
+
+def preprocess_file(decoded: Decoded, recipe: PreprocessRecipe, out: np.ndarray
+                    ) -> Failure | None:
+    """Preprocess ``decoded``'s frames into ``out`` (one batch slot); zeroes it on failure."""
+    try:
+        preprocess_frames(decoded.frames, recipe, out=out, threads=1)
+    except (ValueError, TypeError) as err:
+        out[...] = 0
+        return Failure(decoded.entry.path, f"preprocessing failed ({err})")
+    return None
 
 
 @dataclass
@@ -193,6 +230,75 @@ def _deferred_sigint(flag: threading.Event) -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
+class IndexWriter:
+    """The driver's side of a run, the one thread that touches the index: records each
+    file's result and commits every ``commit_seconds``, stretched to 10x the last commit's
+    duration for large indexes (a commit rewrites the vectors file); 0 commits after every
+    batch."""
+
+    def __init__(self, index: VideoIndex, report: IndexReport, commit_seconds: float,
+                 advance: Callable[[int], object]) -> None:
+        self.index, self.report, self._advance = index, report, advance
+        self._commit_seconds = self._interval = commit_seconds
+        self._last_commit = time.monotonic()
+
+    def fail(self, failure: Failure) -> None:
+        self.index.record_failure(failure.path, failure.reason)
+        self.report.failed.append((failure.path, failure.reason))
+        self._advance(1)
+
+    def add(self, entries: Sequence[Entry], vectors: np.ndarray) -> None:
+        """Add one batch's vectors (a row per entry), then commit if one is due."""
+        if entries:
+            self.index.add(entries, vectors)
+        self.report.indexed += len(entries)
+        self._advance(len(entries))
+        if time.monotonic() - self._last_commit >= self._interval:
+            t = time.monotonic()
+            self.index.commit()
+            self.report.commits += 1
+            self._last_commit = time.monotonic()
+            if self._commit_seconds > 0:  # keep commits under ~10% of the time
+                self._interval = max(self._commit_seconds, 10 * (self._last_commit - t))
+
+
+Embed = Callable[[list[Plan], IndexWriter, threading.Event], None]
+
+
+def run_plans(index: VideoIndex, files: Iterable[str | os.PathLike[str]],
+              options: PipelineOptions, embed: Embed, progress: bool = False) -> IndexReport:
+    """Plan ``files`` against the catalog, hand the ones to embed to ``embed`` (an engine:
+    the local pipeline or Ray) with an :class:`IndexWriter`, commit at the end.
+
+    Ctrl-C sets the event given to ``embed``, which stops at a safe point by raising
+    KeyboardInterrupt; what is encoded by then is committed and the report says
+    ``interrupted``."""
+    t0 = time.perf_counter()
+    report = IndexReport()
+    todo: list[Plan] = []
+    for f in files:
+        plan = index.plan(f, retry_failed=options.retry_failed)
+        report.files += 1
+        if plan.action == "embed":
+            todo.append(plan)
+        else:
+            report.skipped[plan.reason] += 1
+    if todo:
+        with tqdm(total=len(todo), unit="video", desc="indexing", disable=not progress,
+                  file=sys.stderr, smoothing=0.1) as bar:
+            interrupt = threading.Event()
+            writer = IndexWriter(index, report, options.commit_seconds, bar.update)
+            try:
+                with _deferred_sigint(interrupt):
+                    embed(todo, writer, interrupt)
+            except KeyboardInterrupt:
+                report.interrupted = True
+    index.commit()
+    report.commits += 1
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
 class Pipeline:
     """Runs decode/preprocess workers against one encoder and one writable index."""
 
@@ -207,32 +313,9 @@ class Pipeline:
     def run(self, index: VideoIndex, files: Iterable[str | os.PathLike[str]],
             progress: bool = False) -> IndexReport:
         """Index ``files`` (already discovered) into ``index``; see the module docstring."""
-        t0 = time.perf_counter()
-        report = IndexReport()
-        todo: list[Plan] = []
-        for f in files:
-            plan = index.plan(f, retry_failed=self.options.retry_failed)
-            report.files += 1
-            if plan.action == "embed":
-                todo.append(plan)
-            else:
-                report.skipped[plan.reason] += 1
-        if todo:
-            with tqdm(total=len(todo), unit="video", desc="indexing", disable=not progress,
-                      file=sys.stderr, smoothing=0.1) as bar:
-                interrupt = threading.Event()
-                try:
-                    with _deferred_sigint(interrupt):
-                        self._embed(index, todo, report, bar.update, interrupt)
-                except KeyboardInterrupt:
-                    report.interrupted = True
-        index.commit()
-        report.commits += 1
-        report.seconds = time.perf_counter() - t0
-        return report
+        return run_plans(index, files, self.options, self._embed, progress)
 
-    def _embed(self, index: VideoIndex, todo: list[Plan], report: IndexReport,
-               advance: Callable[[int], object], interrupt: threading.Event) -> None:
+    def _embed(self, todo: list[Plan], writer: IndexWriter, interrupt: threading.Event) -> None:
         opts = self.options
         results: queue.Queue[Any] = queue.Queue()
         stop = threading.Event()
@@ -244,7 +327,7 @@ class Pipeline:
         try:
             for plan in todo:
                 pool.submit(self._work, plan, assembler, results)
-            pending, last_commit, interval = len(todo), time.monotonic(), opts.commit_seconds
+            pending = len(todo)
             while pending:
                 if interrupt.is_set():
                     raise KeyboardInterrupt
@@ -254,62 +337,58 @@ class Pipeline:
                     continue
                 if isinstance(item, BaseException):
                     raise item
-                if isinstance(item, _Failure):
-                    index.record_failure(item.path, item.reason)
-                    report.failed.append((item.path, item.reason))
+                if isinstance(item, Failure):
+                    writer.fail(item)
                     pending -= 1
-                    advance(1)
                     continue
                 vectors = self.encoder.encode_video(item.buffer[: item.reserved])
                 assembler.release(item.buffer)
                 keep = [i for i, e in enumerate(item.entries[: item.reserved]) if e is not None]
-                if keep:
-                    index.add([item.entries[i] for i in keep], vectors[keep])
-                report.indexed += len(keep)
+                writer.add([item.entries[i] for i in keep], vectors[keep])  # type: ignore[misc]
                 pending -= len(keep)
-                advance(len(keep))
-                if time.monotonic() - last_commit >= interval:
-                    t = time.monotonic()
-                    index.commit()
-                    report.commits += 1
-                    last_commit = time.monotonic()
-                    if opts.commit_seconds > 0:
-                        # a commit rewrites the vectors file: keep commits under ~10% of time
-                        interval = max(opts.commit_seconds, 10 * (last_commit - t))
         finally:
             stop.set()
             pool.shutdown(wait=True, cancel_futures=True)
 
     def _work(self, plan: Plan, assembler: _Assembler, results: queue.Queue[Any]) -> None:
-        """One file: stat + hash, decode, then preprocess into a batch slot (worker thread)."""
+        """One file: decode, then preprocess into a batch slot (worker thread)."""
         try:
-            try:
-                entry = Entry.from_file(plan.path, frames=0, digest=plan.digest)
-                sampled = read_video(plan.path, self.recipe.num_frames, threads=1)
-            except VideoReadError as err:
-                results.put(_Failure(plan.path, err.reason))
-                return
-            except OSError as err:
-                results.put(_Failure(plan.path, f"cannot read the file ({err.strerror})"))
-                return
-            except Exception as err:  # an unforeseen decoder error must not stop the run
-                results.put(_Failure(plan.path, f"unexpected {type(err).__name__}: {err}"))
+            decoded = decode_file(plan, self.recipe)
+            if isinstance(decoded, Failure):
+                results.put(decoded)
                 return
             batch, slot = assembler.reserve()
-            try:
-                preprocess_frames(sampled.frames, self.recipe, out=batch.buffer[slot], threads=1)
-            except (ValueError, TypeError) as err:
-                batch.buffer[slot] = 0
-                results.put(_Failure(plan.path, f"preprocessing failed ({err})"))
-                assembler.fill(batch, slot, None)
-                return
-            assembler.fill(batch, slot, replace(entry, frames=sampled.frame_count))
+            failure = preprocess_file(decoded, self.recipe, batch.buffer[slot])
+            if failure is not None:
+                results.put(failure)
+            assembler.fill(batch, slot, decoded.entry if failure is None else None)
         except _Stopped:
             pass
         except BaseException as err:  # a bug, not a bad file: stop the run with it
             results.put(err)
         finally:
             assembler.task_done()
+
+
+Engine = Callable[..., contextlib.AbstractContextManager[tuple[dict[str, Any], Embed]]]
+"""Opens the encoding side of a run: ``engine(bundle, backend, precision, options, log)``
+gives the producer facts recorded in the index (bundle, backend, precision) and the
+:data:`Embed` that runs the planned files."""
+
+
+@contextlib.contextmanager
+def local_engine(bundle: Bundle, backend: str, precision: str | None, options: PipelineOptions,
+                 log: Callable[[str], None] | None) -> Iterator[tuple[dict[str, Any], Embed]]:
+    """This process: decode threads and one encoder (:class:`Pipeline`)."""
+    kwargs: dict[str, Any] = {"log": log} if log is not None else {}
+    encoder = open_backend(bundle, backend, precision, branches=("video",),
+                           ort_options=OrtOptions(threads=options.encoder_threads), **kwargs)
+    try:
+        info = {"bundle": str(Path(bundle.dir).resolve()), "backend": encoder.name,
+                "precision": encoder.precision}
+        yield info, Pipeline(encoder, bundle.recipe, options)._embed
+    finally:
+        encoder.close()
 
 
 def index_videos(
@@ -325,8 +404,10 @@ def index_videos(
     options: PipelineOptions | None = None,
     progress: bool = False,
     log: Callable[[str], None] | None = None,
+    engine: Engine = local_engine,
 ) -> IndexReport:
-    """Discover ``paths``, open the encoder and the index (created if missing), run.
+    """Discover ``paths``, open the engine (the encoder) and the index (created if missing),
+    run.
 
     Folders that cannot be read are skipped and listed in the report; the files under them
     that an earlier run indexed stay in the index.
@@ -339,18 +420,11 @@ def index_videos(
     VideoIndex.check_writable(index_dir)
     if (Path(index_dir) / MANIFEST_NAME).is_file():
         VideoIndex.open(index_dir, fingerprint=bundle.fingerprint, view=True).close()
-    kwargs: dict[str, Any] = {"log": log} if log is not None else {}
-    encoder = open_backend(bundle, backend, precision, branches=("video",),
-                           ort_options=OrtOptions(threads=options.encoder_threads), **kwargs)
-    info = {"bundle": str(Path(bundle.dir).resolve()), "backend": encoder.name,
-            "precision": encoder.precision}
-    try:
-        with VideoIndex.open_or_create(
-            index_dir, fingerprint=bundle.fingerprint, dim=bundle.embedding_dim,
-            bundle_info=info, dtype=dtype, **(usearch_settings or {}),
-        ) as index:
-            report = Pipeline(encoder, bundle.recipe, options).run(index, files, progress)
-    finally:
-        encoder.close()
+    with engine(bundle, backend, precision, options, log) as (info, embed), \
+            VideoIndex.open_or_create(
+                index_dir, fingerprint=bundle.fingerprint, dim=bundle.embedding_dim,
+                bundle_info=info, dtype=dtype, **(usearch_settings or {}),
+            ) as index:
+        report = run_plans(index, files, options, embed, progress)
     report.unreadable = sorted(unreadable)
     return report

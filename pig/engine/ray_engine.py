@@ -1,0 +1,261 @@
+"""``pig-engine index --engine ray``: the decode and encode stages on Ray Data.
+
+::
+
+    driver (this process): discover, plan against the catalog (pipeline.run_plans)
+      Ray Data:  from_items(planned files)
+                 -> map(decode + preprocess)       CPU tasks, --decode-cpus at once
+                 -> map_batches(_Encoder)          actor pool (--encoders), each opens the
+                                                   bundle once; --encoder-gpus per actor
+                 -> iter_batches                   streaming: Ray's backpressure bounds
+                                                   the blocks in flight
+    driver: pipeline.IndexWriter adds and commits (the local pipeline's commit protocol)
+
+The per-file work is :func:`pig.engine.pipeline.decode_file` and
+:func:`~pig.engine.pipeline.preprocess_file`, the functions the local workers call; a file a
+worker cannot read comes back as that file's failure. The driver alone writes the index, so
+a killed driver leaves the last commit and a rerun (either engine) does the rest; a result
+that arrives twice (a retried task) is added once. Encoder actors are restarted by Ray when
+they die and their batches retried (Ray Data's actor defaults: ``max_restarts=-1``,
+``max_task_retries=-1``); decode tasks are retried (``max_retries``).
+
+Ray is imported only here, when the engine is used. Without an address Ray starts in this
+process (on this machine); with one it joins that cluster, whose every node needs
+pig-engine with the ``ray`` extra and the bundle and videos at the same paths (a shared
+filesystem).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import platform
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pig.engine.backends.onnxruntime import OrtOptions
+from pig.engine.backends.select import choose, open_backend
+from pig.engine.bundle import Bundle
+from pig.engine.index import Entry, Plan
+from pig.engine.pipeline import (
+    Decoded,
+    Embed,
+    Failure,
+    IndexWriter,
+    PipelineOptions,
+    decode_file,
+    preprocess_file,
+)
+from pig.engine.recipe import PreprocessRecipe
+from pig.errors import PigError
+
+INSTALL = "pip install 'pig-engine[ray]' (ray[data]==2.60.0)"
+SHARED = ("the bundle and the videos must be readable at the same paths on every Ray node "
+          "(a shared filesystem)")
+_ENTRY_FIELDS = [f.name for f in dataclasses.fields(Entry)]
+_FILES_PER_BLOCK = 4  # decode task granularity: a few files amortise Ray's per-task cost
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """Where and how wide to run. ``address``: a Ray cluster (``auto``, ``ray://...``,
+    ``host:port``); None starts Ray on this machine. ``decode_cpus``: decode tasks at once
+    (None: as many as the cluster has CPUs free). ``encoders``: encoder actors.
+    ``encoder_gpus``: GPUs per actor (None: 1 where the cluster has GPUs, else 0, which runs
+    ONNX Runtime on CPU; fractions pack several actors on one GPU)."""
+
+    address: str | None = None
+    decode_cpus: int | None = None
+    encoders: int = 1
+    encoder_gpus: float | None = None
+
+
+def _import_ray() -> Any:
+    try:
+        import ray
+        import ray.data
+    except ImportError:
+        raise PigError(f"--engine ray needs Ray Data, not installed here: {INSTALL}") from None
+    return ray
+
+
+@dataclass(frozen=True)
+class _Choice:
+    """The backend every encoder actor opens (chosen once, on an encoder's resources)."""
+
+    backend: str
+    device: str
+    precision: str
+    node: str
+
+
+def _choose(bundle_dir: str, backend: str, precision: str | None) -> _Choice:
+    """Runs as a Ray task with an encoder actor's resources: load the bundle there, choose."""
+    c = choose(Bundle.load(bundle_dir), backend, precision, ("video",))[0]
+    return _Choice(c.backend, c.device, c.precision, platform.node())
+
+
+def _decode(row: dict[str, Any], recipe: PreprocessRecipe) -> dict[str, Any]:
+    """One planned file -> one row: its entry fields + preprocessed pixels, or its error."""
+    path = os.fsdecode(row["path"])
+    plan = Plan(path, "embed", str(row["reason"]), str(row["digest"]) or None)
+    pixels = np.zeros((recipe.num_frames, 3, recipe.size, recipe.size), np.float32)
+    item: Decoded | Failure = decode_file(plan, recipe)
+    if isinstance(item, Decoded):
+        item = preprocess_file(item, recipe, pixels) or item
+    if isinstance(item, Failure):
+        fields: dict[str, Any] = {"size": 0, "mtime_ns": 0, "digest": "", "frames": 0}
+        return {**fields, "path": row["path"], "error": item.reason, "pixels": pixels}
+    fields = dataclasses.asdict(item.entry)
+    return {**fields, "path": row["path"], "error": "", "pixels": pixels}
+
+
+class _Encoder:
+    """A Ray Data actor: opens the bundle's video encoder once, encodes batches of rows."""
+
+    def __init__(self, bundle_dir: str, choice: _Choice, threads: int) -> None:
+        bundle = Bundle.load(bundle_dir)
+        self.dim = bundle.embedding_dim
+        self.encoder = open_backend(bundle, choice.backend, choice.precision,
+                                    branches=("video",), ort_device=choice.device,
+                                    ort_options=OrtOptions(threads=threads), log=lambda _: None)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        ok = batch["error"] == ""
+        vectors = np.zeros((len(ok), self.dim), np.float32)
+        if ok.any():
+            vectors[ok] = self.encoder.encode_video(batch["pixels"][ok])
+        out = {k: v for k, v in batch.items() if k != "pixels"}
+        out["vector"] = vectors
+        return out
+
+
+def _write(batch: dict[str, np.ndarray], writer: IndexWriter, done: set[str]) -> None:
+    """The driver's side of one encoded batch: failures recorded, vectors added, each file
+    once (a retried block can deliver a file again)."""
+    entries, rows = [], []
+    columns = {name: batch[name].tolist() for name in _ENTRY_FIELDS if name != "path"}
+    for i, raw in enumerate(batch["path"]):
+        path = os.fsdecode(bytes(raw))
+        if path in done:
+            continue
+        done.add(path)
+        if batch["error"][i]:
+            writer.fail(Failure(path, str(batch["error"][i])))
+            continue
+        entries.append(Entry(path=path, **{name: col[i] for name, col in columns.items()}))
+        rows.append(i)
+    writer.add(entries, batch["vector"][rows])
+
+
+def _embed(ray: Any, bundle: Bundle, choice: _Choice, options: PipelineOptions,
+           ray_options: RayOptions, encoder_gpus: float, todo: list[Plan], writer: IndexWriter,
+           interrupt: threading.Event) -> None:
+    items = [{"path": os.fsencode(p.path), "reason": p.reason, "digest": p.digest or ""}
+             for p in todo]
+    blocks = max(1, -(-len(items) // _FILES_PER_BLOCK))
+    # Decode tasks reserve a CPU each, encoder actors none: their ONNX Runtime threads share
+    # the cores with the decoders, as in the local pipeline (and differing resources keep
+    # Ray Data from fusing the decode into the actors, which would serialise it there).
+    ds = (
+        ray.data.from_items(items, override_num_blocks=blocks)
+        .map(_decode, fn_kwargs={"recipe": bundle.recipe}, num_cpus=1,
+             compute=ray.data.TaskPoolStrategy(size=ray_options.decode_cpus))
+        .map_batches(_Encoder, fn_constructor_args=(str(bundle.dir), choice,
+                                                    options.encoder_threads),
+                     batch_size=options.batch_size, batch_format="numpy",
+                     compute=ray.data.ActorPoolStrategy(size=ray_options.encoders),
+                     num_cpus=0, num_gpus=encoder_gpus)
+    )
+    done: set[str] = set()
+    batches = iter(ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1))
+    try:
+        for batch in batches:
+            _write(batch, writer, done)
+            if interrupt.is_set():
+                raise KeyboardInterrupt
+    except PigError:
+        raise
+    except Exception as err:  # e.g. an encoder actor on a node that cannot read the bundle
+        user = _user_error(err)
+        if user is None:
+            raise
+        raise _shared_error(str(bundle.dir), user) from None
+    finally:  # stop the streaming execution now, not when Ray is already shut down
+        batches.close()
+
+
+def _user_error(err: BaseException | None) -> PigError | None:
+    """The PigError behind a Ray error (a worker's cause, chained), if there is one."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, PigError):
+            return err
+        err = getattr(err, "cause", None) or err.__cause__
+    return None
+
+
+def _shared_error(what: str, err: BaseException) -> PigError:
+    return PigError(f"{what}: {_user_error(err) or err} (on a Ray node); {SHARED}")
+
+
+class RayEngine:
+    """An :data:`pig.engine.pipeline.Engine` running the encode side on Ray Data."""
+
+    def __init__(self, options: RayOptions | None = None) -> None:
+        self.options = options or RayOptions()
+        if self.options.encoders < 1:
+            raise PigError(f"--encoders must be >= 1, got {self.options.encoders}")
+
+    @contextlib.contextmanager
+    def __call__(self, bundle: Bundle, backend: str, precision: str | None,
+                 options: PipelineOptions, log: Callable[[str], None] | None
+                 ) -> Iterator[tuple[dict[str, Any], Embed]]:
+        ray = _import_ray()
+        started = not ray.is_initialized()
+        if started:
+            self._init(ray)
+        try:
+            ctx = ray.data.DataContext.get_current()
+            ctx.enable_progress_bars = False  # the pipeline's tqdm bar shows progress
+            ctx.print_on_execution_start = False
+            logging.getLogger("ray.data").setLevel(logging.ERROR)
+            gpus = self.options.encoder_gpus
+            if gpus is None:
+                gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
+            probe = ray.remote(num_cpus=0, num_gpus=gpus, max_retries=0)(_choose)
+            try:
+                choice = ray.get(probe.remote(str(bundle.dir), backend, precision))
+            except PigError as err:
+                raise _shared_error(str(bundle.dir), err) from None
+            if log is not None:
+                log(f"ray: {ray.cluster_resources().get('CPU', 0):g} CPUs, "
+                    f"{self.options.encoders} encoder(s) x {gpus:g} GPU: {choice.backend} "
+                    f"({choice.device}, {choice.precision}) as chosen on {choice.node}")
+            info = {"bundle": str(Path(bundle.dir).resolve()), "backend": choice.backend,
+                    "precision": choice.precision, "engine": "ray"}
+            yield info, partial(_embed, ray, bundle, choice, options, self.options, gpus)
+        finally:
+            if started:
+                ray.shutdown()
+
+    def _init(self, ray: Any) -> None:
+        o = self.options
+        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
+                                  "logging_level": "warning"}
+        if o.address is None:  # this machine: one decode task per core
+            kwargs["num_cpus"] = o.decode_cpus or os.cpu_count() or 1
+        try:
+            ray.init(address=o.address, **kwargs)
+        except (ConnectionError, RuntimeError, ValueError) as err:
+            raise PigError(f"cannot start or join Ray at {o.address or 'this machine'}: "
+                           f"{err}") from None
