@@ -36,6 +36,8 @@ setup(
         "gpu": ["tensorrt>=10", "cuda-python>=12", "onnxruntime-gpu>=1.18"],
         # `pig-engine index --engine ray`: every Ray node installs the runtime + this extra
         "ray": [RAY],
+        # --segments shots: PySceneDetect with its PyAV backend (av is a runtime dependency)
+        "shots": ["scenedetect==0.7.2"],
         "dev": [
             "pytest>=8",
             "ruff>=0.5",
@@ -43,6 +45,7 @@ setup(
             "decord==0.6.0",
             "opencv-python-headless>=4.9",
             RAY,
+            "scenedetect==0.7.2",
         ],
     },
     entry_points={

@@ -21,6 +21,7 @@ from pig.engine.bundle import Bundle
 from pig.engine.index import VideoIndex
 from pig.engine.pipeline import IndexReport, PipelineOptions, index_videos
 from pig.engine.search import Searcher
+from pig.engine.segments import Segmenting
 from tests import clipgen
 from tests.test_cli import run, user_error
 from tests.test_pipeline import QUERIES, clip_dir, fake_bundle, make_clips
@@ -80,10 +81,12 @@ def _encoder_actors() -> list[int]:
     return out
 
 
-def _scores(index: Path) -> dict[tuple[str, str], float]:
+def _scores(index: Path) -> dict[tuple[str, str, int, float, float | None], float]:
+    """Every segment's score per query, keyed by query, path, segment and span."""
     with Searcher(index) as s:
-        rows = s.search(QUERIES, k=100, exact=True)
-    return {(q, h.path): h.score for q, hits in zip(QUERIES, rows, strict=True) for h in hits}
+        rows = s.search(QUERIES, k=1000, exact=True, group_by="segment")
+    return {(q, h.path, h.segment, h.start_s, h.end_s): h.score
+            for q, hits in zip(QUERIES, rows, strict=True) for h in hits}
 
 
 def _committed(index: Path) -> int:
@@ -95,30 +98,36 @@ def _committed(index: Path) -> int:
         return 0
 
 
-def test_ray_equals_local_and_records_bad_files(ray_session: str, fake_bundle: Bundle,
-                                                tmp_path: Path) -> None:
+def test_ray_equals_local_segments_and_bad_files(ray_session: str, fake_bundle: Bundle,
+                                                 tmp_path: Path) -> None:
     folder = tmp_path / "mixed"
-    good = make_clips(folder, n=6)
-    clipgen.make_corrupt(good[0], folder / "corrupt.mp4", start=0.02)
+    good = make_clips(folder, n=4)  # one segment each
+    long = [clipgen.make_clip(folder / f"long{i}.mp4", size=(48, 40), n_frames=250 - 40 * i,
+                              fps=25) for i in range(2)]  # 10 s, 8.4 s
+    clipgen.make_corrupt(long[0], folder / "corrupt.mp4", start=0.3)
     clipgen.make_zero_byte(folder / "zero.mp4")
     clipgen.make_not_video(folder / "notes.mkv")
+    setting = Segmenting(mode="fixed", seconds=2)
     local = index_videos([folder], fake_bundle, tmp_path / "local", dtype="f32",
-                         options=PipelineOptions(batch_size=4))
+                         segmenting=setting, options=PipelineOptions(batch_size=4))
     opts = PipelineOptions(batch_size=3)
-    got = index_videos([folder], fake_bundle, tmp_path / "ray", dtype="f32", options=opts,
-                       engine=RayEngine())
-    assert (got.files, got.indexed, len(got.failed)) == (local.files, local.indexed, 3)
-    assert sorted(got.failed) == sorted(local.failed)  # same files, same reasons
+    got = index_videos([folder], fake_bundle, tmp_path / "ray", dtype="f32", segmenting=setting,
+                       options=opts, engine=RayEngine())
+    assert got.segments == local.segments == len(good) + 5 + 4  # 8.4 s: the rest joins
+    assert (got.files, got.indexed) == (local.files, local.indexed) == (9, local.indexed)
+    assert sorted(got.failed) == sorted(local.failed) and len(got.failed) >= 2  # same reasons
     want, have = _scores(tmp_path / "local"), _scores(tmp_path / "ray")
-    assert have.keys() == want.keys() and len(want) == len(QUERIES) * local.indexed
+    assert have.keys() == want.keys()  # same files, segments and spans
+    assert len(want) == len(QUERIES) * local.segments
     assert max(abs(have[k] - want[k]) for k in want) <= SCORE_TOL
     with VideoIndex.open(tmp_path / "ray", view=True) as vi:
-        assert vi.counts() == {"vectors": 6, "indexed": 6, "failed": 3}
+        assert vi.counts()["vectors"] == local.segments
         assert vi.manifest.bundle_producers[-1]["engine"] == "ray"
     # the driver plans against the catalog as the local pipeline does
     again = index_videos([folder], fake_bundle, tmp_path / "ray", options=opts,
                          engine=RayEngine())
-    assert (again.indexed, dict(again.skipped)) == (0, {"unchanged": 6, "failed": 3})
+    assert (again.indexed, dict(again.skipped)) == (0, {"unchanged": local.indexed,
+                                                        "failed": len(local.failed)})
 
 
 def test_killed_encoder_actor_is_restarted(ray_session: str, fake_bundle: Bundle,

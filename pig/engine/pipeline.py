@@ -4,8 +4,14 @@ Threads, not processes: PyAV decodes and the C++ preprocessor resizes with the G
 and threads let a worker preprocess straight into the shared batch input buffer::
 
     main thread:  plan files (catalog)            encode batch k | add + commit  ...
-    workers (N):  stat+hash, decode, sample -> reserve a slot in the open batch ->
-                  preprocess into buffer[slot]  (batch k+1, k+2 fill while k encodes)
+    workers (N):  stat+hash, decode, sample a segment -> reserve a slot in the open batch
+                  -> preprocess into buffer[slot], next segment ...  (batch k+1, k+2 fill
+                  while k encodes)
+
+A slot holds one segment (``[T, 3, S, S]``); a file's segments may span several batches. The
+main thread keeps a file's segment vectors until all of them are encoded and adds the file
+with all of its segments at once, so a commit (or a crash) has a file whole or not at all.
+The per-file work, :func:`decode_file`, is shared with the other indexing engines.
 
 A small pool of batch buffers bounds memory and is the back-pressure between the stages: a
 worker waits for a free buffer only when every buffer is queued for, or in, the encoder.
@@ -33,6 +39,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from pig.engine import shots
 from pig.engine.backends import Backend, open_backend
 from pig.engine.backends.onnxruntime import OrtOptions
 from pig.engine.bundle import Bundle
@@ -40,7 +47,8 @@ from pig.engine.index import Entry, Plan, VideoIndex
 from pig.engine.index.manifest import MANIFEST_NAME
 from pig.engine.preprocess import preprocess_frames
 from pig.engine.recipe import PreprocessRecipe
-from pig.engine.video import read_video
+from pig.engine.segments import Segmenting
+from pig.engine.video import VideoSegment, read_segments
 from pig.engine.walk import discover
 from pig.errors import VideoReadError
 
@@ -71,6 +79,7 @@ class IndexReport:
 
     files: int = 0
     indexed: int = 0
+    segments: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
     failed: list[tuple[str, str]] = field(default_factory=list)
     unreadable: list[tuple[str, str]] = field(default_factory=list)
@@ -89,7 +98,7 @@ class IndexReport:
         lines = [
             f"{self.files} files: {self.indexed} indexed, {len(self.failed)} failed, "
             f"{sum(self.skipped.values())} skipped{f' ({skipped})' if skipped else ''}; "
-            f"{self.seconds:.1f} s, {self.videos_per_second:.2f} videos/s"
+            f"{self.seconds:.1f} s, {self.videos_per_second:.2f} videos/s; {self.segments} segments"
         ]
         if self.skipped.get("failed"):
             lines.append("(--retry-failed decodes files that failed before again)")
@@ -102,52 +111,110 @@ class IndexReport:
 
 
 @dataclass(frozen=True)
-class Failure:
-    """Why one file could not be indexed (recorded in the catalog; the run goes on)."""
+class FileFailure:
+    """A file that cannot be indexed, and why (recorded in the catalog)."""
 
     path: str
     reason: str
 
 
-@dataclass(frozen=True)
-class Decoded:
-    """One file read and sampled by :func:`decode_file`: its catalog entry and frames."""
+def decode_file(plan: Plan, recipe: PreprocessRecipe,
+                segmenting: Segmenting) -> Iterator[VideoSegment | Entry | FileFailure]:
+    """The per-file work of every indexing engine (one decode pass, bounded memory).
 
-    entry: Entry
-    frames: np.ndarray
-
-
-def decode_file(plan: Plan, recipe: PreprocessRecipe) -> Decoded | Failure:
-    """Stat + hash, decode and sample one planned file; a bad file gives a :class:`Failure`.
-
-    The per-file work of every engine (the local workers and the Ray decode tasks)."""
+    Yields each segment's sampled frames (:class:`~pig.engine.video.VideoSegment`, in order),
+    then the file's :class:`Entry` (stat and digest taken before decoding, one span per
+    segment), or a :class:`FileFailure` instead: the segments yielded so far are then void.
+    """
+    spans, frames = [], 0
     try:
         entry = Entry.from_file(plan.path, frames=0, digest=plan.digest)
-        sampled = read_video(plan.path, recipe.num_frames, threads=1)
+        for seg in read_segments(plan.path, recipe.num_frames, segmenting, threads=1,
+                                 sampling=recipe.sampling):
+            spans.append((seg.start_s, seg.end_s))
+            frames = seg.frame_count
+            yield seg
     except VideoReadError as err:
-        return Failure(plan.path, err.reason)
+        yield FileFailure(plan.path, err.reason)
+        return
     except OSError as err:
-        return Failure(plan.path, f"cannot read the file ({err.strerror})")
+        yield FileFailure(plan.path, f"cannot read the file ({err.strerror})")
+        return
     except Exception as err:  # an unforeseen decoder error must not stop the run
-        return Failure(plan.path, f"unexpected {type(err).__name__}: {err}")
-    return Decoded(replace(entry, frames=sampled.frame_count), sampled.frames)
+        yield FileFailure(plan.path, f"unexpected {type(err).__name__}: {err}")
+        return
+    yield replace(entry, frames=frames, spans=tuple(spans))
 
 
-def preprocess_file(decoded: Decoded, recipe: PreprocessRecipe, out: np.ndarray
-                    ) -> Failure | None:
-    """Preprocess ``decoded``'s frames into ``out`` (one batch slot); zeroes it on failure."""
+def preprocess_segment(segment: VideoSegment, recipe: PreprocessRecipe, out: np.ndarray,
+                       path: str) -> FileFailure | None:
+    """Preprocess one decoded segment of ``path`` into ``out`` (a batch slot); on failure
+    zeroes the slot and returns the file's failure (its other segments are then void)."""
     try:
-        preprocess_frames(decoded.frames, recipe, out=out, threads=1)
+        preprocess_frames(segment.frames, recipe, out=out, threads=1)
     except (ValueError, TypeError) as err:
         out[...] = 0
-        return Failure(decoded.entry.path, f"preprocessing failed ({err})")
+        return FileFailure(path, f"preprocessing failed ({err})")
     return None
+
+
+class IndexWriter:
+    """The driver's side of a run, the one thread that touches the index: records each
+    file's result and commits every ``commit_seconds``, stretched to 10x the last commit's
+    duration for large indexes (a commit rewrites the vectors file); 0 commits after every
+    file."""
+
+    def __init__(self, index: VideoIndex, report: IndexReport, commit_seconds: float,
+                 advance: Callable[[int], object]) -> None:
+        self.index, self.report, self._advance = index, report, advance
+        self._commit_seconds = self._interval = commit_seconds
+        self._last_commit = time.monotonic()
+
+    def fail(self, failure: FileFailure) -> None:
+        self.index.record_failure(failure.path, failure.reason)
+        self.report.failed.append((failure.path, failure.reason))
+        self._advance(1)
+
+    def add(self, entry: Entry, vectors: np.ndarray) -> None:
+        """Add one file with its segment vectors (in span order); commit if one is due."""
+        self.index.add([entry], vectors)
+        self.report.indexed += 1
+        self.report.segments += len(entry.spans)
+        self._advance(1)
+        if time.monotonic() - self._last_commit >= self._interval:
+            t = time.monotonic()
+            self.index.commit()
+            self.report.commits += 1
+            self._last_commit = time.monotonic()
+            if self._commit_seconds > 0:  # keep commits under ~10% of the time
+                self._interval = max(self._commit_seconds, 10 * (self._last_commit - t))
+
+
+Embed = Callable[[list[Plan], IndexWriter, threading.Event], None]
+"""An engine's encode side: embeds the planned files through the writer; stops with
+KeyboardInterrupt at a safe point once the event is set (Ctrl-C)."""
+
+
+@dataclass(frozen=True)
+class _Slot:
+    """What a batch slot holds: segment ``ordinal`` of task ``task``."""
+
+    task: int
+    ordinal: int
+
+
+@dataclass(frozen=True)
+class _Done:
+    """Task ``task`` decoded all of its segments: ``result`` is its Entry or its failure."""
+
+    task: int
+    result: Entry | FileFailure
 
 
 @dataclass
 class _Batch:
     buffer: np.ndarray
-    entries: list[Entry | None]
+    entries: list[_Slot | None]
     reserved: int = 0
     filled: int = 0
     sealed: bool = False
@@ -185,7 +252,7 @@ class _Assembler:
                 batch.sealed, self._open = True, None
             return batch, slot
 
-    def fill(self, batch: _Batch, slot: int, entry: Entry | None) -> None:
+    def fill(self, batch: _Batch, slot: int, entry: _Slot | None) -> None:
         with self._cond:
             batch.entries[slot] = entry
             batch.filled += 1
@@ -230,49 +297,13 @@ def _deferred_sigint(flag: threading.Event) -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
-class IndexWriter:
-    """The driver's side of a run, the one thread that touches the index: records each
-    file's result and commits every ``commit_seconds``, stretched to 10x the last commit's
-    duration for large indexes (a commit rewrites the vectors file); 0 commits after every
-    batch."""
-
-    def __init__(self, index: VideoIndex, report: IndexReport, commit_seconds: float,
-                 advance: Callable[[int], object]) -> None:
-        self.index, self.report, self._advance = index, report, advance
-        self._commit_seconds = self._interval = commit_seconds
-        self._last_commit = time.monotonic()
-
-    def fail(self, failure: Failure) -> None:
-        self.index.record_failure(failure.path, failure.reason)
-        self.report.failed.append((failure.path, failure.reason))
-        self._advance(1)
-
-    def add(self, entries: Sequence[Entry], vectors: np.ndarray) -> None:
-        """Add one batch's vectors (a row per entry), then commit if one is due."""
-        if entries:
-            self.index.add(entries, vectors)
-        self.report.indexed += len(entries)
-        self._advance(len(entries))
-        if time.monotonic() - self._last_commit >= self._interval:
-            t = time.monotonic()
-            self.index.commit()
-            self.report.commits += 1
-            self._last_commit = time.monotonic()
-            if self._commit_seconds > 0:  # keep commits under ~10% of the time
-                self._interval = max(self._commit_seconds, 10 * (self._last_commit - t))
-
-
-Embed = Callable[[list[Plan], IndexWriter, threading.Event], None]
-
-
 def run_plans(index: VideoIndex, files: Iterable[str | os.PathLike[str]],
               options: PipelineOptions, embed: Embed, progress: bool = False) -> IndexReport:
-    """Plan ``files`` against the catalog, hand the ones to embed to ``embed`` (an engine:
-    the local pipeline or Ray) with an :class:`IndexWriter`, commit at the end.
+    """Plan ``files`` against the catalog, hand the ones to embed to ``embed`` (an engine's
+    encode side: the local pipeline or Ray) with an :class:`IndexWriter`, commit at the end.
 
-    Ctrl-C sets the event given to ``embed``, which stops at a safe point by raising
-    KeyboardInterrupt; what is encoded by then is committed and the report says
-    ``interrupted``."""
+    Ctrl-C sets the event given to ``embed``; what is encoded by then is committed and the
+    report says ``interrupted``."""
     t0 = time.perf_counter()
     report = IndexReport()
     todo: list[Plan] = []
@@ -287,10 +318,15 @@ def run_plans(index: VideoIndex, files: Iterable[str | os.PathLike[str]],
         with tqdm(total=len(todo), unit="video", desc="indexing", disable=not progress,
                   file=sys.stderr, smoothing=0.1) as bar:
             interrupt = threading.Event()
-            writer = IndexWriter(index, report, options.commit_seconds, bar.update)
+
+            def advance(files: int) -> None:
+                bar.set_postfix(segments=report.segments, refresh=False)
+                bar.update(files)
+
             try:
                 with _deferred_sigint(interrupt):
-                    embed(todo, writer, interrupt)
+                    embed(todo, IndexWriter(index, report, options.commit_seconds, advance),
+                          interrupt)
             except KeyboardInterrupt:
                 report.interrupted = True
     index.commit()
@@ -324,9 +360,13 @@ class Pipeline:
         buffers = [np.empty(shape, dtype) for _ in range(opts.buffers)]
         assembler = _Assembler(buffers, opts.batch_size, len(todo), results, stop)
         pool = ThreadPoolExecutor(opts.workers, thread_name_prefix="pig-decode")
+        segmenting = writer.index.segmenting
+        encoded: dict[int, dict[int, np.ndarray]] = {}  # task -> ordinal -> vector
+        done: dict[int, Entry] = {}  # tasks decoded whole, waiting for their last vectors
+        void: set[int] = set()  # failed tasks: vectors still coming for them are dropped
         try:
-            for plan in todo:
-                pool.submit(self._work, plan, assembler, results)
+            for task, plan in enumerate(todo):
+                pool.submit(self._work, task, plan, segmenting, assembler, results)
             pending = len(todo)
             while pending:
                 if interrupt.is_set():
@@ -337,31 +377,51 @@ class Pipeline:
                     continue
                 if isinstance(item, BaseException):
                     raise item
-                if isinstance(item, Failure):
-                    writer.fail(item)
+                if isinstance(item, _Done):
+                    if isinstance(item.result, FileFailure):
+                        encoded.pop(item.task, None)
+                        void.add(item.task)
+                        writer.fail(item.result)
+                        pending -= 1
+                        continue
+                    done[item.task] = item.result
+                    ready = [item.task]
+                else:
+                    vectors = self.encoder.encode_video(item.buffer[: item.reserved])
+                    assembler.release(item.buffer)
+                    for slot, v in zip(item.entries[: item.reserved], vectors, strict=True):
+                        if slot is not None and slot.task not in void:
+                            encoded.setdefault(slot.task, {})[slot.ordinal] = v
+                    ready = list({s.task for s in item.entries if s is not None})
+                for task in ready:
+                    entry = done.get(task)
+                    got = encoded.get(task, {})
+                    if entry is None or len(got) < len(entry.spans):
+                        continue
+                    writer.add(entry, np.stack([got[i] for i in range(len(entry.spans))]))
+                    del done[task], encoded[task]
                     pending -= 1
-                    continue
-                vectors = self.encoder.encode_video(item.buffer[: item.reserved])
-                assembler.release(item.buffer)
-                keep = [i for i, e in enumerate(item.entries[: item.reserved]) if e is not None]
-                writer.add([item.entries[i] for i in keep], vectors[keep])  # type: ignore[misc]
-                pending -= len(keep)
         finally:
             stop.set()
             pool.shutdown(wait=True, cancel_futures=True)
 
-    def _work(self, plan: Plan, assembler: _Assembler, results: queue.Queue[Any]) -> None:
-        """One file: decode, then preprocess into a batch slot (worker thread)."""
+    def _work(self, task: int, plan: Plan, segmenting: Segmenting, assembler: _Assembler,
+              results: queue.Queue[Any]) -> None:
+        """One file (worker thread): each decoded segment is preprocessed into a batch slot."""
         try:
-            decoded = decode_file(plan, self.recipe)
-            if isinstance(decoded, Failure):
-                results.put(decoded)
-                return
-            batch, slot = assembler.reserve()
-            failure = preprocess_file(decoded, self.recipe, batch.buffer[slot])
-            if failure is not None:
-                results.put(failure)
-            assembler.fill(batch, slot, decoded.entry if failure is None else None)
+            files = decode_file(plan, self.recipe, segmenting)
+            for item in files:
+                if not isinstance(item, VideoSegment):
+                    results.put(_Done(task, item))
+                    return
+                batch, slot = assembler.reserve()
+                failure = preprocess_segment(item, self.recipe, batch.buffer[slot], plan.path)
+                if failure is not None:
+                    assembler.fill(batch, slot, None)
+                    files.close()
+                    results.put(_Done(task, failure))
+                    return
+                assembler.fill(batch, slot, _Slot(task, item.ordinal))
         except _Stopped:
             pass
         except BaseException as err:  # a bug, not a bad file: stop the run with it
@@ -371,7 +431,7 @@ class Pipeline:
 
 
 Engine = Callable[..., contextlib.AbstractContextManager[tuple[dict[str, Any], Embed]]]
-"""Opens the encoding side of a run: ``engine(bundle, backend, precision, options, log)``
+"""Opens the encode side of a run: ``engine(bundle, backend, precision, options, log)``
 gives the producer facts recorded in the index (bundle, backend, precision) and the
 :data:`Embed` that runs the planned files."""
 
@@ -400,30 +460,38 @@ def index_videos(
     backend: str = "auto",
     precision: str | None = None,
     dtype: str | None = None,
+    segmenting: Segmenting | None = None,
     usearch_settings: dict[str, int | None] | None = None,
     options: PipelineOptions | None = None,
     progress: bool = False,
     log: Callable[[str], None] | None = None,
-    engine: Engine = local_engine,
+    engine: Engine | None = None,
 ) -> IndexReport:
-    """Discover ``paths``, open the engine (the encoder) and the index (created if missing),
-    run.
+    """Discover ``paths``, open the engine (the encoder; default :func:`local_engine`) and
+    the index (created if missing), run.
 
     Folders that cannot be read are skipped and listed in the report; the files under them
-    that an earlier run indexed stay in the index.
+    that an earlier run indexed stay in the index. ``segmenting``: the setting of a new index
+    (default auto); for an existing one it must be the index's, or ``None``.
     """
     options = options or PipelineOptions()
+    engine = engine or local_engine
     unreadable: list[tuple[str, str]] = []
     files = discover(paths, glob, lambda folder, why: unreadable.append((folder, why)))
     # refuse a read-only folder or a foreign index before opening the encoder (a TensorRT
     # build takes minutes)
     VideoIndex.check_writable(index_dir)
     if (Path(index_dir) / MANIFEST_NAME).is_file():
-        VideoIndex.open(index_dir, fingerprint=bundle.fingerprint, view=True).close()
+        with VideoIndex.open(index_dir, fingerprint=bundle.fingerprint, view=True) as existing:
+            existing.require_segmenting(segmenting)
+            segmenting = existing.segmenting
+    if segmenting is not None and segmenting.mode == "shots":
+        shots.require()
     with engine(bundle, backend, precision, options, log) as (info, embed), \
             VideoIndex.open_or_create(
                 index_dir, fingerprint=bundle.fingerprint, dim=bundle.embedding_dim,
-                bundle_info=info, dtype=dtype, **(usearch_settings or {}),
+                bundle_info=info, dtype=dtype, segmenting=segmenting,
+                **(usearch_settings or {}),
             ) as index:
         report = run_plans(index, files, options, embed, progress)
     report.unreadable = sorted(unreadable)

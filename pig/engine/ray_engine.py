@@ -4,16 +4,19 @@
 
     driver (this process): discover, plan against the catalog (pipeline.run_plans)
       Ray Data:  from_items(planned files)
-                 -> map(decode + preprocess)       CPU tasks, --decode-cpus at once
+                 -> flat_map(decode + preprocess)  CPU tasks, --decode-cpus at once; a row
+                                                   per segment, streamed as decoded
                  -> map_batches(_Encoder)          actor pool (--encoders), each opens the
                                                    bundle once; --encoder-gpus per actor
                  -> iter_batches                   streaming: Ray's backpressure bounds
                                                    the blocks in flight
-    driver: pipeline.IndexWriter adds and commits (the local pipeline's commit protocol)
+    driver: gathers each file's segment vectors; pipeline.IndexWriter adds a file whole and
+            commits (the local pipeline's commit protocol)
 
 The per-file work is :func:`pig.engine.pipeline.decode_file` and
-:func:`~pig.engine.pipeline.preprocess_file`, the functions the local workers call; a file a
-worker cannot read comes back as that file's failure. The driver alone writes the index, so
+:func:`~pig.engine.pipeline.preprocess_segment`, the functions the local workers call, so
+segments and failure reasons are the same; a file a worker cannot read comes back as that
+file's failure. The driver alone writes the index, so
 a killed driver leaves the last commit and a rerun (either engine) does the rest; a result
 that arrives twice (a retried task) is added once. Encoder actors are restarted by Ray when
 they die and their batches retried (Ray Data's actor defaults: ``max_restarts=-1``,
@@ -28,9 +31,9 @@ filesystem).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import os
+import pickle
 import platform
 import threading
 from collections.abc import Callable, Iterator
@@ -46,21 +49,21 @@ from pig.engine.backends.select import choose, open_backend
 from pig.engine.bundle import Bundle
 from pig.engine.index import Entry, Plan
 from pig.engine.pipeline import (
-    Decoded,
     Embed,
-    Failure,
+    FileFailure,
     IndexWriter,
     PipelineOptions,
     decode_file,
-    preprocess_file,
+    preprocess_segment,
 )
 from pig.engine.recipe import PreprocessRecipe
+from pig.engine.segments import Segmenting
+from pig.engine.video import VideoSegment
 from pig.errors import PigError
 
 INSTALL = "pip install 'pig-engine[ray]' (ray[data]==2.60.0)"
 SHARED = ("the bundle and the videos must be readable at the same paths on every Ray node "
           "(a shared filesystem)")
-_ENTRY_FIELDS = [f.name for f in dataclasses.fields(Entry)]
 _FILES_PER_BLOCK = 4  # decode task granularity: a few files amortise Ray's per-task cost
 
 
@@ -103,19 +106,37 @@ def _choose(bundle_dir: str, backend: str, precision: str | None) -> _Choice:
     return _Choice(c.backend, c.device, c.precision, platform.node())
 
 
-def _decode(row: dict[str, Any], recipe: PreprocessRecipe) -> dict[str, Any]:
-    """One planned file -> one row: its entry fields + preprocessed pixels, or its error."""
+def _decode(row: dict[str, Any], recipe: PreprocessRecipe, segmenting: Segmenting
+            ) -> Iterator[dict[str, Any]]:
+    """One planned file -> a row per segment (its preprocessed pixels), streamed as decoded;
+    the last one also carries the file's :class:`Entry`, or a row carries its failure."""
     path = os.fsdecode(row["path"])
     plan = Plan(path, "embed", str(row["reason"]), str(row["digest"]) or None)
-    pixels = np.zeros((recipe.num_frames, 3, recipe.size, recipe.size), np.float32)
-    item: Decoded | Failure = decode_file(plan, recipe)
-    if isinstance(item, Decoded):
-        item = preprocess_file(item, recipe, pixels) or item
-    if isinstance(item, Failure):
-        fields: dict[str, Any] = {"size": 0, "mtime_ns": 0, "digest": "", "frames": 0}
-        return {**fields, "path": row["path"], "error": item.reason, "pixels": pixels}
-    fields = dataclasses.asdict(item.entry)
-    return {**fields, "path": row["path"], "error": "", "pixels": pixels}
+    shape = (recipe.num_frames, 3, recipe.size, recipe.size)
+
+    def out(ordinal: int, pixels: np.ndarray, entry: bytes = b"", error: str = ""
+            ) -> dict[str, Any]:
+        return {"path": row["path"], "segment": ordinal, "pixels": pixels, "entry": entry,
+                "error": error}
+
+    held: dict[str, Any] | None = None  # the segment before, sent once another one follows
+    items = decode_file(plan, recipe, segmenting)
+    for item in items:
+        if isinstance(item, VideoSegment):
+            pixels = np.empty(shape, np.float32)
+            failure = preprocess_segment(item, recipe, pixels, path)
+            if failure is None:
+                if held is not None:
+                    yield held
+                held = out(item.ordinal, pixels)
+                continue
+            items.close()
+            item = failure
+        if isinstance(item, FileFailure):
+            yield out(-1, np.zeros(shape, np.float32), error=item.reason)
+            return
+        last = held or out(-1, np.zeros(shape, np.float32))
+        yield {**last, "entry": pickle.dumps(item)}
 
 
 class _Encoder:
@@ -129,7 +150,7 @@ class _Encoder:
                                     ort_options=OrtOptions(threads=threads), log=lambda _: None)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        ok = batch["error"] == ""
+        ok = batch["segment"] >= 0
         vectors = np.zeros((len(ok), self.dim), np.float32)
         if ok.any():
             vectors[ok] = self.encoder.encode_video(batch["pixels"][ok])
@@ -138,22 +159,40 @@ class _Encoder:
         return out
 
 
-def _write(batch: dict[str, np.ndarray], writer: IndexWriter, done: set[str]) -> None:
-    """The driver's side of one encoded batch: failures recorded, vectors added, each file
-    once (a retried block can deliver a file again)."""
-    entries, rows = [], []
-    columns = {name: batch[name].tolist() for name in _ENTRY_FIELDS if name != "path"}
-    for i, raw in enumerate(batch["path"]):
-        path = os.fsdecode(bytes(raw))
-        if path in done:
-            continue
-        done.add(path)
-        if batch["error"][i]:
-            writer.fail(Failure(path, str(batch["error"][i])))
-            continue
-        entries.append(Entry(path=path, **{name: col[i] for name, col in columns.items()}))
-        rows.append(i)
-    writer.add(entries, batch["vector"][rows])
+class _Files:
+    """The driver's side: gathers each file's segment vectors (they arrive in any order,
+    across batches) and hands a file to the writer whole, once (a retried block can deliver
+    rows again), or its failure."""
+
+    def __init__(self, writer: IndexWriter) -> None:
+        self.writer = writer
+        self.vectors: dict[str, dict[int, np.ndarray]] = {}
+        self.entries: dict[str, Entry] = {}
+        self.done: set[str] = set()
+
+    def take(self, batch: dict[str, np.ndarray]) -> None:
+        for i, raw in enumerate(batch["path"]):
+            path = os.fsdecode(bytes(raw))
+            if path in self.done:
+                continue
+            if batch["error"][i]:
+                self._finish(path)
+                self.writer.fail(FileFailure(path, str(batch["error"][i])))
+                continue
+            got = self.vectors.setdefault(path, {})
+            if batch["segment"][i] >= 0:
+                got[int(batch["segment"][i])] = batch["vector"][i].copy()
+            if batch["entry"][i]:
+                self.entries[path] = pickle.loads(batch["entry"][i])
+            entry = self.entries.get(path)
+            if entry is not None and len(got) == len(entry.spans):
+                self._finish(path)
+                self.writer.add(entry, np.stack([got[k] for k in range(len(entry.spans))]))
+
+    def _finish(self, path: str) -> None:
+        self.done.add(path)
+        self.vectors.pop(path, None)
+        self.entries.pop(path, None)
 
 
 def _embed(ray: Any, bundle: Bundle, choice: _Choice, options: PipelineOptions,
@@ -167,19 +206,20 @@ def _embed(ray: Any, bundle: Bundle, choice: _Choice, options: PipelineOptions,
     # Ray Data from fusing the decode into the actors, which would serialise it there).
     ds = (
         ray.data.from_items(items, override_num_blocks=blocks)
-        .map(_decode, fn_kwargs={"recipe": bundle.recipe}, num_cpus=1,
-             compute=ray.data.TaskPoolStrategy(size=ray_options.decode_cpus))
+        .flat_map(_decode, fn_kwargs={"recipe": bundle.recipe,
+                                      "segmenting": writer.index.segmenting}, num_cpus=1,
+                  compute=ray.data.TaskPoolStrategy(size=ray_options.decode_cpus))
         .map_batches(_Encoder, fn_constructor_args=(str(bundle.dir), choice,
                                                     options.encoder_threads),
                      batch_size=options.batch_size, batch_format="numpy",
                      compute=ray.data.ActorPoolStrategy(size=ray_options.encoders),
                      num_cpus=0, num_gpus=encoder_gpus)
     )
-    done: set[str] = set()
+    files = _Files(writer)
     batches = iter(ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1))
     try:
         for batch in batches:
-            _write(batch, writer, done)
+            files.take(batch)
             if interrupt.is_set():
                 raise KeyboardInterrupt
     except PigError:
