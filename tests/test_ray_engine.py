@@ -6,6 +6,7 @@ Ray vs local equality, bad files, a killed encoder actor, a killed or interrupte
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -212,3 +213,16 @@ def test_without_ray_one_line(fake_bundle: Bundle, clip_dir: Path, tmp_path: Pat
     assert user_error(err) == ("pig-engine: error: --engine ray needs Ray Data, not installed "
                                f"here: {INSTALL}")
     assert not (tmp_path / "idx").exists()
+
+
+def test_bundle_unreadable_on_a_node_is_one_error(ray_session: str, fake_bundle: Bundle,
+                                                  clip_dir: Path, tmp_path: Path) -> None:
+    from pig.engine.ray_engine import SHARED
+    from pig.errors import PigError
+
+    moved = Bundle.load(shutil.copytree(fake_bundle.dir, tmp_path / "b"))
+    shutil.rmtree(moved.dir)  # loaded here, gone where the workers look
+    with pytest.raises(PigError) as err:
+        index_videos([clip_dir], moved, tmp_path / "idx", engine=RayEngine())
+    assert str(err.value).startswith(f"{moved.dir}: ") and str(err.value).endswith(SHARED)
+    assert "\n" not in str(err.value)

@@ -238,9 +238,13 @@ def _user_error(err: BaseException | None) -> PigError | None:
     seen: set[int] = set()
     while err is not None and id(err) not in seen:
         seen.add(id(err))
-        if isinstance(err, PigError):
+        cause = getattr(err, "cause", None)  # a RayTaskError's original exception
+        if isinstance(cause, BaseException):
+            err = cause
+        elif isinstance(err, PigError):
             return err
-        err = getattr(err, "cause", None) or err.__cause__
+        else:
+            err = err.__cause__
     return None
 
 
