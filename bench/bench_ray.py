@@ -19,14 +19,14 @@ import time
 from pathlib import Path
 
 from bench.bench_pipeline import CACHE, bundle, generated_clips
+from pig.engine.bundle import Bundle
 from pig.engine.pipeline import PipelineOptions, index_videos
 from pig.engine.walk import discover
 
 RAY_CPUS = 2
 
 
-def _rate(files: list[Path], engine: object | None) -> float:
-    b = bundle("demo")
+def _rate(b: Bundle, files: list[Path], engine: object | None) -> float:
     with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
         report = index_videos(files, b, Path(tmp) / "index", options=PipelineOptions(),
                               log=lambda _: None, engine=engine)  # type: ignore[arg-type]
@@ -42,7 +42,7 @@ def main() -> None:
     n = int(os.environ.get("PIG_BENCH_RAY_CLIPS", "120"))
     CACHE.mkdir(parents=True, exist_ok=True)
     files = discover([generated_clips(n)])[:n]
-    bundle("demo")
+    b = bundle("demo")
     temp = tempfile.mkdtemp(prefix="pigray-bench-", dir="/tmp")
     t0 = time.perf_counter()
     ray.init(num_cpus=RAY_CPUS, include_dashboard=False, log_to_driver=False, _temp_dir=temp,
@@ -51,8 +51,8 @@ def main() -> None:
     try:
         local, remote = [], []
         for _ in range(2):
-            local.append(_rate(files, None))
-            remote.append(_rate(files, RayEngine()))
+            local.append(_rate(b, files, None))
+            remote.append(_rate(b, files, RayEngine()))
     finally:
         ray.shutdown()
         shutil.rmtree(temp, ignore_errors=True)
