@@ -89,10 +89,26 @@ def test_settings_spans_and_refusals() -> None:
 
 
 # --- sampling and timestamps ------------------------------------------------------------------
-def test_segments_sample_inside_their_windows_in_one_pass(tmp_path: Path) -> None:
+def test_segments_sample_inside_their_windows_in_one_pass(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from pig.engine import video
+
     path = clipgen.make_clip(tmp_path / "a.mp4", size=(64, 48), n_frames=250, fps=25)
     full = read_video(path, 250)  # every frame, for reference
+    fed: list[int] = []  # pts of every packet given to the decoder
+    held: list[int] = []  # decoded frames kept, after each packet
+    real_feed = video._Collector.feed
+
+    def feed(self: video._Collector, packet: object) -> None:
+        real_feed(self, packet)
+        if packet is not None:
+            fed.append(packet.pts)
+        held.append(len(self.got))
+
+    monkeypatch.setattr(video._Collector, "feed", feed)
     segs = list(read_segments(path, 6, Segmenting(mode="fixed", seconds=4, stride=3)))
+    assert sorted(fed) == sorted(set(fed)) and len(fed) == 250  # each packet decoded once
+    assert max(held) <= 2 * 6  # frames held: at most two overlapping segments' worth
     assert [(s.start_s, s.end_s) for s in segs] == [(0, 4), (3, 7), (6, 10)]
     for s in segs:
         lo, hi = round(s.start_s * 25), 250 if s.end_s == 10 else round(s.end_s * 25)

@@ -165,7 +165,7 @@ class IndexWriter:
     file."""
 
     def __init__(self, index: VideoIndex, report: IndexReport, commit_seconds: float,
-                 advance: Callable[[int], object]) -> None:
+                 advance: Callable[[int, int], object]) -> None:
         self.index, self.report, self._advance = index, report, advance
         self._commit_seconds = self._interval = commit_seconds
         self._last_commit = time.monotonic()
@@ -173,14 +173,18 @@ class IndexWriter:
     def fail(self, failure: FileFailure) -> None:
         self.index.record_failure(failure.path, failure.reason)
         self.report.failed.append((failure.path, failure.reason))
-        self._advance(1)
+        self._advance(1, 0)
+
+    def encoded(self, segments: int) -> None:
+        """Progress: ``segments`` more encoded (a long file moves the bar before it is done)."""
+        self._advance(0, segments)
 
     def add(self, entry: Entry, vectors: np.ndarray) -> None:
         """Add one file with its segment vectors (in span order); commit if one is due."""
         self.index.add([entry], vectors)
         self.report.indexed += 1
         self.report.segments += len(entry.spans)
-        self._advance(1)
+        self._advance(1, 0)
         if time.monotonic() - self._last_commit >= self._interval:
             t = time.monotonic()
             self.index.commit()
@@ -319,9 +323,17 @@ def run_plans(index: VideoIndex, files: Iterable[str | os.PathLike[str]],
                   file=sys.stderr, smoothing=0.1) as bar:
             interrupt = threading.Event()
 
-            def advance(files: int) -> None:
-                bar.set_postfix(segments=report.segments, refresh=False)
-                bar.update(files)
+            encoded = 0
+
+            def advance(files: int, segments: int = 0) -> None:
+                """``files`` done; ``segments`` encoded (a long file shows progress)."""
+                nonlocal encoded
+                encoded += segments
+                bar.set_postfix(segments=encoded, refresh=False)
+                if files:
+                    bar.update(files)
+                else:
+                    bar.refresh()
 
             try:
                 with _deferred_sigint(interrupt):
@@ -393,6 +405,7 @@ class Pipeline:
                         if slot is not None and slot.task not in void:
                             encoded.setdefault(slot.task, {})[slot.ordinal] = v
                     ready = list({s.task for s in item.entries if s is not None})
+                    writer.encoded(sum(s is not None for s in item.entries))
                 for task in ready:
                     entry = done.get(task)
                     got = encoded.get(task, {})

@@ -171,6 +171,7 @@ class _Files:
         self.done: set[str] = set()
 
     def take(self, batch: dict[str, np.ndarray]) -> None:
+        self.writer.encoded(int((batch["segment"] >= 0).sum()))
         for i, raw in enumerate(batch["path"]):
             path = os.fsdecode(bytes(raw))
             if path in self.done:

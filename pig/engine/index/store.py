@@ -557,9 +557,11 @@ class VideoIndex:
         if exact is None:
             exact = len(self._vectors) <= EXACT_SEARCH_MAX
         total = len(self._vectors)
-        files = self._catalog.counts()[INDEXED]
-        want = min(k, files) if group_by == "video" else k
-        fetch = k if group_by == "segment" else min(total, k * max(1, -(-total // max(files, 1))))
+        fetch = k
+        if group_by == "video":  # first guess from the last commit's segments per file
+            c = self.manifest.counts
+            fetch = min(total, k * max(1, -(-c.get("vectors", 0) // max(c.get("indexed", 1), 1))))
+        files: int | None = None  # counted only when a query comes back short
         pending = list(range(len(q)))
         out: list[list[Hit]] = [[] for _ in range(len(q))]
         while pending:
@@ -573,8 +575,10 @@ class VideoIndex:
                         for key, s in zip(row[:n], srow[:n], strict=True)]
                 if group_by == "video":
                     hits = _best_per_file(hits)[:k]
-                    if len(hits) < want and fetch < total:
-                        again.append(i)
+                    if len(hits) < k and fetch < total:
+                        files = self._catalog.counts()[INDEXED] if files is None else files
+                        if len(hits) < files:
+                            again.append(i)
                 out[i] = hits
             pending, fetch = again, min(total, 4 * fetch)
         return out
