@@ -176,7 +176,7 @@ def _driver(ray_session: str, fake_bundle: Bundle, clips: Path, idx: Path
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
 def test_killed_or_interrupted_driver_resumes(ray_session: str, fake_bundle: Bundle,
                                               tmp_path: Path, sig: signal.Signals) -> None:
     clips, n = tmp_path / "clips", 30
