@@ -38,6 +38,13 @@ setup(
         "ray": [RAY],
         # --segments shots: PySceneDetect with its PyAV backend (av is a runtime dependency)
         "shots": ["scenedetect==0.7.2"],
+        # TensorRT-RTX: same Python API, builds engines without a GPU (CPU-only AOT); runs
+        # them on RTX-class GPUs and compute capability 7.5/8.0/8.6/8.9/12.x, not Hopper.
+        "trt-rtx": [
+            "tensorrt-rtx-cu12-bindings==1.7.1.116",
+            "tensorrt-rtx-cu12-libs==1.7.1.116",
+            "cuda-python>=12",
+        ],
         "dev": [
             "pytest>=8",
             "ruff>=0.5",
@@ -46,6 +53,9 @@ setup(
             "opencv-python-headless>=4.9",
             RAY,
             "scenedetect==0.7.2",
+            # a real TensorRT builder in CI: every graph is parsed and AOT-compiled
+            "tensorrt-rtx-cu12-bindings==1.7.1.116",
+            "tensorrt-rtx-cu12-libs==1.7.1.116",
         ],
     },
     entry_points={

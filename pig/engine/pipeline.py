@@ -367,9 +367,8 @@ class Pipeline:
         opts = self.options
         results: queue.Queue[Any] = queue.Queue()
         stop = threading.Event()
-        shape = (opts.batch_size, self.recipe.num_frames, 3, self.recipe.size, self.recipe.size)
-        dtype = self.encoder.video_input_buffer(1).dtype
-        buffers = [np.empty(shape, dtype) for _ in range(opts.buffers)]
+        # the encoder's own input arrays (pinned memory for TensorRT): no copy before encoding
+        buffers = self.encoder.video_input_buffers(opts.buffers, opts.batch_size)
         assembler = _Assembler(buffers, opts.batch_size, len(todo), results, stop)
         pool = ThreadPoolExecutor(opts.workers, thread_name_prefix="pig-decode")
         segmenting = writer.index.segmenting
@@ -458,7 +457,7 @@ def local_engine(bundle: Bundle, backend: str, precision: str | None, options: P
                            ort_options=OrtOptions(threads=options.encoder_threads), **kwargs)
     try:
         info = {"bundle": str(Path(bundle.dir).resolve()), "backend": encoder.name,
-                "precision": encoder.precision}
+                "device": encoder.device, "precision": encoder.precision}
         yield info, Pipeline(encoder, bundle.recipe, options)._embed
     finally:
         encoder.close()

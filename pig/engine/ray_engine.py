@@ -287,7 +287,7 @@ class RayEngine:
                     f"{self.options.encoders} encoder(s) x {gpus:g} GPU: {choice.backend} "
                     f"({choice.device}, {choice.precision}) as chosen on {choice.node}")
             info = {"bundle": str(Path(bundle.dir).resolve()), "backend": choice.backend,
-                    "precision": choice.precision, "engine": "ray"}
+                    "device": choice.device, "precision": choice.precision, "engine": "ray"}
             yield info, partial(_embed, ray, bundle, choice, options, self.options, gpus)
         finally:
             if started:
