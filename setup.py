@@ -17,6 +17,7 @@ SERVE = [
     "httptools>=0.9,<0.10",
     "prometheus-client>=0.26,<0.27",
 ]
+RAY = "ray[data]==2.60.0"
 
 setup(
     name="pig-engine",
@@ -42,6 +43,8 @@ setup(
         "gpu": ["tensorrt>=10", "cuda-python>=12", "onnxruntime-gpu>=1.18"],
         # `pig-engine serve`: the HTTP service (uvloop + httptools: uvicorn's fast loop/parser).
         "serve": SERVE,
+        # `pig-engine index --engine ray`: every Ray node installs the runtime + this extra
+        "ray": [RAY],
         # --segments shots: PySceneDetect with its PyAV backend (av is a runtime dependency)
         "shots": ["scenedetect==0.7.2"],
         # TensorRT-RTX: same Python API, builds engines without a GPU (CPU-only AOT); runs
@@ -61,6 +64,7 @@ setup(
             "httpx>=0.28,<0.29",
             "schemathesis>=4.32,<4.33",
             "playwright>=1.65,<1.66",  # drives Debian's chromium; never `playwright install`
+            RAY,
             "scenedetect==0.7.2",
             # a real TensorRT builder in CI: every graph is parsed and AOT-compiled
             "tensorrt-rtx-cu12-bindings==1.7.1.116",
