@@ -34,6 +34,7 @@ setup(
         "gpu": ["tensorrt>=10", "cuda-python>=12", "onnxruntime-gpu>=1.18"],
         "dev": [
             "pytest>=8",
+            "hypothesis==6.170.17",
             "ruff>=0.5",
             "transformers==4.57.6",
             "decord==0.6.0",
@@ -42,9 +43,9 @@ setup(
     },
     entry_points={
         "console_scripts": [
-            "pig-export=pig.export.cli:main",
-            "pig-engine=pig.engine.cli:main",
-            "pig-eval=pig.demo.evaluate:main",
+            "pig-export=pig.startup:pig_export",
+            "pig-engine=pig.startup:pig_engine",
+            "pig-eval=pig.startup:pig_eval",
         ]
     },
 )

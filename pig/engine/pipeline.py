@@ -11,7 +11,9 @@ A small pool of batch buffers bounds memory and is the back-pressure between the
 worker waits for a free buffer only when every buffer is queued for, or in, the encoder.
 The main thread alone touches the index (SQLite connections are per thread). Commits happen
 every ``commit_seconds`` and at the end, so a crash loses at most the batches encoded since
-the last commit; Ctrl-C commits what is encoded and reports ``interrupted``.
+the last commit. Ctrl-C or SIGTERM stops taking new files, encodes and commits what is in
+flight (the last partial batch included) and reports ``interrupted``; a second one stops at
+once, keeping what was added.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from tqdm import tqdm
 from pig.engine.backends import Backend, open_backend
 from pig.engine.backends.onnxruntime import OrtOptions
 from pig.engine.bundle import Bundle
+from pig.engine.display import display_path
 from pig.engine.index import Entry, Plan, VideoIndex
 from pig.engine.index.manifest import MANIFEST_NAME
 from pig.engine.preprocess import preprocess_frames
@@ -67,16 +70,17 @@ class PipelineOptions:
 @dataclass
 class IndexReport:
     """What one run did. ``skipped`` counts plan reasons (unchanged, touched, failed);
-    ``unreadable`` holds the (folder, reason) of folders that could not be walked."""
+    ``skipped_paths`` holds the (path, reason) of what discovery passed over: folders that
+    could not be read, FIFOs, sockets, devices and broken or looping symlinks."""
 
     files: int = 0
     indexed: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
     failed: list[tuple[str, str]] = field(default_factory=list)
-    unreadable: list[tuple[str, str]] = field(default_factory=list)
+    skipped_paths: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
     commits: int = 0
-    interrupted: bool = False
+    interrupted: int = 0  # the signal (SIGINT, SIGTERM) that stopped the run early, or 0
 
     @property
     def videos_per_second(self) -> float:
@@ -93,7 +97,9 @@ class IndexReport:
         ]
         if self.skipped.get("failed"):
             lines.append("(--retry-failed decodes files that failed before again)")
-        lines += [f"failed: {path}: {reason}" for path, reason in self.failed + self.unreadable]
+        lines += [f"failed: {display_path(path)}: {display_path(reason)}"
+                  for path, reason in self.failed]
+        lines += [f"skipped: {display_path(path)}: {reason}" for path, reason in self.skipped_paths]
         if self.interrupted:
             left = self.files - self.indexed - len(self.failed) - sum(self.skipped.values())
             lines.append(f"interrupted: {left} files not done; the work encoded so far is "
@@ -156,8 +162,12 @@ class _Assembler:
 
     def task_done(self) -> None:
         """Called once per task; after the last one the partial open batch is emitted."""
+        self.cancel(1)
+
+    def cancel(self, tasks: int) -> None:
+        """``tasks`` will never run (or have ended): emit the partial batch after the last."""
         with self._cond:
-            self._tasks_left -= 1
+            self._tasks_left -= tasks
             if self._tasks_left == 0 and self._open is not None:
                 batch, self._open = self._open, None
                 batch.sealed = True
@@ -173,24 +183,51 @@ class _Assembler:
             self._out.put(batch)
 
 
-@contextlib.contextmanager
-def _deferred_sigint(flag: threading.Event) -> Iterator[None]:
-    """Ctrl-C sets ``flag`` instead of raising mid-update (the loop stops at a safe point);
-    a second Ctrl-C raises at once. Only the main thread can handle signals."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-    def handler(signum: int, frame: object) -> None:
-        if flag.is_set():
+
+class _StopSignals:
+    """Ctrl-C (SIGINT) or SIGTERM sets :attr:`signum` instead of raising mid-update: the run
+    stops taking new files, encodes and adds what is in flight (the last partial batch too)
+    and commits. A second signal raises ``KeyboardInterrupt`` at once, but never inside a
+    :meth:`guarded` update (it is raised when the update ends). Signals are handled by the
+    main thread only; elsewhere this does nothing."""
+
+    def __init__(self) -> None:
+        self.signum = 0
+        self._guarded = False
+        self._pending = False
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if not self.signum:
+            self.signum = signum
+        elif self._guarded:
+            self._pending = True
+        else:
             raise KeyboardInterrupt
-        flag.set()
 
-    previous = signal.signal(signal.SIGINT, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {s: signal.signal(s, self._handle) for s in STOP_SIGNALS}
+        try:
+            yield
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+    @contextlib.contextmanager
+    def guarded(self) -> Iterator[None]:
+        self._guarded = True
+        try:
+            yield
+        finally:
+            self._guarded = False
+        if self._pending:
+            self._pending = False
+            raise KeyboardInterrupt
 
 
 class Pipeline:
@@ -217,22 +254,24 @@ class Pipeline:
                 todo.append(plan)
             else:
                 report.skipped[plan.reason] += 1
-        if todo:
-            with tqdm(total=len(todo), unit="video", desc="indexing", disable=not progress,
-                      file=sys.stderr, smoothing=0.1) as bar:
-                interrupt = threading.Event()
-                try:
-                    with _deferred_sigint(interrupt):
-                        self._embed(index, todo, report, bar.update, interrupt)
-                except KeyboardInterrupt:
-                    report.interrupted = True
-        index.commit()
+        stop = _StopSignals()
+        with stop.installed():
+            if todo:
+                with tqdm(total=len(todo), unit="video", desc="indexing", disable=not progress,
+                          file=sys.stderr, smoothing=0.1) as bar:
+                    try:
+                        self._embed(index, todo, report, bar.update, stop)
+                    except KeyboardInterrupt:  # a second signal: stop now, keep what is added
+                        stop.signum = stop.signum or signal.SIGINT
+            with stop.guarded():
+                index.commit()
+        report.interrupted = stop.signum
         report.commits += 1
         report.seconds = time.perf_counter() - t0
         return report
 
     def _embed(self, index: VideoIndex, todo: list[Plan], report: IndexReport,
-               advance: Callable[[int], object], interrupt: threading.Event) -> None:
+               advance: Callable[[int], object], signals: _StopSignals) -> None:
         opts = self.options
         results: queue.Queue[Any] = queue.Queue()
         stop = threading.Event()
@@ -242,12 +281,16 @@ class Pipeline:
         assembler = _Assembler(buffers, opts.batch_size, len(todo), results, stop)
         pool = ThreadPoolExecutor(opts.workers, thread_name_prefix="pig-decode")
         try:
-            for plan in todo:
-                pool.submit(self._work, plan, assembler, results)
+            futures = [pool.submit(self._work, plan, assembler, results) for plan in todo]
             pending, last_commit, interval = len(todo), time.monotonic(), opts.commit_seconds
+            draining = False
             while pending:
-                if interrupt.is_set():
-                    raise KeyboardInterrupt
+                if signals.signum and not draining:  # finish the files in flight, take no more
+                    draining = True
+                    cancelled = sum(f.cancel() for f in futures)
+                    pending -= cancelled
+                    assembler.cancel(cancelled)
+                    continue
                 try:
                     item = results.get(timeout=0.2)
                 except queue.Empty:
@@ -255,7 +298,8 @@ class Pipeline:
                 if isinstance(item, BaseException):
                     raise item
                 if isinstance(item, _Failure):
-                    index.record_failure(item.path, item.reason)
+                    with signals.guarded():
+                        index.record_failure(item.path, item.reason)
                     report.failed.append((item.path, item.reason))
                     pending -= 1
                     advance(1)
@@ -264,13 +308,15 @@ class Pipeline:
                 assembler.release(item.buffer)
                 keep = [i for i, e in enumerate(item.entries[: item.reserved]) if e is not None]
                 if keep:
-                    index.add([item.entries[i] for i in keep], vectors[keep])
+                    with signals.guarded():
+                        index.add([item.entries[i] for i in keep], vectors[keep])
                 report.indexed += len(keep)
                 pending -= len(keep)
                 advance(len(keep))
                 if time.monotonic() - last_commit >= interval:
                     t = time.monotonic()
-                    index.commit()
+                    with signals.guarded():
+                        index.commit()
                     report.commits += 1
                     last_commit = time.monotonic()
                     if opts.commit_seconds > 0:
@@ -328,12 +374,14 @@ def index_videos(
 ) -> IndexReport:
     """Discover ``paths``, open the encoder and the index (created if missing), run.
 
-    Folders that cannot be read are skipped and listed in the report; the files under them
-    that an earlier run indexed stay in the index.
+    What discovery passes over (folders that cannot be read, FIFOs, sockets, ...) is listed
+    in the report and recorded in the index manifest (``info`` shows it); the files under an
+    unreadable folder that an earlier run indexed stay in the index.
     """
     options = options or PipelineOptions()
-    unreadable: list[tuple[str, str]] = []
-    files = discover(paths, glob, lambda folder, why: unreadable.append((folder, why)))
+    paths = list(paths)
+    passed_over: list[tuple[str, str]] = []
+    files = discover(paths, glob, lambda path, why: passed_over.append((path, why)))
     # refuse a read-only folder or a foreign index before opening the encoder (a TensorRT
     # build takes minutes)
     VideoIndex.check_writable(index_dir)
@@ -349,8 +397,9 @@ def index_videos(
             index_dir, fingerprint=bundle.fingerprint, dim=bundle.embedding_dim,
             bundle_info=info, dtype=dtype, **(usearch_settings or {}),
         ) as index:
+            index.record_skipped(paths, sorted(passed_over))
             report = Pipeline(encoder, bundle.recipe, options).run(index, files, progress)
     finally:
         encoder.close()
-    report.unreadable = sorted(unreadable)
+    report.skipped_paths = sorted(passed_over)
     return report

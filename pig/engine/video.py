@@ -33,6 +33,7 @@ second streaming pass instead of being buffered.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from pig.engine.regular_file import fd_path, open_regular
 from pig.errors import VideoReadError
 
 SEEK_MIN_GAP = 8
@@ -86,15 +88,20 @@ def read_video(path: str | os.PathLike[str], num_frames: int,
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
     path = Path(path)
     _check_file(path)
-    try:
-        container = av.open(str(path), metadata_errors="ignore")
-    except _DECODE_ERRORS as exc:
-        raise VideoReadError(path, f"not a readable media file ({_describe(exc)})") from exc
-    with container:
+    with contextlib.ExitStack() as stack:
+        try:  # the file found, not a FIFO or a device swapped in since
+            fd, _ = stack.enter_context(open_regular(path))
+        except OSError as exc:
+            raise VideoReadError(path, exc.strerror or str(exc)) from exc
         try:
-            return _read(container, path, num_frames, threads)
+            container = av.open(fd_path(fd, path), metadata_errors="ignore")
         except _DECODE_ERRORS as exc:
-            raise VideoReadError(path, f"decoding failed ({_describe(exc)})") from exc
+            raise VideoReadError(path, f"not a readable media file ({_describe(exc)})") from exc
+        with container:
+            try:
+                return _read(container, path, num_frames, threads)
+            except _DECODE_ERRORS as exc:
+                raise VideoReadError(path, f"decoding failed ({_describe(exc)})") from exc
 
 
 _DECODE_ERRORS = (av.error.FFmpegError, OSError, ValueError, UnicodeDecodeError, MemoryError)
