@@ -433,7 +433,8 @@ def index_copy(built: Path, tmp_path: Path) -> Iterator[Path]:
 
 
 @pytest.mark.parametrize("case", ["random bytes", "a list", "deep", "hnsw string",
-                                  "hnsw float", "hnsw huge", "hnsw missing", "dim bool"])
+                                  "hnsw float", "hnsw huge", "hnsw missing", "hnsw 1",
+                                  "dim bool"])
 def test_hostile_index_manifest_is_one_line(index_copy: Path, bundle: Bundle, case: str,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     path = index_copy / "manifest.json"
@@ -445,7 +446,8 @@ def test_hostile_index_manifest_is_one_line(index_copy: Path, bundle: Bundle, ca
     }.get(case)
     if text is None:
         edit = {"hnsw string": ("connectivity", "16"), "hnsw float": ("expansion_add", 1.5),
-                "hnsw huge": ("expansion_search", 10**12), "hnsw missing": ("connectivity", None)}
+                "hnsw huge": ("expansion_search", 10**12), "hnsw missing": ("connectivity", None),
+                "hnsw 1": ("connectivity", 1)}
         if case == "dim bool":
             m["dim"] = True
         else:

@@ -93,9 +93,10 @@ def _check_fields(m: IndexManifest) -> None:
     if not isinstance(m.usearch, dict) or m.usearch.get("metric") not in ("ip", "cos"):
         raise ValueError("usearch must be an object with metric 'ip' or 'cos'")
     for name in _HNSW:
-        value = m.usearch.get(name)
-        if not (is_int(value) and 1 <= value <= _HNSW_MAX):
-            raise ValueError(f"usearch.{name} = {value!r} is not an integer in 1..{_HNSW_MAX}")
+        value, low = m.usearch.get(name), 2 if name == "connectivity" else 1
+        if not (is_int(value) and low <= value <= _HNSW_MAX):
+            raise ValueError(f"usearch.{name} = {value!r} is not an integer in "
+                             f"{low}..{_HNSW_MAX}")
     if not isinstance(m.counts, dict) or not all(is_int(v) for v in m.counts.values()):
         raise ValueError("counts must map names to integers")
     if not (isinstance(m.bundle_producers, list)
