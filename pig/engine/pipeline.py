@@ -186,7 +186,7 @@ class _Assembler:
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-class _StopSignals:
+class StopSignals:
     """Ctrl-C (SIGINT) or SIGTERM sets :attr:`signum` instead of raising mid-update: the run
     stops taking new files, encodes and adds what is in flight (the last partial batch too)
     and commits. A second signal raises ``KeyboardInterrupt`` at once, but never inside a
@@ -254,7 +254,7 @@ class Pipeline:
                 todo.append(plan)
             else:
                 report.skipped[plan.reason] += 1
-        stop = _StopSignals()
+        stop = StopSignals()
         with stop.installed():
             if todo:
                 with tqdm(total=len(todo), unit="video", desc="indexing", disable=not progress,
@@ -271,7 +271,7 @@ class Pipeline:
         return report
 
     def _embed(self, index: VideoIndex, todo: list[Plan], report: IndexReport,
-               advance: Callable[[int], object], signals: _StopSignals) -> None:
+               advance: Callable[[int], object], signals: StopSignals) -> None:
         opts = self.options
         results: queue.Queue[Any] = queue.Queue()
         stop = threading.Event()
