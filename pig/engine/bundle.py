@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from pig.engine.display import display_path
 from pig.engine.fsutil import write_json_atomic
 from pig.engine.recipe import PreprocessRecipe, TokenizerSpec
-from pig.engine.regular_file import open_regular
+from pig.engine.regular_file import read_regular
 from pig.errors import BundleError
 
 if TYPE_CHECKING:
@@ -35,11 +35,8 @@ _REQUIRED = ("model", "embedding_dim", "preprocess", "tokenizer", "graphs", "fin
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     """sha256 of a regular file (never blocks on a FIFO or reads a device without end)."""
     h = hashlib.sha256()
-    with open_regular(path) as (fd, st):
-        left = st.st_size
-        while left > 0 and (block := os.read(fd, min(chunk, left))):
-            h.update(block)
-            left -= len(block)
+    for block in read_regular(path, chunk):
+        h.update(block)
     return h.hexdigest()
 
 

@@ -50,6 +50,16 @@ def open_regular(path: str | os.PathLike[str]) -> Iterator[tuple[int, os.stat_re
         os.close(fd)
 
 
+def read_regular(path: str | os.PathLike[str], chunk: int = 1 << 20) -> Iterator[bytes]:
+    """The content of a regular file in ``chunk``-byte pieces, up to the size it had when
+    opened (a file still being written does not keep the reader going)."""
+    with open_regular(path) as (fd, st):
+        left = st.st_size
+        while left > 0 and (block := os.read(fd, min(chunk, left))):
+            left -= len(block)
+            yield block
+
+
 def fd_path(fd: int, path: str | os.PathLike[str]) -> str:
     """A name that opens the file behind ``fd`` itself (for libraries that take a path, such
     as FFmpeg): ``/proc/self/fd/N`` where the system has it, else ``path``."""

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from pig.engine.regular_file import open_regular
+from pig.engine.regular_file import read_regular
 from pig.errors import IndexStoreError
 
 CATALOG_NAME = "catalog.sqlite"
@@ -61,11 +61,8 @@ def file_digest(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
     """blake2b-256 of a regular file's content (at most the size it had when opened), read
     in ``chunk``-byte pieces; :class:`NotRegularFile` (an ``OSError``) for anything else."""
     h = hashlib.blake2b(digest_size=32)
-    with open_regular(path) as (fd, st):
-        left = st.st_size
-        while left > 0 and (block := os.read(fd, min(chunk, left))):
-            h.update(block)
-            left -= len(block)
+    for block in read_regular(path, chunk):
+        h.update(block)
     return h.hexdigest()
 
 
