@@ -49,7 +49,7 @@ def discover(paths: Iterable[str | os.PathLike[str]], glob: str | None = None,
     matches it. A path that does not exist is a user error. What a walk passes over is given,
     once each, to ``on_skip(path, reason)``: a folder that cannot be listed (permissions), and
     a wanted name that is no regular file (FIFO, socket, device, broken symlink) or a symlink
-    loop (whatever its name); without the callback, an unreadable folder is a user error.
+    loop (whatever its name); without the callback, any of them is a user error.
     """
     found: set[Path] = set()
     reported: set[str] = set()
