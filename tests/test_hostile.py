@@ -290,6 +290,11 @@ def test_limits_are_one_line_and_the_index_still_answers(
     assert code == 2
     one_line_error(err, "bin.txt: queries file is not UTF-8 text (byte 3)")
     assert MAX_QUERIES_FILE_BYTES == 16 << 20  # the README states it
+    for seconds in ("nan", "1e-9", "inf"):  # a window count without bound, before any work
+        code, _, err = run_cli(capsys, "index", str(tmp_path), "--bundle", str(bundle.dir),
+                               "--index", str(tmp_path / "new"), "--segment-seconds", seconds)
+        assert code == 2 and not (tmp_path / "new").exists()
+        one_line_error(err, "segment")
     assert answers(built, bundle) == before
 
 
@@ -445,7 +450,8 @@ def index_copy(built: Path, tmp_path: Path) -> Iterator[Path]:
 
 @pytest.mark.parametrize("case", ["random bytes", "a list", "deep", "hnsw string",
                                   "hnsw float", "hnsw huge", "hnsw missing", "hnsw 1",
-                                  "dim bool"])
+                                  "dim bool", "segment nan", "segment tiny", "segment string",
+                                  "segmenting list"])
 def test_hostile_index_manifest_is_one_line(index_copy: Path, built: Path, bundle: Bundle,
                                             case: str, capsys: pytest.CaptureFixture[str]
                                             ) -> None:
@@ -460,12 +466,15 @@ def test_hostile_index_manifest_is_one_line(index_copy: Path, built: Path, bundl
     if text is None:
         edit = {"hnsw string": ("connectivity", "16"), "hnsw float": ("expansion_add", 1.5),
                 "hnsw huge": ("expansion_search", 10**12), "hnsw missing": ("connectivity", None),
-                "hnsw 1": ("connectivity", 1)}
+                "hnsw 1": ("connectivity", 1), "segment nan": ("seconds", float("nan")),
+                "segment tiny": ("stride", 1e-9), "segment string": ("seconds", "10")}
         if case == "dim bool":
             m["dim"] = True
+        elif case == "segmenting list":
+            m["segmenting"] = ["mode"]
         else:
             name, value = edit[case]
-            m["usearch"][name] = value
+            m["segmenting" if case.startswith("segment ") else "usearch"][name] = value
         text = json.dumps(m).encode()
     path.write_bytes(text)
     for argv in (["info"], ["search", "-q", "red"], ["remove", "/x.mp4"]):

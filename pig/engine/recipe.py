@@ -20,6 +20,7 @@ MAX_SIZE = 1024  # frame side in pixels (CLIP-ViP: 224)
 MAX_TOKENS = 4096  # tokens per query (CLIP: 77, PIG: 50)
 
 ResizeMode = Literal["squash_bicubic", "shorter_side_center_crop"]
+SAMPLINGS = ("linspace",)  # frame samplings pig.engine.video implements (video.SAMPLERS)
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,11 @@ class PreprocessRecipe:
     mean: tuple[float, float, float] = CLIP_MEAN
     std: tuple[float, float, float] = CLIP_STD
     sampling: Literal["linspace"] = "linspace"
+
+    def __post_init__(self) -> None:
+        if self.sampling not in SAMPLINGS:
+            raise ValueError(f"unknown frame sampling {self.sampling!r} (this pig-engine "
+                             f"samples {', '.join(SAMPLINGS)})")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

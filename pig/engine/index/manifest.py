@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from pig.engine.fsutil import write_atomic
-from pig.errors import IndexStoreError
+from pig.engine.segments import WHOLE, Segmenting
+from pig.errors import IndexStoreError, PigError
 
 FORMAT = "pig-index"
 FORMAT_VERSION = 1
@@ -31,6 +32,8 @@ class IndexManifest:
     ``generation`` and ``counts`` describe the last commit; the catalog's generation is the
     authority if they disagree after a crash. ``skipped`` lists ``{path, reason}`` of what
     the indexing runs passed over (unreadable folders, FIFOs, sockets, looping symlinks).
+    ``segmenting``: the :class:`~pig.engine.segments.Segmenting` setting; indexes made before
+    segments existed have none and are read as one whole-video segment per file.
     """
 
     fingerprint: str
@@ -38,6 +41,7 @@ class IndexManifest:
     dtype: str
     usearch: dict[str, Any]
     bundle_producers: list[dict[str, Any]]
+    segmenting: dict[str, Any] = field(default_factory=WHOLE.to_dict)
     generation: int = 0
     counts: dict[str, int] = field(default_factory=dict)
     metric: str = "ip"
@@ -76,7 +80,8 @@ class IndexManifest:
                 )
             m = cls(**{k: v for k, v in doc.items() if k not in ("format", "format_version")})
             _check_fields(m)
-        except (ValueError, TypeError, AttributeError, RecursionError) as exc:
+            Segmenting.from_dict(m.segmenting)
+        except (ValueError, TypeError, AttributeError, RecursionError, PigError) as exc:
             raise IndexStoreError(f"{path}: invalid index manifest ({exc})") from None
         return m
 
