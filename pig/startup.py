@@ -43,7 +43,7 @@ def pig_engine() -> None:
 
 
 def pig_export() -> None:
-    _run("pig-export", "pig.export.cli", whole_run=False)
+    _run("pig-export", "pig.cli.export", whole_run=False)
 
 
 def pig_eval() -> None:

@@ -369,7 +369,7 @@ def test_broken_weights_are_refused_by_name(tiny_model: Any, tmp_path: Path, poi
                                             capsys: pytest.CaptureFixture[str]) -> None:
     import torch
 
-    from pig.export.cli import main
+    from pig.cli.export import main
 
     sd = {k: v.clone() for k, v in tiny_model.state_dict().items()}
     name = "encoder.clipmodel.vision_model.encoder.layers.0.mlp.fc1.weight"
@@ -489,7 +489,7 @@ def test_zero_dim_tensor_checkpoint_is_one_line(tiny_model: Any, tmp_path: Path,
                                                capsys: pytest.CaptureFixture[str]) -> None:
     import torch
 
-    from pig.export.cli import main
+    from pig.cli.export import main
 
     sd = dict(tiny_model.state_dict())
     sd["encoder.clipmodel.visual_projection.weight"] = torch.tensor(1.0)

@@ -13,21 +13,18 @@ import hashlib
 import json
 import os
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pig.engine.display import display_path
 from pig.engine.fsutil import write_json_atomic
+from pig.engine.graphs import BRANCHES
 from pig.engine.recipe import PreprocessRecipe, TokenizerSpec
 from pig.engine.regular_file import read_regular
 from pig.errors import BundleError
 
-if TYPE_CHECKING:
-    from pig.engine.backends.base import Branch
-
 FORMAT = "pig-bundle"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
-BRANCHES: tuple[Branch, ...] = ("video", "text")
 MAX_DIM = 1 << 16  # embedding width; far above any CLIP model, bounds what a manifest can ask
 _REQUIRED = ("model", "embedding_dim", "preprocess", "tokenizer", "graphs", "fingerprint")
 
@@ -122,6 +119,12 @@ class Bundle:
                              f"1..{MAX_DIM}")
         if not isinstance(self.fingerprint, str):
             raise ValueError("fingerprint is not a string")
+        # False for the two-matrix variant (clip_unit + alpha * fused_unit, see pig-export)
+        unit = manifest.get("video_vector", {})
+        unit = unit.get("unit_length", True) if isinstance(unit, dict) else unit
+        if not isinstance(unit, bool):
+            raise ValueError("video_vector must be an object with a boolean unit_length")
+        self.unit_vectors = unit
 
     @classmethod
     def load(cls, root: str | Path) -> Bundle:

@@ -15,9 +15,10 @@ from typing import Any
 
 import click
 
-from pig.engine.backends.base import PRECISIONS
+from pig.cli import console
 from pig.engine.backends.select import BACKENDS
 from pig.engine.display import display_path
+from pig.engine.graphs import PRECISIONS
 from pig.engine.index import DTYPES, VideoIndex
 from pig.engine.index.store import GROUP_BY
 from pig.engine.limits import MAX_K
@@ -25,7 +26,7 @@ from pig.engine.segments import MODES, Segmenting, format_span, format_time
 from pig.errors import PigError
 
 EXIT_FAILED = 1
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = console.EXIT_INTERRUPTED
 
 _PATH = click.Path(path_type=Path)
 _backend = click.option("--backend", type=click.Choice(BACKENDS), default="auto",
@@ -40,7 +41,7 @@ def _log(msg: str) -> None:
     click.echo(display_path(msg), err=True)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings=console.CONTEXT)
 def cli() -> None:
     """PIG text-to-video retrieval: index videos, then search them with text."""
 
@@ -169,10 +170,15 @@ def search(queries: tuple[str, ...], queries_file: Path | None, index_dir: Path,
     texts = _read_queries(queries, queries_file)
     with Searcher(index_dir, bundle, backend, precision, log=_log) as searcher:
         results = searcher.search(texts, k, exact=exact, group_by=group_by)
-    for text, hits in zip(texts, results, strict=True):
+        cut = searcher.truncated(texts)
+        length = searcher.bundle.tokenizer_spec.max_length
+    for i, (text, hits, truncated) in enumerate(zip(texts, results, cut, strict=True), 1):
+        if truncated:
+            _log(f"note: query {i} is longer than the model's text length ({length} tokens "
+                 "with BOS/EOS): only its beginning was searched")
         rows = [hit_json(r, h) for r, h in enumerate(hits, 1)]
         if as_json:
-            click.echo(json.dumps({"query": text, "results": rows}))
+            click.echo(json.dumps({"query": text, "truncated": truncated, "results": rows}))
             continue
         click.echo(f"query: {display_path(text)}")
         for row in rows:
@@ -254,19 +260,8 @@ def remove(index_dir: Path, paths: tuple[Path, ...]) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: user errors become one line on stderr, never a traceback."""
-    try:
-        code = cli.main(args=argv, prog_name="pig-engine", standalone_mode=False)
-    except PigError as err:
-        click.echo(f"pig-engine: error: {display_path(str(err))}", err=True)
-        code = err.exit_code
-    except click.ClickException as err:
-        err.show()
-        code = err.exit_code
-    except (KeyboardInterrupt, click.Abort):
-        click.echo("pig-engine: interrupted", err=True)
-        code = EXIT_INTERRUPTED
-    sys.exit(code or 0)
+    """Console entry point (errors: :mod:`pig.cli.console`)."""
+    console.run(cli, argv, "pig-engine")
 
 
 if __name__ == "__main__":

@@ -486,7 +486,8 @@ def index_videos(
     try:
         with VideoIndex.open_or_create(
             index_dir, fingerprint=bundle.fingerprint, dim=bundle.embedding_dim,
-            bundle_info=info, dtype=dtype, segmenting=segmenting, **(usearch_settings or {}),
+            bundle_info=info, dtype=dtype, segmenting=segmenting,
+            unit_vectors=bundle.unit_vectors, **(usearch_settings or {}),
         ) as index:
             index.record_skipped(paths, sorted(passed_over))
             report = Pipeline(encoder, bundle.recipe, options).run(index, files, progress)

@@ -24,7 +24,9 @@ _HNSW_MAX = 1 << 16  # beyond any useful HNSW setting; bounds the memory one can
 class IndexManifest:
     """Static settings (fixed at create) plus a summary of the last commit.
 
-    ``metric`` is always ``"ip"``: scores are inner products of unit vectors. The usearch
+    ``metric`` is always ``"ip"``: scores are inner products of unit vectors (of unit text
+    vectors with vectors of any length where ``unit_vectors`` is False: a bundle of the
+    two-matrix variant; such an index cannot store ``i8``). The usearch
     settings (``usearch``) record how they are stored: for ``i8`` usearch's ``cos`` metric on
     per-vector-scaled int8 codes, which equals the inner product on unit vectors.
     ``bundle_producers`` lists each distinct ``bundle_info`` (precision, backend, ...) that
@@ -46,6 +48,7 @@ class IndexManifest:
     counts: dict[str, int] = field(default_factory=dict)
     metric: str = "ip"
     skipped: list[dict[str, str]] = field(default_factory=list)
+    unit_vectors: bool = True
     created: float = field(default_factory=time.time)
     updated: float = field(default_factory=time.time)
 
@@ -111,6 +114,8 @@ def _check_fields(m: IndexManifest) -> None:
             isinstance(e, dict) and isinstance(e.get("path"), str)
             and isinstance(e.get("reason"), str) for e in m.skipped)):
         raise ValueError("skipped must be a list of {path, reason}")
+    if not isinstance(m.unit_vectors, bool):
+        raise ValueError("unit_vectors must be a boolean")
     for name in ("created", "updated"):
         if not isinstance(getattr(m, name), (int, float)):
             raise ValueError(f"{name} must be a number")
