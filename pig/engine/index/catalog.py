@@ -10,12 +10,14 @@ it writes nothing, and works in a folder it cannot write (see :func:`_open_snaps
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pig.errors import IndexStoreError
 
@@ -36,6 +38,7 @@ CREATE TABLE IF NOT EXISTS files (
     updated_at REAL    NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS tombstones (key INTEGER PRIMARY KEY);  -- dead in the base vectors
 """
 _COLUMNS = "key, path, size, mtime_ns, digest, frames, status, error, added_at, updated_at"
 
@@ -65,7 +68,9 @@ def file_digest(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-_CANNOT_OPEN = (sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY)
+# an ordinary or mode=ro connection that fails with these falls back to the next target
+_FALL_BACK = (sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_IOERR,
+              sqlite3.SQLITE_FULL)
 
 
 def _connect(target: str, *, uri: bool = False) -> sqlite3.Connection:
@@ -74,11 +79,10 @@ def _connect(target: str, *, uri: bool = False) -> sqlite3.Connection:
 
 def _reader_targets(path: Path) -> list[str]:
     """How a reader may open ``path``, in order of preference (see :func:`_open_snapshot`)."""
-    if os.access(path.parent, os.W_OK) and os.access(path, os.W_OK):
-        return [str(path)]
     uri = path.absolute().as_uri()
     in_wal = [f"{uri}?mode=ro&readonly_shm=1"] if Path(f"{path}-wal").exists() else []
-    return [*in_wal, f"{uri}?mode=ro&immutable=1"]
+    writable = os.access(path.parent, os.W_OK) and os.access(path, os.W_OK)
+    return [*([str(path)] if writable else []), *in_wal, f"{uri}?mode=ro&immutable=1"]
 
 
 def _open_snapshot(path: Path) -> sqlite3.Connection:
@@ -91,23 +95,31 @@ def _open_snapshot(path: Path) -> sqlite3.Connection:
       and, the connection being able to write, removes them on close. (A ``mode=ro``
       connection would create them too but could not remove them, and such leftovers, owned
       by the reader, can lock the folder's owner out of writing.)
-    * Otherwise, with a ``-wal`` present (a writer open elsewhere, e.g. through a read-write
-      mount of the same folder, or one that crashed): ``mode=ro``, which reads the commits
-      still in the WAL through the existing ``-shm``.
+    * Otherwise (or if that fails for want of space: a full disk, where SQLite cannot create
+      its 32 KiB ``-shm``; the side files it made are removed), with a ``-wal`` present (a
+      writer open elsewhere, e.g. through a read-write mount of the same folder, or one that
+      crashed): ``mode=ro``, which reads the commits still in the WAL through the existing
+      ``-shm``.
     * Otherwise, or if ``mode=ro`` cannot open (``-shm`` missing, which SQLite would have to
       create): ``immutable=1``, which reads the database file with no locks and no side
-      files. That is safe because no writer can be changing a folder that no one can write,
-      the case it is for (and no writer was open when the reader started: it would have left
-      a ``-wal``). Commits in a ``-wal`` without its ``-shm`` (a crashed writer) are not
-      seen; the next writer folds them into the database file.
+      files. That is safe because no writer can be changing a folder that no one can write
+      (or a full disk: a commit needs space), the cases it is for (and no writer was open
+      when the reader started: it would have left a ``-wal``). Commits in a ``-wal`` without
+      its ``-shm`` (a crashed writer) are not seen; the next writer folds them into the
+      database file.
     """
+    side = [Path(f"{path}-wal"), Path(f"{path}-shm")]
+    existed = [p.exists() for p in side]
     *preferred, last = _reader_targets(path)
     for target in preferred:
         try:
             return _snapshot(target)
         except sqlite3.OperationalError as exc:
-            if exc.sqlite_errorcode & 0xFF not in _CANNOT_OPEN:
+            if exc.sqlite_errorcode & 0xFF not in _FALL_BACK:
                 raise
+            for p, was in zip(side, existed, strict=True):
+                if not was:
+                    p.unlink(missing_ok=True)
     return _snapshot(last)
 
 
@@ -186,6 +198,17 @@ class Catalog:
             )
         return out
 
+    def parts(self) -> dict[str, Any]:
+        """The committed vectors files (``meta.parts``: base and delta, see ``vectors.py``)."""
+        return json.loads(self._meta("parts") or "{}")
+
+    def tombstones(self) -> set[int]:
+        return {int(k) for (k,) in self._db.execute("SELECT key FROM tombstones")}
+
+    def manifest_copy(self) -> str | None:
+        """The index manifest as of the last commit (for restoring a lost ``manifest.json``)."""
+        return self._meta("manifest")
+
     def counts(self) -> dict[str, int]:
         rows = dict(self._db.execute("SELECT status, COUNT(*) FROM files GROUP BY status"))
         return {INDEXED: rows.get(INDEXED, 0), FAILED: rows.get(FAILED, 0)}
@@ -197,6 +220,11 @@ class Catalog:
         if not self._db.in_transaction:
             self._db.execute("BEGIN IMMEDIATE")
         return self._db.execute(sql, args)
+
+    def _write_many(self, sql: str, rows: list[tuple]) -> None:
+        if rows:
+            self._write("SELECT 1")
+            self._db.executemany(sql, rows)
 
     def upsert(
         self,
@@ -238,9 +266,24 @@ class Catalog:
         for k in keys:
             self._write("DELETE FROM files WHERE key = ?", (k,))
 
-    def commit(self, generation: int) -> None:
-        """Atomically make the pending rows and ``generation`` durable (the commit point)."""
-        self._write("INSERT OR REPLACE INTO meta VALUES ('generation', ?)", (str(generation),))
+    def commit(
+        self,
+        generation: int,
+        *,
+        parts: dict[str, Any],
+        tombstones: Iterable[int],
+        clear_tombstones: bool,
+        manifest: str,
+    ) -> None:
+        """Atomically make the pending rows, ``generation``, the vectors files (``parts``) and
+        the tombstones durable (the commit point). ``clear_tombstones``: the base was
+        rewritten without the dead vectors; ``tombstones``: keys newly dead in the base."""
+        if clear_tombstones:
+            self._write("DELETE FROM tombstones")
+        self._write_many("INSERT OR IGNORE INTO tombstones VALUES (?)", [(k,) for k in tombstones])
+        for name, value in (("generation", str(generation)), ("parts", json.dumps(parts)),
+                            ("manifest", manifest)):
+            self._write("INSERT OR REPLACE INTO meta VALUES (?, ?)", (name, value))
         self._db.execute("COMMIT")
         self.generation = generation
 

@@ -12,7 +12,7 @@ from pig.engine.fsutil import write_atomic
 from pig.errors import IndexStoreError
 
 FORMAT = "pig-index"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: base + delta vectors files, checksums (1: one vectors file)
 MANIFEST_NAME = "manifest.json"
 DTYPES = ("f16", "i8", "f32")
 
