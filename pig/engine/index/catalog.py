@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pig.engine.fsutil import sqlite_out_of_space
 from pig.errors import IndexStoreError
 
 CATALOG_NAME = "catalog.sqlite"
@@ -152,6 +153,8 @@ class Catalog:
                 self._db = _open_snapshot(path)
             self.generation = int(self._meta("generation"))
         except (sqlite3.DatabaseError, TypeError, ValueError) as exc:
+            if sqlite_out_of_space(exc, path.parent):
+                raise IndexStoreError(f"{path}: no space left on device") from None
             raise IndexStoreError(f"{path}: unreadable index catalog ({exc})") from None
 
     @classmethod

@@ -37,6 +37,7 @@ Typical use by an indexing run::
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import sqlite3
 import time
@@ -48,7 +49,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from pig.engine.fsutil import fsync_dir, publish, write_atomic
+from pig.engine.fsutil import fsync_dir, publish, sqlite_out_of_space, write_atomic
 from pig.engine.index.catalog import (
     CATALOG_NAME,
     FAILED,
@@ -629,10 +630,17 @@ class VideoIndex:
 
 @contextlib.contextmanager
 def _os_errors(d: Path) -> Iterator[None]:
-    """Turn OS and SQLite I/O failures into one-line IndexStoreErrors naming the index."""
+    """Turn OS and SQLite I/O failures into one-line IndexStoreErrors naming the index (and,
+    for a full disk, the file that could not be written)."""
     try:
         yield
-    except (OSError, sqlite3.OperationalError) as exc:
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise IndexStoreError(f"{exc.filename or d}: no space left on device") from exc
+        raise IndexStoreError(f"{d}: index I/O failed ({exc})") from exc
+    except sqlite3.OperationalError as exc:
+        if sqlite_out_of_space(exc, d):
+            raise IndexStoreError(f"{d / CATALOG_NAME}: no space left on device") from exc
         raise IndexStoreError(f"{d}: index I/O failed ({exc})") from exc
 
 
