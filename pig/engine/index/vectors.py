@@ -29,7 +29,7 @@ from pig.errors import IndexStoreError
 
 UNIT_NORM_TOL = 1e-3  # |‖v‖ - 1| allowed for "unit" vectors (fp16/int8 engines normalise in fp32)
 EF_REF_N = 100_000  # HNSW ef stays as configured up to this many vectors (see search_expansion)
-EF_EXPONENT = 0.5
+EF_EXPONENT = 0.6
 
 
 def check_unit_vectors(vectors: Any, dim: int, where: str) -> np.ndarray:
