@@ -262,3 +262,13 @@ def test_full_disk_readers_work_and_writers_name_enospc(fake_bundle: Bundle, cli
         line = user_error(err)
         assert code == 2 and "no space left on device" in line and str(d) in line, err
         assert json.loads(run(capsys, "info", "--index", d, "--json")[1]) == before
+
+
+def test_a_create_interrupted_before_its_first_commit_is_created_over(tmp_path: Path) -> None:
+    from pig.engine.index.catalog import Catalog
+
+    d = tmp_path / "idx"
+    d.mkdir()
+    Catalog.create(d / "catalog.sqlite").close()  # generation 0, no manifest yet
+    with VideoIndex.open_or_create(d, fingerprint="fp-a", dim=16, bundle_info={}) as idx:
+        assert idx.generation == 1 and idx.counts()["indexed"] == 0

@@ -284,7 +284,7 @@ class VideoIndex:
         error; ``None`` accepts what the index has (``f16`` for a new one).
         """
         d = Path(directory).absolute()
-        if not (d / MANIFEST_NAME).exists() and not (d / CATALOG_NAME).exists():
+        if not (d / MANIFEST_NAME).exists() and _never_committed(d):
             return cls.create(
                 d,
                 fingerprint=fingerprint,
@@ -665,6 +665,17 @@ def _read_manifest(d: Path) -> IndexManifest:
             f"readable {MANIFEST_NAME}: run `pig-engine restore-manifest --index {d}` to "
             "rewrite it from the copy kept in the catalog, or restore it from a backup"
         ) from None
+
+
+def _never_committed(d: Path) -> bool:
+    """No catalog, or one still at generation 0: a create that was interrupted before its
+    first commit (which writes the manifest last), safe to create over."""
+    if not (d / CATALOG_NAME).exists():
+        return True
+    try:
+        return VideoIndex.committed_generation(d) == 0
+    except IndexStoreError:
+        return False
 
 
 def _remove_stale(d: Path, keep: list[str]) -> None:
