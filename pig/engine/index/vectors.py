@@ -158,7 +158,7 @@ class VectorStore:
     def codes(self, keys: np.ndarray) -> np.ndarray:
         """The stored codes (f16/i8/f32 as kept) of ``keys``, ``[N, dim]``."""
         if not len(keys):
-            return np.zeros((0, self.index.ndim), self.index.dtype.name.lower())
+            return np.zeros((0, self.index.ndim), np.float32)
         got = self.index.get(keys.astype(np.uint64), dtype=self.dtype)
         return np.asarray(got).reshape(len(keys), -1)
 
@@ -242,7 +242,7 @@ class PartMissingError(Exception):
 class VectorSet:
     """The base + delta + tombstones that one generation of an index searches (module doc).
 
-    ``base``/``delta`` are ``None`` when absent. ``pending_tombstones``: keys tombstoned since
+    ``base`` is ``None`` until the first compaction. ``pending_tombstones``: keys tombstoned since
     the last commit (the catalog records them at commit).
     """
 
