@@ -180,6 +180,7 @@ def _commits(n: int) -> None:
         idx = VideoIndex.open(d, writable=True)
         open_s = time.perf_counter() - t0
         base = d / idx.storage()["files"][0]
+        base_mb = base.stat().st_size / 1e6
         fd = os.open(base, os.O_RDONLY)
         t0 = time.perf_counter()
         fd_checksum(fd)
@@ -199,7 +200,7 @@ def _commits(n: int) -> None:
         idx.close()
     finally:
         shutil.rmtree(d, ignore_errors=True)
-    print(f"{n:>8} {base.stat().st_size / 1e6 if base.exists() else 0:>8.0f} {open_s:>7.2f} "
+    print(f"{n:>8} {base_mb:>8.0f} {open_s:>7.2f} "
           f"{check_s:>8.2f} " + " ".join(f"{t:>6.3f}" for t in times) + f" {compact_s:>9.2f}",
           flush=True)
 
