@@ -369,11 +369,7 @@ class VideoIndex:
         with _os_errors(d):
             lock = DirLock(d)
         try:
-            catalog = Catalog(d / CATALOG_NAME, writable=False)
-            try:
-                text = catalog.manifest_copy()
-            finally:
-                catalog.close()
+            text = _manifest_copy(d)
             if text is None:
                 raise IndexStoreError(f"{d / CATALOG_NAME}: the catalog holds no manifest copy")
             with _os_errors(d):
@@ -658,13 +654,25 @@ def _read_manifest(d: Path) -> IndexManifest:
     try:
         return IndexManifest.read(d)
     except IndexStoreError as exc:
-        if not (d / CATALOG_NAME).is_file():
+        if not (d / CATALOG_NAME).is_file() or _manifest_copy(d) is None:
             raise
         raise IndexStoreError(
             f"{exc}; this folder holds an index (its catalog and vectors files) without a "
             f"readable {MANIFEST_NAME}: run `pig-engine restore-manifest --index {d}` to "
             "rewrite it from the copy kept in the catalog, or restore it from a backup"
         ) from None
+
+
+def _manifest_copy(d: Path) -> str | None:
+    """The catalog's copy of the manifest, or None (none kept, or the catalog unreadable)."""
+    try:
+        catalog = Catalog(d / CATALOG_NAME, writable=False)
+    except IndexStoreError:
+        return None
+    try:
+        return catalog.manifest_copy()
+    finally:
+        catalog.close()
 
 
 def _never_committed(d: Path) -> bool:
