@@ -52,7 +52,7 @@ class PipelineOptions:
     ``workers``: decode+preprocess threads. ``encoder_threads``: ONNX Runtime intra-op
     threads (0 = one per core). ``buffers``: batch buffers in flight (one filling, one
     queued, one encoding). ``commit_seconds``: time between commits, stretched to 10x the
-    last commit's duration for large indexes (a commit rewrites the vectors file); 0 commits
+    last commit's duration (a commit writes the delta, and now and then compacts); 0 commits
     after every batch.
     """
 
@@ -274,7 +274,7 @@ class Pipeline:
                     report.commits += 1
                     last_commit = time.monotonic()
                     if opts.commit_seconds > 0:
-                        # a commit rewrites the vectors file: keep commits under ~10% of time
+                        # a compaction rewrites the base: keep commits under ~10% of time
                         interval = max(opts.commit_seconds, 10 * (last_commit - t))
         finally:
             stop.set()
