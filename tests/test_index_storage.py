@@ -82,7 +82,10 @@ def test_delta_commits_and_compaction_equal_a_from_scratch_index(tmp_path: Path)
         assert [[p for p, _ in row] for row in hits(idx, q, exact=False)] == want_approx
         # past COMPACT_RATIO a commit compacts on its own
         idx.add(fake_entries(30, "/videos/more"), x[213:243])
+        reader = VideoIndex.open(d, view=True)
         idx.commit()
+        assert VideoIndex.committed_generation(d) == idx.generation == reader.generation + 1
+        reader.close()
         assert (idx.storage()["delta"], idx.storage()["base"]) == (0, len(live) + 30)
     assert sorted(p.name for p in d.iterdir() if ".usearch" in p.name) == idx.storage()["files"]
 
