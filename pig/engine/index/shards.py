@@ -22,11 +22,17 @@ def check_same_model(indexes: Sequence[VideoIndex]) -> None:
 
 
 def search_shards(
-    indexes: Sequence[VideoIndex], queries: Any, k: int, *, exact: bool | None = None
+    indexes: Sequence[VideoIndex],
+    queries: Any,
+    k: int,
+    *,
+    exact: bool | None = None,
+    group_by: str = "video",
 ) -> list[list[Hit]]:
     """Top ``k`` per query over all ``indexes``: the merge of each index's top ``k`` by score
-    (exact per index top-k merged is the exact top-k of the union). Ties keep index order."""
-    per_index = [idx.search(queries, k, exact=exact) for idx in indexes]
+    (exact per index top-k merged is the exact top-k of the union; a file lives in one index,
+    so grouping by video stays right). Ties keep index order."""
+    per_index = [idx.search(queries, k, exact=exact, group_by=group_by) for idx in indexes]
     return [
         sorted((h for rows in per_index for h in rows[q]), key=lambda h: -h.score)[:k]
         for q in range(len(per_index[0]))
