@@ -9,7 +9,6 @@ from typing import Any
 
 import click
 
-PRECISIONS = ("fp16", "int8")
 CALIBRATION_METHODS = ("max", "percentile")
 
 

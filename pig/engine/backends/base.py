@@ -5,15 +5,9 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator
 from types import TracebackType
-from typing import Literal, Protocol, Self, runtime_checkable
+from typing import Protocol, Self, runtime_checkable
 
 import numpy as np
-
-Branch = Literal["video", "text"]
-Precision = Literal["fp32", "fp16", "int8"]
-PRECISIONS: tuple[Precision, ...] = ("fp32", "fp16", "int8")
-INPUT_NAMES: dict[Branch, str] = {"video": "pixel_values", "text": "input_ids"}
-OUTPUT_NAME = "embeddings"
 
 
 def log_stderr(msg: str) -> None:
@@ -27,7 +21,7 @@ class Backend(Protocol):
 
     name: str  # "onnxruntime" | "tensorrt"
     device: str  # what is actually in use, e.g. "CPUExecutionProvider", "NVIDIA H100 (sm_90)"
-    precision: str  # "fp32" | "fp16" | "int8"
+    precision: str  # one of pig.engine.graphs.PRECISIONS
 
     def encode_video(self, pixel_values: np.ndarray) -> np.ndarray:
         """``[B, T, 3, S, S]`` float32 (or the graph's input dtype) -> ``[B, D]`` float32."""
