@@ -48,6 +48,7 @@ setup(
         ],
         "dev": [
             "pytest>=8",
+            "hypothesis==6.170.17",
             "ruff>=0.5",
             "transformers==4.57.6",
             "decord==0.6.0",
@@ -61,9 +62,9 @@ setup(
     },
     entry_points={
         "console_scripts": [
-            "pig-export=pig.cli.export:main",
-            "pig-engine=pig.engine.cli:main",
-            "pig-eval=pig.demo.evaluate:main",
+            "pig-export=pig.startup:pig_export",
+            "pig-engine=pig.startup:pig_engine",
+            "pig-eval=pig.startup:pig_eval",
         ]
     },
 )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,12 @@ TINY = dict(vision_width=128, vision_layers=2, vision_heads=2, vision_mlp=256, p
             image_size=64, num_frames=4, num_proxy=3, text_width=64, text_layers=2,
             text_heads=1, text_mlp=128, text_positions=32, text_max_length=16, gen_layers=1,
             gen_heads=1, gen_mlp=128, gen_positions=40, embed_dim=64, top_k=6)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _verdict_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Verified-graph verdicts (pig.engine.bundle) go to a temporary cache, not ~/.cache."""
+    os.environ["PIG_ENGINE_CACHE"] = str(tmp_path_factory.mktemp("pig-engine-cache"))
 
 
 @pytest.fixture(scope="session")

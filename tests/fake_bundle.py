@@ -182,3 +182,14 @@ def write_bundle(
     manifest["fingerprint"] = fingerprint(manifest)
     (root / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return root
+
+
+def rehash(root: Path, branch: str, precision: str = "fp32") -> None:
+    """Make the manifest vouch for the graph file as it is now (new sha256 and fingerprint):
+    what a forger, or a re-export of another model, would write."""
+    path = root / "manifest.json"
+    manifest = json.loads(path.read_text())
+    entry = manifest["graphs"][branch][precision]
+    entry["sha256"] = sha256_file(root / entry["file"])
+    manifest["fingerprint"] = fingerprint(manifest)
+    path.write_text(json.dumps(manifest, indent=2))

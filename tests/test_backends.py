@@ -15,8 +15,8 @@ from pig.engine.backends.base import chunks
 from pig.engine.backends.onnxruntime import OrtBackend, OrtOptions
 from pig.engine.bundle import Bundle
 from pig.engine.trt import flavour
-from pig.errors import BackendUnavailable
-from tests.fake_bundle import FakeSizes, reference_text, reference_video, write_bundle
+from pig.errors import BackendUnavailable, BundleError
+from tests.fake_bundle import FakeSizes, reference_text, reference_video, rehash, write_bundle
 
 SIZES = FakeSizes()
 FAKE_GPU = gpu.GpuInfo("NVIDIA Fake 80GB", (9, 0), 80 << 30, "580.1", "nvml")
@@ -139,6 +139,9 @@ def test_ort_silent_cpu_fallback_is_refused(bundle, fake_gpu, monkeypatch) -> No
 def test_unloadable_graph_is_a_clear_error(tmp_path) -> None:
     root = write_bundle(tmp_path / "b", SIZES)
     (root / "text.onnx").write_bytes(b"not an onnx file")
+    with pytest.raises(BundleError, match=r"text\.onnx: sha256 differs from the manifest"):
+        OrtBackend(Bundle.load(root), branches=("text",))
+    rehash(root, "text")  # a manifest that vouches for the broken file: ORT refuses it
     with pytest.raises(BackendUnavailable, match=r"text\.onnx: onnxruntime cannot load"):
         OrtBackend(Bundle.load(root), branches=("text",))
 

@@ -247,11 +247,11 @@ def test_discover_unreadable_folders(tmp_path: Path, lock: Callable[[Path], None
     with pytest.raises(PigError, match=f"^{re.escape(str(private))}: cannot read the folder "):
         discover([tmp_path])
     seen: list[tuple[str, str]] = []
-    found = discover([tmp_path, tmp_path / "sub"], on_unreadable=lambda f, r: seen.append((f, r)))
+    found = discover([tmp_path, tmp_path / "sub"], on_skip=lambda f, r: seen.append((f, r)))
     assert [p.relative_to(tmp_path).as_posix() for p in found] == ["a.mp4", "sub/c.webm"]
     assert seen == [(str(private), why)]  # once, though walked twice
     seen.clear()
-    assert discover([private], on_unreadable=lambda f, r: seen.append((f, r))) == []
+    assert discover([private], on_skip=lambda f, r: seen.append((f, r))) == []
     assert seen == [(str(private), why)]
 
 
@@ -273,6 +273,6 @@ def test_index_reports_unreadable_folder_and_keeps_its_files(
     assert stop.value.code == 1, err
     assert "Traceback" not in err
     assert out.splitlines()[0].startswith("2 files: 0 indexed, 0 failed, 2 skipped")
-    assert f"failed: {private}: cannot read the folder ({os.strerror(errno.EACCES)})" in out
+    assert f"skipped: {private}: cannot read the folder ({os.strerror(errno.EACCES)})" in out
     with VideoIndex.open(idx, view=True) as vi:
         assert vi.counts() == {"vectors": 4, "indexed": 4, "failed": 0}

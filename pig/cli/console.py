@@ -5,7 +5,8 @@ Every script runs a click command through :func:`run`, so errors look and exit t
 
 - a user error (:class:`pig.errors.PigError`, a bad flag or argument) prints ONE line,
   ``<prog>: error: <what and where>``, on stderr, no traceback, and exits 2 (or the error's
-  own ``exit_code``);
+  own ``exit_code``); a file name in it is shown escaped
+  (:func:`~pig.engine.display.display_path`);
 - Ctrl-C prints ``<prog>: interrupted`` and exits 130;
 - otherwise the exit code is what the command returns (0 when it returns nothing).
 """
@@ -17,6 +18,7 @@ from typing import NoReturn
 
 import click
 
+from pig.engine.display import display_path
 from pig.errors import PigError
 
 EXIT_USER_ERROR = 2
@@ -29,10 +31,10 @@ def run(command: click.Command, argv: list[str] | None, prog_name: str) -> NoRet
     try:
         code = command.main(args=argv, prog_name=prog_name, standalone_mode=False)
     except PigError as err:
-        click.echo(f"{prog_name}: error: {err}", err=True)
+        click.echo(f"{prog_name}: error: {display_path(str(err))}", err=True)
         code = err.exit_code
     except click.ClickException as err:
-        click.echo(f"{prog_name}: error: {err.format_message()}", err=True)
+        click.echo(f"{prog_name}: error: {display_path(err.format_message())}", err=True)
         code = err.exit_code
     except (KeyboardInterrupt, click.Abort):
         click.echo(f"{prog_name}: interrupted", err=True)

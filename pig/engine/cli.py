@@ -1,7 +1,8 @@
 """``pig-engine``: index videos, search them by text, inspect and edit an index.
 
 Exit codes: 0 success; 1 some videos failed to index (or a path to remove matched nothing);
-2 a user error (one line on stderr naming the file and the problem); 130 interrupted.
+2 a user error (one line on stderr naming the file and the problem); 130 interrupted (Ctrl-C),
+143 terminated (SIGTERM; ``index`` commits what it encoded first).
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ import click
 
 from pig.cli import console
 from pig.engine.backends.select import BACKENDS
+from pig.engine.display import display_path
 from pig.engine.graphs import PRECISIONS
 from pig.engine.index import DTYPES, VideoIndex
 from pig.engine.index.store import GROUP_BY
+from pig.engine.limits import MAX_K
 from pig.engine.segments import MODES, Segmenting, format_span, format_time
 from pig.errors import PigError
 
@@ -35,7 +38,7 @@ _index = click.option("--index", "index_dir", type=_PATH, required=True,
 
 
 def _log(msg: str) -> None:
-    click.echo(msg, err=True)
+    click.echo(display_path(msg), err=True)
 
 
 @click.group(context_settings=console.CONTEXT)
@@ -132,8 +135,8 @@ def index(paths: tuple[Path, ...], bundle: Path, index_dir: Path, glob: str | No
     )
     click.echo(report.summary())
     if report.interrupted:
-        return EXIT_INTERRUPTED
-    return EXIT_FAILED if report.failed or report.unreadable else 0
+        return 128 + report.interrupted
+    return EXIT_FAILED if report.failed or report.skipped_paths else 0
 
 
 def _segmenting(mode: str | None, seconds: float | None, stride: float | None,
@@ -152,15 +155,15 @@ def _segmenting(mode: str | None, seconds: float | None, stride: float | None,
 
 
 def _read_queries(queries: tuple[str, ...], queries_file: Path | None) -> list[str]:
+    """The queries, checked before the encoder is opened (which can take long)."""
+    from pig.engine.search import check_queries, read_queries_file
+
     out = list(queries)
     if queries_file is not None:
-        try:
-            text = queries_file.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as err:
-            raise PigError(f"{queries_file}: cannot read queries ({err})") from None
-        out += [line.strip() for line in text.splitlines() if line.strip()]
+        out += read_queries_file(queries_file)
     if not out:
         raise PigError("no query: give --query TEXT or --queries-file FILE")
+    check_queries(out)
     return out
 
 
@@ -169,7 +172,7 @@ def _read_queries(queries: tuple[str, ...], queries_file: Path | None) -> list[s
 @click.option("--queries-file", type=_PATH, default=None, help="one query per line")
 @click.option("--index", "index_dirs", type=_PATH, required=True, multiple=True,
               help="index directory (repeat to search several of one bundle as one)")
-@click.option("-k", "k", type=click.IntRange(1), default=10, show_default=True,
+@click.option("-k", "k", type=click.IntRange(1, MAX_K), default=10, show_default=True,
               help="hits per query (files with --group-by video)")
 @click.option("--group-by", type=click.Choice(GROUP_BY), default="video", show_default=True,
               help="video: one hit per file, its best segment; segment: raw segment hits")
@@ -200,10 +203,11 @@ def search(queries: tuple[str, ...], queries_file: Path | None, index_dirs: tupl
         if as_json:
             click.echo(json.dumps({"query": text, "truncated": truncated, "results": rows}))
             continue
-        click.echo(f"query: {text}")
+        click.echo(f"query: {display_path(text)}")
         for row in rows:
             span = format_span(row["start_s"], row["end_s"])
-            click.echo(f"{row['rank']:>4}  {row['score']:.4f}  {span:>13}  {row['path']}")
+            click.echo(f"{row['rank']:>4}  {row['score']:.4f}  {span:>13}  "
+                       f"{display_path(row['path'])}")
         if not rows:
             click.echo("   (index is empty)")
     return 0
@@ -213,14 +217,20 @@ def _info(idx: VideoIndex) -> dict[str, Any]:
     m = idx.manifest
     longest = idx.longest()
     return {
-        "index": str(idx.path), "fingerprint": m.fingerprint, "dim": m.dim, "dtype": m.dtype,
-        "metric": m.metric, "usearch": m.usearch, "counts": idx.counts(), "storage": idx.storage(),
+        "index": display_path(idx.path, controls=False), "fingerprint": m.fingerprint,
+        "dim": m.dim, "dtype": m.dtype,
+        "metric": m.metric, "usearch": m.usearch, "counts": idx.counts(),
+        "storage": idx.storage(),
         "generation": idx.generation, "producers": m.bundle_producers,
         "segmenting": {**m.segmenting, "description": idx.segmenting.describe()},
-        "longest": dict(zip(("path", "seconds"), longest, strict=True)) if longest else None,
+        "longest": {"path": display_path(longest[0], controls=False), "seconds": longest[1]}
+        if longest else None,
         "updated": datetime.datetime.fromtimestamp(m.updated, datetime.UTC).isoformat(
             timespec="seconds"),
-        "failed": [{"path": r.path, "error": r.error} for r in idx.failed()],
+        "failed": [{"path": display_path(r.path, controls=False),
+                    "error": display_path(r.error or "", controls=False)} for r in idx.failed()],
+        "skipped": [{k: display_path(v, controls=False) for k, v in s.items()}
+                    for s in m.skipped],
     }
 
 
@@ -235,7 +245,8 @@ def info(index_dir: Path, as_json: bool) -> int:
         click.echo(json.dumps(d))
         return 0
     c = d["counts"]
-    click.echo(f"index       {d['index']} (generation {d['generation']}, updated {d['updated']})")
+    click.echo(f"index       {display_path(d['index'])} (generation {d['generation']}, "
+               f"updated {d['updated']})")
     click.echo(f"model       {d['fingerprint']}")
     click.echo(f"vectors     {c['vectors']} x {d['dim']} {d['dtype']}, metric {d['metric']}, "
                + ", ".join(f"{k} {v}" for k, v in sorted(d["usearch"].items()) if k != "metric"))
@@ -247,12 +258,15 @@ def info(index_dir: Path, as_json: bool) -> int:
                f"{c['vectors']} segments")
     click.echo(f"segmenting  {d['segmenting']['description']}")
     if d["longest"]:
-        click.echo(f"longest     {format_time(d['longest']['seconds'])} "
-                   f"({d['longest']['seconds']:.1f} s) {d['longest']['path']}")
+        longest = d["longest"]
+        click.echo(f"longest     {format_time(longest['seconds'])} "
+                   f"({longest['seconds']:.1f} s) {display_path(longest['path'])}")
     for p in d["producers"]:
         click.echo("producer    " + ", ".join(f"{k}={v}" for k, v in sorted(p.items())))
     for f in d["failed"]:
-        click.echo(f"failed      {f['path']}: {f['error']}")
+        click.echo(f"failed      {display_path(f['path'])}: {display_path(f['error'])}")
+    for f in d["skipped"]:
+        click.echo(f"skipped     {display_path(f['path'])}: {display_path(f['reason'])}")
     return 0
 
 
@@ -266,10 +280,10 @@ def remove(index_dir: Path, paths: tuple[Path, ...]) -> int:
         for p in paths:
             removed = idx.remove([p])
             if not removed:
-                click.echo(f"{p.absolute()}: not in the index", err=True)
+                click.echo(f"{display_path(p.absolute())}: not in the index", err=True)
                 code = EXIT_FAILED
             for r in removed:
-                click.echo(f"removed {r}")
+                click.echo(f"removed {display_path(r)}")
     return code
 
 

@@ -5,3 +5,4 @@ MAX_QUERY_CHARS = 4096  # characters in one query, before tokenising (the model 
 MAX_QUERIES_PER_REQUEST = 256  # queries in one service request
 MAX_QUERIES_FILE_BYTES = 16 * 1024 * 1024  # `search --queries-file`
 MAX_QUERIES_FILE_LINES = 100_000
+MIN_SEGMENT_SECONDS = 0.1  # shortest segment window or stride (`index --segment-seconds`)

@@ -17,7 +17,9 @@ A small pool of batch buffers bounds memory and is the back-pressure between the
 worker waits for a free buffer only when every buffer is queued for, or in, the encoder.
 The main thread alone touches the index (SQLite connections are per thread). Commits happen
 every ``commit_seconds`` and at the end, so a crash loses at most the batches encoded since
-the last commit; Ctrl-C commits what is encoded and reports ``interrupted``.
+the last commit. Ctrl-C or SIGTERM stops taking new files, encodes and commits what is in
+flight (the last partial batch included) and reports ``interrupted``; a second one stops at
+once, keeping what was added.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from pig.engine import shots
 from pig.engine.backends import Backend, open_backend
 from pig.engine.backends.onnxruntime import OrtOptions
 from pig.engine.bundle import Bundle
+from pig.engine.display import display_path
 from pig.engine.index import Entry, Plan, VideoIndex
 from pig.engine.index.manifest import MANIFEST_NAME
 from pig.engine.preprocess import preprocess_frames
@@ -75,17 +78,18 @@ class PipelineOptions:
 @dataclass
 class IndexReport:
     """What one run did. ``skipped`` counts plan reasons (unchanged, touched, failed);
-    ``unreadable`` holds the (folder, reason) of folders that could not be walked."""
+    ``skipped_paths`` holds the (path, reason) of what discovery passed over: folders that
+    could not be read, FIFOs, sockets, devices and broken or looping symlinks."""
 
     files: int = 0
     indexed: int = 0
     segments: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
     failed: list[tuple[str, str]] = field(default_factory=list)
-    unreadable: list[tuple[str, str]] = field(default_factory=list)
+    skipped_paths: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
     commits: int = 0
-    interrupted: bool = False
+    interrupted: int = 0  # the signal (SIGINT, SIGTERM) that stopped the run early, or 0
 
     @property
     def videos_per_second(self) -> float:
@@ -102,7 +106,9 @@ class IndexReport:
         ]
         if self.skipped.get("failed"):
             lines.append("(--retry-failed decodes files that failed before again)")
-        lines += [f"failed: {path}: {reason}" for path, reason in self.failed + self.unreadable]
+        lines += [f"failed: {display_path(path)}: {display_path(reason)}"
+                  for path, reason in self.failed]
+        lines += [f"skipped: {display_path(path)}: {reason}" for path, reason in self.skipped_paths]
         if self.interrupted:
             left = self.files - self.indexed - len(self.failed) - sum(self.skipped.values())
             lines.append(f"interrupted: {left} files not done; the work encoded so far is "
@@ -158,6 +164,53 @@ def preprocess_segment(segment: VideoSegment, recipe: PreprocessRecipe, out: np.
     return None
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class StopSignals:
+    """Ctrl-C (SIGINT) or SIGTERM sets :attr:`signum` instead of raising mid-update: the run
+    stops taking new files, encodes and adds what is in flight (the last partial batch too)
+    and commits. A second signal raises ``KeyboardInterrupt`` at once, but never inside a
+    :meth:`guarded` update (it is raised when the update ends). Signals are handled by the
+    main thread only; elsewhere this does nothing."""
+
+    def __init__(self) -> None:
+        self.signum = 0
+        self._guarded = False
+        self._pending = False
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if not self.signum:
+            self.signum = signum
+        elif self._guarded:
+            self._pending = True
+        else:
+            raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {s: signal.signal(s, self._handle) for s in STOP_SIGNALS}
+        try:
+            yield
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+    @contextlib.contextmanager
+    def guarded(self) -> Iterator[None]:
+        self._guarded = True
+        try:
+            yield
+        finally:
+            self._guarded = False
+        if self._pending:
+            self._pending = False
+            raise KeyboardInterrupt
+
+
 class IndexWriter:
     """The driver's side of a run, the one thread that touches the index: records each
     file's result and commits every ``commit_seconds``, stretched to 10x the last commit's
@@ -165,13 +218,15 @@ class IndexWriter:
     file."""
 
     def __init__(self, index: VideoIndex, report: IndexReport, commit_seconds: float,
-                 advance: Callable[[int, int], object]) -> None:
+                 advance: Callable[[int, int], object], signals: StopSignals) -> None:
         self.index, self.report, self._advance = index, report, advance
+        self._guarded = signals.guarded  # a second Ctrl-C never lands mid-update
         self._commit_seconds = self._interval = commit_seconds
         self._last_commit = time.monotonic()
 
     def fail(self, failure: FileFailure) -> None:
-        self.index.record_failure(failure.path, failure.reason)
+        with self._guarded():
+            self.index.record_failure(failure.path, failure.reason)
         self.report.failed.append((failure.path, failure.reason))
         self._advance(1, 0)
 
@@ -181,22 +236,25 @@ class IndexWriter:
 
     def add(self, entry: Entry, vectors: np.ndarray) -> None:
         """Add one file with its segment vectors (in span order); commit if one is due."""
-        self.index.add([entry], vectors)
+        with self._guarded():
+            self.index.add([entry], vectors)
         self.report.indexed += 1
         self.report.segments += len(entry.spans)
         self._advance(1, 0)
         if time.monotonic() - self._last_commit >= self._interval:
             t = time.monotonic()
-            self.index.commit()
+            with self._guarded():
+                self.index.commit()
             self.report.commits += 1
             self._last_commit = time.monotonic()
             if self._commit_seconds > 0:  # keep commits under ~10% of the time
                 self._interval = max(self._commit_seconds, 10 * (self._last_commit - t))
 
 
-Embed = Callable[[list[Plan], IndexWriter, threading.Event], None]
-"""An engine's encode side: embeds the planned files through the writer; stops with
-KeyboardInterrupt at a safe point once the event is set (Ctrl-C)."""
+Embed = Callable[[list[Plan], IndexWriter, StopSignals], None]
+"""An engine's encode side: embeds the planned files through the writer. Once the signals'
+``signum`` is set (Ctrl-C, SIGTERM) it takes no new files and returns when those in flight are
+added (the local pipeline), or raises ``KeyboardInterrupt`` at a safe point (Ray)."""
 
 
 @dataclass(frozen=True)
@@ -264,8 +322,12 @@ class _Assembler:
 
     def task_done(self) -> None:
         """Called once per task; after the last one the partial open batch is emitted."""
+        self.cancel(1)
+
+    def cancel(self, tasks: int) -> None:
+        """``tasks`` will never run (or have ended): emit the partial batch after the last."""
         with self._cond:
-            self._tasks_left -= 1
+            self._tasks_left -= tasks
             if self._tasks_left == 0 and self._open is not None:
                 batch, self._open = self._open, None
                 batch.sealed = True
@@ -281,33 +343,14 @@ class _Assembler:
             self._out.put(batch)
 
 
-@contextlib.contextmanager
-def _deferred_sigint(flag: threading.Event) -> Iterator[None]:
-    """Ctrl-C sets ``flag`` instead of raising mid-update (the loop stops at a safe point);
-    a second Ctrl-C raises at once. Only the main thread can handle signals."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: object) -> None:
-        if flag.is_set():
-            raise KeyboardInterrupt
-        flag.set()
-
-    previous = signal.signal(signal.SIGINT, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
 def run_plans(index: VideoIndex, files: Iterable[str | os.PathLike[str]],
               options: PipelineOptions, embed: Embed, progress: bool = False) -> IndexReport:
     """Plan ``files`` against the catalog, hand the ones to embed to ``embed`` (an engine's
     encode side: the local pipeline or Ray) with an :class:`IndexWriter`, commit at the end.
 
-    Ctrl-C sets the event given to ``embed``; what is encoded by then is committed and the
-    report says ``interrupted``."""
+    Ctrl-C or SIGTERM sets ``signum`` of the :class:`StopSignals` given to ``embed``; what is
+    added by the time it returns (or raises ``KeyboardInterrupt``) is committed and the report
+    says which signal stopped the run (``interrupted``)."""
     t0 = time.perf_counter()
     report = IndexReport()
     todo: list[Plan] = []
@@ -318,30 +361,31 @@ def run_plans(index: VideoIndex, files: Iterable[str | os.PathLike[str]],
             todo.append(plan)
         else:
             report.skipped[plan.reason] += 1
-    if todo:
-        with tqdm(total=len(todo), unit="video", desc="indexing", disable=not progress,
-                  file=sys.stderr, smoothing=0.1) as bar:
-            interrupt = threading.Event()
+    stop = StopSignals()
+    with stop.installed():
+        if todo:
+            with tqdm(total=len(todo), unit="video", desc="indexing", disable=not progress,
+                      file=sys.stderr, smoothing=0.1) as bar:
+                encoded = 0
 
-            encoded = 0
+                def advance(files: int, segments: int = 0) -> None:
+                    """``files`` done; ``segments`` encoded (a long file shows progress)."""
+                    nonlocal encoded
+                    encoded += segments
+                    bar.set_postfix(segments=encoded, refresh=False)
+                    if files:
+                        bar.update(files)
+                    else:
+                        bar.refresh()
 
-            def advance(files: int, segments: int = 0) -> None:
-                """``files`` done; ``segments`` encoded (a long file shows progress)."""
-                nonlocal encoded
-                encoded += segments
-                bar.set_postfix(segments=encoded, refresh=False)
-                if files:
-                    bar.update(files)
-                else:
-                    bar.refresh()
-
-            try:
-                with _deferred_sigint(interrupt):
-                    embed(todo, IndexWriter(index, report, options.commit_seconds, advance),
-                          interrupt)
-            except KeyboardInterrupt:
-                report.interrupted = True
-    index.commit()
+                writer = IndexWriter(index, report, options.commit_seconds, advance, stop)
+                try:
+                    embed(todo, writer, stop)
+                except KeyboardInterrupt:  # a second signal (or an engine that stops at once)
+                    stop.signum = stop.signum or signal.SIGINT
+        with stop.guarded():
+            index.commit()
+    report.interrupted = stop.signum
     report.commits += 1
     report.seconds = time.perf_counter() - t0
     return report
@@ -363,7 +407,7 @@ class Pipeline:
         """Index ``files`` (already discovered) into ``index``; see the module docstring."""
         return run_plans(index, files, self.options, self._embed, progress)
 
-    def _embed(self, todo: list[Plan], writer: IndexWriter, interrupt: threading.Event) -> None:
+    def _embed(self, todo: list[Plan], writer: IndexWriter, signals: StopSignals) -> None:
         opts = self.options
         results: queue.Queue[Any] = queue.Queue()
         stop = threading.Event()
@@ -376,12 +420,16 @@ class Pipeline:
         done: dict[int, Entry] = {}  # tasks decoded whole, waiting for their last vectors
         void: set[int] = set()  # failed tasks: vectors still coming for them are dropped
         try:
-            for task, plan in enumerate(todo):
-                pool.submit(self._work, task, plan, segmenting, assembler, results)
-            pending = len(todo)
+            futures = [pool.submit(self._work, task, plan, segmenting, assembler, results)
+                       for task, plan in enumerate(todo)]
+            pending, draining = len(todo), False
             while pending:
-                if interrupt.is_set():
-                    raise KeyboardInterrupt
+                if signals.signum and not draining:  # finish the files in flight, take no more
+                    draining = True
+                    cancelled = sum(f.cancel() for f in futures)
+                    pending -= cancelled
+                    assembler.cancel(cancelled)
+                    continue
                 try:
                     item = results.get(timeout=0.2)
                 except queue.Empty:
@@ -482,14 +530,17 @@ def index_videos(
     """Discover ``paths``, open the engine (the encoder; default :func:`local_engine`) and
     the index (created if missing), run.
 
-    Folders that cannot be read are skipped and listed in the report; the files under them
-    that an earlier run indexed stay in the index. ``segmenting``: the setting of a new index
-    (default auto); for an existing one it must be the index's, or ``None``.
+    What discovery passes over (folders that cannot be read, FIFOs, sockets, ...) is listed
+    in the report and recorded in the index manifest (``info`` shows it); the files under an
+    unreadable folder that an earlier run indexed stay in the index. ``segmenting``: the
+    setting of a new index (default auto); for an existing one it must be the index's, or
+    ``None``.
     """
     options = options or PipelineOptions()
     engine = engine or local_engine
-    unreadable: list[tuple[str, str]] = []
-    files = discover(paths, glob, lambda folder, why: unreadable.append((folder, why)))
+    paths = list(paths)
+    passed_over: list[tuple[str, str]] = []
+    files = discover(paths, glob, lambda path, why: passed_over.append((path, why)))
     # refuse a read-only folder or a foreign index before opening the encoder (a TensorRT
     # build takes minutes)
     VideoIndex.check_writable(index_dir)
@@ -506,6 +557,7 @@ def index_videos(
                 unit_vectors=bundle.unit_vectors,
                 **(usearch_settings or {}),
             ) as index:
+        index.record_skipped(paths, sorted(passed_over))
         report = run_plans(index, files, options, embed, progress)
-    report.unreadable = sorted(unreadable)
+    report.skipped_paths = sorted(passed_over)
     return report

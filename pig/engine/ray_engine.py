@@ -35,7 +35,6 @@ import logging
 import os
 import pickle
 import platform
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -53,6 +52,7 @@ from pig.engine.pipeline import (
     FileFailure,
     IndexWriter,
     PipelineOptions,
+    StopSignals,
     decode_file,
     preprocess_segment,
 )
@@ -198,7 +198,7 @@ class _Files:
 
 def _embed(ray: Any, bundle: Bundle, choice: _Choice, options: PipelineOptions,
            ray_options: RayOptions, encoder_gpus: float, todo: list[Plan], writer: IndexWriter,
-           interrupt: threading.Event) -> None:
+           signals: StopSignals) -> None:
     items = [{"path": os.fsencode(p.path), "reason": p.reason, "digest": p.digest or ""}
              for p in todo]
     blocks = max(1, -(-len(items) // _FILES_PER_BLOCK))
@@ -221,7 +221,7 @@ def _embed(ray: Any, bundle: Bundle, choice: _Choice, options: PipelineOptions,
     try:
         for batch in batches:
             files.take(batch)
-            if interrupt.is_set():
+            if signals.signum:  # Ctrl-C/SIGTERM: stop here; what was added is committed
                 raise KeyboardInterrupt
     except PigError:
         raise

@@ -12,9 +12,11 @@ import numpy as np
 
 from pig.engine.backends import open_backend
 from pig.engine.bundle import Bundle
+from pig.engine.display import display_path
 from pig.engine.index import Hit, VideoIndex
 from pig.engine.index.shards import check_same_model, search_shards
 from pig.engine.index.store import GROUP_BY
+from pig.engine.limits import MAX_K, MAX_QUERIES_FILE_BYTES, MAX_QUERIES_FILE_LINES, MAX_QUERY_CHARS
 from pig.engine.tokenizer import ClipTokenizer
 from pig.errors import BundleError, IndexStoreError, PigError
 
@@ -23,10 +25,11 @@ HIT_FIELDS = ("rank", "score", "path", "id", "start_s", "end_s", "segment")
 
 def hit_json(rank: int, hit: Hit) -> dict[str, Any]:
     """The JSON form of a hit (every client of the engine uses this one): ``rank`` from 1,
-    ``score`` (inner product), ``path``, ``id`` (the file's catalog key), the segment's span
-    ``start_s``/``end_s`` (seconds from the first frame; ``end_s`` null when unknown) and its
-    ordinal ``segment`` within the file."""
-    values = (rank, hit.score, hit.path, hit.key, hit.start_s, hit.end_s, hit.segment)
+    ``score`` (inner product), ``path`` (through :func:`display_path`), ``id`` (the file's
+    catalog key), the segment's span ``start_s``/``end_s`` (seconds from the first frame;
+    ``end_s`` null when unknown) and its ordinal ``segment`` within the file."""
+    values = (rank, hit.score, display_path(hit.path, controls=False), hit.key, hit.start_s,
+              hit.end_s, hit.segment)
     return dict(zip(HIT_FIELDS, values, strict=True))
 
 
@@ -47,6 +50,45 @@ def bundle_for(index: VideoIndex, bundle_dir: str | os.PathLike[str] | None = No
             f"index {index.path} ({index.fingerprint[:16]}); use the bundle it was built with"
         )
     return bundle
+
+
+def check_k(k: int) -> None:
+    """Refuse a result count outside ``1..MAX_K``."""
+    if not 1 <= k <= MAX_K:
+        raise PigError(f"k must be between 1 and {MAX_K}, got {k}")
+
+
+def check_queries(queries: Sequence[str]) -> None:
+    """Refuse an empty query or one longer than ``MAX_QUERY_CHARS`` (numbered from 1)."""
+    for i, q in enumerate(queries, 1):
+        if not q.strip():
+            raise PigError(f"query {i} is empty")
+        if len(q) > MAX_QUERY_CHARS:
+            raise PigError(f"query {i} has {len(q)} characters; at most {MAX_QUERY_CHARS}")
+
+
+def read_queries_file(path: str | os.PathLike[str]) -> list[str]:
+    """The non-blank lines of a UTF-8 file (or FIFO), stripped. Reads at most
+    ``MAX_QUERIES_FILE_BYTES`` (+1 to tell a larger file) and refuses more than that or more
+    than ``MAX_QUERIES_FILE_LINES`` queries, so ``/dev/zero`` is refused, not read to the end."""
+    name = display_path(path)
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_QUERIES_FILE_BYTES + 1)
+    except OSError as err:
+        raise PigError(f"{name}: cannot read queries ({err.strerror or err})") from None
+    if len(data) > MAX_QUERIES_FILE_BYTES:
+        raise PigError(f"{name}: queries file larger than {MAX_QUERIES_FILE_BYTES >> 20} MiB "
+                       "(the limit); split it")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise PigError(f"{name}: queries file is not UTF-8 text (byte {err.start})") from None
+    queries = [line.strip() for line in text.splitlines() if line.strip()]
+    if len(queries) > MAX_QUERIES_FILE_LINES:
+        raise PigError(f"{name}: {len(queries)} queries, at most {MAX_QUERIES_FILE_LINES} per "
+                       "file; split it")
+    return queries
 
 
 class Searcher:
@@ -81,9 +123,7 @@ class Searcher:
 
     def encode(self, queries: Sequence[str]) -> np.ndarray:
         """Unit text vectors ``[Q, D]`` float32, one batch through the encoder."""
-        for i, q in enumerate(queries):
-            if not q.strip():
-                raise PigError(f"query {i + 1} is empty")
+        check_queries(queries)
         return self.encoder.encode_text(self.tokenizer.encode(list(queries)))
 
     def truncated(self, queries: Sequence[str]) -> list[bool]:
@@ -97,8 +137,7 @@ class Searcher:
     ) -> list[list[Hit]]:
         """Top ``k`` videos (``group_by="video"``, each with its best segment) or segments
         (``"segment"``) per query, best first; ``exact``: see :meth:`VideoIndex.search`."""
-        if k < 1:
-            raise PigError(f"k must be >= 1, got {k}")
+        check_k(k)
         if group_by not in GROUP_BY:
             raise PigError(f"group_by must be one of {', '.join(GROUP_BY)}, got {group_by!r}")
         if not queries:

@@ -19,11 +19,13 @@ seconds from the file's first frame (what a player shows as 0:00).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from itertools import pairwise
 from typing import Any, Literal
 
+from pig.engine.limits import MIN_SEGMENT_SECONDS
 from pig.errors import PigError
 
 Mode = Literal["auto", "fixed", "shots"]
@@ -44,6 +46,16 @@ class Segmenting:
     shot_min: float = 2.0
 
     def __post_init__(self) -> None:
+        for name in ("seconds", "stride", "whole_max", "shot_min"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, int | float)
+                                          and not isinstance(value, bool) and math.isfinite(value)):
+                raise PigError(f"segment {name} must be a finite number of seconds, got {value!r}")
+        if 0 < self.seconds < MIN_SEGMENT_SECONDS or (
+                self.stride is not None and 0 < self.stride < MIN_SEGMENT_SECONDS):
+            raise PigError(f"segment windows and strides must be at least {MIN_SEGMENT_SECONDS} s "
+                           "(a file would become unboundedly many segments), got "
+                           f"{self.seconds:g} s windows every {self.step:g} s")
         if self.mode not in MODES:
             raise PigError(f"unknown segmenting mode {self.mode!r} (choose from {MODES})")
         if self.seconds < 0 or (self.seconds == 0 and self.mode != "fixed"):

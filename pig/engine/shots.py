@@ -25,13 +25,15 @@ def require() -> None:
                        "'pig-engine[shots]'") from None
 
 
-def detect_cuts(path: Path, frame_count: int) -> list[int]:
-    """Frame numbers (presentation order) at which a new shot starts, excluding 0."""
+def detect_cuts(path: Path, frame_count: int, source: str) -> list[int]:
+    """Frame numbers (presentation order) at which a new shot starts, excluding 0; ``source``
+    is the name to open (the descriptor :mod:`pig.engine.video` checked), ``path`` names the
+    file in errors."""
     require()
     from scenedetect import ContentDetector, SceneManager, open_video
 
     try:
-        video = open_video(str(path), backend="pyav")
+        video = open_video(source, backend="pyav")
         manager = SceneManager()
         manager.auto_downscale = True
         manager.add_detector(ContentDetector(threshold=THRESHOLD))

@@ -43,6 +43,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from pig.engine.regular_file import fd_path, open_regular
 from pig.engine.segments import Segmenting, Span, spans_for
 from pig.errors import VideoReadError
 
@@ -148,12 +149,17 @@ def read_segments(path: str | os.PathLike[str], num_frames: int, setting: Segmen
 @contextlib.contextmanager
 def _opened(path: Path) -> Iterator[av.container.InputContainer]:
     _check_file(path)
-    try:
-        container = av.open(str(path), metadata_errors="ignore")
-    except _DECODE_ERRORS as exc:
-        raise VideoReadError(path, f"not a readable media file ({_describe(exc)})") from exc
-    with container:
-        yield container
+    with contextlib.ExitStack() as stack:
+        try:  # the file found, not a FIFO or a device swapped in since
+            fd, _ = stack.enter_context(open_regular(path))
+        except OSError as exc:
+            raise VideoReadError(path, exc.strerror or str(exc)) from exc
+        try:  # FFmpeg opens the checked descriptor (container.name), never the path again
+            container = av.open(fd_path(fd, path), metadata_errors="ignore")
+        except _DECODE_ERRORS as exc:
+            raise VideoReadError(path, f"not a readable media file ({_describe(exc)})") from exc
+        with container:
+            yield container
 
 
 _DECODE_ERRORS = (av.error.FFmpegError, OSError, ValueError, UnicodeDecodeError, MemoryError)
@@ -257,7 +263,8 @@ def _read_segments(container: av.container.InputContainer, path: Path, num_frame
     if setting.mode == "shots" and not setting.whole_for(duration):
         from pig.engine.shots import detect_cuts
 
-        cuts += [float(times[i]) for i in detect_cuts(path, n) if 0 < i < n]
+        cuts += [float(times[i]) for i in detect_cuts(path, n, container.name)
+                 if 0 < i < n]
     plans = _segment_plans(spans_for(setting, duration, cuts), times, num_frames, sample)
     if len(plans) == 1 and np.array_equal(plans[0][1], sample(n, num_frames)):
         # one segment over the whole file: exactly read_video's path (the official vector)

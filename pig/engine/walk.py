@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import os
+import stat
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from pig.engine.display import display_path
+from pig.engine.regular_file import not_regular
 from pig.errors import PigError
 
 VIDEO_EXTENSIONS = frozenset({
@@ -22,27 +26,43 @@ def _wanted(path: Path, root: Path, glob: str | None) -> bool:
     return fnmatch.fnmatch(path.name, glob) or fnmatch.fnmatch(rel, glob)
 
 
+def _passed_over(path: Path) -> str | None:
+    """Why a wanted name inside a folder is not taken, or None for a regular file."""
+    try:
+        st = path.stat()
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            return "symlink loop"
+        if path.is_symlink():
+            return f"broken symlink ({err.strerror})"
+        return f"cannot stat ({err.strerror})"
+    return None if stat.S_ISREG(st.st_mode) else not_regular(st.st_mode)
+
+
 def discover(paths: Iterable[str | os.PathLike[str]], glob: str | None = None,
-             on_unreadable: Callable[[str, str], None] | None = None) -> list[Path]:
+             on_skip: Callable[[str, str], None] | None = None) -> list[Path]:
     """Absolute paths of the files to index, sorted and without duplicates.
 
     A file named explicitly is always taken (if it is no video, indexing records why). A
     folder is walked recursively (symlinked folders are not followed) for files with a known
     video extension or, when ``glob`` is given, whose name or path relative to the folder
-    matches it. A path that does not exist is a user error. A folder that cannot be listed
-    (permissions) is skipped and passed, once, to ``on_unreadable(folder, reason)``; without
-    that callback it is a user error.
+    matches it. A path that does not exist is a user error. What a walk passes over is given,
+    once each, to ``on_skip(path, reason)``: a folder that cannot be listed (permissions), and
+    a wanted name that is no regular file (FIFO, socket, device, broken symlink) or a symlink
+    loop (whatever its name); without the callback, any of them is a user error.
     """
     found: set[Path] = set()
-    unreadable: set[str] = set()
+    reported: set[str] = set()
+
+    def skip(path: str, reason: str) -> None:
+        if on_skip is None:
+            raise PigError(f"{display_path(path)}: {reason}")
+        if path not in reported:
+            reported.add(path)
+            on_skip(path, reason)
 
     def onerror(err: OSError) -> None:  # os.walk's errors come from os.scandir: filename is set
-        folder, reason = os.fsdecode(err.filename), f"cannot read the folder ({err.strerror})"
-        if on_unreadable is None:
-            raise PigError(f"{folder}: {reason}")
-        if folder not in unreadable:
-            unreadable.add(folder)
-            on_unreadable(folder, reason)
+        skip(os.fsdecode(err.filename), f"cannot read the folder ({err.strerror})")
 
     for raw in paths:
         p = Path(raw).absolute()
@@ -52,11 +72,20 @@ def discover(paths: Iterable[str | os.PathLike[str]], glob: str | None = None,
             for dirpath, dirnames, filenames in os.walk(p, onerror=onerror):
                 dirnames[:] = [d for d in dirnames if not d.startswith(".")]
                 for name in filenames:
+                    if name.startswith("."):
+                        continue
                     f = Path(dirpath, name)
-                    if not name.startswith(".") and _wanted(f, p, glob) and f.is_file():
-                        found.add(f)
+                    wanted = _wanted(f, p, glob)
+                    if not (wanted or f.is_symlink()):
+                        continue
+                    why = _passed_over(f)
+                    if why is None:
+                        if wanted:
+                            found.add(f)
+                    elif wanted or why == "symlink loop":
+                        skip(str(f), why)
         elif p.exists():
-            raise PigError(f"{p}: neither a file nor a folder")
+            raise PigError(f"{display_path(p)}: neither a file nor a folder")
         else:
-            raise PigError(f"{p}: no such file or folder")
+            raise PigError(f"{display_path(p)}: no such file or folder")
     return sorted(found)

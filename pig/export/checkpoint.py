@@ -110,6 +110,15 @@ def refuse_neighbours(sd: dict[str, torch.Tensor], p: Path) -> None:
                               f"{', '.join(_PIG_PREFIXES)})")
 
 
+def check_finite(sd: dict[str, torch.Tensor], p: Path) -> None:
+    """Refuse NaN or Inf in any floating-point tensor, naming the tensors."""
+    bad = [k for k, v in sd.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise CheckpointError(f"{p}: non-finite weights (NaN or Inf) in {', '.join(bad[:3])}"
+                              f"{more}; the checkpoint is corrupt or training diverged")
+
+
 def _upcast(sd: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
     low = {k for k, v in sd.items() if v.dtype in (torch.float16, torch.bfloat16)}
     if not low:
@@ -142,12 +151,18 @@ def load_checkpoint(path: str | Path, args: dict[str, Any] | None = None) -> Loa
     notes: list[str] = []
     sd = read_state_dict(p, notes)
     refuse_neighbours(sd, p)
+    check_finite(sd, p)
     sd, upcast = _upcast(sd)
     notes += upcast
     try:
         cfg = infer_from_shapes({k: tuple(v.shape) for k, v in sd.items()}, args)
     except CheckpointError as err:
         raise CheckpointError(f"{p}: {err}") from None
+    except (IndexError, KeyError, TypeError, ValueError) as err:  # a tensor of a wrong rank
+        scalars = [k for k, v in sd.items() if v.dim() == 0 and k.startswith(_PIG_PREFIXES)]
+        which = f" (0-d: {', '.join(scalars[:3])})" if scalars else ""
+        raise CheckpointError(f"{p}: tensor shapes do not fit the PIG model{which}: "
+                              f"{type(err).__name__}: {err}") from None
     model = PigModel(cfg)
     check_strict(model, sd, p)
     model.load_state_dict(sd, strict=True)

@@ -93,6 +93,22 @@ def sample_inputs(model: PigModel, batch: int = 2, seed: int = 0) -> tuple[Tenso
     return pixels, ids
 
 
+DEGENERATE_ATOL = 1e-6  # sample embeddings closer than this (max abs) are one vector
+
+
+def check_sample_outputs(embeddings: dict[str, Tensor]) -> None:
+    """ExportError if a branch's unit embeddings of the (distinct, random) sample inputs hold a
+    non-finite value or are all one vector: weights that run but cannot retrieve anything."""
+    for branch, e in embeddings.items():
+        if not bool(torch.isfinite(e).all()):
+            raise ExportError(f"{branch} embeddings of the sample inputs are not finite (NaN "
+                              "or Inf): the weights overflow; check the checkpoint")
+        if len(e) > 1 and float((e - e[0]).abs().max()) < DEGENERATE_ATOL:
+            raise ExportError(f"{branch} embeddings of {len(e)} different sample inputs are "
+                              "all the same vector: the model is degenerate (e.g. weights "
+                              "scaled out of range); check the checkpoint")
+
+
 def export_graph(module: nn.Module, example: Tensor, path: Path, input_name: str,
                  output_names: tuple[str, ...]) -> None:
     """Dynamo export with a dynamic batch dimension only."""
@@ -161,6 +177,9 @@ def export_bundle(ckpt: LoadedCheckpoint, out_dir: str | Path,
     out_dir = Path(out_dir)
     model = ckpt.model.eval()
     pixels, ids = sample_inputs(model)
+    with torch.no_grad():  # before anything is written: weights that cannot retrieve
+        check_sample_outputs({"video": model.encode_video(pixels).embed_norm,
+                              "text": model.encode_text(ids).embed_norm})
     with _staging(out_dir) as tmp:
         video, text = (tmp / graph_file(b, "fp32") for b in BRANCHES)
         with stage(f"export {video.name}"):

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from pig.engine.fsutil import sqlite_out_of_space
+from pig.engine.regular_file import read_regular
 from pig.errors import IndexStoreError
 
 CATALOG_NAME = "catalog.sqlite"
@@ -90,11 +91,11 @@ class FileRecord:
 
 
 def file_digest(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
-    """blake2b-256 of a file's content, read in ``chunk``-byte pieces."""
+    """blake2b-256 of a regular file's content (at most the size it had when opened), read
+    in ``chunk``-byte pieces; :class:`NotRegularFile` (an ``OSError``) for anything else."""
     h = hashlib.blake2b(digest_size=32)
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
+    for block in read_regular(path, chunk):
+        h.update(block)
     return h.hexdigest()
 
 
@@ -102,9 +103,24 @@ def file_digest(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
 _FALL_BACK = (sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_IOERR,
               sqlite3.SQLITE_FULL)
 
+# Paths (and errors that quote them) are stored as their exact bytes: a file name need not be
+# UTF-8. Bound as bytes and cast to TEXT (SQLite keeps them as they are), read back with
+# surrogateescape, so a name round-trips and TEXT comparisons (``under``) still hold.
+_TEXT = "CAST(? AS TEXT)"
+
+
+def _to_db(text: str | None) -> bytes | None:
+    return None if text is None else text.encode("utf-8", "surrogateescape")
+
+
+def _from_db(raw: bytes) -> str:
+    return raw.decode("utf-8", "surrogateescape")
+
 
 def _connect(target: str, *, uri: bool = False) -> sqlite3.Connection:
-    return sqlite3.connect(target, uri=uri, isolation_level=None, check_same_thread=False)
+    db = sqlite3.connect(target, uri=uri, isolation_level=None, check_same_thread=False)
+    db.text_factory = _from_db
+    return db
 
 
 def _reader_targets(path: Path) -> list[str]:
@@ -218,7 +234,8 @@ class Catalog:
         return row[0] if row else None
 
     def lookup(self, path: str) -> FileRecord | None:
-        row = self._db.execute(f"SELECT {_COLUMNS} FROM files WHERE path = ?", (path,)).fetchone()
+        row = self._db.execute(f"SELECT {_COLUMNS} FROM files WHERE path = {_TEXT}",
+                               (_to_db(path),)).fetchone()
         return FileRecord(*row) if row else None
 
     def records(self, status: str | None = None) -> Iterator[FileRecord]:
@@ -231,8 +248,9 @@ class Catalog:
         """Rows whose path lies inside ``folder``."""
         lo = folder.rstrip(os.sep) + os.sep
         hi = lo[:-1] + chr(ord(os.sep) + 1)
-        sql = f"SELECT {_COLUMNS} FROM files WHERE path >= ? AND path < ? ORDER BY key"
-        return [FileRecord(*row) for row in self._db.execute(sql, (lo, hi))]
+        sql = (f"SELECT {_COLUMNS} FROM files WHERE path >= {_TEXT} AND path < {_TEXT} "
+               "ORDER BY key")
+        return [FileRecord(*row) for row in self._db.execute(sql, (_to_db(lo), _to_db(hi)))]
 
     def paths(self, keys: Iterable[int]) -> dict[int, str]:
         keys = list(keys)
@@ -333,18 +351,18 @@ class Catalog:
         """Insert or overwrite the row of ``path``; returns its key and the previous row."""
         now = time.time()
         old = self.lookup(path)
-        values = (size, mtime_ns, digest, frames, status, error, now)
+        values = (size, mtime_ns, digest, frames, status, _to_db(error), now)
         if old is None:
             cur = self._write(
                 "INSERT INTO files (path, size, mtime_ns, digest, frames, status, error, "
-                "updated_at, added_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (path, *values, now),
+                f"updated_at, added_at) VALUES ({_TEXT}, ?, ?, ?, ?, ?, {_TEXT}, ?, ?)",
+                (_to_db(path), *values, now),
             )
             self._recount(None, status)
             return int(cur.lastrowid or 0), None
         self._write(
             "UPDATE files SET size = ?, mtime_ns = ?, digest = ?, frames = ?, status = ?, "
-            "error = ?, updated_at = ? WHERE key = ?",
+            f"error = {_TEXT}, updated_at = ? WHERE key = ?",
             (*values, old.key),
         )
         self._recount(old.status, status)

@@ -16,6 +16,8 @@ FORMAT = "pig-index"
 FORMAT_VERSION = 2  # 2: base + delta vectors files, checksums (1: one vectors file)
 MANIFEST_NAME = "manifest.json"
 DTYPES = ("f16", "i8", "f32")
+_HNSW = ("connectivity", "expansion_add", "expansion_search")
+_HNSW_MAX = 1 << 16  # beyond any useful HNSW setting; bounds the memory one can ask for
 
 
 @dataclass
@@ -30,9 +32,10 @@ class IndexManifest:
     ``bundle_producers`` lists each distinct ``bundle_info`` (precision, backend, ...) that
     wrote vectors; all share ``fingerprint`` (the model), so their vectors are comparable.
     ``generation`` and ``counts`` describe the last commit; the catalog's generation is the
-    authority if they disagree after a crash. ``segmenting``: the
-    :class:`~pig.engine.segments.Segmenting` setting; indexes made before segments existed
-    have none and are read as one whole-video segment per file.
+    authority if they disagree after a crash. ``skipped`` lists ``{path, reason}`` of what
+    the indexing runs passed over (unreadable folders, FIFOs, sockets, looping symlinks).
+    ``segmenting``: the :class:`~pig.engine.segments.Segmenting` setting; indexes made before
+    segments existed have none and are read as one whole-video segment per file.
     """
 
     fingerprint: str
@@ -44,6 +47,7 @@ class IndexManifest:
     generation: int = 0
     counts: dict[str, int] = field(default_factory=dict)
     metric: str = "ip"
+    skipped: list[dict[str, str]] = field(default_factory=list)
     unit_vectors: bool = True
     created: float = field(default_factory=time.time)
     updated: float = field(default_factory=time.time)
@@ -63,11 +67,13 @@ class IndexManifest:
         if not path.is_file():
             raise IndexStoreError(f"{directory}: not a pig-engine index (no {MANIFEST_NAME})")
         try:
-            text = path.read_text()
+            raw = path.read_bytes()
         except OSError as exc:
             raise IndexStoreError(f"{path}: unreadable index manifest ({exc.strerror})") from None
         try:
-            doc = json.loads(text)
+            doc = json.loads(raw)
+            if not isinstance(doc, dict):
+                raise ValueError(f"a JSON {type(doc).__name__}, not an object")
             if doc.get("format") != FORMAT:
                 raise ValueError(f"format is {doc.get('format')!r}, expected {FORMAT!r}")
             if doc.get("format_version") != FORMAT_VERSION:
@@ -76,9 +82,40 @@ class IndexManifest:
                     f"{FORMAT_VERSION}"
                 )
             m = cls(**{k: v for k, v in doc.items() if k not in ("format", "format_version")})
-            if m.dtype not in DTYPES or m.metric != "ip" or int(m.dim) <= 0:
-                raise ValueError(f"unsupported dtype/metric/dim {m.dtype}/{m.metric}/{m.dim}")
+            _check_fields(m)
             Segmenting.from_dict(m.segmenting)
-        except (ValueError, TypeError, AttributeError, PigError) as exc:
+        except (ValueError, TypeError, AttributeError, RecursionError, PigError) as exc:
             raise IndexStoreError(f"{path}: invalid index manifest ({exc})") from None
         return m
+
+
+def _check_fields(m: IndexManifest) -> None:
+    """ValueError naming the first field of a read manifest with a wrong type or value."""
+    def is_int(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    if m.dtype not in DTYPES or m.metric != "ip" or not is_int(m.dim) or m.dim <= 0:
+        raise ValueError(f"unsupported dtype/metric/dim {m.dtype!r}/{m.metric!r}/{m.dim!r}")
+    if not isinstance(m.fingerprint, str) or not is_int(m.generation) or m.generation < 0:
+        raise ValueError("fingerprint must be a string and generation an integer >= 0")
+    if not isinstance(m.usearch, dict) or m.usearch.get("metric") not in ("ip", "cos"):
+        raise ValueError("usearch must be an object with metric 'ip' or 'cos'")
+    for name in _HNSW:
+        value, low = m.usearch.get(name), 2 if name == "connectivity" else 1
+        if not (is_int(value) and low <= value <= _HNSW_MAX):
+            raise ValueError(f"usearch.{name} = {value!r} is not an integer in "
+                             f"{low}..{_HNSW_MAX}")
+    if not isinstance(m.counts, dict) or not all(is_int(v) for v in m.counts.values()):
+        raise ValueError("counts must map names to integers")
+    if not (isinstance(m.bundle_producers, list)
+            and all(isinstance(p, dict) for p in m.bundle_producers)):
+        raise ValueError("bundle_producers must be a list of objects")
+    if not (isinstance(m.skipped, list) and all(
+            isinstance(e, dict) and isinstance(e.get("path"), str)
+            and isinstance(e.get("reason"), str) for e in m.skipped)):
+        raise ValueError("skipped must be a list of {path, reason}")
+    if not isinstance(m.unit_vectors, bool):
+        raise ValueError("unit_vectors must be a boolean")
+    for name in ("created", "updated"):
+        if not isinstance(getattr(m, name), (int, float)):
+            raise ValueError(f"{name} must be a number")

@@ -81,6 +81,10 @@ def _abspath(path: str | os.PathLike[str]) -> str:
     return os.path.abspath(os.fspath(path))
 
 
+def _is_under(path: str, top: str) -> bool:
+    return path == top or path.startswith(top.rstrip(os.sep) + os.sep)
+
+
 def _part_name(kind: str, generation: int) -> str:
     return f"{kind}.{generation:06d}.usearch"
 
@@ -513,7 +517,10 @@ class VideoIndex:
             return Plan(p, "embed", "retry")
         if same_stat:
             return Plan(p, "skip", "unchanged")
-        digest = file_digest(p)
+        try:
+            digest = file_digest(p)
+        except OSError:  # gone, unreadable or no longer a regular file: the worker says why
+            return Plan(p, "embed", "changed")
         if digest != rec.digest:
             return Plan(p, "embed", "changed", digest)
         self._require_writable()
@@ -594,6 +601,20 @@ class VideoIndex:
         self._vectors.remove(vector_keys)
         self._dirty = self._dirty or bool(removed)
         return [r.path for r in removed.values()]
+
+    def record_skipped(self, roots: Sequence[str | os.PathLike[str]],
+                       skipped: Sequence[tuple[str, str]]) -> None:
+        """Replace the manifest's list of paths that discovery under ``roots`` passed over
+        (``(path, reason)``: unreadable folders, FIFOs, sockets, ...); others' entries stay.
+        Pending until commit."""
+        self._require_writable()
+        tops = [_abspath(r) for r in roots]
+        kept = [e for e in self.manifest.skipped
+                if not any(_is_under(e["path"], top) for top in tops)]
+        new = kept + [{"path": p, "reason": why} for p, why in skipped]
+        if new != self.manifest.skipped:
+            self.manifest.skipped = new
+            self._dirty = True
 
     # --- search --------------------------------------------------------------------------
     def search(
