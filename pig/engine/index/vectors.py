@@ -398,7 +398,8 @@ class VectorSet:
         fresh = self._new()
         if self.base is not None and self.base_file is not None:
             fresh.index.load(str(d / self.base_file.file))  # into RAM, then edited
-            fresh.remove(sorted(self.tombstones))
+            if self.tombstones:  # compact=True relinks the neighbours of the removed nodes
+                fresh.index.remove(np.asarray(sorted(self.tombstones), np.uint64), compact=True)
         keys = self.delta.keys()
         fresh.add(keys, self.delta.codes(keys), encoded=True)
         out = VectorSet(self._blank, fresh, None, self._new(), None, set())
