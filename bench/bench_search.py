@@ -1,4 +1,5 @@
-"""Search latency, recall, build time and memory of the usearch index (pig.engine.index).
+"""Search latency, recall, build time and memory of the usearch index (pig.engine.index);
+the recall/latency curve of the HNSW search expansion; commit and compaction time vs size.
 
 Stored and query vectors are synthetic but structured like real embeddings (clusters in a
 low-rank subspace, a shared mean direction, isotropic noise; see ``structured_vectors``). The
@@ -10,6 +11,8 @@ under ``.cache/bench/search/`` (git-ignored) keyed by size, dtype and settings.
 Environment: ``PIG_BENCH_SEARCH_SIZES`` (default ``10000,100000,1000000``) and
 ``PIG_BENCH_SEARCH_DTYPES`` (default ``f16,i8,f32``; only f16 for sizes above 100k). A size
 whose build is predicted (from the previous size) to exceed 10 minutes is skipped.
+``PIG_BENCH_COMMIT_SIZES`` (default ``100000,1000000``): sizes of the commit benchmark, built
+with a sparse graph (``COMMIT_GRAPH``: ~70 s for 1M here).
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from pig.engine.index import Entry, VideoIndex
+from pig.engine.index import vectors as vectors_mod
+from pig.engine.index.vectors import fd_checksum
 
 DIM = 512
 QUERIES = 200
@@ -71,15 +76,21 @@ def _dir_bytes(d: Path) -> int:
     return sum(p.stat().st_size for p in d.iterdir() if p.is_file())
 
 
-def _build(n: int, dtype: str) -> tuple[Path, float, bool]:
-    """The cached index of ``n`` structured vectors, its build seconds, whether it was cached."""
-    d = CACHE / f"n{n}_d{DIM}_{dtype}"
+COMMIT_GRAPH = {"connectivity": 2, "expansion_add": 4}  # cheap to build; commits write vectors
+
+
+def _build(n: int, dtype: str, graph: dict[str, int] | None = None) -> tuple[Path, float, bool]:
+    """The cached index of ``n`` structured vectors, its build seconds, whether it was cached.
+    ``graph``: HNSW settings other than usearch's defaults (the commit benchmark's)."""
+    tag = "".join(f"_{k[0]}{v}" for k, v in sorted((graph or {}).items()))
+    d = CACHE / f"n{n}_d{DIM}_{dtype}{tag}"
     timing = d.with_suffix(".build_s")
     if (d / "manifest.json").exists() and timing.exists():
         return d, float(timing.read_text()), True
     shutil.rmtree(d, ignore_errors=True)
     t0 = time.perf_counter()
-    with VideoIndex.create(d, fingerprint="bench", dim=DIM, dtype=dtype, bundle_info={}) as idx:
+    with VideoIndex.create(d, fingerprint="bench", dim=DIM, dtype=dtype, bundle_info={},
+                           **(graph or {})) as idx:
         for start, x in _chunks(n):
             entries = [Entry(f"/bench/v{start + i}.mp4", 0, 0, "", 0) for i in range(len(x))]
             idx.add(entries, x)
@@ -136,6 +147,66 @@ def _row(n: int, dtype: str, q: np.ndarray, truth: np.ndarray) -> tuple[str, flo
     return line, build_s
 
 
+EF_CURVE = (64, 128, 256, 384, 512)
+
+
+def _curve(n: int, q: np.ndarray) -> None:
+    """Recall@10 vs exact and p50 per fixed ef, then the default rule (``auto``)."""
+    d, _, _ = _build(n, "f16")
+    with VideoIndex.open(d, view=True) as idx:
+        ex_found = np.asarray([[h.key for h in hits] for hits in idx.search(q, 10, exact=True)])
+        base = idx._vectors.base
+        assert base is not None
+        rule, configured = vectors_mod.EF_EXPONENT, base.expansion
+        auto = vectors_mod.search_expansion(len(base), configured)
+        for ef in (*EF_CURVE, None):
+            vectors_mod.EF_EXPONENT, base.expansion = (rule, configured) if ef is None else (0, ef)
+            found = [[h.key for h in hits] for hits in idx.search(q, 10, exact=False)]
+            p50 = np.percentile(_latency_ms(idx, q, exact=False), 50)
+            label = f"auto={auto}" if ef is None else str(ef)
+            print(f"{n:>8} {label:>9} {recall_at(found, ex_found):>8.4f} {p50:>7.3f}", flush=True)
+        vectors_mod.EF_EXPONENT, base.expansion = rule, configured
+
+
+def _commits(n: int) -> None:
+    """Commit 1,000 new vectors into a copy of an ``n`` index (3 times: the delta grows),
+    then compact it (the cost every commit had when each rewrote the whole vectors file).
+    The index has a sparse graph (``COMMIT_GRAPH``) so that 1M builds in minutes here: a
+    commit writes the delta, whose cost does not depend on the base's graph."""
+    src, _, _ = _build(n, "f16", COMMIT_GRAPH)
+    d = CACHE / "commit-scratch"
+    shutil.rmtree(d, ignore_errors=True)
+    shutil.copytree(src, d)
+    try:
+        t0 = time.perf_counter()
+        idx = VideoIndex.open(d, writable=True)
+        open_s = time.perf_counter() - t0
+        base = d / idx.storage()["files"][0]
+        base_mb = base.stat().st_size / 1e6
+        fd = os.open(base, os.O_RDONLY)
+        t0 = time.perf_counter()
+        fd_checksum(fd)
+        check_s = time.perf_counter() - t0
+        os.close(fd)
+        times = []
+        for r in range(3):
+            x = structured_vectors(1000, seed=9000 + r)
+            idx.add([Entry(f"/bench/c{r}-{i}.mp4", 0, 0, "", 0) for i in range(1000)], x)
+            t0 = time.perf_counter()
+            idx.commit()
+            times.append(time.perf_counter() - t0)
+        assert idx.storage()["delta"] == 3000
+        t0 = time.perf_counter()
+        idx.compact()
+        compact_s = time.perf_counter() - t0
+        idx.close()
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+    print(f"{n:>8} {base_mb:>8.0f} {open_s:>7.2f} "
+          f"{check_s:>8.2f} " + " ".join(f"{t:>6.3f}" for t in times) + f" {compact_s:>9.2f}",
+          flush=True)
+
+
 def main() -> None:
     env = os.environ.get
     sizes = [int(v) for v in env("PIG_BENCH_SEARCH_SIZES", "10000,100000,1000000").split(",")]
@@ -153,6 +224,7 @@ def main() -> None:
         f"{'R@10 f32':>8}"
     )
     rate: float | None = None  # vectors/s of the last f16 build
+    built: list[int] = []
     for n in sizes:
         cached = (CACHE / f"n{n}_d{DIM}_f16.build_s").exists()
         if rate is not None and n / rate > BUILD_LIMIT_S and not cached:
@@ -164,6 +236,18 @@ def main() -> None:
             if dtype == "f16":
                 rate = n / build_s
             print(line, flush=True)
+        built.append(n)
+    print("\nHNSW expansion (ef) vs recall@10 (vs exact, f16) and p50 ms; auto = the default "
+          "rule (search_expansion)")
+    print(f"{'n':>8} {'ef':>9} {'R@10 ex':>8} {'p50 ms':>7}")
+    for n in built:
+        _curve(n, q)
+    print("\ncommit of 1,000 new vectors (3 in a row: delta 1k, 2k, 3k) and compaction, s; "
+          "open = writer open incl. checksum of the base; xxh3 = checksum of the base alone")
+    print(f"{'n':>8} {'base MB':>8} {'open s':>7} {'xxh3 s':>8} {'c1':>6} {'c2':>6} {'c3':>6} "
+          f"{'compact s':>9}")
+    for n in [int(v) for v in env("PIG_BENCH_COMMIT_SIZES", "100000,1000000").split(",")]:
+        _commits(n)
 
 
 if __name__ == "__main__":

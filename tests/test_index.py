@@ -258,14 +258,14 @@ _CRASH_CHILD = textwrap.dedent(
     import os, sys
     import numpy as np
     from pig.engine.index import Entry, VideoIndex
-    d, when, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    x = np.load(sys.argv[4])
-    entries = [Entry(f"/v/a{i}.mp4", 1, 1, "", 1) for i in range(5)]
+    d, mode, when, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    x = np.load(sys.argv[5])
+    entries = [Entry(f"/v/a{i}.mp4", 1, 1, "", 1) for i in range(len(x) - 2)]
     idx = VideoIndex.create(d, fingerprint="fp", dim=x.shape[1], bundle_info={})
-    idx.add(entries, x[:5])
-    idx.commit()  # state A
+    idx.add(entries, x[:-2])
+    idx.commit()  # state A: one base file
     idx.remove(["/v/a0.mp4"])
-    idx.add([entries[1], Entry("/v/b0.mp4", 1, 1, "", 1)], x[5:7])  # state B
+    idx.add([entries[1], Entry("/v/b0.mp4", 1, 1, "", 1)], x[-2:])  # state B
     real, calls = os.replace, []
     def dying_replace(src, dst):
         calls.append(dst)
@@ -275,47 +275,43 @@ _CRASH_CHILD = textwrap.dedent(
         if when == "after" and len(calls) == n:
             os._exit(3)
     os.replace = dying_replace
-    idx.commit()
+    idx.commit(compact=mode == "compact")  # B: a delta + 2 tombstones, or a new base
     """
 )
 
 
+@pytest.mark.parametrize("mode", ["delta", "compact"])
 @pytest.mark.parametrize(
     ("when", "n", "committed"),
     [("before", 1, False), ("after", 1, False), ("before", 2, True), ("after", 2, True)],
     ids=["before-vectors-rename", "after-vectors-rename", "before-manifest", "after-manifest"],
 )
 def test_crash_during_commit_leaves_a_consistent_index(
-    tmp_path: Path, when: str, n: int, committed: bool
+    tmp_path: Path, mode: str, when: str, n: int, committed: bool
 ) -> None:
-    """The writer process dies at each rename of a commit (os._exit: no cleanup at all)."""
-    x = unit(np.random.default_rng(4), 7, 16)
+    """The writer process dies at each rename of a delta commit and of a compaction
+    (os._exit: no cleanup at all, as kill -9)."""
+    x = unit(np.random.default_rng(4), 52, 16)
     np.save(tmp_path / "x.npy", x)
     d = tmp_path / "idx"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    args = [sys.executable, "-c", _CRASH_CHILD, str(d), when, str(n), str(tmp_path / "x.npy")]
+    args = [sys.executable, "-c", _CRASH_CHILD, str(d), mode, when, str(n), str(tmp_path / "x.npy")]
     assert subprocess.run(args, env=env, check=False).returncode == 3
-    expected = (
-        {
-            "/v/a1.mp4": x[5],
-            "/v/a2.mp4": x[2],
-            "/v/a3.mp4": x[3],
-            "/v/a4.mp4": x[4],
-            "/v/b0.mp4": x[6],
-        }
-        if committed
-        else {f"/v/a{i}.mp4": x[i] for i in range(5)}
-    )
+    expected = {f"/v/a{i}.mp4": x[i] for i in range(50)}
+    if committed:
+        del expected["/v/a0.mp4"]
+        expected |= {"/v/a1.mp4": x[50], "/v/b0.mp4": x[51]}
     for writable in (False, True):  # a reader first (no repair), then a writer (repairs)
         with VideoIndex.open(d, writable=writable) as idx:
             assert idx.generation == (3 if committed else 2)
             assert idx.counts() == {"vectors": len(expected), "indexed": len(expected), "failed": 0}
-            for path, v in expected.items():
-                top = idx.search(v, 1)[0][0]
-                assert top.path == path and top.score == pytest.approx(1, abs=2e-4)
-    assert sorted(p.name for p in d.iterdir() if p.name.startswith("vectors")) == [
-        f"vectors.{idx.generation:06d}.usearch"
-    ]
+            got = idx.search(np.stack(list(expected.values())), 1, exact=True)
+            assert [h[0].path for h in got] == list(expected)
+            assert all(h[0].score == pytest.approx(1, abs=1e-3) for h in got)  # f16
+            storage = idx.storage()
+    delta = committed and mode == "delta"
+    assert (storage["delta"], storage["tombstones"]) == ((2, 2) if delta else (0, 0))
+    assert sorted(p.name for p in d.iterdir() if ".usearch" in p.name) == sorted(storage["files"])
     assert VideoIndex.open(d).manifest.generation == idx.generation
 
 

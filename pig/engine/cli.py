@@ -170,7 +170,8 @@ def _read_queries(queries: tuple[str, ...], queries_file: Path | None) -> list[s
 @cli.command()
 @click.option("--query", "-q", "queries", multiple=True, help="query text (repeatable)")
 @click.option("--queries-file", type=_PATH, default=None, help="one query per line")
-@_index
+@click.option("--index", "index_dirs", type=_PATH, required=True, multiple=True,
+              help="index directory (repeat to search several of one bundle as one)")
 @click.option("-k", "k", type=click.IntRange(1, MAX_K), default=10, show_default=True,
               help="hits per query (files with --group-by video)")
 @click.option("--group-by", type=click.Choice(GROUP_BY), default="video", show_default=True,
@@ -182,14 +183,15 @@ def _read_queries(queries: tuple[str, ...], queries_file: Path | None) -> list[s
               help="bundle directory (default: the one recorded in the index)")
 @_backend
 @_precision
-def search(queries: tuple[str, ...], queries_file: Path | None, index_dir: Path, k: int,
-           group_by: str, as_json: bool, exact: bool | None, bundle: Path | None, backend: str,
+def search(queries: tuple[str, ...], queries_file: Path | None, index_dirs: tuple[Path, ...],
+           k: int, group_by: str, as_json: bool, exact: bool | None, bundle: Path | None,
+           backend: str,
            precision: str | None) -> int:
     """Find the videos (and the moments in them) that best match each query text."""
     from pig.engine.search import Searcher, hit_json
 
     texts = _read_queries(queries, queries_file)
-    with Searcher(index_dir, bundle, backend, precision, log=_log) as searcher:
+    with Searcher(index_dirs, bundle, backend, precision, log=_log) as searcher:
         results = searcher.search(texts, k, exact=exact, group_by=group_by)
         cut = searcher.truncated(texts)
         length = searcher.bundle.tokenizer_spec.max_length
@@ -257,6 +259,7 @@ def _info(idx: VideoIndex) -> dict[str, Any]:
         "index": display_path(idx.path, controls=False), "fingerprint": m.fingerprint,
         "dim": m.dim, "dtype": m.dtype,
         "metric": m.metric, "usearch": m.usearch, "counts": idx.counts(),
+        "storage": idx.storage(),
         "generation": idx.generation, "producers": m.bundle_producers,
         "segmenting": {**m.segmenting, "description": idx.segmenting.describe()},
         "longest": {"path": display_path(longest[0], controls=False), "seconds": longest[1]}
@@ -286,6 +289,10 @@ def info(index_dir: Path, as_json: bool) -> int:
     click.echo(f"model       {d['fingerprint']}")
     click.echo(f"vectors     {c['vectors']} x {d['dim']} {d['dtype']}, metric {d['metric']}, "
                + ", ".join(f"{k} {v}" for k, v in sorted(d["usearch"].items()) if k != "metric"))
+    st = d["storage"]
+    click.echo(f"storage     base {st['base']} (tombstones {st['tombstones']}), delta "
+               f"{st['delta']}; compacts past {st['compact_ratio']:.0%} of the base; files "
+               + ", ".join(st["files"]))
     click.echo(f"files       {c['indexed']} indexed, {c['failed']} failed; "
                f"{c['vectors']} segments")
     click.echo(f"segmenting  {d['segmenting']['description']}")
@@ -317,6 +324,28 @@ def remove(index_dir: Path, paths: tuple[Path, ...]) -> int:
             for r in removed:
                 click.echo(f"removed {display_path(r)}")
     return code
+
+
+@cli.command()
+@_index
+def compact(index_dir: Path) -> int:
+    """Fold the delta and the tombstones into a new base vectors file (one commit)."""
+    with VideoIndex.open(index_dir, writable=True) as idx:
+        before = idx.storage()
+        gen = idx.compact()
+        click.echo(f"compacted {idx.path}: base {before['base']} - {before['tombstones']} "
+                   f"tombstones + delta {before['delta']} -> base {idx.storage()['base']} "
+                   f"(generation {gen})")
+    return 0
+
+
+@cli.command("restore-manifest")
+@_index
+def restore_manifest(index_dir: Path) -> int:
+    """Rewrite a lost or unreadable manifest.json from the copy kept in the catalog."""
+    m = VideoIndex.restore_manifest(index_dir)
+    click.echo(f"restored {index_dir.absolute() / 'manifest.json'} (generation {m.generation})")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> None:

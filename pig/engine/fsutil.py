@@ -50,3 +50,19 @@ def write_atomic(path: Path, data: bytes) -> None:
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     """:func:`write_atomic` of ``data`` as indented JSON."""
     write_atomic(path, (json.dumps(data, indent=2) + "\n").encode())
+
+
+def out_of_space(directory: Path, need: int = 1 << 16) -> bool:
+    """True when ``directory``'s filesystem has less than ``need`` bytes free for us."""
+    try:
+        st = os.statvfs(directory)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < need
+
+
+def sqlite_out_of_space(exc: Exception, directory: Path) -> bool:
+    """Whether an SQLite error is a full disk: SQLITE_FULL, or an I/O error (e.g. growing the
+    WAL index, ``-shm``) while the filesystem is full."""
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+    return code == 13 or (code == 10 and out_of_space(directory))  # SQLITE_FULL, SQLITE_IOERR

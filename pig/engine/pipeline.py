@@ -63,7 +63,7 @@ class PipelineOptions:
     ``workers``: decode+preprocess threads. ``encoder_threads``: ONNX Runtime intra-op
     threads (0 = one per core). ``buffers``: batch buffers in flight (one filling, one
     queued, one encoding). ``commit_seconds``: time between commits, stretched to 10x the
-    last commit's duration for large indexes (a commit rewrites the vectors file); 0 commits
+    last commit's duration (a commit writes the delta, and now and then compacts); 0 commits
     after every batch.
     """
 
@@ -214,7 +214,7 @@ class StopSignals:
 class IndexWriter:
     """The driver's side of a run, the one thread that touches the index: records each
     file's result and commits every ``commit_seconds``, stretched to 10x the last commit's
-    duration for large indexes (a commit rewrites the vectors file); 0 commits after every
+    duration (a commit writes the delta, and now and then compacts); 0 commits after every
     file."""
 
     def __init__(self, index: VideoIndex, report: IndexReport, commit_seconds: float,

@@ -14,6 +14,7 @@ from pig.engine.backends import open_backend
 from pig.engine.bundle import Bundle
 from pig.engine.display import display_path
 from pig.engine.index import Hit, VideoIndex
+from pig.engine.index.shards import check_same_model, search_shards
 from pig.engine.index.store import GROUP_BY
 from pig.engine.limits import MAX_K, MAX_QUERIES_FILE_BYTES, MAX_QUERIES_FILE_LINES, MAX_QUERY_CHARS
 from pig.engine.tokenizer import ClipTokenizer
@@ -91,25 +92,33 @@ def read_queries_file(path: str | os.PathLike[str]) -> list[str]:
 
 
 class Searcher:
-    """An index opened read-only (memory-mapped) with the text encoder of its bundle."""
+    """One or several indexes (shards of one bundle fingerprint, searched as one) opened
+    read-only (memory-mapped), with the text encoder of their bundle."""
 
     def __init__(
         self,
-        index_dir: str | os.PathLike[str],
+        index_dir: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
         bundle_dir: str | os.PathLike[str] | None = None,
         backend: str = "auto",
         precision: str | None = None,
         log: Callable[[str], None] | None = None,
     ) -> None:
-        self.index = VideoIndex.open(index_dir, view=True)
+        dirs = [index_dir] if isinstance(index_dir, (str, os.PathLike)) else list(index_dir)
+        if not dirs:
+            raise PigError("no index given")
+        self.indexes: list[VideoIndex] = []
         try:
+            for d in dirs:
+                self.indexes.append(VideoIndex.open(d, view=True))
+            check_same_model(self.indexes)
+            self.index = self.indexes[0]
             self.bundle = bundle_for(self.index, bundle_dir)
             self.tokenizer = ClipTokenizer(self.bundle.tokenizer_spec)
             kwargs: dict[str, Any] = {"log": log} if log is not None else {}
             self.encoder = open_backend(self.bundle, backend, precision, branches=("text",),
                                         **kwargs)
         except BaseException:
-            self.index.close()
+            self._close_indexes()
             raise
 
     def encode(self, queries: Sequence[str]) -> np.ndarray:
@@ -133,7 +142,12 @@ class Searcher:
             raise PigError(f"group_by must be one of {', '.join(GROUP_BY)}, got {group_by!r}")
         if not queries:
             return []
-        return self.index.search(self.encode(queries), k, exact=exact, group_by=group_by)
+        return search_shards(self.indexes, self.encode(queries), k, exact=exact,
+                             group_by=group_by)
+
+    def _close_indexes(self) -> None:
+        for idx in self.indexes:
+            idx.close()
 
     def replace_index(self, index: VideoIndex) -> VideoIndex:
         """Search ``index`` (a newer generation of the same directory) from now on; returns
@@ -145,7 +159,7 @@ class Searcher:
         try:
             self.encoder.close()
         finally:
-            self.index.close()
+            self._close_indexes()
 
     def __enter__(self) -> Searcher:
         return self

@@ -15,13 +15,16 @@ it writes nothing, and works in a folder it cannot write (see :func:`_open_snaps
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from pig.engine.fsutil import sqlite_out_of_space
 from pig.engine.regular_file import read_regular
 from pig.errors import IndexStoreError
 
@@ -42,6 +45,7 @@ CREATE TABLE IF NOT EXISTS files (
     updated_at REAL    NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS tombstones (key INTEGER PRIMARY KEY);  -- dead in the base vectors
 """
 _SEGMENTS_TABLE = """
 CREATE TABLE IF NOT EXISTS segments (
@@ -95,7 +99,9 @@ def file_digest(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-_CANNOT_OPEN = (sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY)
+# an ordinary or mode=ro connection that fails with these falls back to the next target
+_FALL_BACK = (sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_IOERR,
+              sqlite3.SQLITE_FULL)
 
 # Paths (and errors that quote them) are stored as their exact bytes: a file name need not be
 # UTF-8. Bound as bytes and cast to TEXT (SQLite keeps them as they are), read back with
@@ -119,11 +125,10 @@ def _connect(target: str, *, uri: bool = False) -> sqlite3.Connection:
 
 def _reader_targets(path: Path) -> list[str]:
     """How a reader may open ``path``, in order of preference (see :func:`_open_snapshot`)."""
-    if os.access(path.parent, os.W_OK) and os.access(path, os.W_OK):
-        return [str(path)]
     uri = path.absolute().as_uri()
     in_wal = [f"{uri}?mode=ro&readonly_shm=1"] if Path(f"{path}-wal").exists() else []
-    return [*in_wal, f"{uri}?mode=ro&immutable=1"]
+    writable = os.access(path.parent, os.W_OK) and os.access(path, os.W_OK)
+    return [*([str(path)] if writable else []), *in_wal, f"{uri}?mode=ro&immutable=1"]
 
 
 def _open_snapshot(path: Path) -> sqlite3.Connection:
@@ -136,23 +141,31 @@ def _open_snapshot(path: Path) -> sqlite3.Connection:
       and, the connection being able to write, removes them on close. (A ``mode=ro``
       connection would create them too but could not remove them, and such leftovers, owned
       by the reader, can lock the folder's owner out of writing.)
-    * Otherwise, with a ``-wal`` present (a writer open elsewhere, e.g. through a read-write
-      mount of the same folder, or one that crashed): ``mode=ro``, which reads the commits
-      still in the WAL through the existing ``-shm``.
+    * Otherwise (or if that fails for want of space: a full disk, where SQLite cannot create
+      its 32 KiB ``-shm``; the side files it made are removed), with a ``-wal`` present (a
+      writer open elsewhere, e.g. through a read-write mount of the same folder, or one that
+      crashed): ``mode=ro``, which reads the commits still in the WAL through the existing
+      ``-shm``.
     * Otherwise, or if ``mode=ro`` cannot open (``-shm`` missing, which SQLite would have to
       create): ``immutable=1``, which reads the database file with no locks and no side
-      files. That is safe because no writer can be changing a folder that no one can write,
-      the case it is for (and no writer was open when the reader started: it would have left
-      a ``-wal``). Commits in a ``-wal`` without its ``-shm`` (a crashed writer) are not
-      seen; the next writer folds them into the database file.
+      files. That is safe because no writer can be changing a folder that no one can write
+      (or a full disk: a commit needs space), the cases it is for (and no writer was open
+      when the reader started: it would have left a ``-wal``). Commits in a ``-wal`` without
+      its ``-shm`` (a crashed writer) are not seen; the next writer folds them into the
+      database file.
     """
+    side = [Path(f"{path}-wal"), Path(f"{path}-shm")]
+    existed = [p.exists() for p in side]
     *preferred, last = _reader_targets(path)
     for target in preferred:
         try:
             return _snapshot(target)
         except sqlite3.OperationalError as exc:
-            if exc.sqlite_errorcode & 0xFF not in _CANNOT_OPEN:
+            if exc.sqlite_errorcode & 0xFF not in _FALL_BACK:
                 raise
+            for p, was in zip(side, existed, strict=True):
+                if not was:
+                    p.unlink(missing_ok=True)
     return _snapshot(last)
 
 
@@ -184,6 +197,7 @@ class Catalog:
             else:
                 self._db = _open_snapshot(path)
             self.generation = int(self._meta("generation"))
+            self._counts: dict[str, int] | None = None  # kept up to date once counted
             has_table = self._db.execute(
                 "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'segments'"
             ).fetchone()
@@ -191,6 +205,8 @@ class Catalog:
                 self._add_segments_table()
             self._segments = "segments" if has_table or writable else _LEGACY_SEGMENTS
         except (sqlite3.DatabaseError, TypeError, ValueError) as exc:
+            if sqlite_out_of_space(exc, path.parent):
+                raise IndexStoreError(f"{path}: no space left on device") from None
             raise IndexStoreError(f"{path}: unreadable index catalog ({exc})") from None
 
     @classmethod
@@ -247,9 +263,30 @@ class Catalog:
             )
         return out
 
+    def parts(self) -> dict[str, Any]:
+        """The committed vectors files (``meta.parts``: base and delta, see ``vectors.py``)."""
+        return json.loads(self._meta("parts") or "{}")
+
+    def tombstones(self) -> set[int]:
+        return {int(k) for (k,) in self._db.execute("SELECT key FROM tombstones")}
+
+    def manifest_copy(self) -> str | None:
+        """The index manifest as of the last commit (for restoring a lost ``manifest.json``)."""
+        return self._meta("manifest")
+
     def counts(self) -> dict[str, int]:
-        rows = dict(self._db.execute("SELECT status, COUNT(*) FROM files GROUP BY status"))
-        return {INDEXED: rows.get(INDEXED, 0), FAILED: rows.get(FAILED, 0)}
+        """Rows per status; counted once (a scan: ~1 s at 1M rows), then kept up to date by
+        the writes, so that a commit's summary costs nothing."""
+        if self._counts is None:
+            rows = dict(self._db.execute("SELECT status, COUNT(*) FROM files GROUP BY status"))
+            self._counts = {INDEXED: rows.get(INDEXED, 0), FAILED: rows.get(FAILED, 0)}
+        return dict(self._counts)
+
+    def _recount(self, gone: str | None, new: str | None) -> None:
+        if self._counts is not None:
+            for status, step in ((gone, -1), (new, 1)):
+                if status is not None:
+                    self._counts[status] += step
 
     def segment_count(self) -> int:
         return int(self._db.execute(f"SELECT COUNT(*) FROM {self._segments}").fetchone()[0])
@@ -295,6 +332,11 @@ class Catalog:
             self._db.execute("BEGIN IMMEDIATE")
         return self._db.execute(sql, args)
 
+    def _write_many(self, sql: str, rows: list[tuple]) -> None:
+        if rows:
+            self._write("SELECT 1")
+            self._db.executemany(sql, rows)
+
     def upsert(
         self,
         path: str,
@@ -316,12 +358,14 @@ class Catalog:
                 f"updated_at, added_at) VALUES ({_TEXT}, ?, ?, ?, ?, ?, {_TEXT}, ?, ?)",
                 (_to_db(path), *values, now),
             )
+            self._recount(None, status)
             return int(cur.lastrowid or 0), None
         self._write(
             "UPDATE files SET size = ?, mtime_ns = ?, digest = ?, frames = ?, status = ?, "
             f"error = {_TEXT}, updated_at = ? WHERE key = ?",
             (*values, old.key),
         )
+        self._recount(old.status, status)
         return old.key, old
 
     def touch(self, key: int, size: int, mtime_ns: int) -> None:
@@ -355,11 +399,28 @@ class Catalog:
         """Delete files (and their segments)."""
         for k in keys:
             self._write("DELETE FROM segments WHERE file_key = ?", (k,))
-            self._write("DELETE FROM files WHERE key = ?", (k,))
+            for (status,) in self._write("DELETE FROM files WHERE key = ? RETURNING status",
+                                         (k,)).fetchall():
+                self._recount(status, None)
 
-    def commit(self, generation: int) -> None:
-        """Atomically make the pending rows and ``generation`` durable (the commit point)."""
-        self._write("INSERT OR REPLACE INTO meta VALUES ('generation', ?)", (str(generation),))
+    def commit(
+        self,
+        generation: int,
+        *,
+        parts: dict[str, Any],
+        tombstones: Iterable[int],
+        clear_tombstones: bool,
+        manifest: str,
+    ) -> None:
+        """Atomically make the pending rows, ``generation``, the vectors files (``parts``) and
+        the tombstones durable (the commit point). ``clear_tombstones``: the base was
+        rewritten without the dead vectors; ``tombstones``: keys newly dead in the base."""
+        if clear_tombstones:
+            self._write("DELETE FROM tombstones")
+        self._write_many("INSERT OR IGNORE INTO tombstones VALUES (?)", [(k,) for k in tombstones])
+        for name, value in (("generation", str(generation)), ("parts", json.dumps(parts)),
+                            ("manifest", manifest)):
+            self._write("INSERT OR REPLACE INTO meta VALUES (?, ?)", (name, value))
         self._db.execute("COMMIT")
         self.generation = generation
 
@@ -367,4 +428,5 @@ class Catalog:
         """Close; a writer's uncommitted changes are rolled back."""
         if self._db.in_transaction:
             self._db.execute("ROLLBACK")
+        self._counts = None
         self._db.close()

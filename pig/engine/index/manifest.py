@@ -13,7 +13,7 @@ from pig.engine.segments import WHOLE, Segmenting
 from pig.errors import IndexStoreError, PigError
 
 FORMAT = "pig-index"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: base + delta vectors files, checksums (1: one vectors file)
 MANIFEST_NAME = "manifest.json"
 DTYPES = ("f16", "i8", "f32")
 _HNSW = ("connectivity", "expansion_add", "expansion_search")

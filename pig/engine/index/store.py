@@ -3,18 +3,25 @@
 Directory layout::
 
     manifest.json              settings, bundle fingerprint, summary of the last commit
-    catalog.sqlite (+ -wal)    one row per file and per segment; ``meta.generation`` = the
-                               commit point
-    vectors.<generation>.usearch
+    catalog.sqlite (+ -wal)    one row per file and per segment; ``meta``: generation (the
+                               commit point), the vectors files with their checksums, a copy
+                               of the manifest; ``tombstones``: keys whose base vector is dead
+    base.<generation>.usearch  immutable HNSW of the vectors as of the last compaction
+    delta.<generation>.usearch HNSW of the vectors added since (rewritten at each commit)
     lock                       flock held by the one writer
 
-Commit protocol (:meth:`VideoIndex.commit`): write ``vectors.<g+1>.usearch`` (temp name,
-fsync, rename, fsync dir); commit the catalog rows together with ``generation = g+1`` in one
-SQLite transaction (this is the commit point); rewrite the manifest; delete the old vectors
-file. A crash before the catalog commit leaves generation ``g`` with its own vectors file (the
-orphan ``g+1`` file is removed by the next writer); a crash after it leaves ``g+1`` complete
-(a stale manifest summary is repaired by the next writer). Readers use the catalog's
-generation, never the manifest's.
+Commit protocol (:meth:`VideoIndex.commit`): write the new delta, or at a compaction the new
+base, as ``<kind>.<g+1>.usearch`` (temp name, fsync, rename, fsync dir; its size, count and
+xxh3-128 checksum are noted); commit the catalog rows, the new tombstones, the list of vectors
+files and ``generation = g+1`` in one SQLite transaction (this is the commit point); rewrite
+the manifest; delete the files of older generations. A commit writes the delta (what changed
+since the last compaction), not the whole index; it compacts when the delta plus the
+tombstones pass ``COMPACT_RATIO`` of the base (or on :meth:`VideoIndex.compact`). A crash
+before the catalog commit leaves generation ``g`` with its own files (the orphan ``g+1`` file
+is removed by the next writer); a crash after it leaves ``g+1`` complete (a stale manifest
+summary is repaired by the next writer). Readers use the catalog's generation, never the
+manifest's: :meth:`VideoIndex.committed_generation` is the cheap check for a new commit.
+Every vectors file is verified against its recorded checksum before use.
 
 Typical use by an indexing run::
 
@@ -31,6 +38,7 @@ Typical use by an indexing run::
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import sqlite3
 import time
@@ -42,7 +50,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from pig.engine.fsutil import fsync_dir, publish
+from pig.engine.fsutil import fsync_dir, publish, sqlite_out_of_space, write_atomic
 from pig.engine.index.catalog import (
     CATALOG_NAME,
     FAILED,
@@ -54,14 +62,19 @@ from pig.engine.index.catalog import (
 )
 from pig.engine.index.lock import LOCK_NAME, DirLock
 from pig.engine.index.manifest import DTYPES, MANIFEST_NAME, IndexManifest
-from pig.engine.index.vectors import VectorStore, check_unit_vectors
+from pig.engine.index.vectors import (
+    PartMissingError,
+    VectorSet,
+    VectorStore,
+    check_unit_vectors,
+)
 from pig.engine.segments import Segmenting
 from pig.errors import IndexStoreError
 
-_OPEN_RETRIES = 5  # a reader racing a writer's commit retries with the newer generation
-
-
+_OPEN_RETRIES = 100  # a reader racing writers' commits retries with the newer generation
 EXACT_SEARCH_MAX = 10_000  # auto mode scans up to this many vectors (bench_search: ~1 ms)
+COMPACT_RATIO = 0.1  # a commit compacts when delta + tombstones pass this share of the base
+_PART_PREFIXES = ("base.", "delta.", "vectors.")  # vectors.* : files of format 1
 
 
 def _abspath(path: str | os.PathLike[str]) -> str:
@@ -72,8 +85,8 @@ def _is_under(path: str, top: str) -> bool:
     return path == top or path.startswith(top.rstrip(os.sep) + os.sep)
 
 
-def _vectors_name(generation: int) -> str:
-    return f"vectors.{generation:06d}.usearch"
+def _part_name(kind: str, generation: int) -> str:
+    return f"{kind}.{generation:06d}.usearch"
 
 
 SegmentSpan = tuple[float, float | None]  # (start_s, end_s); end None: unknown
@@ -146,7 +159,7 @@ class VideoIndex:
         directory: Path,
         manifest: IndexManifest,
         catalog: Catalog,
-        vectors: VectorStore,
+        vectors: VectorSet,
         lock: DirLock | None,
         view: bool,
     ) -> None:
@@ -207,7 +220,7 @@ class VideoIndex:
             foreign = [p.name for p in d.iterdir() if not _is_index_file(p.name)]
             if foreign:
                 raise IndexStoreError(f"{d}: directory is not empty (contains {foreign[0]!r})")
-            _remove_stale(d, keep=None)
+            _remove_stale(d, keep=[])
             manifest = IndexManifest(
                 fingerprint=fingerprint,
                 dim=int(dim),
@@ -222,7 +235,7 @@ class VideoIndex:
         except BaseException:
             lock.release()
             raise
-        idx = cls(d, manifest, catalog, VectorStore.new(int(dim), dtype, settings), lock, False)
+        idx = cls(d, manifest, catalog, VectorSet.empty(int(dim), dtype, settings), lock, False)
         try:
             idx.commit(force=True)  # generation 1; the manifest appears last
         except BaseException:
@@ -253,7 +266,7 @@ class VideoIndex:
         d = Path(directory).absolute()
         if writable and view:
             raise IndexStoreError(f"{d}: a memory-mapped view is read-only; open without view")
-        manifest = IndexManifest.read(d)
+        manifest = _read_manifest(d)
         if fingerprint is not None and fingerprint != manifest.fingerprint:
             raise IndexStoreError(
                 f"{d}: index holds vectors of bundle {manifest.fingerprint[:16]}, not of the "
@@ -277,7 +290,7 @@ class VideoIndex:
                 idx._dirty = True
             try:
                 with _os_errors(d):
-                    _remove_stale(d, keep=catalog.generation)
+                    _remove_stale(d, keep=vectors.files())
                     if manifest.generation != catalog.generation:  # crash after commit point
                         idx._write_manifest()
             except BaseException:
@@ -304,7 +317,7 @@ class VideoIndex:
         index's is an error; ``None`` accepts what the index has (the defaults for a new one).
         """
         d = Path(directory).absolute()
-        if not (d / MANIFEST_NAME).exists():
+        if not (d / MANIFEST_NAME).exists() and _never_committed(d):
             return cls.create(
                 d,
                 fingerprint=fingerprint,
@@ -359,33 +372,63 @@ class VideoIndex:
                 raise IndexStoreError(f"{d}: cannot write the index here ({p} is not writable)")
 
     @staticmethod
-    def _load(d: Path, m: IndexManifest, writable: bool, view: bool) -> tuple[Catalog, VectorStore]:
+    def _load(d: Path, m: IndexManifest, writable: bool, view: bool) -> tuple[Catalog, VectorSet]:
         for _ in range(_OPEN_RETRIES):
             catalog = Catalog(d / CATALOG_NAME, writable=writable)
-            if catalog.generation < 1 or catalog.generation < m.generation:
-                catalog.close()
-                raise IndexStoreError(
-                    f"{d}: catalog generation {catalog.generation} does not match manifest "
-                    f"generation {m.generation}; the index is corrupt"
-                )
-            path = d / _vectors_name(catalog.generation)
-            if path.is_file():
-                try:
-                    vectors = VectorStore.load(path, m.dim, m.dtype, m.usearch, view=view)
-                except BaseException:
-                    catalog.close()
-                    raise
-                if len(vectors) != catalog.segment_count():
-                    catalog.close()
+            try:
+                if catalog.generation < 1 or catalog.generation < m.generation:
                     raise IndexStoreError(
-                        f"{path}: holds {len(vectors)} vectors but the catalog lists "
-                        f"{catalog.segment_count()} segments; the index is corrupt"
+                        f"{d}: catalog generation {catalog.generation} does not match manifest "
+                        f"generation {m.generation}; the index is corrupt"
+                    )
+                vectors = VectorSet.open(
+                    d, catalog.parts(), catalog.tombstones(), m.dim, m.dtype, m.usearch,
+                    writable=writable, view=view,
+                )
+                segments = catalog.segment_count()
+                if len(vectors) != segments:
+                    raise IndexStoreError(
+                        f"{d}: the vectors files hold {len(vectors)} vectors but the catalog "
+                        f"lists {segments} segments; the index is corrupt"
                     )
                 return catalog, vectors
+            except PartMissingError as gone:
+                catalog.close()
+                missing = Path(str(gone)).name
+                if writable:  # no concurrent writer can have deleted it
+                    break
+            except BaseException:
+                catalog.close()
+                raise
+        raise IndexStoreError(f"{d}: vectors file {missing} is missing; the index is corrupt")
+
+    @staticmethod
+    def committed_generation(directory: str | os.PathLike[str]) -> int:
+        """The generation of the last commit in ``directory`` (one catalog query, ~1 ms):
+        a reader whose :attr:`generation` is lower can reopen to see the new commit."""
+        catalog = Catalog(Path(directory).absolute() / CATALOG_NAME, writable=False)
+        try:
+            return catalog.generation
+        finally:
             catalog.close()
-            if writable:  # no concurrent writer can have deleted it
-                break
-        raise IndexStoreError(f"{d}: vectors file {path.name} is missing; the index is corrupt")
+
+    @classmethod
+    def restore_manifest(cls, directory: str | os.PathLike[str]) -> IndexManifest:
+        """Rewrite a lost or unreadable ``manifest.json`` from the copy the catalog keeps of
+        it (as of the last commit); takes the writer lock."""
+        d = Path(directory).absolute()
+        cls.check_writable(d)
+        with _os_errors(d):
+            lock = DirLock(d)
+        try:
+            text = _manifest_copy(d)
+            if text is None:
+                raise IndexStoreError(f"{d / CATALOG_NAME}: the catalog holds no manifest copy")
+            with _os_errors(d):
+                write_atomic(d / MANIFEST_NAME, text.encode())
+            return IndexManifest.read(d)
+        finally:
+            lock.release()
 
     # --- properties ----------------------------------------------------------------------
     @property
@@ -431,6 +474,12 @@ class VideoIndex:
         """``vectors`` (in the usearch index, one per segment), ``indexed`` and ``failed``
         (catalog file rows)."""
         return {"vectors": len(self._vectors), **self._catalog.counts()}
+
+    def storage(self) -> dict[str, Any]:
+        """How the vectors are stored: ``base``/``delta`` vector counts (the base's include
+        its ``tombstones``, dead until the next compaction) and the committed ``files``."""
+        return {**self._vectors.sizes(), "files": self._vectors.files(),
+                "compact_ratio": COMPACT_RATIO}
 
     def longest(self) -> tuple[str, float] | None:
         """The indexed file with the longest known span, and that length in seconds."""
@@ -632,33 +681,49 @@ class VideoIndex:
         return out
 
     # --- commit / close ------------------------------------------------------------------
-    def commit(self, *, force: bool = False) -> int:
+    def commit(self, *, force: bool = False, compact: bool = False) -> int:
         """Make all changes durable and atomic (see module docstring); returns the generation.
 
-        A no-op when nothing changed (unless ``force``). If it raises, the last commit stays
-        intact on disk and the changes stay pending, so it can be retried.
+        A no-op when nothing changed (unless ``force`` or ``compact``). ``compact``: fold the
+        delta and the tombstones into a new base now (also done automatically past
+        ``COMPACT_RATIO``). If it raises, the last commit stays intact on disk and the changes
+        stay pending, so it can be retried.
         """
         self._require_writable()
-        if not (self._dirty or force):
+        if not (self._dirty or force or compact):
             return self.generation
-        gen = self.generation + 1
-        final = self.path / _vectors_name(gen)
-        tmp = final.with_name(final.name + ".tmp")
+        gen, v = self.generation + 1, self._vectors
+        sizes = v.sizes()
+        compact = compact or sizes["delta"] + sizes["tombstones"] > COMPACT_RATIO * sizes["base"]
         with _os_errors(self.path):
-            self._vectors.save(tmp)
-            publish(tmp, final)
-            self._catalog.commit(gen)  # <- the commit point
-            self._write_manifest()
-            _remove_stale(self.path, keep=gen)
+            if compact:
+                new = v.compacted(self.path, _part_name("base", gen), publish)
+            else:
+                new = v.with_delta(self.path, _part_name("delta", gen), publish)
+            self._set_summary(gen, new)
+            self._catalog.commit(  # <- the commit point
+                gen, parts=new.parts(), tombstones=[] if compact else sorted(v.pending_tombstones),
+                clear_tombstones=compact, manifest=self.manifest.to_json().decode(),
+            )
+            self._vectors = new
+            self.manifest.write(self.path)
+            _remove_stale(self.path, keep=new.files())
         self._dirty = False
         return gen
 
-    def _write_manifest(self) -> None:
+    def compact(self) -> int:
+        """Fold the delta and the tombstones into a new base (a commit); returns the generation."""
+        return self.commit(compact=True)
+
+    def _set_summary(self, generation: int, vectors: VectorSet | None = None) -> None:
         m = self.manifest
-        m.generation = self.generation
-        m.counts = self.counts()
+        m.generation = generation
+        m.counts = {"vectors": len(vectors or self._vectors), **self._catalog.counts()}
         m.updated = time.time()
-        m.write(self.path)
+
+    def _write_manifest(self) -> None:
+        self._set_summary(self.generation)
+        self.manifest.write(self.path)
 
     def close(self) -> None:
         """Release the index; uncommitted changes are discarded (rolled back)."""
@@ -696,10 +761,17 @@ def _hit(seg: SegmentRecord, score: float) -> Hit:
 
 @contextlib.contextmanager
 def _os_errors(d: Path) -> Iterator[None]:
-    """Turn OS and SQLite I/O failures into one-line IndexStoreErrors naming the index."""
+    """Turn OS and SQLite I/O failures into one-line IndexStoreErrors naming the index (and,
+    for a full disk, the file that could not be written)."""
     try:
         yield
-    except (OSError, sqlite3.OperationalError) as exc:
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise IndexStoreError(f"{exc.filename or d}: no space left on device") from exc
+        raise IndexStoreError(f"{d}: index I/O failed ({exc})") from exc
+    except sqlite3.OperationalError as exc:
+        if sqlite_out_of_space(exc, d):
+            raise IndexStoreError(f"{d / CATALOG_NAME}: no space left on device") from exc
         raise IndexStoreError(f"{d}: index I/O failed ({exc})") from exc
 
 
@@ -707,14 +779,51 @@ def _is_index_file(name: str) -> bool:
     return (
         name in (MANIFEST_NAME, LOCK_NAME)
         or name.startswith(CATALOG_NAME)
-        or (name.startswith("vectors.") and ".usearch" in name)  # incl. commit temps (.tmp)
+        or (name.startswith(_PART_PREFIXES) and ".usearch" in name)  # incl. commit temps
     )
 
 
-def _remove_stale(d: Path, keep: int | None) -> None:
-    """Delete vectors files of other generations and their commit temps (writer only)."""
-    keep_name = _vectors_name(keep) if keep is not None else None
-    stale = [p for p in d.iterdir() if p.name.startswith("vectors.") and p.name != keep_name]
+def _read_manifest(d: Path) -> IndexManifest:
+    """The manifest of ``d``; where it is lost or unreadable but index files remain, the
+    refusal says how to recover (never a silent new index over the old files)."""
+    try:
+        return IndexManifest.read(d)
+    except IndexStoreError as exc:
+        if not (d / CATALOG_NAME).is_file() or _manifest_copy(d) is None:
+            raise
+        raise IndexStoreError(
+            f"{exc}; this folder holds an index (its catalog and vectors files) without a "
+            f"readable {MANIFEST_NAME}: run `pig-engine restore-manifest --index {d}` to "
+            "rewrite it from the copy kept in the catalog, or restore it from a backup"
+        ) from None
+
+
+def _manifest_copy(d: Path) -> str | None:
+    """The catalog's copy of the manifest, or None (none kept, or the catalog unreadable)."""
+    try:
+        catalog = Catalog(d / CATALOG_NAME, writable=False)
+    except IndexStoreError:
+        return None
+    try:
+        return catalog.manifest_copy()
+    finally:
+        catalog.close()
+
+
+def _never_committed(d: Path) -> bool:
+    """No catalog, or one still at generation 0: a create that was interrupted before its
+    first commit (which writes the manifest last), safe to create over."""
+    if not (d / CATALOG_NAME).exists():
+        return True
+    try:
+        return VideoIndex.committed_generation(d) == 0
+    except IndexStoreError:
+        return False
+
+
+def _remove_stale(d: Path, keep: list[str]) -> None:
+    """Delete vectors files not in ``keep`` and commit temps (writer only)."""
+    stale = [p for p in d.iterdir() if p.name.startswith(_PART_PREFIXES) and p.name not in keep]
     for p in stale:
         with contextlib.suppress(FileNotFoundError):
             p.unlink()
