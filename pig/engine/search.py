@@ -153,6 +153,7 @@ class Searcher:
         """Search ``index`` (a newer generation of the same directory) from now on; returns
         the one it replaces, for the caller to close."""
         old, self.index = self.index, index
+        self.indexes[self.indexes.index(old)] = index
         return old
 
     def close(self) -> None:

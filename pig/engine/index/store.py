@@ -347,18 +347,6 @@ class VideoIndex:
         return idx
 
     @staticmethod
-    def committed_generation(directory: str | os.PathLike[str]) -> int:
-        """The generation of the last commit in ``directory``; reads the commit record only
-        (how a long-lived reader notices a new commit without reopening everything)."""
-        d = Path(directory).absolute()
-        with _os_errors(d):
-            catalog = Catalog(d / CATALOG_NAME, writable=False)
-        try:
-            return catalog.generation
-        finally:
-            catalog.close()
-
-    @staticmethod
     def check_writable(directory: str | os.PathLike[str]) -> None:
         """Refuse, before any work, to write an index where this process cannot write.
 

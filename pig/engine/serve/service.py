@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import sqlite3
 import stat
 import threading
 from collections.abc import Callable
@@ -172,7 +173,7 @@ class Service:
         while not self._stop.wait(self.options.reload_seconds):
             try:
                 self._reload()
-            except PigError as err:  # a broken commit: keep serving the last good generation
+            except (PigError, OSError, sqlite3.Error) as err:  # keep the last good generation
                 self.metrics.reloads.labels("error").inc()
                 if str(err) != self._reload_error:
                     self.log(f"pig-engine serve: cannot open the new generation ({err}); "
