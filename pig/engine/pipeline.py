@@ -34,13 +34,14 @@ import numpy as np
 from tqdm import tqdm
 
 from pig.engine.backends import Backend, open_backend
+from pig.engine.backends.base import log_stderr
 from pig.engine.backends.onnxruntime import OrtOptions
 from pig.engine.bundle import Bundle
+from pig.engine.decoders import choose_decoder
 from pig.engine.index import Entry, Plan, VideoIndex
 from pig.engine.index.manifest import MANIFEST_NAME
 from pig.engine.preprocess import preprocess_frames
 from pig.engine.recipe import PreprocessRecipe
-from pig.engine.video import read_video
 from pig.engine.walk import discover
 from pig.errors import VideoReadError
 
@@ -53,7 +54,7 @@ class PipelineOptions:
     threads (0 = one per core). ``buffers``: batch buffers in flight (one filling, one
     queued, one encoding). ``commit_seconds``: time between commits, stretched to 10x the
     last commit's duration for large indexes (a commit rewrites the vectors file); 0 commits
-    after every batch.
+    after every batch. ``decoder``: ``auto``, ``pyav`` or ``nvdec`` (pig.engine.decoders).
     """
 
     batch_size: int = 8
@@ -62,6 +63,7 @@ class PipelineOptions:
     buffers: int = 3
     commit_seconds: float = 10.0
     retry_failed: bool = False
+    decoder: str = "auto"
 
 
 @dataclass
@@ -201,6 +203,7 @@ class Pipeline:
         self.encoder = encoder
         self.recipe = recipe
         self.options = options or PipelineOptions()
+        self.decoder = choose_decoder(self.options.decoder)
         if self.options.batch_size < 1 or self.options.workers < 1 or self.options.buffers < 2:
             raise ValueError(f"need batch_size >= 1, workers >= 1, buffers >= 2: {self.options}")
 
@@ -285,7 +288,7 @@ class Pipeline:
         try:
             try:
                 entry = Entry.from_file(plan.path, frames=0, digest=plan.digest)
-                sampled = read_video(plan.path, self.recipe.num_frames, threads=1)
+                sampled = self.decoder.decoder.read(plan.path, self.recipe.num_frames, 1)
             except VideoReadError as err:
                 results.put(_Failure(plan.path, err.reason))
                 return
@@ -332,6 +335,7 @@ def index_videos(
     that an earlier run indexed stay in the index.
     """
     options = options or PipelineOptions()
+    decoder = choose_decoder(options.decoder)  # refuse an unavailable one before any work
     unreadable: list[tuple[str, str]] = []
     files = discover(paths, glob, lambda folder, why: unreadable.append((folder, why)))
     # refuse a read-only folder or a foreign index before opening the encoder (a TensorRT
@@ -340,6 +344,7 @@ def index_videos(
     if (Path(index_dir) / MANIFEST_NAME).is_file():
         VideoIndex.open(index_dir, fingerprint=bundle.fingerprint, view=True).close()
     kwargs: dict[str, Any] = {"log": log} if log is not None else {}
+    (log or log_stderr)(f"decoder: {decoder}")
     encoder = open_backend(bundle, backend, precision, branches=("video",),
                            ort_options=OrtOptions(threads=options.encoder_threads), **kwargs)
     info = {"bundle": str(Path(bundle.dir).resolve()), "backend": encoder.name,

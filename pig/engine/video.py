@@ -55,7 +55,7 @@ class SampledFrames:
     ``frames``: uint8 [T, H, W, 3] RGB, C-contiguous, upright. ``frame_count``: n, the number
     of frames in the stream (decord's ``len(vr)``). ``indices``: int64 [T], the frame numbers
     taken. ``fps``: average frame rate, ``duration``: stream duration in seconds, both from the
-    container (``None`` if unknown).
+    container (``None`` if unknown). ``decoder``: what decoded them (``pig.engine.decoders``).
     """
 
     frames: np.ndarray
@@ -63,6 +63,7 @@ class SampledFrames:
     indices: np.ndarray
     fps: float | None
     duration: float | None
+    decoder: str = "pyav"
 
 
 def sample_indices(n: int, num_frames: int) -> np.ndarray:
@@ -291,11 +292,61 @@ def _assemble(path: Path, decoded: dict[int, av.VideoFrame], targets: np.ndarray
 
 def _to_rgb(frame: av.VideoFrame) -> np.ndarray:
     """RGB24 array of ``frame``, turned upright by its display matrix like decord does."""
-    rgb = frame.to_ndarray(format="rgb24")
-    rotation = frame.rotation
+    return upright(frame.to_ndarray(format="rgb24"), frame.rotation)
+
+
+def upright(rgb: np.ndarray, rotation: float) -> np.ndarray:
+    """``rgb`` [H, W, 3] turned by a display-matrix rotation that is a multiple of 90 degrees."""
     if rotation % 90 == 0 and rotation % 360:
         rgb = np.rot90(rgb, k=int(rotation // 90) % 4)
     return rgb
+
+
+@dataclass(frozen=True)
+class VideoProbe:
+    """What another decoder needs to sample exactly like :func:`read_video` (one demux pass
+    and one decoded frame, with PyAV)."""
+
+    codec: str  # FFmpeg codec name, e.g. "h264"
+    container: str  # FFmpeg demuxer name, e.g. "mov,mp4,m4a,3gp,3g2,mj2"
+    pix_fmt: str | None
+    width: int  # decoded frame size, before rotation
+    height: int
+    frame_count: int  # decord's len(vr): packets of the video stream
+    ordered_pts: bool  # pts present and distinct: frames are numbered by presentation order
+    rotation: float  # display matrix rotation of the first frame, degrees
+    fps: float | None
+    duration: float | None
+
+
+def probe(path: str | os.PathLike[str]) -> VideoProbe:
+    """Stream facts of ``path``; every failure is ``VideoReadError(path, reason)``."""
+    path = Path(path)
+    _check_file(path)
+    try:
+        container = av.open(str(path), metadata_errors="ignore")
+    except _DECODE_ERRORS as exc:
+        raise VideoReadError(path, f"not a readable media file ({_describe(exc)})") from exc
+    with container:
+        stream = container.streams.best("video")
+        if stream is None or stream.codec_context is None:
+            raise VideoReadError(path, "no decodable video stream")
+        try:
+            index = _demux(container, stream, keep=False)
+            container.seek(0)
+            first = next(container.decode(stream), None)
+        except _DECODE_ERRORS as exc:
+            raise VideoReadError(path, f"decoding failed ({_describe(exc)})") from exc
+        if not len(index.rank) or first is None:
+            raise VideoReadError(path, "video stream has no frames")
+        rate = stream.average_rate
+        return VideoProbe(codec=stream.codec_context.name, container=container.format.name,
+                          pix_fmt=stream.codec_context.pix_fmt,
+                          width=first.width, height=first.height,
+                          frame_count=len(index.rank),
+                          ordered_pts=index.pts_to_frame is not None,
+                          rotation=float(first.rotation), fps=float(rate) if rate else None,
+                          duration=_duration(container, stream))
 
 
 def _duration(container: av.container.InputContainer, stream: av.VideoStream) -> float | None:

@@ -18,6 +18,7 @@ from typing import Any
 import click
 
 from pig.calibration.options import calibrate_options
+from pig.engine.backends.base import CPU_ONLY_PRECISIONS, PRECISIONS
 from pig.engine.trt.profiles import BatchProfile
 from pig.errors import PigError
 
@@ -82,7 +83,8 @@ def run_trt(out: Path, precision: str, profile: BatchProfile, workspace_gib: flo
     from pig.engine.trt.build import build_engines
 
     bundle = Bundle.load(out)
-    present = sorted({p for b in ("video", "text") for p in bundle.precisions(b)})
+    present = sorted({p for b in ("video", "text") for p in bundle.precisions(b)
+                      if p not in CPU_ONLY_PRECISIONS})
     wanted = present if precision == "all" else [precision]
     for p in wanted:
         with stage(f"TensorRT {p} engines, batch profile {profile.tag()}"):
@@ -100,7 +102,7 @@ def run_trt(out: Path, precision: str, profile: BatchProfile, workspace_gib: flo
               help="The run's args.json (heads/top-k/text length); default: released B/32.")
 @click.option("--out", type=click.Path(path_type=Path), required=True,
               help="Bundle directory (created by --onnx; must not exist or be empty).")
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8", "all"]), default="all",
+@click.option("--precision", type=click.Choice([*PRECISIONS, "all"]), default="all",
               show_default=True,
               help="Precision graphs --calibrate writes (fp16, int8) and --trt builds engines for.")
 @calibrate_options

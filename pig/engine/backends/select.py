@@ -4,7 +4,10 @@
 CUDA (GPU + a CUDA-enabled onnxruntime), ONNX Runtime on CPU. Without ``--precision`` it
 takes fp16 on a GPU when the bundle has it (tensor cores; fp16 R@1 is held within 0.5
 points of fp32) and fp32 on CPU (the CPU provider has few fp16 kernels, so fp16 is slower
-there). INT8 costs up to 2 points of R@1, so it is used only when asked for.
+there). INT8 for TensorRT costs up to 2 points of R@1, so it is used only when asked for. On
+a CPU, ``auto`` takes the bundle's ``int8-cpu`` graphs when its accuracy report shows their
+demo R@1 within 1 point of fp32 (:mod:`pig.engine.backends.accuracy`), else fp32 with the
+reason; ``int8-cpu`` never runs on a GPU.
 Availability is decided without importing TensorRT or CUDA (:mod:`pig.engine.gpu`).
 """
 
@@ -16,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pig.engine import gpu as gpu_probe
+from pig.engine.backends.accuracy import INT8_CPU, int8_cpu_verdict
 from pig.engine.backends.base import PRECISIONS, Backend, Branch, log_stderr
 from pig.errors import BackendUnavailable
 
@@ -74,7 +78,7 @@ def ort_cuda_missing() -> str:
 
 
 def bundle_precisions(bundle: Bundle, branches: Sequence[Branch]) -> list[str]:
-    """Precisions present for every branch, in fp32, fp16, int8 order."""
+    """Precisions present for every branch, in PRECISIONS order."""
     have = [set(bundle.precisions(b)) for b in branches]
     return [p for p in PRECISIONS if all(p in h for h in have)]
 
@@ -93,6 +97,24 @@ def _pick_precision(available: list[str], requested: str | None, preference: tup
     raise BackendUnavailable(f"{bundle.dir}: no graph for the requested branches")
 
 
+def _cpu_precision(available: list[str], requested: str | None, bundle: Bundle
+                   ) -> tuple[str, str]:
+    """fp32, or int8-cpu when the bundle has it and its accuracy report allows it."""
+    if requested is not None or INT8_CPU not in available:
+        return _pick_precision(available, requested, _CPU_PREFERENCE, bundle)
+    use, why = int8_cpu_verdict(bundle)
+    if use:
+        return INT8_CPU, f"{INT8_CPU} ({why})"
+    return _pick_precision(available, None, _CPU_PREFERENCE, bundle)[0], \
+        f"fp32, {INT8_CPU} not used: {why}"
+
+
+def _gpu_only(precision: str, backend: str) -> None:
+    if precision == INT8_CPU:
+        raise BackendUnavailable(f"{INT8_CPU} graphs are made for ONNX Runtime on CPU, not "
+                                 f"{backend}; use --precision int8 (Q/DQ) on a GPU")
+
+
 def choose(
     bundle: Bundle,
     backend: str = "auto",
@@ -104,17 +126,22 @@ def choose(
     if backend not in BACKENDS:
         raise BackendUnavailable(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
     if precision is not None and precision not in PRECISIONS:
-        raise BackendUnavailable(f"unknown precision {precision!r} (choose from fp32, fp16, int8)")
+        raise BackendUnavailable(
+            f"unknown precision {precision!r} (choose from {', '.join(PRECISIONS)})")
     available = bundle_precisions(bundle, branches)
     if backend == "tensorrt":
         why = trt_missing()
         if why:
             raise BackendUnavailable(f"TensorRT unavailable: {why}")
         p, pwhy = _pick_precision(available, precision, _GPU_PREFERENCE, bundle)
+        _gpu_only(p, "TensorRT")
         return [Choice("tensorrt", "cuda", p, f"requested; precision {pwhy}")]
     if backend == "onnxruntime":
-        prefs = _GPU_PREFERENCE if ort_device == "cuda" else _CPU_PREFERENCE
-        p, pwhy = _pick_precision(available, precision, prefs, bundle)
+        if ort_device == "cuda":
+            p, pwhy = _pick_precision(available, precision, _GPU_PREFERENCE, bundle)
+            _gpu_only(p, "the CUDA provider")
+        else:
+            p, pwhy = _cpu_precision(available, precision, bundle)
         return [Choice("onnxruntime", ort_device, p, f"requested; precision {pwhy}")]
 
     choices: list[Choice] = []
@@ -126,9 +153,12 @@ def choose(
         if why:
             skipped.append(f"{name}/{device}: {why}")
             continue
+        if precision == INT8_CPU:
+            skipped.append(f"{name}/{device}: {INT8_CPU} runs on CPU only")
+            continue
         p, pwhy = _pick_precision(available, precision, _GPU_PREFERENCE, bundle)
         choices.append(Choice(name, device, p, f"auto: fastest available; precision {pwhy}"))
-    p, pwhy = _pick_precision(available, precision, _CPU_PREFERENCE, bundle)
+    p, pwhy = _cpu_precision(available, precision, bundle)
     note = f" (skipped {'; '.join(skipped)})" if skipped else ""
     choices.append(Choice("onnxruntime", "cpu", p, f"auto: precision {pwhy}{note}"))
     return choices

@@ -1,0 +1,61 @@
+"""INT8 graphs made for ONNX Runtime's CPU provider (precision ``int8-cpu``).
+
+The TensorRT INT8 graph (:mod:`pig.calibration.int8`) keeps fp16 around its Q/DQ pairs, and the
+CPU provider has few fp16 kernels: on a CPU it runs slower than fp32. This graph is ONNX
+Runtime's dynamic quantisation (``quantize_dynamic``) of the fp32 graph instead: every
+``MatMul``/``Gemm`` with a constant weight gets an int8 weight (symmetric, per tensor) and its
+activation is quantised to uint8 at run time, per tensor, from the actual batch's range, so no
+calibration set is needed and outliers in unseen inputs cannot clip. ORT's optimiser fuses each
+``DynamicQuantizeLinear -> MatMulInteger -> scale`` chain into one ``DynamicQuantizeMatMul``
+(or ``MatMulIntegerToFloat``) kernel that runs the GEMM on int8 (VNNI/AMX where the CPU has
+them). What needs fp32 stays fp32: LayerNorm, Softmax, the attention products (activation x
+activation), the token selector's scores and top-k, the residual adds, the patch-embedding
+convolution and the final normalisation.
+
+Chosen by measurement against per-channel weights, and against static Q/DQ (the TensorRT
+placement with an fp32 rest, which ORT fuses into ``MatMulIntegerToFloat``/``QLinearMatMul``):
+see :data:`WHY` and ``bench/bench_precision.py``.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from pig.calibration.int8 import weight_nodes
+
+INT8_CPU_OPS = ("MatMul", "Gemm")
+PER_CHANNEL = True
+WHY = ("full B/32 random weights, 2-core AVX-512 VNNI/AMX host, ORT CPU, videos/s against fp32 "
+       "in one run (bench/bench_precision.py): dynamic per-tensor fastest at equal accuracy; "
+       "per-channel weights no more accurate on the demo model and slower; static Q/DQ "
+       "(calibrated, fp32 rest) slower than dynamic and needs a calibration set; see the README "
+       "table")
+
+
+def quantize_int8_cpu(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The ``int8-cpu`` version of the fp32 ``model`` (dynamic INT8 on constant-weight GEMMs)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    nodes = [n.name for n in weight_nodes(model.graph) if n.op_type in INT8_CPU_OPS]
+    with tempfile.TemporaryDirectory(prefix="pig-int8-cpu-") as tmp:
+        out = Path(tmp) / "int8-cpu.onnx"
+        quantize_dynamic(model, out, op_types_to_quantize=list(INT8_CPU_OPS),
+                         nodes_to_quantize=nodes, per_channel=PER_CHANNEL,
+                         weight_type=QuantType.QInt8,
+                         extra_options={"MatMulConstBOnly": True})
+        return onnx.load(str(out))
+
+
+def settings() -> dict[str, Any]:
+    """The quantisation settings recorded in the manifest."""
+    return {"weights": "int8 symmetric, " + ("per output channel" if PER_CHANNEL else
+                                             "per tensor"),
+            "activations": "uint8, per tensor, range of each batch at run time (dynamic)",
+            "quantized": "inputs of MatMul/Gemm with a constant weight",
+            "not_quantized": "fp32 (LayerNorm, Softmax, attention products, token selector, "
+                             "residual adds, patch convolution, final normalisation)",
+            "runtime": "onnxruntime CPUExecutionProvider"}
