@@ -32,6 +32,8 @@ setup(
         # Export needs PyTorch; pinned so a fresh machine never pulls a CUDA build.
         "export": ["torch==2.13.0", "onnx>=1.16", "onnxscript>=0.1"],
         "gpu": ["tensorrt>=10", "cuda-python>=12", "onnxruntime-gpu>=1.18"],
+        # NVDEC decoding (pig.engine.nvdec): NVIDIA GPU hosts only
+        "nvdec": ["pynvvideocodec==2.2.4"],
         "dev": [
             "pytest>=8",
             "ruff>=0.5",

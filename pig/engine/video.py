@@ -41,6 +41,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from pig.errors import VideoReadError
 
@@ -56,6 +57,7 @@ class SampledFrames:
     of frames in the stream (decord's ``len(vr)``). ``indices``: int64 [T], the frame numbers
     taken. ``fps``: average frame rate, ``duration``: stream duration in seconds, both from the
     container (``None`` if unknown). ``decoder``: what decoded them (``pig.engine.decoders``).
+    ``frames_decoded``: frames the decoder produced to get them (0 when not counted).
     """
 
     frames: np.ndarray
@@ -64,6 +66,7 @@ class SampledFrames:
     fps: float | None
     duration: float | None
     decoder: str = "pyav"
+    frames_decoded: int = 0
 
 
 def sample_indices(n: int, num_frames: int) -> np.ndarray:
@@ -153,7 +156,7 @@ def _read(container: av.container.InputContainer, path: Path, num_frames: int,
         decoded = _decode_sequential(cc, index.packets, index, targets)
     else:
         decoded = _decode_sparse(cc, index, targets)
-    frames = _assemble(path, decoded, targets, indices, n)
+    frames = _assemble(path, decoded.got, targets, indices, n)
     rate = stream.average_rate
     return SampledFrames(
         frames=frames,
@@ -161,6 +164,7 @@ def _read(container: av.container.InputContainer, path: Path, num_frames: int,
         indices=indices,
         fps=float(rate) if rate else None,
         duration=_duration(container, stream),
+        frames_decoded=decoded.count,
     )
 
 
@@ -223,7 +227,7 @@ class _Collector:
 
 
 def _decode_sequential(cc: av.codec.context.CodecContext, packets: Iterable[av.Packet],
-                       index: _Index, targets: np.ndarray) -> dict[int, av.VideoFrame]:
+                       index: _Index, targets: np.ndarray) -> _Collector:
     """Decode from the first packet until every target frame has come out."""
     collector = _Collector(cc, index, targets)
     for packet in chain(packets, [None]):
@@ -232,11 +236,11 @@ def _decode_sequential(cc: av.codec.context.CodecContext, packets: Iterable[av.P
         collector.feed(packet)
         if collector.done():
             break
-    return collector.got
+    return collector
 
 
 def _decode_sparse(cc: av.codec.context.CodecContext, index: _Index,
-                   targets: np.ndarray) -> dict[int, av.VideoFrame]:
+                   targets: np.ndarray) -> _Collector:
     """Start decoding at the keyframe before a target when that skips > SEEK_MIN_GAP packets."""
     assert index.packets is not None and index.pts_to_frame is not None
     packets = index.packets
@@ -249,10 +253,10 @@ def _decode_sparse(cc: av.codec.context.CodecContext, index: _Index,
         while t not in collector.got:
             if pos == len(packets):
                 collector.feed(None)  # drain; targets still missing do not decode
-                return collector.got
+                return collector
             collector.feed(packets[pos])
             pos += 1
-    return collector.got
+    return collector
 
 
 def _start_packets(index: _Index, targets: np.ndarray) -> np.ndarray:
@@ -280,7 +284,8 @@ def _assemble(path: Path, decoded: dict[int, av.VideoFrame], targets: np.ndarray
     if missing:
         raise VideoReadError(path, f"frame {missing[0]} of {n} did not decode "
                                    f"({len(missing)} of {len(targets)} sampled frames missing)")
-    rgb = {t: _to_rgb(decoded[t]) for t in targets.tolist()}
+    reformatter = VideoReformatter()  # one swscale context for all frames, not one per frame
+    rgb = {t: _to_rgb(decoded[t], reformatter) for t in targets.tolist()}
     shape = rgb[int(targets[0])].shape
     if any(a.shape != shape for a in rgb.values()):
         raise VideoReadError(path, "frame size changes within the stream")
@@ -290,9 +295,10 @@ def _assemble(path: Path, decoded: dict[int, av.VideoFrame], targets: np.ndarray
     return out
 
 
-def _to_rgb(frame: av.VideoFrame) -> np.ndarray:
+def _to_rgb(frame: av.VideoFrame, reformatter: VideoReformatter) -> np.ndarray:
     """RGB24 array of ``frame``, turned upright by its display matrix like decord does."""
-    return upright(frame.to_ndarray(format="rgb24"), frame.rotation)
+    rgb = reformatter.reformat(frame, format="rgb24").to_ndarray()
+    return upright(rgb, frame.rotation)
 
 
 def upright(rgb: np.ndarray, rotation: float) -> np.ndarray:
