@@ -34,6 +34,7 @@ from pig.calibration.calibrate import calibrate_bundle
 from pig.calibration.data import demo_heldout
 from pig.calibration.fp16 import fp32_islands
 from pig.calibration.int8 import weight_axis, weight_nodes
+from pig.calibration.int8_cpu import INT8_CPU_OPS
 from pig.calibration.report import REPORT, cosine, run_graph
 from pig.demo import synth
 from pig.engine.bundle import MANIFEST, Bundle, sha256_file
@@ -214,7 +215,7 @@ def test_int8_cpu_quantizes_only_weight_gemms_and_runs_integer_kernels(
 
     for branch in ("video", "text"):
         fp32 = onnx.load(str(small_bundle / f"{branch}.onnx"))
-        gemms = [n for n in weight_nodes(fp32.graph) if n.op_type in ("MatMul", "Gemm")]
+        gemms = [n for n in weight_nodes(fp32.graph) if n.op_type in INT8_CPU_OPS]
         model = _load(calibrated[0], branch, "int8-cpu")
         onnx.checker.check_model(model, full_check=True)
         g = model.graph

@@ -140,6 +140,7 @@ def test_probe_matches_read_video(make) -> None:
     assert info.frame_count == got.frame_count == 40 and info.ordered_pts
     assert (info.width, info.height) == got.frames.shape[2:0:-1]
     assert info.fps == got.fps and info.duration == got.duration
+    assert len(np.unique(got.indices)) <= got.frames_decoded < got.frame_count  # B-frames skipped
 
 
 # --- NVDEC path through the stand-in decoder ---------------------------------------------------
