@@ -20,6 +20,7 @@ import ctypes
 import importlib.util
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,6 @@ import numpy as np
 
 from pig.engine import gpu as gpu_probe
 from pig.engine import video
-from pig.errors import VideoReadError
 
 MODULE = "PyNvVideoCodec"
 # FFmpeg codec name -> what NVDEC calls it (Video Codec SDK: NVDEC decodes these on every GPU
@@ -92,9 +92,7 @@ def read_video_nvdec(path: str | os.PathLike[str], num_frames: int,
             return _decode(path, info, num_frames, gpu_id)
         except _Fallback as fb:
             why = str(fb)
-    sampled = video.read_video(path, num_frames, threads)
-    return video.SampledFrames(sampled.frames, sampled.frame_count, sampled.indices,
-                               sampled.fps, sampled.duration, decoder=f"pyav (nvdec: {why})")
+    return replace(video.read_video(path, num_frames, threads), decoder=f"pyav (nvdec: {why})")
 
 
 class _Fallback(Exception):
@@ -123,9 +121,5 @@ def _decode(path: Path, info: video.VideoProbe, num_frames: int,
         raise
     except Exception as exc:  # PyNvVideoCodec raises RuntimeError/ValueError of its own
         raise _Fallback(f"NVDEC failed: {type(exc).__name__}: {exc}") from exc
-    out = np.stack([rgb[t] for t in indices.tolist()])
-    if not out.flags.c_contiguous:
-        out = np.ascontiguousarray(out)
-    if out.ndim != 4 or out.shape[-1] != 3:
-        raise VideoReadError(path, f"NVDEC returned frames of shape {out.shape[1:]}")
+    out = np.ascontiguousarray(np.stack([rgb[t] for t in indices.tolist()]))  # [T, H, W, 3]
     return video.SampledFrames(out, n, indices, info.fps, info.duration, decoder="nvdec")
