@@ -19,6 +19,7 @@ see :data:`WHY` and ``bench/bench_precision.py``.
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -41,13 +42,24 @@ def quantize_int8_cpu(model: onnx.ModelProto) -> onnx.ModelProto:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     nodes = [n.name for n in weight_nodes(model.graph) if n.op_type in INT8_CPU_OPS]
-    with tempfile.TemporaryDirectory(prefix="pig-int8-cpu-") as tmp:
-        out = Path(tmp) / "int8-cpu.onnx"
-        quantize_dynamic(model, out, op_types_to_quantize=list(INT8_CPU_OPS),
-                         nodes_to_quantize=nodes, per_channel=PER_CHANNEL,
-                         weight_type=QuantType.QInt8,
-                         extra_options={"MatMulConstBOnly": True})
-        return onnx.load(str(out))
+    root = logging.getLogger()
+    root.addFilter(_no_preprocess_advice)
+    try:
+        with tempfile.TemporaryDirectory(prefix="pig-int8-cpu-") as tmp:
+            out = Path(tmp) / "int8-cpu.onnx"
+            quantize_dynamic(model, out, op_types_to_quantize=list(INT8_CPU_OPS),
+                             nodes_to_quantize=nodes, per_channel=PER_CHANNEL,
+                             weight_type=QuantType.QInt8,
+                             extra_options={"MatMulConstBOnly": True})
+            return onnx.load(str(out))
+    finally:
+        root.removeFilter(_no_preprocess_advice)
+
+
+def _no_preprocess_advice(record: logging.LogRecord) -> bool:
+    """Drop quantize_dynamic's advice to run its pre-processing (shape inference and fusions
+    for static quantisation; the exported graphs already carry shapes)."""
+    return "pre-processing before quantization" not in record.getMessage()
 
 
 def settings() -> dict[str, Any]:
