@@ -4,9 +4,10 @@
    writes them (``int8``: max calibration), plus the INT8 alternatives the choice was made
    against: percentile calibration (``int8-pct``) and ONNX Runtime ``quantize_static``
    (``int8-ort``: QDQ, per-channel symmetric int8, MatMul/Gemm/Conv with constant weights, the
-   rest fp32), and the CPU graph ``int8-cpu`` (dynamic; its speed: ``bench/bench_int8_cpu.py``). R@1/5/10 on the demo held-out clips; all calibrated on the same demo training
-   clips. (ModelOpt was measured once by hand: it cannot share this environment, see the
-   ``why`` field of an INT8 manifest entry.)
+   rest fp32), and the CPU graph ``int8-cpu`` (dynamic, no calibration; its speed:
+   ``bench/bench_int8_cpu.py``). R@1/5/10 on the demo held-out clips; all calibrated on the
+   same demo training clips. (ModelOpt was measured once by hand: it cannot share this
+   environment, see the ``why`` field of an INT8 manifest entry.)
 2. Official-reference random weights, full B/32 config: the report on the reference inputs,
    cosine against the official reference outputs, and CPU latency per video at batch 1 as a
    ratio to fp32 in the same run (ORT's CPU provider has few fp16/int8 kernels for these ops:
