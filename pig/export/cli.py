@@ -118,6 +118,9 @@ def cli(do_onnx: bool, checkpoint: Path | None, config: Path | None, out: Path,
     """Export a PIG checkpoint to a pig-engine bundle."""
     if not (do_onnx or calibrate or do_trt):
         raise click.UsageError("nothing to do: give an action flag (--onnx, --calibrate, --trt)")
+    if do_trt and precision in CPU_ONLY_PRECISIONS:
+        raise click.UsageError(f"--trt: {precision} graphs are for ONNX Runtime on CPU; "
+                               "TensorRT takes fp32, fp16 or int8")
     if calibrate and precision == "fp32":
         raise click.UsageError("--calibrate writes fp16/int8 graphs; --precision fp32 has none")
     if do_onnx:
