@@ -34,12 +34,25 @@ setup(
         "gpu": ["tensorrt>=10", "cuda-python>=12", "onnxruntime-gpu>=1.18"],
         # NVDEC decoding (pig.engine.nvdec): NVIDIA GPU hosts only
         "nvdec": ["pynvvideocodec==2.2.4"],
+        # --segments shots: PySceneDetect with its PyAV backend (av is a runtime dependency)
+        "shots": ["scenedetect==0.7.2"],
+        # TensorRT-RTX: same Python API, builds engines without a GPU (CPU-only AOT); runs
+        # them on RTX-class GPUs and compute capability 7.5/8.0/8.6/8.9/12.x, not Hopper.
+        "trt-rtx": [
+            "tensorrt-rtx-cu12-bindings==1.7.1.116",
+            "tensorrt-rtx-cu12-libs==1.7.1.116",
+            "cuda-python>=12",
+        ],
         "dev": [
             "pytest>=8",
             "ruff>=0.5",
             "transformers==4.57.6",
             "decord==0.6.0",
             "opencv-python-headless>=4.9",
+            "scenedetect==0.7.2",
+            # a real TensorRT builder in CI: every graph is parsed and AOT-compiled
+            "tensorrt-rtx-cu12-bindings==1.7.1.116",
+            "tensorrt-rtx-cu12-libs==1.7.1.116",
         ],
     },
     entry_points={

@@ -8,11 +8,12 @@ PY=python3
 command -v nvidia-smi >/dev/null && nvidia-smi -L || echo "nvidia-smi: not found"
 "$PY" - <<'PYEOF'
 import importlib.util as u
-for m in ("tensorrt", "cuda.bindings", "cuda.cudart", "onnxruntime"):
+for m in ("tensorrt", "tensorrt_rtx", "tensorrt_rtx_bindings", "cuda.bindings", "cuda.cudart",
+          "onnxruntime"):
     try:
         found = u.find_spec(m) is not None
     except ImportError:
         found = False
-    print(f"{m:14s} {'present' if found else 'absent'}")
+    print(f"{m:22s} {'present' if found else 'absent'}")
 PYEOF
 PYTHONUNBUFFERED=1 PYTHONPATH=. exec "$PY" scripts/gpu_check.py "$@"

@@ -102,6 +102,25 @@ def small_bundle(small_checkpoint: Path, tmp_path_factory: pytest.TempPathFactor
 
 
 @pytest.fixture(scope="session")
+def full_bundle(spec_weights: _WeightCache, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The full B/32 reference config exported as a bundle (fp32 graphs), once a session."""
+    import torch
+
+    from pig.export import onnx_export
+    from pig.export.checkpoint import LoadedCheckpoint
+    from pig.export.config import infer_from_shapes
+    from pig.export.model import PigModel
+
+    weights = spec_weights("full")
+    cfg = infer_from_shapes({k: v.shape for k, v in weights.items()})
+    model = PigModel(cfg).eval()
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()}, strict=True)
+    out = tmp_path_factory.mktemp("full") / "bundle"
+    onnx_export.export_bundle(LoadedCheckpoint(model, cfg, Path("weights_spec:full"), ""), out)
+    return out
+
+
+@pytest.fixture(scope="session")
 def tiny_config() -> Any:
     from pig.export.config import PigConfig
 

@@ -14,6 +14,7 @@ from pig.engine.backends import select
 from pig.engine.backends.base import chunks
 from pig.engine.backends.onnxruntime import OrtBackend, OrtOptions
 from pig.engine.bundle import Bundle
+from pig.engine.trt import flavour
 from pig.errors import BackendUnavailable
 from tests.fake_bundle import FakeSizes, reference_text, reference_video, write_bundle
 
@@ -87,13 +88,17 @@ def test_ort_splits_batches_beyond_max(bundle) -> None:
     assert seen == [2, 2, 1]
 
 
-def test_video_input_buffer_is_reused_and_encodable(bundle) -> None:
+def test_video_input_buffers_are_distinct_and_encodable(bundle) -> None:
     be = OrtBackend(bundle, branches=("video",))
-    buf = be.video_input_buffer(3)
-    assert buf.shape == (3, SIZES.frames, 3, SIZES.size, SIZES.size) and buf.dtype == np.float32
-    buf[:] = _pixels(3, seed=5)
-    np.testing.assert_allclose(be.encode_video(buf), reference_video(buf, SIZES), atol=TOL)
-    assert np.shares_memory(be.video_input_buffer(2), buf)
+    bufs = be.video_input_buffers(3, 4)
+    assert len(bufs) == 3 and not np.shares_memory(bufs[0], bufs[1])
+    for buf in bufs:
+        assert buf.shape == (4, SIZES.frames, 3, SIZES.size, SIZES.size)
+        assert buf.dtype == np.float32
+    buf = bufs[1]
+    buf[:] = _pixels(4, seed=5)
+    np.testing.assert_allclose(be.encode_video(buf[:3]), reference_video(buf[:3], SIZES),
+                               atol=TOL)
     with pytest.raises(BackendUnavailable, match="without the text graph"):
         be.encode_text(_ids(1))
 
@@ -101,11 +106,11 @@ def test_video_input_buffer_is_reused_and_encodable(bundle) -> None:
 def test_ort_close_drops_sessions_and_refuses_use(bundle) -> None:
     with OrtBackend(bundle) as be:
         assert set(be._sessions) == {"video", "text"}
-        be.video_input_buffer(2)
-    assert be._sessions == {} and be._video_buffer is None
+        be.video_input_buffers(2, 2)
+    assert be._sessions == {}
     be.close()  # a second close is a no-op
     for use in (lambda: be.encode_text(_ids(1)), lambda: be.encode_video(_pixels(1)),
-                lambda: be.video_input_buffer(1)):
+                lambda: be.video_input_buffers(1, 1)):
         with pytest.raises(RuntimeError, match="this onnxruntime backend is closed"):
             use()
 
@@ -147,7 +152,7 @@ def test_auto_without_gpu_is_ort_cpu_fp32(bundle_fp16, no_gpu) -> None:
 
 
 def test_auto_prefers_tensorrt_fp16_on_gpu(bundle_fp16, fake_gpu, monkeypatch) -> None:
-    monkeypatch.setattr(select, "_module_present", lambda name: True)
+    monkeypatch.setattr(flavour, "module_present", lambda name: True)
     first, *rest = select.choose(bundle_fp16)
     assert (first.backend, first.device, first.precision) == ("tensorrt", "cuda", "fp16")
     assert rest[-1].backend == "onnxruntime" and rest[-1].device == "cpu"
@@ -155,7 +160,7 @@ def test_auto_prefers_tensorrt_fp16_on_gpu(bundle_fp16, fake_gpu, monkeypatch) -
 
 
 def test_auto_takes_fp32_when_bundle_has_no_fp16(bundle, fake_gpu, monkeypatch) -> None:
-    monkeypatch.setattr(select, "_module_present", lambda name: True)
+    monkeypatch.setattr(flavour, "module_present", lambda name: True)
     assert select.choose(bundle)[0].precision == "fp32"
 
 
@@ -171,27 +176,28 @@ def test_tensorrt_requested_without_gpu_or_module(bundle, no_gpu, monkeypatch) -
     with pytest.raises(BackendUnavailable, match="TensorRT unavailable: no GPU"):
         select.choose(bundle, "tensorrt")
     monkeypatch.setattr(gpu, "probe_gpu", lambda: FAKE_GPU)
-    monkeypatch.setattr(select, "_module_present", lambda name: name != "tensorrt")
-    with pytest.raises(BackendUnavailable, match="tensorrt Python package is not installed"):
+    monkeypatch.setattr(flavour, "module_present", lambda name: "tensorrt" not in name)
+    with pytest.raises(BackendUnavailable, match="no TensorRT Python package is installed"):
         select.choose(bundle, "tensorrt")
 
 
 def test_auto_falls_back_to_ort_when_tensorrt_fails(bundle_fp16, fake_gpu, monkeypatch) -> None:
     """TensorRT looks present but cannot be imported: auto logs why and opens ONNX Runtime."""
-    monkeypatch.setattr(select, "_module_present", lambda name: name != "cuda.bindings")
-    monkeypatch.setitem(sys.modules, "tensorrt", None)  # import tensorrt -> ImportError
+    monkeypatch.setattr(flavour, "module_present", lambda name: name != "cuda.bindings")
+    for name in ("tensorrt", *flavour.RTX_MODULES):  # import -> ImportError
+        monkeypatch.setitem(sys.modules, name, None)
     monkeypatch.setitem(sys.modules, "cuda", types.ModuleType("cuda"))
     monkeypatch.setitem(sys.modules, "cuda.cudart", types.ModuleType("cuda.cudart"))
     lines: list[str] = []
     be = select.open_backend(bundle_fp16, log=lines.append)
     assert be.name == "onnxruntime" and be.device == "CPUExecutionProvider"
     assert be.precision == "fp32"
-    assert "TensorRT is not installed" in lines[0]
+    assert "TensorRT cannot be imported" in lines[0]
     assert lines[-1].startswith("backend: onnxruntime (cpu, fp32)")
 
 
 def test_explicit_tensorrt_failure_is_not_swallowed(bundle, fake_gpu, monkeypatch) -> None:
-    monkeypatch.setattr(select, "_module_present", lambda name: True)
+    monkeypatch.setattr(flavour, "module_present", lambda name: True)
     monkeypatch.setitem(sys.modules, "cuda.bindings", None)
     monkeypatch.setitem(sys.modules, "cuda.bindings.runtime", None)
     monkeypatch.setitem(sys.modules, "cuda.cudart", None)

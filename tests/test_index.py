@@ -196,7 +196,7 @@ def test_refusals(tmp_path: Path) -> None:
                 idx.add(fake_entries(2), bad)
             with pytest.raises(IndexStoreError, match=what):
                 idx.search(bad, 3)
-        with pytest.raises(IndexStoreError, match="2 entries but 3 vectors"):
+        with pytest.raises(IndexStoreError, match="2 entries with 2 segments but 3 vectors"):
             idx.add(fake_entries(2), unit(rng, 3, 16))
         with pytest.raises(IndexStoreError, match="twice"):
             idx.add(fake_entries(1) * 2, unit(rng, 2, 16))

@@ -21,7 +21,6 @@ from pig.engine.bundle import MANIFEST, Bundle, sha256_file
 from pig.errors import BundleError, PigError
 from pig.export import onnx_export
 from pig.export.checkpoint import LoadedCheckpoint
-from pig.export.config import infer_from_shapes
 from pig.export.model import PigModel
 
 # Operators that TensorRT's ONNX parser supports ("Y" rows) among those a transformer export
@@ -190,16 +189,3 @@ def test_export_fails_beyond_tolerance_and_leaves_nothing(
 def test_full_onnx_matches_official_reference(
         batch: int, full_bundle: Path, spec_inputs: tuple[np.ndarray, np.ndarray]) -> None:
     check_bundle_against_reference(full_bundle, spec_inputs, reference_outputs("full"), batch)
-
-
-@pytest.fixture(scope="module")
-def full_bundle(spec_weights: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import torch
-
-    weights = spec_weights("full")
-    cfg = infer_from_shapes({k: v.shape for k, v in weights.items()})
-    model = PigModel(cfg).eval()
-    model.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()}, strict=True)
-    out = tmp_path_factory.mktemp("full") / "bundle"
-    onnx_export.export_bundle(LoadedCheckpoint(model, cfg, Path("weights_spec:full"), ""), out)
-    return out

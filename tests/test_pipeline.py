@@ -145,8 +145,8 @@ class _FailingEncoder:
         self.ok -= 1
         return self.inner.encode_video(x)
 
-    def video_input_buffer(self, batch: int) -> np.ndarray:
-        return self.inner.video_input_buffer(batch)
+    def video_input_buffers(self, count: int, batch: int) -> list[np.ndarray]:
+        return self.inner.video_input_buffers(count, batch)
 
     def close(self) -> None:
         self.inner.close()

@@ -1,9 +1,13 @@
-"""TensorRT path without a GPU: GPU probing, profiles, plan cache keys and invalidation, and the
-builder driven through a stand-in ``tensorrt`` module that records every API call."""
+"""TensorRT without a GPU: GPU probing, profiles, plan cache keys and invalidation, TensorRT
+flavours, real engine builds through TensorRT-RTX's CPU-only AOT builder (``pig-export
+--trt`` on the demo and the full B/32 bundle), and, through a stand-in ``tensorrt`` module,
+what needs a GPU: executing engines (the backend's data path and buffer lifetimes) and the
+TensorRT 10/11 builder paths (timing cache, TensorRT 11 flags) that TensorRT-RTX lacks."""
 
 from __future__ import annotations
 
 import ctypes
+import importlib.machinery
 import json
 import os
 import subprocess
@@ -11,6 +15,7 @@ import sys
 import types
 import weakref
 from collections import Counter
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -19,8 +24,8 @@ import pytest
 
 from pig.engine import gpu
 from pig.engine.bundle import Bundle
-from pig.engine.trt import build
-from pig.engine.trt.cache import PlanCache, PlanKey, timing_cache_path
+from pig.engine.trt import build, flavour
+from pig.engine.trt.cache import PlanCache, PlanKey, Target, timing_cache_path
 from pig.engine.trt.profiles import BatchProfile, profile_shapes, static_dims
 from pig.errors import BackendUnavailable, BundleError
 from tests.fake_bundle import FakeSizes, reference_text, reference_video, write_bundle
@@ -146,16 +151,21 @@ def test_profile_shapes_reject_mismatches(inputs, match) -> None:
 # --- plan cache --------------------------------------------------------------------------------
 
 def _key(**change) -> PlanKey:
-    base = dict(branch="video", precision="fp16", onnx_sha256="a" * 64, trt_version="10.9.0",
-                gpu=H100, profile=BatchProfile(1, 8, 64), workspace_bytes=1 << 30,
-                strongly_typed=True)
+    base = dict(branch="video", precision="fp16", onnx_sha256="a" * 64, flavour="tensorrt",
+                trt_version="10.9.0", target=Target.device(H100),
+                profile=BatchProfile(1, 8, 64), workspace_bytes=1 << 30, strongly_typed=True)
     return PlanKey.make(**{**base, **change})
 
 
+RTX4090 = gpu.GpuInfo("NVIDIA GeForce RTX 4090", (8, 9), 24 << 30, "580.1", "nvml")
 KEY_CHANGES = {
+    "flavour": {"flavour": "tensorrt-rtx"},
     "trt_version": {"trt_version": "10.10.0"},
-    "gpu_name": {"gpu": gpu.GpuInfo("NVIDIA H200", (9, 0), 141 << 30, "580.1", "nvml")},
-    "compute_capability": {"gpu": gpu.GpuInfo(H100.name, (8, 9), 80 << 30, "580.1", "nvml")},
+    "gpu_name": {"target": Target.device(
+        gpu.GpuInfo("NVIDIA H200", (9, 0), 141 << 30, "580.1", "nvml"))},
+    "compute_capability": {"target": Target.device(
+        gpu.GpuInfo(H100.name, (8, 9), 80 << 30, "580.1", "nvml"))},
+    "portable targets": {"target": Target("", ("8.6", "8.9"))},
     "precision": {"precision": "int8"},
     "profile": {"profile": BatchProfile(1, 16, 64)},
     "onnx_sha256": {"onnx_sha256": "b" * 64},
@@ -168,6 +178,25 @@ KEY_CHANGES = {
 def test_key_is_stable_and_readable() -> None:
     assert _key() == _key() and _key().digest() == _key().digest()
     assert _key().stem().startswith("video.fp16.b1-8-64.nvidia-h100-80gb-hbm3-sm90.trt10.9.0.")
+    aot = _key(flavour="tensorrt-rtx", trt_version="1.7.1.116", target=Target("", ("8.6", "12.0")))
+    assert aot.stem().startswith("video.fp16.b1-8-64.aot-sm86-sm120.trtrtx1.7.1.116.")
+    assert PlanKey.from_dict(aot.to_dict()) == aot
+
+
+def test_portable_plans_cover_the_gpus_they_list(tmp_path) -> None:
+    """On a GPU, a cached TensorRT-RTX AOT plan listing its compute capability is found;
+    one built for another set, another key, or a damaged sidecar is not."""
+    cache = PlanCache(tmp_path)
+    rtx = dict(flavour="tensorrt-rtx", trt_version="1.7.1.116")
+    wanted = _key(**rtx, target=Target.device(RTX4090))
+    portable = _key(**rtx, target=Target("", ("8.6", "8.9", "12.0")))
+    cache.store(portable, b"aot")
+    cache.store(_key(**rtx, target=Target("", ("8.6", "12.0"))), b"other-set")
+    cache.store(_key(**rtx, target=Target("", ("8.9",)), precision="int8"), b"other-key")
+    (tmp_path / "video.fp16.broken.json").write_text("{")
+    assert cache.covering(wanted, RTX4090) == [portable]
+    assert cache.covering(wanted, H100) == []
+    assert Target.device(RTX4090).covers(RTX4090) and not Target.device(RTX4090).covers(H100)
 
 
 @pytest.mark.parametrize("component", sorted(KEY_CHANGES))
@@ -208,6 +237,7 @@ def test_timing_cache_is_per_gpu_and_trt_version(tmp_path) -> None:
 def _fake_tensorrt(version: str, strongly_typed_flag: bool) -> types.ModuleType:
     """Just enough of the TensorRT Python API for build.py, recording what it is asked."""
     trt = types.ModuleType("tensorrt")
+    trt.__spec__ = importlib.machinery.ModuleSpec("tensorrt", None)  # "installed"
     trt.__version__ = version
     trt.calls = {"builds": 0, "flags": [], "shapes": [], "workspace": [], "timing_in": [],
                  "outputs": []}
@@ -219,6 +249,12 @@ def _fake_tensorrt(version: str, strongly_typed_flag: bool) -> types.ModuleType:
         WARNING = 2
 
         def __init__(self, level):
+            pass
+
+    class ILogger:
+        Severity = SimpleNamespace(INTERNAL_ERROR=0, ERROR=1, WARNING=2)
+
+        def __init__(self):
             pass
 
     class IProgressMonitor:
@@ -252,12 +288,13 @@ def _fake_tensorrt(version: str, strongly_typed_flag: bool) -> types.ModuleType:
             self.num_errors = 0
 
         def parse_from_file(self, path):
-            for vi in onnx.load(path).graph.input:
-                dims = [d.dim_value if d.HasField("dim_value") else -1
-                        for d in vi.type.tensor_type.shape.dim]
-                self.network.inputs.append(SimpleNamespace(name=vi.name, shape=dims))
-            for vi in onnx.load(path).graph.output:
-                self.network.outputs.append(SimpleNamespace(name=vi.name))
+            graph = onnx.load(path).graph
+            for vi, into in [(v, self.network.inputs) for v in graph.input] + [
+                    (v, self.network.outputs) for v in graph.output]:
+                tt = vi.type.tensor_type
+                dims = [d.dim_value if d.HasField("dim_value") else -1 for d in tt.shape.dim]
+                dtype = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type).name
+                into.append(SimpleNamespace(name=vi.name, shape=dims, dtype=dtype))
             return True
 
     class TimingCache:
@@ -313,7 +350,8 @@ def _fake_tensorrt(version: str, strongly_typed_flag: bool) -> types.ModuleType:
             name, *shapes = config.profile.shapes
             return f"plan#{trt.calls['builds']}:".encode() + json.dumps([name, shapes]).encode()
 
-    trt.Logger, trt.IProgressMonitor, trt.OnnxParser = Logger, IProgressMonitor, OnnxParser
+    trt.Logger, trt.ILogger, trt.IProgressMonitor = Logger, ILogger, IProgressMonitor
+    trt.OnnxParser = OnnxParser
     trt.Builder = Builder
     _add_fake_runtime(trt)
     return trt
@@ -376,7 +414,7 @@ def _add_fake_runtime(trt: types.ModuleType) -> None:
         def deserialize_cuda_engine(self, plan):
             return Engine(plan)
 
-    trt.Runtime = Runtime
+    trt.Runtime, trt.Engine = Runtime, Engine
 
 
 def _copy(dst: int, src: int, nbytes: int, kind: str, stream: int) -> None:
@@ -508,6 +546,14 @@ def test_tensorrt_11_without_strongly_typed_flag(trt_env, monkeypatch) -> None:
     assert json.loads(path.with_suffix(".json").read_text())["key"]["strongly_typed"] is True
 
 
+def test_compute_capability_targets_need_tensorrt_rtx(trt_env) -> None:
+    fake, root = trt_env
+    with pytest.raises(BackendUnavailable, match=r"--compute-capability needs TensorRT-RTX; "
+                                                 r"TensorRT 10\.9\.0 builds for the GPU present"):
+        build.ensure_plan(Bundle.load(root), "text", "fp32", targets=["8.6"])
+    assert fake.calls["builds"] == 0
+
+
 def test_bundle_without_precision_is_a_clear_error(trt_env) -> None:
     _, root = trt_env
     with pytest.raises(BundleError, match="no int8 graphs"):
@@ -515,6 +561,8 @@ def test_bundle_without_precision_is_a_clear_error(trt_env) -> None:
 
 
 def test_no_gpu_refuses_before_touching_tensorrt(monkeypatch, tmp_path) -> None:
+    """Without a GPU, ``tensorrt`` (10/11) is never imported: the runtime refuses, and only
+    TensorRT-RTX may build (ahead of time)."""
     touched: list[str] = []
 
     class Tripwire(types.ModuleType):
@@ -526,31 +574,42 @@ def test_no_gpu_refuses_before_touching_tensorrt(monkeypatch, tmp_path) -> None:
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
     bundle = Bundle.load(write_bundle(tmp_path / "b", SIZES))
     with pytest.raises(BackendUnavailable, match="no GPU"):
-        build.ensure_plan(bundle, "text", "fp32")
+        build.ensure_plan(bundle, "text", "fp32", gpu_required=True)
     from pig.engine.backends.tensorrt import TrtBackend
 
     with pytest.raises(BackendUnavailable, match="no GPU"):
         TrtBackend(bundle, "fp32")
+    assert flavour.installed_names(None) == [n for n in flavour.RTX_MODULES
+                                             if flavour.module_present(n)]
     assert touched == []
 
 
 def test_no_tensorrt_module_is_a_clear_error(monkeypatch) -> None:
-    monkeypatch.setattr(gpu, "probe_gpu", lambda: H100)
-    monkeypatch.setitem(sys.modules, "tensorrt", None)
-    with pytest.raises(BackendUnavailable, match="TensorRT is not installed"):
-        build.import_tensorrt()
+    monkeypatch.setattr(flavour, "module_present", lambda name: False)
+    with pytest.raises(BackendUnavailable, match="no TensorRT Python package is installed"):
+        build.import_tensorrt(H100)
+    with pytest.raises(BackendUnavailable, match="no GPU: test; and TensorRT-RTX"):
+        build.import_tensorrt(None, "no GPU: test")
 
 
-def test_pinned_view_check_uses_buffer_identity() -> None:
-    """The in-place path of the TensorRT engine is taken only for the pinned view itself."""
+def test_pinned_source_uses_buffer_identity() -> None:
+    """The in-place path of the TensorRT engine is taken only for rows of one of its pinned
+    arrays, when the array holds the rows the run needs from there."""
     from pig.engine.backends.tensorrt import _Engine
 
-    host = np.zeros((4, 3), np.float32)
+    host, handed = np.zeros((4, 3), np.float32), np.zeros((2, 3), np.float32)
     eng = _Engine.__new__(_Engine)
-    eng.host_in = SimpleNamespace(array=host, ptr=host.__array_interface__["data"][0])
+    eng.host_in = SimpleNamespace(array=host, ptr=host.ctypes.data)
+    eng.handed_out = [SimpleNamespace(array=handed, ptr=handed.ctypes.data)]
     eng.in_dtype = np.dtype(np.float32)
-    assert eng._in_place(host[:2]) and not eng._in_place(host[1:3])
-    assert not eng._in_place(host.copy()) and not eng._in_place(host.astype(np.float16))
+    assert eng._pinned_source(host[:2], 2).ctypes.data == host.ctypes.data
+    assert eng._pinned_source(handed[:1], 2).ctypes.data == handed.ctypes.data
+    assert eng._pinned_source(handed[:1], 3) is None  # padding to 3 rows would overflow
+    later = eng._pinned_source(host[1:3], 2)  # a later chunk of a larger batch
+    assert later.ctypes.data == host[1:].ctypes.data and later.shape == (3, 3)
+    assert eng._pinned_source(host[3:], 2) is None
+    assert eng._pinned_source(host.copy(), 4) is None
+    assert eng._pinned_source(host.astype(np.float16), 4) is None
 
 
 def _real_cudart() -> types.ModuleType | None:
@@ -586,17 +645,19 @@ def test_trt_backend_data_path(trt_env, monkeypatch, cudart) -> None:
     np.testing.assert_allclose(be.encode_video(px), reference_video(px, SIZES), atol=1e-5)
     assert fake.calls["executed"] == [4, 2]
 
-    buf = be.video_input_buffer(3)
-    buf[:] = px[:3]
+    bufs = be.video_input_buffers(2, 3)  # what the pipeline keeps in flight
     copies: list[int] = []
     real_copyto = np.copyto
     monkeypatch.setattr(np, "copyto", lambda *a, **k: (copies.append(1), real_copyto(*a, **k)))
-    out = be.encode_video(buf)
-    assert copies == []  # written in place: no host-side copy
+    for i, buf in enumerate(bufs):
+        buf[:] = px[i: i + 3]
+        out = be.encode_video(buf)
+        np.testing.assert_allclose(out, reference_video(px[i: i + 3], SIZES), atol=1e-5)
+    (big,) = be.video_input_buffers(1, 6)  # above the profile max 4: two chunks, in place
+    big[:] = px
+    np.testing.assert_allclose(be.encode_video(big), reference_video(px, SIZES), atol=1e-5)
+    assert copies == []  # frames written into pinned memory: no host-side copy
     monkeypatch.setattr(np, "copyto", real_copyto)
-    np.testing.assert_allclose(out, reference_video(px[:3], SIZES), atol=1e-5)
-    with pytest.raises(ValueError, match="exceeds the engine profile's max 4"):
-        be.video_input_buffer(5)
 
     ids = rng.integers(0, SIZES.vocab, (5, SIZES.length))
     np.testing.assert_allclose(be.encode_text(ids), reference_text(ids, SIZES), atol=1e-5)
@@ -605,7 +666,7 @@ def test_trt_backend_data_path(trt_env, monkeypatch, cudart) -> None:
         be.encode_text(ids[:, :-1])
     be.close()
     if cudart == "stand-in":
-        _assert_all_freed(fake, rt, pinned=4, device=4)
+        _assert_all_freed(fake, rt, pinned=7, device=4)
 
 
 def _assert_all_freed(fake: types.ModuleType, rt: types.ModuleType, pinned: int,
@@ -635,9 +696,55 @@ def test_trt_backend_close_frees_everything_once(trt_env, monkeypatch) -> None:
     be.close()  # a second close frees nothing twice
     _assert_all_freed(fake, rt, pinned=4, device=4)
     for use in (lambda: be.encode_text(ids), lambda: be.encode_video(np.zeros(1)),
-                lambda: be.video_input_buffer(1)):
+                lambda: be.video_input_buffers(1, 1)):
         with pytest.raises(RuntimeError, match="this tensorrt backend is closed"):
             use()
+
+
+def test_tensorrt_rtx_runtime_cache_is_kept_across_processes(trt_env, monkeypatch) -> None:
+    """An engine with a runtime config (TensorRT-RTX) gets a runtime cache started from the
+    file the previous backend saved on close; TensorRT 10/11 engines get none."""
+    from pig.engine.backends.tensorrt import TrtBackend
+
+    fake, root = trt_env
+    monkeypatch.setitem(sys.modules, "cuda.bindings.runtime", _fake_cudart())
+    loaded: list[bytes] = []
+
+    class RuntimeCache:
+        def deserialize(self, blob):
+            loaded.append(bytes(blob))
+            return True
+
+        def serialize(self):
+            return b"kernels-for-this-gpu"
+
+    class RuntimeConfig:
+        def create_runtime_cache(self):
+            return RuntimeCache()
+
+        def set_runtime_cache(self, cache):
+            self.cache = cache
+            return True
+
+    class JitEngine(fake.Engine):
+        def create_runtime_config(self):
+            return RuntimeConfig()
+
+        def create_execution_context(self, config=None):
+            assert isinstance(config.cache, RuntimeCache)
+            return super().create_execution_context()
+
+    with TrtBackend(Bundle.load(root), "fp32", ("text",), BatchProfile(1, 2, 4)):
+        pass
+    assert not list((root / "trt").glob("*.runtime.cache"))  # TensorRT 10/11: no JIT cache
+    monkeypatch.setattr(fake.Runtime, "deserialize_cuda_engine", lambda self, p: JitEngine(p))
+    for _ in range(2):
+        with TrtBackend(Bundle.load(root), "fp32", ("text",), BatchProfile(1, 2, 4)) as be:
+            ids = np.zeros((1, SIZES.length), np.int64)
+            np.testing.assert_allclose(be.encode_text(ids), reference_text(ids, SIZES), atol=1e-5)
+    (saved,) = (root / "trt").glob("text.fp32.*.nvidia-h100-80gb-hbm3-sm90.runtime.cache")
+    assert saved.read_bytes() == b"kernels-for-this-gpu"
+    assert loaded == [b"kernels-for-this-gpu"]  # the second backend started from it
 
 
 @pytest.mark.parametrize("failure", ["deserialize", "cudaMalloc"])
@@ -664,16 +771,17 @@ def test_trt_setup_failure_frees_earlier_branches(trt_env, monkeypatch, failure)
 
 
 def test_pig_export_trt_without_gpu_is_one_line_exit_2(monkeypatch, tmp_path, capsys) -> None:
-    """`pig-export --trt` on a machine without a GPU: one clear line, exit 2, no plan written."""
+    """`pig-export --trt` without a GPU nor TensorRT-RTX: one clear line, exit 2, no plan."""
     from pig.export.cli import main
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
+    monkeypatch.setattr(flavour, "module_present", lambda name: False)
     root = write_bundle(tmp_path / "b", SIZES)
     with pytest.raises(SystemExit) as exc:
         main(["--out", str(root), "--trt", "--precision", "fp32", "--batch-profile", "1,4,8"])
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "no GPU" in err[0], err
+    assert len(err) == 1 and "no GPU" in err[0] and "TensorRT-RTX" in err[0], err
     assert not list(root.glob("trt/*.plan"))
 
 
@@ -689,3 +797,333 @@ def test_pig_export_refuses_bad_trt_and_precision_options(tmp_path, capsys, argv
         main(["--out", str(root), *argv])
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
+
+
+# --- real builds: TensorRT-RTX, CPU-only AOT (no stand-in) --------------------------------------
+
+AOT = ("8.6", "8.9", "12.0")
+
+
+@pytest.fixture
+def no_gpu(monkeypatch):
+    """No GPU, whatever this machine has: builds take TensorRT-RTX's CPU-only AOT path."""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
+    monkeypatch.delenv("PIG_TRT_CACHE", raising=False)
+
+
+def _export_trt(root, capsys, *args: str) -> str:
+    """``pig-export --out ROOT --trt ARGS``; its stdout + stderr (asserted exit 0)."""
+    from pig.export.cli import main
+
+    try:
+        main(["--out", str(root), "--trt", *args])
+    except SystemExit as stop:
+        out = capsys.readouterr()
+        pytest.fail(f"pig-export exited {stop.code}: {out.err}")
+    out = capsys.readouterr()
+    return out.out + out.err
+
+
+def _plans(root) -> dict[str, float]:
+    return {p.name: p.stat().st_mtime_ns for p in (root / "trt").glob("*.plan")}
+
+
+def _check_io(bundle: Bundle, plan, branch: str, precision: str, profile: BatchProfile) -> None:
+    """The engine's recorded I/O (from the built network) is what the bundle says: the one
+    input with its dtype and static dims, a dynamic batch, the profile, one output."""
+    from pig.engine.trt.cache import read_io
+    from pig.engine.trt.profiles import static_dims
+
+    io = read_io(plan)
+    name = {"video": "pixel_values", "text": "input_ids"}[branch]
+    dims = list(static_dims(bundle, branch))
+    fp32 = bundle.graph_entry(branch, "fp32")
+    if "inputs" in fp32:  # exported bundles list their I/O; fp16/int8 keep fp32 I/O
+        want = fp32["inputs"][name]
+        assert [-1 if d == "batch" else d for d in want["shape"]] == [-1, *dims]
+        dtype = want["dtype"]
+        assert io["outputs"]["embeddings"]["dtype"] == fp32["outputs"]["embeddings"]["dtype"]
+    else:
+        dtype = "float32" if branch == "video" else "int64"
+    assert io["inputs"] == {name: {"dtype": dtype, "shape": [-1, *dims]}}, (precision, io)
+    assert set(io["outputs"]) == {"embeddings"}
+    assert io["outputs"]["embeddings"]["shape"] == [-1, bundle.embedding_dim]
+    assert io["profile"] == {name: [[b, *dims] for b in (profile.min, profile.opt, profile.max)]}
+
+
+def test_tensorrt_rtx_is_feature_detected() -> None:
+    f = flavour.load(None)
+    assert f.name == "tensorrt-rtx" and f.aot and f.label.startswith("TensorRT-RTX 1.")
+    assert {"7.5", "8.0", "8.6", "8.9", "12.0"} <= set(f.targets) and "9.0" not in f.targets
+    assert f.runs_on(RTX4090) and not f.runs_on(H100)
+    assert build.resolve_target(f, None) == Target("", flavour.RTX_DEFAULT_TARGETS)
+    assert build.resolve_target(f, RTX4090) == Target(RTX4090.name, ("8.9",))
+    assert build.resolve_target(f, None, ["12.0", "8.6"]) == Target("", ("8.6", "12.0"))
+
+
+def test_pig_export_trt_aot_builds_caches_and_rebuilds(tmp_path, capsys, no_gpu) -> None:
+    """Real engines without a GPU: built once, loaded from the cache, rebuilt when an option,
+    the graph or the plan file changes; the recorded I/O matches the bundle."""
+    root = write_bundle(tmp_path / "b", SIZES, precisions=("fp32", "fp16"))
+    ccs = ["--compute-capability", ",".join(AOT)]
+    out = _export_trt(root, capsys, "--precision", "fp32", *ccs)
+    first = _plans(root)
+    assert out.count("building TensorRT-RTX") == 2 and len(first) == 2, out
+    assert all(".fp32.b1-8-64.aot-sm86-sm89-sm120.trtrtx" in n for n in first)
+    bundle = Bundle.load(root)
+    for plan in (root / "trt").glob("*.plan"):
+        branch = plan.name.split(".")[0]
+        _check_io(bundle, plan, branch, "fp32", BatchProfile(1, 8, 64))
+        assert plan.stat().st_size > 10_000  # a real engine, not a token
+
+    out = _export_trt(root, capsys, "--precision", "fp32", *ccs)
+    assert "building" not in out and _plans(root) == first  # from the cache
+
+    out = _export_trt(root, capsys, "--precision", "fp32", *ccs, "--batch-profile", "1,4,16")
+    # the profile is in the key, and so are the targets
+    assert out.count("building TensorRT-RTX") == 2 and len(_plans(root)) == 4
+    out = _export_trt(root, capsys, "--precision", "fp32", "--compute-capability", "8.9")
+    assert out.count("building TensorRT-RTX") == 2 and len(_plans(root)) == 6
+
+    video = next(root.glob("trt/video.fp32.b1-8-64.aot-sm86-sm89-sm120.*.plan"))
+    video.write_bytes(video.read_bytes()[:1000])  # truncated
+    out = _export_trt(root, capsys, "--precision", "fp32", *ccs)
+    assert "does not match its recorded sha256" in out and out.count("building TensorRT-RTX") == 1
+    assert video.stat().st_size == len(video.read_bytes()) > 10_000
+
+    write_bundle(root, SIZES, seed=1, precisions=("fp32", "fp16"))  # re-exported, trt/ kept
+    out = _export_trt(root, capsys, "--precision", "fp32", *ccs)
+    assert out.count("building TensorRT-RTX") == 2 and len(_plans(root)) == 8
+
+
+def test_parser_rejection_names_the_node(tmp_path, no_gpu) -> None:
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("NoSuchOp", ["x"], ["embeddings"], name="mystery_node",
+                               domain="pig.test")],
+        "g", [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [-1, 4])],
+        [onnx.helper.make_tensor_value_info("embeddings", onnx.TensorProto.FLOAT, [-1, 4])])
+    path = tmp_path / "bad.onnx"
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[
+        onnx.helper.make_opsetid("", 17), onnx.helper.make_opsetid("pig.test", 1)]), path)
+    trt = flavour.load(None).module
+    logger = build._logger(trt, lambda _: None)
+    network = trt.Builder(logger).create_network(0)
+    with pytest.raises(BundleError, match=r"bad\.onnx: TensorRT cannot parse the graph: node "
+                                          r"mystery_node \(NoSuchOp\)"):
+        build._parse(trt, logger, network, path)
+
+
+@pytest.mark.parametrize(("ccs", "message"), [
+    ("9.0", "cannot target compute capability 9.0 (it supports 7.5, 8.0"),
+    ("8", "'8' is not a compute capability like 8.6"),
+])
+def test_pig_export_refuses_bad_compute_capability(tmp_path, capsys, no_gpu, ccs,
+                                                   message) -> None:
+    from pig.export.cli import main
+
+    root = write_bundle(tmp_path / "b", SIZES)
+    with pytest.raises(SystemExit) as exc:
+        main(["--out", str(root), "--trt", "--precision", "fp32", "--compute-capability", ccs])
+    assert exc.value.code == 2 and message in capsys.readouterr().err
+    assert not list(root.glob("trt/*.plan"))
+
+
+def test_portable_plan_is_taken_on_a_supported_gpu(tmp_path, capsys, no_gpu,
+                                                   monkeypatch) -> None:
+    """An AOT plan built without a GPU is what the runtime takes on an RTX 4090 (8.9), with
+    no rebuild; without one, the build targets that GPU's compute capability."""
+    root = write_bundle(tmp_path / "b", SIZES)
+    _export_trt(root, capsys, "--precision", "fp32")  # default portable set
+    built = _plans(root)
+    monkeypatch.setattr(gpu, "probe_gpu", lambda: RTX4090)
+    monkeypatch.setattr(flavour, "module_present",
+                        lambda name: name != "tensorrt" and _REAL_PRESENT(name))
+    lines: list[str] = []
+    _, path = build.ensure_plan(Bundle.load(root), "text", "fp32", log=lines.append,
+                                gpu_required=True)
+    assert path.name in built and _plans(root) == built
+    assert any("(portable) covers NVIDIA GeForce RTX 4090" in ln for ln in lines), lines
+    _, path = build.ensure_plan(Bundle.load(root), "text", "fp32", BatchProfile(1, 2, 4),
+                                log=lines.append, gpu_required=True)
+    assert ".nvidia-geforce-rtx-4090-sm89.trtrtx" in path.name
+
+
+_REAL_PRESENT = flavour.module_present
+
+
+def test_tensorrt_rtx_on_hopper_is_refused_and_auto_falls_back(tmp_path, monkeypatch) -> None:
+    from pig.engine.backends import select
+    from pig.engine.backends.tensorrt import TrtBackend
+
+    monkeypatch.setattr(gpu, "probe_gpu", lambda: H100)
+    monkeypatch.setattr(flavour, "module_present",
+                        lambda name: name != "tensorrt" and (name.startswith("cuda")
+                                                             or _REAL_PRESENT(name)))
+    monkeypatch.setitem(sys.modules, "cuda.bindings.runtime", _fake_cudart())
+    bundle = Bundle.load(write_bundle(tmp_path / "b", SIZES))
+    refusal = (r"TensorRT-RTX 1\.[\d.]+ does not run on NVIDIA H100 80GB HBM3 \(sm_90\): it "
+               r"supports compute capability 7\.5, 8\.0, 8\.6, 8\.9, 12\.0")
+    with pytest.raises(BackendUnavailable, match=refusal):
+        TrtBackend(bundle, "fp32")
+    with pytest.raises(BackendUnavailable, match="TensorRT unavailable: " + refusal):
+        select.choose(bundle, "tensorrt")
+    lines: list[str] = []
+    with select.open_backend(bundle, log=lines.append) as be:
+        assert be.name == "onnxruntime" and be.device == "CPUExecutionProvider"
+    assert "tensorrt/cuda: TensorRT-RTX" in lines[-1] and "does not run on" in lines[-1]
+    assert not (tmp_path / "b" / "trt").exists()  # nothing built for a GPU it cannot run on
+
+
+def _calibrated_copy(src, dest, max_videos: int, max_captions: int, evals: int):
+    """``src`` (an fp32 bundle) linked into ``dest`` plus the fp16 and INT8 graphs that
+    ``pig-export --calibrate`` writes (demo calibration clips, a small accuracy report)."""
+    import shutil
+
+    from pig.calibration.calibrate import calibrate_bundle
+    from pig.calibration.data import demo_heldout
+    from pig.engine.bundle import MANIFEST
+
+    dest.mkdir(parents=True)
+    shutil.copy(src / MANIFEST, dest)
+    for name in ("video.onnx", "text.onnx"):
+        (dest / name).symlink_to(src / name)
+    bundle = Bundle.load(dest)
+    calibrate_bundle(dest, max_videos=max_videos, max_captions=max_captions,
+                     eval_data=demo_heldout(bundle.recipe, bundle.tokenizer_spec, count=evals),
+                     echo=lambda _: None)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def demo_bundle(tmp_path_factory):
+    """The shipped demo model (models/pig-tiny) exported by pig-export --onnx, with every
+    precision graph calibration writes."""
+    from pig.demo import run
+
+    tmp = tmp_path_factory.mktemp("demo")
+    checkpoint, config = run.model_files()
+    fp32 = run.ensure_bundle(checkpoint, config, tmp / "fp32")
+    return _calibrated_copy(Path(fp32.dir), tmp / "bundle", 4, 32, 4)
+
+
+@pytest.fixture(scope="module")
+def full_calibrated(full_bundle, tmp_path_factory):
+    """The full B/32 reference bundle (conftest's, exported once a session) + fp16/INT8."""
+    return _calibrated_copy(full_bundle, tmp_path_factory.mktemp("full-trt") / "bundle", 2, 8, 2)
+
+
+def _every_precision_compiles(root, capsys) -> dict[tuple[str, str], int]:
+    """``pig-export --trt --precision all`` builds every graph of the bundle (a parser or
+    builder rejection fails here, naming the graph and node); a second run builds nothing.
+    Returns the engine size per (branch, precision)."""
+    from pig.engine.trt.cache import read_io
+
+    bundle = Bundle.load(root)
+    out = _export_trt(root, capsys, "--precision", "all")
+    plans = _plans(root)
+    graphs = [(b, p) for b in ("video", "text") for p in bundle.precisions(b)]
+    assert len(graphs) == 6 and out.count("building TensorRT-RTX") == 6 == len(plans), out
+    sizes = {}
+    for plan in (root / "trt").glob("*.plan"):
+        branch, precision = plan.name.split(".")[:2]
+        _check_io(bundle, plan, branch, precision, BatchProfile(1, 8, 64))
+        assert read_io(plan) is not None
+        sizes[branch, precision] = plan.stat().st_size
+    assert set(sizes) == set(graphs)
+    out = _export_trt(root, capsys, "--precision", "all")
+    assert "building" not in out and _plans(root) == plans
+    return sizes
+
+
+@pytest.mark.slow
+def test_demo_bundle_every_precision_compiles(demo_bundle, capsys, no_gpu) -> None:
+    sizes = _every_precision_compiles(demo_bundle, capsys)
+    assert sizes["video", "int8"] < sizes["video", "fp32"]
+
+
+@pytest.mark.slow
+def test_full_b32_every_precision_compiles(full_calibrated, capsys, no_gpu) -> None:
+    """B/32 at full size: the engine stores the precision the graph asks for."""
+    sizes = _every_precision_compiles(full_calibrated, capsys)
+    assert sizes["video", "int8"] < 0.7 * sizes["video", "fp16"] < 0.7 * sizes["video", "fp32"]
+
+
+# --- the pipeline writes frames straight into the backend's input arrays -------------------------
+
+def _index_through_spy(encoder, tmp_path, n_clips: int = 5) -> tuple[list, list]:
+    """Index ``n_clips`` clips with ``encoder`` (batch 2, 3 buffers in flight); returns the
+    arrays the encoder handed out and, per encode call, (input address, a copy of the input,
+    the output)."""
+    from pig.engine.index import VideoIndex
+    from pig.engine.pipeline import Pipeline, PipelineOptions
+    from tests import clipgen
+
+    (tmp_path / "clips").mkdir()
+    clips = [clipgen.make_clip(tmp_path / "clips" / f"c{i}.mp4", size=(40 + 8 * i, 32),
+                               n_frames=6 + i) for i in range(n_clips)]
+    handed: list[np.ndarray] = []
+    calls: list[tuple[int, np.ndarray, np.ndarray]] = []
+    inner_buffers, inner_encode = encoder.video_input_buffers, encoder.encode_video
+
+    def buffers(count: int, batch: int) -> list[np.ndarray]:
+        assert (count, batch) == (3, 2)
+        handed.extend(inner_buffers(count, batch))
+        return handed
+
+    def encode(x: np.ndarray) -> np.ndarray:
+        frames = x.copy()
+        out = inner_encode(x)
+        calls.append((x.ctypes.data, frames, out))
+        return out
+
+    encoder.video_input_buffers, encoder.encode_video = buffers, encode
+    bundle = Bundle.load(tmp_path / "bundle")
+    with VideoIndex.open_or_create(tmp_path / "idx", fingerprint=bundle.fingerprint,
+                                   dim=bundle.embedding_dim, bundle_info={}) as index:
+        report = Pipeline(encoder, bundle.recipe, PipelineOptions(batch_size=2, buffers=3)).run(
+            index, clips)
+    assert report.indexed == n_clips and not report.failed
+    return handed, calls
+
+
+def _assert_encoded_in_place(handed, calls) -> None:
+    """Every batch was the leading rows of one of the handed-out arrays."""
+    assert sum(len(x) for _, x, _ in calls) == 5 and len(handed) == 3
+    for ptr, _, _ in calls:
+        assert any(ptr == h.ctypes.data for h in handed)
+
+
+def test_pipeline_preprocesses_into_the_ort_backends_arrays(tmp_path) -> None:
+    from pig.engine.backends.onnxruntime import OrtBackend
+
+    root = write_bundle(tmp_path / "bundle", SIZES)
+    with OrtBackend(Bundle.load(root), branches=("video",)) as be:
+        handed, calls = _index_through_spy(be, tmp_path)
+    _assert_encoded_in_place(handed, calls)
+
+
+def test_pipeline_preprocesses_into_pinned_memory(trt_env, monkeypatch, tmp_path) -> None:
+    """TensorRT (stand-in engine, stand-in cudart): the pipeline's batches are the pinned
+    arrays themselves, the host->device copy reads them with no staging copy, and the
+    engine computes the reference on exactly those frames."""
+    from pig.engine.backends.tensorrt import TrtBackend, _Engine
+
+    fake, root = trt_env
+    monkeypatch.setitem(sys.modules, "cuda.bindings.runtime", _fake_cudart())
+    staged: list[bool] = []
+    real_source = _Engine._pinned_source
+
+    def source(self, x, rows):
+        found = real_source(self, x, rows)
+        staging = self.host_in.ptr <= (found.ctypes.data if found is not None else -1) < (
+            self.host_in.ptr + self.host_in.nbytes)
+        staged.append(found is None or staging)
+        return found
+
+    monkeypatch.setattr(_Engine, "_pinned_source", source)
+    with TrtBackend(Bundle.load(root), "fp32", ("video",), BatchProfile(1, 2, 4)) as be:
+        handed, calls = _index_through_spy(be, tmp_path)
+    assert staged == [False] * len(calls) and sorted(fake.calls["executed"]) == [1, 2, 2]
+    _assert_encoded_in_place(handed, calls)
+    for _, frames, out in calls:
+        np.testing.assert_allclose(out, reference_video(frames, SIZES), atol=1e-5)

@@ -7,7 +7,9 @@ Steps, each skipped when its output is up to date:
    ``bundles/pig-tiny`` (re-exported when the checkpoint's sha256 changes);
 3. index the clips with the engine's pipeline into ``demo_out/index`` (incremental);
 4. search with every held-out caption through the engine's query path, print R@1/5/10 and a
-   few queries with their top results beside the true captions.
+   few queries with their top results beside the true captions;
+5. concatenate the clips into long videos, index them with segments and report moment search
+   (``pig.demo.moments``), with one moment search and its timestamps.
 
 A clip counts as correct when its attributes equal the query clip's (``pig.demo.evaluate``).
 ``python -m pig.demo.run [--heldout N] [--shown K]``.
@@ -25,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pig.demo import synth
+from pig.demo import moments, synth
 from pig.demo.evaluate import RULE
 from pig.engine.bundle import Bundle, sha256_file
 from pig.engine.index import VideoIndex
@@ -51,14 +53,14 @@ def ensure_clips(root: Path, n: int, seed: int = 0) -> list[synth.Clip]:
     if stamp.is_file() and json.loads(stamp.read_text()) == want:
         clips = synth.load_manifest(root, "heldout")
         if all((root / c.path).is_file() for c in clips):
-            _say(f"[1/4] {n} held-out clips in {root} (cached)")
+            _say(f"[1/5] {n} held-out clips in {root} (cached)")
             return clips
     t0 = time.perf_counter()
     if root.exists():
         shutil.rmtree(root)
     clips = synth.generate(root, 0, n, seed)
     stamp.write_text(json.dumps(want) + "\n")
-    _say(f"[1/4] generated {n} held-out clips in {root} ({time.perf_counter() - t0:.0f} s)")
+    _say(f"[1/5] generated {n} held-out clips in {root} ({time.perf_counter() - t0:.0f} s)")
     return clips
 
 
@@ -78,7 +80,7 @@ def ensure_bundle(checkpoint: Path, config: Path, out: Path) -> Bundle:
         try:
             bundle = Bundle.load(out)
             if bundle.manifest["source_checkpoint"]["sha256"] == digest:
-                _say(f"[2/4] bundle {out} (cached, from {checkpoint})")
+                _say(f"[2/5] bundle {out} (cached, from {checkpoint})")
                 return bundle
         except (PigError, KeyError):
             pass
@@ -92,7 +94,7 @@ def ensure_bundle(checkpoint: Path, config: Path, out: Path) -> Bundle:
         raise PigError(f"pig-export failed for {checkpoint}:\n{done.stdout}{done.stderr}")
     shutil.rmtree(out, ignore_errors=True)
     partial.rename(out)
-    _say(f"[2/4] exported {checkpoint} -> {out} ({time.perf_counter() - t0:.0f} s)")
+    _say(f"[2/5] exported {checkpoint} -> {out} ({time.perf_counter() - t0:.0f} s)")
     return Bundle.load(out)
 
 
@@ -108,7 +110,7 @@ def ensure_index(clips_root: Path, clips: list[synth.Clip], bundle: Bundle,
             shutil.rmtree(index_dir)
     report = index_videos([clips_root / "heldout"], bundle, index_dir,
                           progress=sys.stderr.isatty(), log=lambda _: None)
-    _say(f"[3/4] index {index_dir}: " + report.summary().replace("\n", "\n      "))
+    _say(f"[3/5] index {index_dir}: " + report.summary().replace("\n", "\n      "))
     if report.failed:
         raise PigError(f"{index_dir}: {len(report.failed)} demo clips failed to index")
 
@@ -161,7 +163,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"demo: error: {err}", file=sys.stderr)
         sys.exit(err.exit_code)
     r = {f"R@{k}": 100 * float(np.mean(ranks <= k)) for k in (1, 5, 10)}
-    _say(f"[4/4] {len(clips)} captions searched with pig-engine (k=10): "
+    _say(f"[4/5] {len(clips)} captions searched with pig-engine (k=10): "
          + ", ".join(f"{name} {v:.1f}%" for name, v in r.items())
          + f" (chance R@1 ~{100 / len(clips):.1f}%); {RULE}")
     report = MODEL / "eval_report.json"
@@ -172,8 +174,17 @@ def main(argv: list[str] | None = None) -> None:
              f"{ref.get('R@1', float('nan')):.1f}%; this index stores float16 vectors, so "
              "near-ties may break differently")
     show(clips, tops, a.shown)
+    _say("\n[5/5] moments: long videos of 16 held-out clips each, indexed with segments")
+    try:
+        results = moments.evaluate(OUT / "heldout", clips, bundle, OUT, say=_say)
+    except PigError as err:
+        print(f"demo: error: {err}", file=sys.stderr)
+        sys.exit(err.exit_code)
+    _say(moments.format_results(results, r["R@1"]))
     _say(f"\ndemo finished in {time.perf_counter() - t0:.0f} s. Try it yourself:\n"
          f"  pig-engine search --index {OUT / 'index'} -k 5 "
+         "--query \"a large green star moves up on a black background\"\n"
+         f"  pig-engine search --index {OUT / 'index-aligned'} -k 5 --group-by segment "
          "--query \"a large green star moves up on a black background\"")
 
 

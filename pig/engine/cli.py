@@ -18,6 +18,8 @@ from pig.engine.backends.base import PRECISIONS
 from pig.engine.backends.select import BACKENDS
 from pig.engine.decoders import CHOICES as DECODER_CHOICES
 from pig.engine.index import DTYPES, VideoIndex
+from pig.engine.index.store import GROUP_BY
+from pig.engine.segments import MODES, Segmenting, format_span, format_time
 from pig.errors import PigError
 
 EXIT_FAILED = 1
@@ -65,18 +67,35 @@ def cli() -> None:
 @click.option("--commit-every", type=click.FloatRange(0), default=10.0, show_default=True,
               help="seconds between commits (a crash loses at most this much work)")
 @click.option("--retry-failed", is_flag=True, help="decode unchanged files that failed before")
+@click.option("--segments", "segment_mode", type=click.Choice(MODES), default=None,
+              help="segmenting of a new index: auto (whole video up to --whole-video-max-"
+              "seconds, else windows), fixed windows, or shots (PySceneDetect) [default: auto, "
+              "or the index's]")
+@click.option("--segment-seconds", type=click.FloatRange(0), default=None,
+              help="window length (implies --segments fixed unless given; 0: one whole-video "
+              "segment per file) [default: 10]")
+@click.option("--segment-stride-seconds", type=click.FloatRange(0, min_open=True), default=None,
+              help="start a window every R seconds (< window: overlap) [default: the window]")
+@click.option("--whole-video-max-seconds", type=click.FloatRange(0), default=None,
+              help="auto: files up to this long are one whole-video segment [default: 30]")
+@click.option("--shot-min-seconds", type=click.FloatRange(0), default=None,
+              help="shots: shorter shots merge with a neighbour [default: 2]")
 @click.option("--progress/--no-progress", default=None,
               help="progress bar (default: when stderr is a terminal)")
 def index(paths: tuple[Path, ...], bundle: Path, index_dir: Path, glob: str | None,
           backend: str, precision: str | None, batch_size: int, workers: int,
           encoder_threads: int, decoder: str, dtype: str | None, connectivity: int | None,
           expansion_add: int | None, expansion_search: int | None, commit_every: float,
-          retry_failed: bool, progress: bool | None) -> int:
+          retry_failed: bool, segment_mode: str | None, segment_seconds: float | None,
+          segment_stride_seconds: float | None, whole_video_max_seconds: float | None,
+          shot_min_seconds: float | None, progress: bool | None) -> int:
     """Embed the videos in PATHS (files and folders) into an index.
 
     Incremental and resumable: unchanged files are skipped, changed ones re-embedded. Videos
     that cannot be decoded are recorded with the reason, listed, and give exit code 1; so do
     folders that cannot be read (skipped; what an earlier run indexed there is kept).
+    The segmenting options are fixed when the index is created; a later run that gives
+    different ones is refused.
     """
     from pig.engine.bundle import Bundle
     from pig.engine.pipeline import PipelineOptions, index_videos
@@ -84,9 +103,11 @@ def index(paths: tuple[Path, ...], bundle: Path, index_dir: Path, glob: str | No
     options = PipelineOptions(batch_size=batch_size, workers=workers,
                               encoder_threads=encoder_threads, commit_seconds=commit_every,
                               retry_failed=retry_failed, decoder=decoder)
+    segmenting = _segmenting(segment_mode, segment_seconds, segment_stride_seconds,
+                             whole_video_max_seconds, shot_min_seconds)
     report = index_videos(
         paths, Bundle.load(bundle), index_dir, glob=glob, backend=backend, precision=precision,
-        dtype=dtype, options=options, log=_log,
+        dtype=dtype, segmenting=segmenting, options=options, log=_log,
         usearch_settings={"connectivity": connectivity, "expansion_add": expansion_add,
                           "expansion_search": expansion_search},
         progress=sys.stderr.isatty() if progress is None else progress,
@@ -95,6 +116,21 @@ def index(paths: tuple[Path, ...], bundle: Path, index_dir: Path, glob: str | No
     if report.interrupted:
         return EXIT_INTERRUPTED
     return EXIT_FAILED if report.failed or report.unreadable else 0
+
+
+def _segmenting(mode: str | None, seconds: float | None, stride: float | None,
+                whole_max: float | None, shot_min: float | None) -> Segmenting | None:
+    """The setting the options ask for, or None when none is given (the index's own)."""
+    if all(v is None for v in (mode, seconds, stride, whole_max, shot_min)):
+        return None
+    default = Segmenting()
+    return Segmenting(
+        mode=mode or ("fixed" if seconds is not None else "auto"),  # type: ignore[arg-type]
+        seconds=default.seconds if seconds is None else seconds,
+        stride=stride,
+        whole_max=default.whole_max if whole_max is None else whole_max,
+        shot_min=default.shot_min if shot_min is None else shot_min,
+    )
 
 
 def _read_queries(queries: tuple[str, ...], queries_file: Path | None) -> list[str]:
@@ -114,7 +150,10 @@ def _read_queries(queries: tuple[str, ...], queries_file: Path | None) -> list[s
 @click.option("--query", "-q", "queries", multiple=True, help="query text (repeatable)")
 @click.option("--queries-file", type=_PATH, default=None, help="one query per line")
 @_index
-@click.option("-k", "k", type=click.IntRange(1), default=10, show_default=True)
+@click.option("-k", "k", type=click.IntRange(1), default=10, show_default=True,
+              help="hits per query (files with --group-by video)")
+@click.option("--group-by", type=click.Choice(GROUP_BY), default="video", show_default=True,
+              help="video: one hit per file, its best segment; segment: raw segment hits")
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per query")
 @click.option("--exact/--approximate", default=None,
               help="brute-force scan, or HNSW (default: scan up to 10k vectors, HNSW above)")
@@ -123,22 +162,23 @@ def _read_queries(queries: tuple[str, ...], queries_file: Path | None) -> list[s
 @_backend
 @_precision
 def search(queries: tuple[str, ...], queries_file: Path | None, index_dir: Path, k: int,
-           as_json: bool, exact: bool | None, bundle: Path | None, backend: str,
+           group_by: str, as_json: bool, exact: bool | None, bundle: Path | None, backend: str,
            precision: str | None) -> int:
-    """Find the videos that best match each query text."""
-    from pig.engine.search import Searcher
+    """Find the videos (and the moments in them) that best match each query text."""
+    from pig.engine.search import Searcher, hit_json
 
     texts = _read_queries(queries, queries_file)
     with Searcher(index_dir, bundle, backend, precision, log=_log) as searcher:
-        results = searcher.search(texts, k, exact=exact)
+        results = searcher.search(texts, k, exact=exact, group_by=group_by)
     for text, hits in zip(texts, results, strict=True):
-        rows = [{"rank": r, "score": h.score, "path": h.path} for r, h in enumerate(hits, 1)]
+        rows = [hit_json(r, h) for r, h in enumerate(hits, 1)]
         if as_json:
             click.echo(json.dumps({"query": text, "results": rows}))
             continue
         click.echo(f"query: {text}")
         for row in rows:
-            click.echo(f"{row['rank']:>4}  {row['score']:.4f}  {row['path']}")
+            span = format_span(row["start_s"], row["end_s"])
+            click.echo(f"{row['rank']:>4}  {row['score']:.4f}  {span:>13}  {row['path']}")
         if not rows:
             click.echo("   (index is empty)")
     return 0
@@ -146,10 +186,13 @@ def search(queries: tuple[str, ...], queries_file: Path | None, index_dir: Path,
 
 def _info(idx: VideoIndex) -> dict[str, Any]:
     m = idx.manifest
+    longest = idx.longest()
     return {
         "index": str(idx.path), "fingerprint": m.fingerprint, "dim": m.dim, "dtype": m.dtype,
         "metric": m.metric, "usearch": m.usearch, "counts": idx.counts(),
         "generation": idx.generation, "producers": m.bundle_producers,
+        "segmenting": {**m.segmenting, "description": idx.segmenting.describe()},
+        "longest": dict(zip(("path", "seconds"), longest, strict=True)) if longest else None,
         "updated": datetime.datetime.fromtimestamp(m.updated, datetime.UTC).isoformat(
             timespec="seconds"),
         "failed": [{"path": r.path, "error": r.error} for r in idx.failed()],
@@ -171,7 +214,12 @@ def info(index_dir: Path, as_json: bool) -> int:
     click.echo(f"model       {d['fingerprint']}")
     click.echo(f"vectors     {c['vectors']} x {d['dim']} {d['dtype']}, metric {d['metric']}, "
                + ", ".join(f"{k} {v}" for k, v in sorted(d["usearch"].items()) if k != "metric"))
-    click.echo(f"files       {c['indexed']} indexed, {c['failed']} failed")
+    click.echo(f"files       {c['indexed']} indexed, {c['failed']} failed; "
+               f"{c['vectors']} segments")
+    click.echo(f"segmenting  {d['segmenting']['description']}")
+    if d["longest"]:
+        click.echo(f"longest     {format_time(d['longest']['seconds'])} "
+                   f"({d['longest']['seconds']:.1f} s) {d['longest']['path']}")
     for p in d["producers"]:
         click.echo("producer    " + ", ".join(f"{k}={v}" for k, v in sorted(p.items())))
     for f in d["failed"]:

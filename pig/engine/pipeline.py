@@ -4,8 +4,14 @@ Threads, not processes: PyAV decodes and the C++ preprocessor resizes with the G
 and threads let a worker preprocess straight into the shared batch input buffer::
 
     main thread:  plan files (catalog)            encode batch k | add + commit  ...
-    workers (N):  stat+hash, decode, sample -> reserve a slot in the open batch ->
-                  preprocess into buffer[slot]  (batch k+1, k+2 fill while k encodes)
+    workers (N):  stat+hash, decode, sample a segment -> reserve a slot in the open batch
+                  -> preprocess into buffer[slot], next segment ...  (batch k+1, k+2 fill
+                  while k encodes)
+
+A slot holds one segment (``[T, 3, S, S]``); a file's segments may span several batches. The
+main thread keeps a file's segment vectors until all of them are encoded and adds the file
+with all of its segments at once, so a commit (or a crash) has a file whole or not at all.
+The per-file work, :func:`decode_file`, is shared with the other indexing engines.
 
 A small pool of batch buffers bounds memory and is the back-pressure between the stages: a
 worker waits for a free buffer only when every buffer is queued for, or in, the encoder.
@@ -33,6 +39,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from pig.engine import shots
 from pig.engine.backends import Backend, open_backend
 from pig.engine.backends.base import log_stderr
 from pig.engine.backends.onnxruntime import OrtOptions
@@ -42,6 +49,8 @@ from pig.engine.index import Entry, Plan, VideoIndex
 from pig.engine.index.manifest import MANIFEST_NAME
 from pig.engine.preprocess import preprocess_frames
 from pig.engine.recipe import PreprocessRecipe
+from pig.engine.segments import Segmenting
+from pig.engine.video import VideoSegment, WholeReader, read_segments
 from pig.engine.walk import discover
 from pig.errors import VideoReadError
 
@@ -73,6 +82,7 @@ class IndexReport:
 
     files: int = 0
     indexed: int = 0
+    segments: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
     failed: list[tuple[str, str]] = field(default_factory=list)
     unreadable: list[tuple[str, str]] = field(default_factory=list)
@@ -91,7 +101,7 @@ class IndexReport:
         lines = [
             f"{self.files} files: {self.indexed} indexed, {len(self.failed)} failed, "
             f"{sum(self.skipped.values())} skipped{f' ({skipped})' if skipped else ''}; "
-            f"{self.seconds:.1f} s, {self.videos_per_second:.2f} videos/s"
+            f"{self.seconds:.1f} s, {self.videos_per_second:.2f} videos/s; {self.segments} segments"
         ]
         if self.skipped.get("failed"):
             lines.append("(--retry-failed decodes files that failed before again)")
@@ -103,16 +113,63 @@ class IndexReport:
         return "\n".join(lines)
 
 
-@dataclass
-class _Failure:
+@dataclass(frozen=True)
+class FileFailure:
+    """A file that cannot be indexed, and why (recorded in the catalog)."""
+
     path: str
     reason: str
+
+
+def decode_file(plan: Plan, recipe: PreprocessRecipe, segmenting: Segmenting,
+                whole_reader: WholeReader | None = None
+                ) -> Iterator[VideoSegment | Entry | FileFailure]:
+    """The per-file work of every indexing engine (one decode pass, bounded memory).
+
+    Yields each segment's sampled frames (:class:`~pig.engine.video.VideoSegment`, in order),
+    then the file's :class:`Entry` (stat and digest taken before decoding, one span per
+    segment), or a :class:`FileFailure` instead: the segments yielded so far are then void.
+    """
+    spans, frames = [], 0
+    try:
+        entry = Entry.from_file(plan.path, frames=0, digest=plan.digest)
+        for seg in read_segments(plan.path, recipe.num_frames, segmenting, threads=1,
+                                 sampling=recipe.sampling, whole_reader=whole_reader):
+            spans.append((seg.start_s, seg.end_s))
+            frames = seg.frame_count
+            yield seg
+    except VideoReadError as err:
+        yield FileFailure(plan.path, err.reason)
+        return
+    except OSError as err:
+        yield FileFailure(plan.path, f"cannot read the file ({err.strerror})")
+        return
+    except Exception as err:  # an unforeseen decoder error must not stop the run
+        yield FileFailure(plan.path, f"unexpected {type(err).__name__}: {err}")
+        return
+    yield replace(entry, frames=frames, spans=tuple(spans))
+
+
+@dataclass(frozen=True)
+class _Slot:
+    """What a batch slot holds: segment ``ordinal`` of task ``task``."""
+
+    task: int
+    ordinal: int
+
+
+@dataclass(frozen=True)
+class _Done:
+    """Task ``task`` decoded all of its segments: ``result`` is its Entry or its failure."""
+
+    task: int
+    result: Entry | FileFailure
 
 
 @dataclass
 class _Batch:
     buffer: np.ndarray
-    entries: list[Entry | None]
+    entries: list[_Slot | None]
     reserved: int = 0
     filled: int = 0
     sealed: bool = False
@@ -150,7 +207,7 @@ class _Assembler:
                 batch.sealed, self._open = True, None
             return batch, slot
 
-    def fill(self, batch: _Batch, slot: int, entry: Entry | None) -> None:
+    def fill(self, batch: _Batch, slot: int, entry: _Slot | None) -> None:
         with self._cond:
             batch.entries[slot] = entry
             batch.filled += 1
@@ -204,6 +261,9 @@ class Pipeline:
         self.recipe = recipe
         self.options = options or PipelineOptions()
         self.decoder = choose_decoder(self.options.decoder)
+        # PyAV decodes inside read_segments' own pass; another decoder takes whole-video files
+        chosen = self.decoder.decoder
+        self.whole_reader = None if chosen.name == "pyav" else chosen.read
         if self.options.batch_size < 1 or self.options.workers < 1 or self.options.buffers < 2:
             raise ValueError(f"need batch_size >= 1, workers >= 1, buffers >= 2: {self.options}")
 
@@ -224,9 +284,21 @@ class Pipeline:
             with tqdm(total=len(todo), unit="video", desc="indexing", disable=not progress,
                       file=sys.stderr, smoothing=0.1) as bar:
                 interrupt = threading.Event()
+                encoded = 0
+
+                def advance(files: int, segments: int = 0) -> None:
+                    """``files`` done; ``segments`` encoded (a long file shows progress)."""
+                    nonlocal encoded
+                    encoded += segments
+                    bar.set_postfix(segments=encoded, refresh=False)
+                    if files:
+                        bar.update(files)
+                    else:
+                        bar.refresh()
+
                 try:
                     with _deferred_sigint(interrupt):
-                        self._embed(index, todo, report, bar.update, interrupt)
+                        self._embed(index, todo, report, advance, interrupt)
                 except KeyboardInterrupt:
                     report.interrupted = True
         index.commit()
@@ -235,18 +307,21 @@ class Pipeline:
         return report
 
     def _embed(self, index: VideoIndex, todo: list[Plan], report: IndexReport,
-               advance: Callable[[int], object], interrupt: threading.Event) -> None:
+               advance: Callable[[int, int], object], interrupt: threading.Event) -> None:
         opts = self.options
         results: queue.Queue[Any] = queue.Queue()
         stop = threading.Event()
-        shape = (opts.batch_size, self.recipe.num_frames, 3, self.recipe.size, self.recipe.size)
-        dtype = self.encoder.video_input_buffer(1).dtype
-        buffers = [np.empty(shape, dtype) for _ in range(opts.buffers)]
+        # the encoder's own input arrays (pinned memory for TensorRT): no copy before encoding
+        buffers = self.encoder.video_input_buffers(opts.buffers, opts.batch_size)
         assembler = _Assembler(buffers, opts.batch_size, len(todo), results, stop)
         pool = ThreadPoolExecutor(opts.workers, thread_name_prefix="pig-decode")
+        segmenting = index.segmenting
+        encoded: dict[int, dict[int, np.ndarray]] = {}  # task -> ordinal -> vector
+        done: dict[int, Entry] = {}  # tasks decoded whole, waiting for their last vectors
+        void: set[int] = set()  # failed tasks: vectors still coming for them are dropped
         try:
-            for plan in todo:
-                pool.submit(self._work, plan, assembler, results)
+            for task, plan in enumerate(todo):
+                pool.submit(self._work, task, plan, segmenting, assembler, results)
             pending, last_commit, interval = len(todo), time.monotonic(), opts.commit_seconds
             while pending:
                 if interrupt.is_set():
@@ -257,20 +332,36 @@ class Pipeline:
                     continue
                 if isinstance(item, BaseException):
                     raise item
-                if isinstance(item, _Failure):
-                    index.record_failure(item.path, item.reason)
-                    report.failed.append((item.path, item.reason))
+                if isinstance(item, _Done):
+                    if isinstance(item.result, FileFailure):
+                        encoded.pop(item.task, None)
+                        void.add(item.task)
+                        index.record_failure(item.result.path, item.result.reason)
+                        report.failed.append((item.result.path, item.result.reason))
+                        pending -= 1
+                        advance(1, 0)
+                        continue
+                    done[item.task] = item.result
+                    ready = [item.task]
+                else:
+                    vectors = self.encoder.encode_video(item.buffer[: item.reserved])
+                    assembler.release(item.buffer)
+                    for slot, v in zip(item.entries[: item.reserved], vectors, strict=True):
+                        if slot is not None and slot.task not in void:
+                            encoded.setdefault(slot.task, {})[slot.ordinal] = v
+                    ready = list({s.task for s in item.entries if s is not None})
+                    advance(0, sum(s is not None for s in item.entries))
+                for task in ready:
+                    entry = done.get(task)
+                    got = encoded.get(task, {})
+                    if entry is None or len(got) < len(entry.spans):
+                        continue
+                    index.add([entry], np.stack([got[i] for i in range(len(entry.spans))]))
+                    del done[task], encoded[task]
+                    report.indexed += 1
+                    report.segments += len(entry.spans)
                     pending -= 1
-                    advance(1)
-                    continue
-                vectors = self.encoder.encode_video(item.buffer[: item.reserved])
-                assembler.release(item.buffer)
-                keep = [i for i, e in enumerate(item.entries[: item.reserved]) if e is not None]
-                if keep:
-                    index.add([item.entries[i] for i in keep], vectors[keep])
-                report.indexed += len(keep)
-                pending -= len(keep)
-                advance(len(keep))
+                    advance(1, 0)
                 if time.monotonic() - last_commit >= interval:
                     t = time.monotonic()
                     index.commit()
@@ -283,30 +374,27 @@ class Pipeline:
             stop.set()
             pool.shutdown(wait=True, cancel_futures=True)
 
-    def _work(self, plan: Plan, assembler: _Assembler, results: queue.Queue[Any]) -> None:
-        """One file: stat + hash, decode, then preprocess into a batch slot (worker thread)."""
+    def _work(self, task: int, plan: Plan, segmenting: Segmenting, assembler: _Assembler,
+              results: queue.Queue[Any]) -> None:
+        """One file (worker thread): each decoded segment is preprocessed into a batch slot."""
         try:
-            try:
-                entry = Entry.from_file(plan.path, frames=0, digest=plan.digest)
-                sampled = self.decoder.decoder.read(plan.path, self.recipe.num_frames, 1)
-            except VideoReadError as err:
-                results.put(_Failure(plan.path, err.reason))
-                return
-            except OSError as err:
-                results.put(_Failure(plan.path, f"cannot read the file ({err.strerror})"))
-                return
-            except Exception as err:  # an unforeseen decoder error must not stop the run
-                results.put(_Failure(plan.path, f"unexpected {type(err).__name__}: {err}"))
-                return
-            batch, slot = assembler.reserve()
-            try:
-                preprocess_frames(sampled.frames, self.recipe, out=batch.buffer[slot], threads=1)
-            except (ValueError, TypeError) as err:
-                batch.buffer[slot] = 0
-                results.put(_Failure(plan.path, f"preprocessing failed ({err})"))
-                assembler.fill(batch, slot, None)
-                return
-            assembler.fill(batch, slot, replace(entry, frames=sampled.frame_count))
+            files = decode_file(plan, self.recipe, segmenting, self.whole_reader)
+            for item in files:
+                if not isinstance(item, VideoSegment):
+                    results.put(_Done(task, item))
+                    return
+                batch, slot = assembler.reserve()
+                try:
+                    preprocess_frames(item.frames, self.recipe, out=batch.buffer[slot],
+                                      threads=1)
+                except (ValueError, TypeError) as err:
+                    batch.buffer[slot] = 0
+                    assembler.fill(batch, slot, None)
+                    files.close()
+                    results.put(_Done(task, FileFailure(plan.path,
+                                                        f"preprocessing failed ({err})")))
+                    return
+                assembler.fill(batch, slot, _Slot(task, item.ordinal))
         except _Stopped:
             pass
         except BaseException as err:  # a bug, not a bad file: stop the run with it
@@ -324,6 +412,7 @@ def index_videos(
     backend: str = "auto",
     precision: str | None = None,
     dtype: str | None = None,
+    segmenting: Segmenting | None = None,
     usearch_settings: dict[str, int | None] | None = None,
     options: PipelineOptions | None = None,
     progress: bool = False,
@@ -332,7 +421,8 @@ def index_videos(
     """Discover ``paths``, open the encoder and the index (created if missing), run.
 
     Folders that cannot be read are skipped and listed in the report; the files under them
-    that an earlier run indexed stay in the index.
+    that an earlier run indexed stay in the index. ``segmenting``: the setting of a new index
+    (default auto); for an existing one it must be the index's, or ``None``.
     """
     options = options or PipelineOptions()
     decoder = choose_decoder(options.decoder)  # refuse an unavailable one before any work
@@ -342,17 +432,21 @@ def index_videos(
     # build takes minutes)
     VideoIndex.check_writable(index_dir)
     if (Path(index_dir) / MANIFEST_NAME).is_file():
-        VideoIndex.open(index_dir, fingerprint=bundle.fingerprint, view=True).close()
+        with VideoIndex.open(index_dir, fingerprint=bundle.fingerprint, view=True) as existing:
+            existing.require_segmenting(segmenting)
+            segmenting = existing.segmenting
+    if segmenting is not None and segmenting.mode == "shots":
+        shots.require()
     kwargs: dict[str, Any] = {"log": log} if log is not None else {}
     (log or log_stderr)(f"decoder: {decoder}")
     encoder = open_backend(bundle, backend, precision, branches=("video",),
                            ort_options=OrtOptions(threads=options.encoder_threads), **kwargs)
     info = {"bundle": str(Path(bundle.dir).resolve()), "backend": encoder.name,
-            "precision": encoder.precision}
+            "device": encoder.device, "precision": encoder.precision}
     try:
         with VideoIndex.open_or_create(
             index_dir, fingerprint=bundle.fingerprint, dim=bundle.embedding_dim,
-            bundle_info=info, dtype=dtype, **(usearch_settings or {}),
+            bundle_info=info, dtype=dtype, segmenting=segmenting, **(usearch_settings or {}),
         ) as index:
             report = Pipeline(encoder, bundle.recipe, options).run(index, files, progress)
     finally:

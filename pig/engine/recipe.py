@@ -14,6 +14,7 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 ResizeMode = Literal["squash_bicubic", "shorter_side_center_crop"]
+SAMPLINGS = ("linspace",)  # frame samplings pig.engine.video implements (video.SAMPLERS)
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,11 @@ class PreprocessRecipe:
     mean: tuple[float, float, float] = CLIP_MEAN
     std: tuple[float, float, float] = CLIP_STD
     sampling: Literal["linspace"] = "linspace"
+
+    def __post_init__(self) -> None:
+        if self.sampling not in SAMPLINGS:
+            raise ValueError(f"unknown frame sampling {self.sampling!r} (this pig-engine "
+                             f"samples {', '.join(SAMPLINGS)})")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -13,8 +13,20 @@ import numpy as np
 from pig.engine.backends import open_backend
 from pig.engine.bundle import Bundle
 from pig.engine.index import Hit, VideoIndex
+from pig.engine.index.store import GROUP_BY
 from pig.engine.tokenizer import ClipTokenizer
 from pig.errors import BundleError, IndexStoreError, PigError
+
+HIT_FIELDS = ("rank", "score", "path", "id", "start_s", "end_s", "segment")
+
+
+def hit_json(rank: int, hit: Hit) -> dict[str, Any]:
+    """The JSON form of a hit (every client of the engine uses this one): ``rank`` from 1,
+    ``score`` (inner product), ``path``, ``id`` (the file's catalog key), the segment's span
+    ``start_s``/``end_s`` (seconds from the first frame; ``end_s`` null when unknown) and its
+    ordinal ``segment`` within the file."""
+    values = (rank, hit.score, hit.path, hit.key, hit.start_s, hit.end_s, hit.segment)
+    return dict(zip(HIT_FIELDS, values, strict=True))
 
 
 def recorded_bundle(index: VideoIndex) -> Path:
@@ -66,14 +78,18 @@ class Searcher:
         return self.encoder.encode_text(self.tokenizer.encode(list(queries)))
 
     def search(
-        self, queries: Sequence[str], k: int = 10, exact: bool | None = None
+        self, queries: Sequence[str], k: int = 10, exact: bool | None = None,
+        group_by: str = "video",
     ) -> list[list[Hit]]:
-        """Top ``k`` videos per query, best first; ``exact``: see :meth:`VideoIndex.search`."""
+        """Top ``k`` videos (``group_by="video"``, each with its best segment) or segments
+        (``"segment"``) per query, best first; ``exact``: see :meth:`VideoIndex.search`."""
         if k < 1:
             raise PigError(f"k must be >= 1, got {k}")
+        if group_by not in GROUP_BY:
+            raise PigError(f"group_by must be one of {', '.join(GROUP_BY)}, got {group_by!r}")
         if not queries:
             return []
-        return self.index.search(self.encode(queries), k, exact=exact)
+        return self.index.search(self.encode(queries), k, exact=exact, group_by=group_by)
 
     def close(self) -> None:
         try:

@@ -33,8 +33,9 @@ second streaming pass instead of being buffered.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
@@ -43,10 +44,12 @@ import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
+from pig.engine.segments import Segmenting, Span, spans_for
 from pig.errors import VideoReadError
 
 SEEK_MIN_GAP = 8
 MAX_BUFFERED_BYTES = 512 * 2**20
+_TIME_EPS = 1e-6  # seconds
 
 
 @dataclass(frozen=True)
@@ -79,26 +82,87 @@ def sample_indices(n: int, num_frames: int) -> np.ndarray:
     return np.linspace(0, n - 1, num_frames).astype(np.int64)
 
 
+WholeReader = Callable[[Path, int, int], SampledFrames]
+SAMPLERS = {"linspace": sample_indices}  # recipe ``sampling`` -> (n, num_frames) -> indices
+
+
+def _sampler(sampling: str) -> Callable[[int, int], np.ndarray]:
+    try:
+        return SAMPLERS[sampling]
+    except KeyError:
+        known = sorted(SAMPLERS)
+        raise ValueError(f"unknown frame sampling {sampling!r} (known: {known})") from None
+
+
+@dataclass(frozen=True)
+class VideoSegment:
+    """One segment of a file: its ordinal, span (seconds from the first frame) and frames.
+
+    ``frames``: uint8 [T, H, W, 3] sampled inside the span by the recipe's sampling;
+    ``indices``: their frame numbers in the file; ``frame_count``: frames in the whole stream.
+    """
+
+    ordinal: int
+    start_s: float
+    end_s: float
+    frames: np.ndarray
+    indices: np.ndarray
+    frame_count: int
+
+
 def read_video(path: str | os.PathLike[str], num_frames: int,
-               threads: int = 0) -> SampledFrames:
+               threads: int = 0, sampling: str = "linspace") -> SampledFrames:
     """Decode the ``num_frames`` frames of ``sample_indices(n, num_frames)`` from ``path``.
 
-    ``threads``: FFmpeg decoding threads (0 = one per core). Every failure to read the file is
-    raised as ``VideoReadError(path, reason)``.
+    ``threads``: FFmpeg decoding threads (0 = one per core). ``sampling``: the recipe's frame
+    sampling (a key of ``SAMPLERS``). Every failure to read the file is raised as
+    ``VideoReadError(path, reason)``.
     """
+    sample = _sampler(sampling)
     if num_frames < 1:
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
     path = Path(path)
+    with _opened(path) as container:
+        try:
+            return _read(container, path, num_frames, threads, sample)
+        except _DECODE_ERRORS as exc:
+            raise VideoReadError(path, f"decoding failed ({_describe(exc)})") from exc
+
+
+def read_segments(path: str | os.PathLike[str], num_frames: int, setting: Segmenting,
+                  threads: int = 0, sampling: str = "linspace",
+                  whole_reader: WholeReader | None = None) -> Iterator[VideoSegment]:
+    """The segments of ``path`` under ``setting``, in order, from ONE sequential decode pass.
+
+    Each segment's ``num_frames`` are sampled inside its span; a file that is one segment
+    covering all of it gives exactly :func:`read_video`'s frames. Frames are kept only until
+    the last segment that uses them is yielded, so memory does not grow with the file's
+    length. Mode ``shots`` first detects the cuts (:mod:`pig.engine.shots`, its own decode).
+    Failures are ``VideoReadError(path, reason)``, possibly after some segments were yielded.
+    ``whole_reader``: another decoder's ``read_video`` (:mod:`pig.engine.decoders`), used for
+    a file that is one whole-video segment under the default sampling.
+    """
+    sample = _sampler(sampling)
+    if num_frames < 1:
+        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+    path = Path(path)
+    with _opened(path) as container:
+        try:
+            yield from _read_segments(container, path, num_frames, threads, sample, setting,
+                                      whole_reader)
+        except _DECODE_ERRORS as exc:
+            raise VideoReadError(path, f"decoding failed ({_describe(exc)})") from exc
+
+
+@contextlib.contextmanager
+def _opened(path: Path) -> Iterator[av.container.InputContainer]:
     _check_file(path)
     try:
         container = av.open(str(path), metadata_errors="ignore")
     except _DECODE_ERRORS as exc:
         raise VideoReadError(path, f"not a readable media file ({_describe(exc)})") from exc
     with container:
-        try:
-            return _read(container, path, num_frames, threads)
-        except _DECODE_ERRORS as exc:
-            raise VideoReadError(path, f"decoding failed ({_describe(exc)})") from exc
+        yield container
 
 
 _DECODE_ERRORS = (av.error.FFmpegError, OSError, ValueError, UnicodeDecodeError, MemoryError)
@@ -127,10 +191,10 @@ class _Index:
     rank: np.ndarray  # presentation-order frame number of each packet, -1 without pts
     keyframe: np.ndarray  # bool per packet
     pts_to_frame: dict[int, int] | None  # None when pts are missing or repeated
+    pts: np.ndarray | None = None  # int64 pts in presentation order (with pts_to_frame)
 
 
-def _read(container: av.container.InputContainer, path: Path, num_frames: int,
-          threads: int) -> SampledFrames:
+def _video_stream(container: av.container.InputContainer, path: Path) -> av.VideoStream:
     stream = container.streams.best("video")  # av_find_best_stream, as decord; skips cover art
     if stream is None:
         kinds = sorted({s.type for s in container.streams})
@@ -138,17 +202,23 @@ def _read(container: av.container.InputContainer, path: Path, num_frames: int,
         raise VideoReadError(path, f"no video stream ({what})")
     if stream.codec_context is None:
         raise VideoReadError(path, f"unsupported video codec {stream.codec.name!r}")
-    buffered = path.stat().st_size <= MAX_BUFFERED_BYTES
-    index = _demux(container, stream, keep=buffered)
-    n = len(index.rank)
-    if n == 0:
-        raise VideoReadError(path, "video stream has no frames")
-    indices = sample_indices(n, num_frames)
-    targets = np.unique(indices)
+    return stream
 
-    cc = stream.codec_context
-    cc.thread_type = "AUTO"
-    cc.thread_count = threads
+
+def _read(container: av.container.InputContainer, path: Path, num_frames: int,
+          threads: int, sample: Callable[[int, int], np.ndarray]) -> SampledFrames:
+    stream = _video_stream(container, path)
+    index = _demux(container, stream, keep=path.stat().st_size <= MAX_BUFFERED_BYTES)
+    return _read_indexed(container, stream, path, index, num_frames, threads, sample)
+
+
+def _read_indexed(container: av.container.InputContainer, stream: av.VideoStream, path: Path,
+                  index: _Index, num_frames: int, threads: int,
+                  sample: Callable[[int, int], np.ndarray]) -> SampledFrames:
+    n = _frame_count(path, index)
+    indices = sample(n, num_frames)
+    targets = np.unique(indices)
+    cc = _decoder(stream, threads)
     if index.packets is None:
         container.seek(0)
         decoded = _decode_sequential(cc, container.demux(stream), index, targets)
@@ -166,6 +236,117 @@ def _read(container: av.container.InputContainer, path: Path, num_frames: int,
         duration=_duration(container, stream),
         frames_decoded=decoded.count,
     )
+
+
+def _frame_count(path: Path, index: _Index) -> int:
+    n = len(index.rank)
+    if n == 0:
+        raise VideoReadError(path, "video stream has no frames")
+    return n
+
+
+def _decoder(stream: av.VideoStream, threads: int) -> av.codec.context.CodecContext:
+    cc = stream.codec_context
+    cc.thread_type = "AUTO"
+    cc.thread_count = threads
+    return cc
+
+
+def _read_segments(container: av.container.InputContainer, path: Path, num_frames: int,
+                   threads: int, sample: Callable[[int, int], np.ndarray],
+                   setting: Segmenting, whole_reader: WholeReader | None = None
+                   ) -> Iterator[VideoSegment]:
+    stream = _video_stream(container, path)
+    hint = _duration(container, stream)
+    # packets are buffered only for what may be one whole-video segment: a long file streams
+    keep = path.stat().st_size <= MAX_BUFFERED_BYTES and (
+        hint is None or setting.whole_for(hint) or setting.seconds >= hint)
+    index = _demux(container, stream, keep=keep)
+    n = _frame_count(path, index)
+    times, duration = _frame_times(index, stream, n)
+    cuts: list[float] = [0.0]
+    if setting.mode == "shots" and not setting.whole_for(duration):
+        from pig.engine.shots import detect_cuts
+
+        cuts += [float(times[i]) for i in detect_cuts(path, n) if 0 < i < n]
+    plans = _segment_plans(spans_for(setting, duration, cuts), times, num_frames, sample)
+    if len(plans) == 1 and np.array_equal(plans[0][1], sample(n, num_frames)):
+        # one segment over the whole file: exactly read_video's path (the official vector)
+        if whole_reader is not None and sample is sample_indices:
+            whole = whole_reader(path, num_frames, threads)
+        else:
+            whole = _read_indexed(container, stream, path, index, num_frames, threads, sample)
+        yield VideoSegment(0, 0.0, duration, whole.frames, whole.indices, n)
+        return
+    cc = _decoder(stream, threads)
+    if index.packets is None:
+        container.seek(0)
+        packets: Iterable[av.Packet] = container.demux(stream)
+    else:
+        packets = index.packets
+    yield from _decode_segments(cc, packets, index, plans, path, n)
+
+
+def _frame_times(index: _Index, stream: av.VideoStream, n: int) -> tuple[np.ndarray, float]:
+    """Seconds from the first frame of every frame (presentation order), and the duration.
+
+    From pts x time base when every frame has a distinct pts (VFR and offset starts exact);
+    otherwise frame number / average rate. The duration adds the last frame's display time
+    (the gap before it, or one average frame).
+    """
+    rate = float(stream.average_rate) if stream.average_rate else 0.0
+    if index.pts is not None and stream.time_base is not None:
+        times = (index.pts - index.pts[0]).astype(np.float64) * float(stream.time_base)
+    else:
+        times = np.arange(n, dtype=np.float64) / (rate or 25.0)
+    last = times[-1] - times[-2] if n > 1 else (1.0 / rate if rate else 0.0)
+    return np.round(times, 6), round(float(times[-1] + last), 6)  # microseconds
+
+
+def _segment_plans(spans: list[Span], times: np.ndarray, num_frames: int,
+                   sample: Callable[[int, int], np.ndarray]
+                   ) -> list[tuple[Span, np.ndarray]]:
+    """Each span's sampled frame numbers: the recipe's sampling over the frames whose time
+    lies in ``[start, end)`` (the last span keeps every frame to the end). A span holding no
+    frame (a gap in a variable-rate stream) gets no segment."""
+    plans = []
+    n = len(times)
+    for j, (a, b) in enumerate(spans):
+        lo = int(np.searchsorted(times, a - _TIME_EPS, side="left"))
+        hi = n if j == len(spans) - 1 else int(np.searchsorted(times, b - _TIME_EPS, side="left"))
+        if hi > lo:
+            plans.append(((a, b), lo + sample(hi - lo, num_frames)))
+    return plans
+
+
+def _decode_segments(cc: av.codec.context.CodecContext, packets: Iterable[av.Packet],
+                     index: _Index, plans: list[tuple[Span, np.ndarray]], path: Path,
+                     n: int) -> Iterator[VideoSegment]:
+    """Decode front to back, yielding each segment as soon as its frames are out and dropping
+    decoded frames once no later segment needs them (bounded memory)."""
+    last_use: dict[int, int] = {}
+    for j, (_, idx) in enumerate(plans):
+        for t in idx.tolist():
+            last_use[t] = j
+    collector = _Collector(cc, index, np.array(sorted(last_use), dtype=np.int64))
+    j = 0
+    for packet in chain(packets, [None]):
+        if packet is not None and packet.size == 0:
+            continue
+        collector.feed(packet)
+        while j < len(plans) and all(t in collector.got for t in plans[j][1].tolist()):
+            (a, b), idx = plans[j]
+            frames = _assemble(path, collector.got, np.unique(idx), idx, n)
+            yield VideoSegment(j, float(a), float(b), frames, idx, n)
+            for t in np.unique(idx).tolist():
+                if last_use[t] == j:
+                    del collector.got[t]
+            j += 1
+        if j == len(plans):
+            return
+    idx = plans[j][1]
+    _assemble(path, collector.got, np.unique(idx), idx, n)  # raises: names the missing frame
+    raise VideoReadError(path, f"segment {j} did not decode")
 
 
 def _demux(container: av.container.InputContainer, stream: av.VideoStream,
@@ -186,10 +367,11 @@ def _demux(container: av.container.InputContainer, stream: av.VideoStream,
         rank = np.empty(len(pts), dtype=np.int64)
         rank[order] = np.arange(len(pts))
         mapping: dict[int, int] | None = {p: int(r) for p, r in zip(pts, rank, strict=True)}
+        ordered: np.ndarray | None = np.array(pts, dtype=np.int64)[order]
     else:
         rank = np.full(len(pts), -1, dtype=np.int64)
-        mapping = None
-    return _Index(packets if keep else None, rank, keyframe, mapping)
+        mapping = ordered = None
+    return _Index(packets if keep else None, rank, keyframe, mapping, ordered)
 
 
 class _Collector:
@@ -328,28 +510,22 @@ class VideoProbe:
 def probe(path: str | os.PathLike[str]) -> VideoProbe:
     """Stream facts of ``path``; every failure is ``VideoReadError(path, reason)``."""
     path = Path(path)
-    _check_file(path)
-    try:
-        container = av.open(str(path), metadata_errors="ignore")
-    except _DECODE_ERRORS as exc:
-        raise VideoReadError(path, f"not a readable media file ({_describe(exc)})") from exc
-    with container:
-        stream = container.streams.best("video")
-        if stream is None or stream.codec_context is None:
-            raise VideoReadError(path, "no decodable video stream")
+    with _opened(path) as container:
+        stream = _video_stream(container, path)
         try:
             index = _demux(container, stream, keep=False)
+            n = _frame_count(path, index)
             container.seek(0)
             first = next(container.decode(stream), None)
         except _DECODE_ERRORS as exc:
             raise VideoReadError(path, f"decoding failed ({_describe(exc)})") from exc
-        if not len(index.rank) or first is None:
+        if first is None:
             raise VideoReadError(path, "video stream has no frames")
         rate = stream.average_rate
         return VideoProbe(codec=stream.codec_context.name, container=container.format.name,
                           pix_fmt=stream.codec_context.pix_fmt,
                           width=first.width, height=first.height,
-                          frame_count=len(index.rank),
+                          frame_count=n,
                           ordered_pts=index.pts_to_frame is not None,
                           rotation=float(first.rotation), fps=float(rate) if rate else None,
                           duration=_duration(container, stream))

@@ -9,6 +9,7 @@ line and exit 2.
 from __future__ import annotations
 
 import contextlib
+import re
 import sys
 import time
 from collections.abc import Iterator
@@ -77,7 +78,19 @@ def _batch_profile(_ctx: click.Context, _param: click.Parameter, text: str) -> B
         raise click.BadParameter(str(err)) from None
 
 
-def run_trt(out: Path, precision: str, profile: BatchProfile, workspace_gib: float) -> None:
+def _compute_capabilities(_ctx: click.Context, _param: click.Parameter,
+                          text: str | None) -> tuple[str, ...] | None:
+    if text is None:
+        return None
+    ccs = tuple(c.strip() for c in text.split(","))
+    bad = [c for c in ccs if not re.fullmatch(r"\d{1,2}\.\d", c)]
+    if bad:
+        raise click.BadParameter(f"{bad[0]!r} is not a compute capability like 8.6")
+    return ccs
+
+
+def run_trt(out: Path, precision: str, profile: BatchProfile, workspace_gib: float,
+            targets: tuple[str, ...] | None = None) -> None:
     """Build (or find in the plan cache) the TensorRT engine of every requested precision."""
     from pig.engine.bundle import Bundle
     from pig.engine.trt.build import build_engines
@@ -88,7 +101,8 @@ def run_trt(out: Path, precision: str, profile: BatchProfile, workspace_gib: flo
     wanted = present if precision == "all" else [precision]
     for p in wanted:
         with stage(f"TensorRT {p} engines, batch profile {profile.tag()}"):
-            plans = build_engines(bundle, p, profile, workspace=int(workspace_gib * (1 << 30)))
+            plans = build_engines(bundle, p, profile, workspace=int(workspace_gib * (1 << 30)),
+                                  targets=targets)
         for branch, plan in plans.items():
             click.echo(f"  {branch:<6} {plan} ({_human(plan.stat().st_size)})")
 
@@ -107,14 +121,18 @@ def run_trt(out: Path, precision: str, profile: BatchProfile, workspace_gib: flo
               help="Precision graphs --calibrate writes (fp16, int8) and --trt builds engines for.")
 @calibrate_options
 @click.option("--trt", "do_trt", is_flag=True,
-              help="Build TensorRT engines (GPU + TensorRT only) into --out/trt, cached by key.")
+              help="Build TensorRT engines into --out/trt, cached by key: for the GPU present, "
+                   "or, with TensorRT-RTX and no GPU, ahead of time for --compute-capability.")
+@click.option("--compute-capability", "targets", callback=_compute_capabilities,
+              help="TensorRT-RTX targets, e.g. 8.6,8.9,12.0 (default: the GPU present, else "
+                   "8.0,8.6,8.9,12.0); the engines then run on any of them.")
 @click.option("--batch-profile", default="1,8,64", show_default=True, callback=_batch_profile,
               help="TensorRT optimisation profile batch sizes: MIN,OPT,MAX (or MAX).")
 @click.option("--workspace-gib", type=click.FloatRange(0.25), default=4.0, show_default=True,
               help="TensorRT builder workspace limit.")
 def cli(do_onnx: bool, checkpoint: Path | None, config: Path | None, out: Path,
-        precision: str, calibrate: bool, do_trt: bool, batch_profile: BatchProfile,
-        workspace_gib: float, **calibration: Any) -> None:
+        precision: str, calibrate: bool, do_trt: bool, targets: tuple[str, ...] | None,
+        batch_profile: BatchProfile, workspace_gib: float, **calibration: Any) -> None:
     """Export a PIG checkpoint to a pig-engine bundle."""
     if not (do_onnx or calibrate or do_trt):
         raise click.UsageError("nothing to do: give an action flag (--onnx, --calibrate, --trt)")
@@ -134,7 +152,7 @@ def cli(do_onnx: bool, checkpoint: Path | None, config: Path | None, out: Path,
         calibrate_bundle(out, precisions=PRECISIONS if precision == "all" else (precision,),
                          **calibration)
     if do_trt:
-        run_trt(out, precision, batch_profile, workspace_gib)
+        run_trt(out, precision, batch_profile, workspace_gib, targets)
 
 
 def main(argv: list[str] | None = None) -> None:

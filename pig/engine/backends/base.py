@@ -39,12 +39,17 @@ class Backend(Protocol):
         """``[B, L]`` int64 -> ``[B, D]`` float32."""
         ...
 
-    def video_input_buffer(self, batch: int) -> np.ndarray:
-        """A ``[batch, T, 3, S, S]`` array to preprocess frames into, in the input dtype.
+    def video_input_buffers(self, count: int, batch: int) -> list[np.ndarray]:
+        """``count`` new ``[batch, T, 3, S, S]`` arrays in the input dtype, for a caller that
+        keeps ``count`` batches in flight to preprocess frames into; ``encode_video`` of one
+        of them (or of its leading rows) reads it where it is.
 
-        TensorRT hands out a view over pinned host memory, so ``encode_video`` of that view
-        skips one host copy; ONNX Runtime hands out a reusable ordinary array. The array is
-        reused: finish with one batch before asking for the next.
+        TensorRT hands out pinned (page-locked) host memory: the async copy to the GPU reads
+        the frames straight from there, with no host-side copy into a staging buffer.
+        ``encode_video`` is synchronous (copy in, run, copy out on one stream), so a copy
+        overlaps the decoding and preprocessing of the next batches, not the inference of
+        the previous one. ONNX Runtime hands out ordinary arrays. They stay valid until
+        :meth:`close`.
         """
         ...
 

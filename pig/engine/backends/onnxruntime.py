@@ -109,7 +109,6 @@ class OrtBackend(Closable):
         if device == "cuda":
             self.device += f" on {gpu_probe.probe_gpu()}"
         self._video_shape = (bundle.recipe.num_frames, 3, bundle.recipe.size, bundle.recipe.size)
-        self._video_buffer: np.ndarray | None = None
 
     def _run(self, branch: Branch, x: np.ndarray) -> np.ndarray:
         self._check_open()
@@ -130,14 +129,10 @@ class OrtBackend(Closable):
     def encode_text(self, input_ids: np.ndarray) -> np.ndarray:
         return self._run("text", input_ids)
 
-    def video_input_buffer(self, batch: int) -> np.ndarray:
+    def video_input_buffers(self, count: int, batch: int) -> list[np.ndarray]:
         self._check_open()
-        buf = self._video_buffer
-        if buf is None or buf.shape[0] < batch:
-            buf = np.empty((batch, *self._video_shape), dtype=self._dtypes.get("video", np.float32))
-            self._video_buffer = buf
-        return buf[:batch]
+        dtype = self._dtypes.get("video", np.float32)
+        return [np.empty((batch, *self._video_shape), dtype) for _ in range(count)]
 
     def _release(self) -> None:
         self._sessions.clear()  # ONNX Runtime frees a session with its last reference
-        self._video_buffer = None

@@ -1,4 +1,9 @@
-"""SQLite catalog of an index: one row per file (indexed or failed), keyed like the vectors.
+"""SQLite catalog of an index: one row per file (indexed or failed), one per segment.
+
+A segment row (file, ordinal, start_s, end_s) is keyed like its vector in the usearch index;
+an indexed file has one or more segments, a failed one none. Catalogs written before segments
+existed (no ``segments`` table) are read as one whole-file segment per indexed file whose key
+is the file's key; the first writer to open one adds the table with exactly those rows.
 
 The catalog is also the index's commit record: ``meta.generation`` names the vectors file
 that matches the committed rows, and it changes in the same SQLite transaction as the rows.
@@ -37,7 +42,31 @@ CREATE TABLE IF NOT EXISTS files (
 );
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+_SEGMENTS_TABLE = """
+CREATE TABLE IF NOT EXISTS segments (
+    key      INTEGER PRIMARY KEY AUTOINCREMENT,  -- usearch key; never reused
+    file_key INTEGER NOT NULL,                   -- files.key
+    ordinal  INTEGER NOT NULL,                   -- 0, 1, ... in time order within the file
+    start_s  REAL    NOT NULL,                   -- seconds from the file's first frame
+    end_s    REAL,                               -- NULL: unknown (whole file)
+    UNIQUE (file_key, ordinal)
+)"""
+# what a catalog without the segments table holds: one whole-file segment per indexed file
+_LEGACY_SEGMENTS = ("(SELECT key, key AS file_key, 0 AS ordinal, 0.0 AS start_s, NULL AS end_s "
+                    "FROM files WHERE status = 'indexed')")
 _COLUMNS = "key, path, size, mtime_ns, digest, frames, status, error, added_at, updated_at"
+
+
+@dataclass(frozen=True)
+class SegmentRecord:
+    """One segment row joined with its file's path; ``key`` is its vector's key."""
+
+    key: int
+    file_key: int
+    path: str
+    ordinal: int
+    start_s: float
+    end_s: float | None
 
 
 @dataclass(frozen=True)
@@ -139,6 +168,12 @@ class Catalog:
             else:
                 self._db = _open_snapshot(path)
             self.generation = int(self._meta("generation"))
+            has_table = self._db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'segments'"
+            ).fetchone()
+            if writable and not has_table:
+                self._add_segments_table()
+            self._segments = "segments" if has_table or writable else _LEGACY_SEGMENTS
         except (sqlite3.DatabaseError, TypeError, ValueError) as exc:
             raise IndexStoreError(f"{path}: unreadable index catalog ({exc})") from None
 
@@ -149,9 +184,17 @@ class Catalog:
             stale.unlink(missing_ok=True)
         db = sqlite3.connect(path, isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
-        db.executescript(_SCHEMA + "INSERT INTO meta VALUES ('generation', '0');")
+        db.executescript(_SCHEMA + _SEGMENTS_TABLE + ";\n"
+                         "INSERT INTO meta VALUES ('generation', '0');")
         db.close()
         return cls(path, writable=True)
+
+    def _add_segments_table(self) -> None:
+        """Upgrade a catalog written before segments: same vectors, same keys (atomic)."""
+        self._db.execute("BEGIN IMMEDIATE")
+        self._db.execute(_SEGMENTS_TABLE)
+        self._db.execute(f"INSERT INTO segments SELECT * FROM {_LEGACY_SEGMENTS}")
+        self._db.execute("COMMIT")
 
     # --- reads -------------------------------------------------------------------------
     def _meta(self, name: str) -> str | None:
@@ -189,6 +232,42 @@ class Catalog:
     def counts(self) -> dict[str, int]:
         rows = dict(self._db.execute("SELECT status, COUNT(*) FROM files GROUP BY status"))
         return {INDEXED: rows.get(INDEXED, 0), FAILED: rows.get(FAILED, 0)}
+
+    def segment_count(self) -> int:
+        return int(self._db.execute(f"SELECT COUNT(*) FROM {self._segments}").fetchone()[0])
+
+    def segment_keys(self, file_keys: Iterable[int]) -> list[int]:
+        """The vector keys of the segments of ``file_keys``."""
+        out: list[int] = []
+        file_keys = list(file_keys)
+        for i in range(0, len(file_keys), 500):
+            part = file_keys[i : i + 500]
+            marks = ",".join("?" * len(part))
+            sql = f"SELECT key FROM {self._segments} WHERE file_key IN ({marks}) ORDER BY key"
+            out += [k for (k,) in self._db.execute(sql, part)]
+        return out
+
+    def segments(self, keys: Iterable[int]) -> dict[int, SegmentRecord]:
+        """The segment rows (with their file's path) of vector ``keys``."""
+        keys = list(keys)
+        out: dict[int, SegmentRecord] = {}
+        for i in range(0, len(keys), 500):  # stay under SQLite's bound-parameter limit
+            part = keys[i : i + 500]
+            marks = ",".join("?" * len(part))
+            sql = (f"SELECT s.key, s.file_key, f.path, s.ordinal, s.start_s, s.end_s "
+                   f"FROM {self._segments} s JOIN files f ON f.key = s.file_key "
+                   f"WHERE s.key IN ({marks})")
+            out.update((row[0], SegmentRecord(*row)) for row in self._db.execute(sql, part))
+        return out
+
+    def longest(self) -> tuple[str, float] | None:
+        """The indexed file with the longest known span and its length in seconds."""
+        row = self._db.execute(
+            f"SELECT f.path, MAX(s.end_s) - MIN(s.start_s) AS d FROM {self._segments} s "
+            "JOIN files f ON f.key = s.file_key WHERE s.end_s IS NOT NULL "
+            "GROUP BY s.file_key ORDER BY d DESC, f.path LIMIT 1"
+        ).fetchone()
+        return (row[0], float(row[1])) if row else None
 
     # --- writes (pending until commit) ---------------------------------------------------
     def _write(self, sql: str, args: tuple | list = ()) -> sqlite3.Cursor:
@@ -234,8 +313,30 @@ class Catalog:
             (size, mtime_ns, time.time(), key),
         )
 
+    def set_segments(self, file_key: int,
+                     spans: Iterable[tuple[float, float | None]]) -> tuple[list[int], list[int]]:
+        """Replace the segments of ``file_key`` by ``spans`` (in order); returns the vector keys
+        of the old segments and of the new ones."""
+        old = self.drop_segments(file_key)
+        new = []
+        for ordinal, (start, end) in enumerate(spans):
+            cur = self._write(
+                "INSERT INTO segments (file_key, ordinal, start_s, end_s) VALUES (?, ?, ?, ?)",
+                (file_key, ordinal, float(start), None if end is None else float(end)),
+            )
+            new.append(int(cur.lastrowid or 0))
+        return old, new
+
+    def drop_segments(self, file_key: int) -> list[int]:
+        """Delete the segments of ``file_key``; returns their vector keys."""
+        old = self.segment_keys([file_key])
+        self._write("DELETE FROM segments WHERE file_key = ?", (file_key,))
+        return old
+
     def delete(self, keys: Iterable[int]) -> None:
+        """Delete files (and their segments)."""
         for k in keys:
+            self._write("DELETE FROM segments WHERE file_key = ?", (k,))
             self._write("DELETE FROM files WHERE key = ?", (k,))
 
     def commit(self, generation: int) -> None:

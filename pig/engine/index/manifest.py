@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from pig.engine.fsutil import write_atomic
-from pig.errors import IndexStoreError
+from pig.engine.segments import WHOLE, Segmenting
+from pig.errors import IndexStoreError, PigError
 
 FORMAT = "pig-index"
 FORMAT_VERSION = 1
@@ -27,7 +28,9 @@ class IndexManifest:
     ``bundle_producers`` lists each distinct ``bundle_info`` (precision, backend, ...) that
     wrote vectors; all share ``fingerprint`` (the model), so their vectors are comparable.
     ``generation`` and ``counts`` describe the last commit; the catalog's generation is the
-    authority if they disagree after a crash.
+    authority if they disagree after a crash. ``segmenting``: the
+    :class:`~pig.engine.segments.Segmenting` setting; indexes made before segments existed
+    have none and are read as one whole-video segment per file.
     """
 
     fingerprint: str
@@ -35,6 +38,7 @@ class IndexManifest:
     dtype: str
     usearch: dict[str, Any]
     bundle_producers: list[dict[str, Any]]
+    segmenting: dict[str, Any] = field(default_factory=WHOLE.to_dict)
     generation: int = 0
     counts: dict[str, int] = field(default_factory=dict)
     metric: str = "ip"
@@ -71,6 +75,7 @@ class IndexManifest:
             m = cls(**{k: v for k, v in doc.items() if k not in ("format", "format_version")})
             if m.dtype not in DTYPES or m.metric != "ip" or int(m.dim) <= 0:
                 raise ValueError(f"unsupported dtype/metric/dim {m.dtype}/{m.metric}/{m.dim}")
-        except (ValueError, TypeError, AttributeError) as exc:
+            Segmenting.from_dict(m.segmenting)
+        except (ValueError, TypeError, AttributeError, PigError) as exc:
             raise IndexStoreError(f"{path}: invalid index manifest ({exc})") from None
         return m

@@ -3,7 +3,8 @@
 Directory layout::
 
     manifest.json              settings, bundle fingerprint, summary of the last commit
-    catalog.sqlite (+ -wal)    one row per file; ``meta.generation`` = the commit point
+    catalog.sqlite (+ -wal)    one row per file and per segment; ``meta.generation`` = the
+                               commit point
     vectors.<generation>.usearch
     lock                       flock held by the one writer
 
@@ -21,7 +22,8 @@ Typical use by an indexing run::
         plan = idx.plan(path)
         if plan.action == "embed":
             ...  # decode + encode, then either
-            idx.add([Entry.from_file(path, frames=n, digest=plan.digest)], vectors)
+            idx.add([Entry.from_file(path, frames=n, digest=plan.digest, spans=spans)],
+                    vectors)  # one vector per span: a file's segments are added together
             idx.record_failure(path, "no video stream")
         idx.commit()  # periodically; leaving the ``with`` block normally commits too
 """
@@ -47,11 +49,13 @@ from pig.engine.index.catalog import (
     INDEXED,
     Catalog,
     FileRecord,
+    SegmentRecord,
     file_digest,
 )
 from pig.engine.index.lock import LOCK_NAME, DirLock
 from pig.engine.index.manifest import DTYPES, MANIFEST_NAME, IndexManifest
 from pig.engine.index.vectors import VectorStore, check_unit_vectors
+from pig.engine.segments import Segmenting
 from pig.errors import IndexStoreError
 
 _OPEN_RETRIES = 5  # a reader racing a writer's commit retries with the newer generation
@@ -68,24 +72,31 @@ def _vectors_name(generation: int) -> str:
     return f"vectors.{generation:06d}.usearch"
 
 
+SegmentSpan = tuple[float, float | None]  # (start_s, end_s); end None: unknown
+WHOLE_FILE: tuple[SegmentSpan, ...] = ((0.0, None),)
+
+
 @dataclass(frozen=True)
 class Entry:
-    """A file whose vector is being added: absolute path, stat, content digest, frame count."""
+    """A file whose vectors are being added: absolute path, stat, content digest, frame count
+    and the spans of its segments, one vector each (default: one whole-file segment)."""
 
     path: str
     size: int
     mtime_ns: int
     digest: str
     frames: int
+    spans: tuple[SegmentSpan, ...] = WHOLE_FILE
 
     @classmethod
     def from_file(
-        cls, path: str | os.PathLike[str], *, frames: int, digest: str | None = None
+        cls, path: str | os.PathLike[str], *, frames: int, digest: str | None = None,
+        spans: tuple[SegmentSpan, ...] = WHOLE_FILE,
     ) -> Entry:
         """Stat (and, unless ``digest`` is given, hash) ``path`` now."""
         p = _abspath(path)
         st = os.stat(p)
-        return cls(p, st.st_size, st.st_mtime_ns, digest or file_digest(p), frames)
+        return cls(p, st.st_size, st.st_mtime_ns, digest or file_digest(p), frames, spans)
 
 
 @dataclass(frozen=True)
@@ -106,11 +117,18 @@ class Plan:
 
 @dataclass(frozen=True)
 class Hit:
-    """A search result: catalog key, absolute path, inner-product score (cosine)."""
+    """A search result: the file's catalog key, absolute path, inner-product score (cosine),
+    and the matching segment: its ordinal and span in seconds (``end_s`` None: unknown)."""
 
     key: int
     path: str
     score: float
+    segment: int = 0
+    start_s: float = 0.0
+    end_s: float | None = None
+
+
+GROUP_BY = ("video", "segment")
 
 
 class VideoIndex:
@@ -149,11 +167,13 @@ class VideoIndex:
         connectivity: int | None = None,
         expansion_add: int | None = None,
         expansion_search: int | None = None,
+        segmenting: Segmenting | None = None,
     ) -> VideoIndex:
         """Create an empty index in a new or empty ``directory``; returns it open for writing.
 
         ``fingerprint``: the bundle's model fingerprint (vectors of other bundles are refused
         later). ``bundle_info``: JSON-able facts about the producer (precision, backend, ...).
+        ``segmenting``: how files are cut into segments (default ``Segmenting()``, auto).
         ``dtype``: storage of the vectors, ``f16`` (default), ``i8`` or ``f32``. The usearch
         HNSW settings default to usearch's own (connectivity 16, expansion 128/64).
         """
@@ -184,6 +204,7 @@ class VideoIndex:
                 dtype=dtype,
                 usearch=settings,
                 bundle_producers=[dict(bundle_info)],
+                segmenting=(segmenting or Segmenting()).to_dict(),
             )
             with _os_errors(d):
                 catalog = Catalog.create(d / CATALOG_NAME)
@@ -262,12 +283,13 @@ class VideoIndex:
         dim: int,
         bundle_info: dict[str, Any],
         dtype: str | None = None,
+        segmenting: Segmenting | None = None,
         **usearch_settings: int | None,
     ) -> VideoIndex:
         """Open ``directory`` for writing if it holds an index, else create one there.
 
-        An explicit ``dtype`` (or usearch setting) that differs from an existing index's is an
-        error; ``None`` accepts what the index has (``f16`` for a new one).
+        An explicit ``dtype``, usearch setting or ``segmenting`` that differs from an existing
+        index's is an error; ``None`` accepts what the index has (the defaults for a new one).
         """
         d = Path(directory).absolute()
         if not (d / MANIFEST_NAME).exists():
@@ -277,9 +299,15 @@ class VideoIndex:
                 dim=dim,
                 bundle_info=bundle_info,
                 dtype=dtype or "f16",
+                segmenting=segmenting,
                 **usearch_settings,
             )
         idx = cls.open(d, fingerprint=fingerprint, writable=True, bundle_info=bundle_info)
+        try:
+            idx.require_segmenting(segmenting)
+        except IndexStoreError:
+            idx.close()
+            raise
         m = idx.manifest
         wanted = {"dtype": dtype, "dim": dim, **usearch_settings}
         have = {"dtype": m.dtype, "dim": m.dim, **m.usearch}
@@ -322,11 +350,11 @@ class VideoIndex:
                 except BaseException:
                     catalog.close()
                     raise
-                if len(vectors) != catalog.counts()[INDEXED]:
+                if len(vectors) != catalog.segment_count():
                     catalog.close()
                     raise IndexStoreError(
                         f"{path}: holds {len(vectors)} vectors but the catalog lists "
-                        f"{catalog.counts()[INDEXED]} indexed files; the index is corrupt"
+                        f"{catalog.segment_count()} segments; the index is corrupt"
                     )
                 return catalog, vectors
             catalog.close()
@@ -348,6 +376,19 @@ class VideoIndex:
         return self.manifest.fingerprint
 
     @property
+    def segmenting(self) -> Segmenting:
+        """How this index cuts files into segments (fixed when it was created)."""
+        return Segmenting.from_dict(self.manifest.segmenting)
+
+    def require_segmenting(self, segmenting: Segmenting | None) -> None:
+        """Refuse, in one line naming both, a ``segmenting`` other than the index's."""
+        if segmenting is not None and segmenting != self.segmenting:
+            raise IndexStoreError(
+                f"{self.path}: the index segments files as {self.segmenting.describe()}, not "
+                f"{segmenting.describe()}; use another index directory to change it"
+            )
+
+    @property
     def generation(self) -> int:
         """Generation of the last commit (what a crash right now would leave)."""
         return self._catalog.generation
@@ -362,8 +403,21 @@ class VideoIndex:
         return self._dirty
 
     def counts(self) -> dict[str, int]:
-        """``vectors`` (in the usearch index), ``indexed`` and ``failed`` (catalog rows)."""
+        """``vectors`` (in the usearch index, one per segment), ``indexed`` and ``failed``
+        (catalog file rows)."""
         return {"vectors": len(self._vectors), **self._catalog.counts()}
+
+    def longest(self) -> tuple[str, float] | None:
+        """The indexed file with the longest known span, and that length in seconds."""
+        return self._catalog.longest()
+
+    def segments_of(self, path: str | os.PathLike[str]) -> list[SegmentRecord]:
+        """The segments of ``path`` (made absolute) in time order; empty if not indexed."""
+        rec = self.lookup(path)
+        if rec is None:
+            return []
+        rows = self._catalog.segments(self._catalog.segment_keys([rec.key]))
+        return sorted(rows.values(), key=lambda r: r.ordinal)
 
     # --- catalog queries -----------------------------------------------------------------
     def lookup(self, path: str | os.PathLike[str]) -> FileRecord | None:
@@ -415,22 +469,25 @@ class VideoIndex:
             raise IndexStoreError(f"{self.path}: index is open read-only (open it writable)")
 
     def add(self, entries: Sequence[Entry], vectors: Any) -> list[int]:
-        """Add one unit vector per entry (float [N, dim]); returns their keys.
+        """Add the files of ``entries`` with one unit vector per segment (float [N, dim], the
+        entries' spans in order); returns the files' keys.
 
-        A path already in the catalog keeps its key and its old vector is replaced; a path
-        that had failed becomes indexed. Wrong dims, NaN or non-unit vectors are refused and
-        nothing is changed.
+        A path already in the catalog keeps its key and all of its old segments are replaced;
+        a path that had failed becomes indexed. Wrong dims, NaN or non-unit vectors are
+        refused and nothing is changed.
         """
         self._require_writable()
         x = check_unit_vectors(vectors, self.dim, str(self.path))
-        if len(entries) != len(x):
-            raise IndexStoreError(f"{self.path}: {len(entries)} entries but {len(x)} vectors")
+        n_segments = sum(len(e.spans) for e in entries)
+        if n_segments != len(x) or any(not e.spans for e in entries):
+            raise IndexStoreError(f"{self.path}: {len(entries)} entries with {n_segments} "
+                                  f"segments but {len(x)} vectors")
         paths = [_abspath(e.path) for e in entries]
         if len(set(paths)) != len(paths):
             raise IndexStoreError(f"{self.path}: the same path appears twice in one add")
-        keys, replaced = [], []
+        keys, replaced, vector_keys = [], [], []
         for e, p in zip(entries, paths, strict=True):
-            key, old = self._catalog.upsert(
+            key, _ = self._catalog.upsert(
                 p,
                 status=INDEXED,
                 size=e.size,
@@ -439,10 +496,11 @@ class VideoIndex:
                 frames=e.frames,
             )
             keys.append(key)
-            if old is not None and old.status == INDEXED:
-                replaced.append(key)
+            dropped, new = self._catalog.set_segments(key, e.spans)
+            replaced += dropped
+            vector_keys += new
         self._vectors.remove(replaced)
-        self._vectors.add(np.asarray(keys, dtype=np.int64), x)
+        self._vectors.add(np.asarray(vector_keys, dtype=np.int64), x)
         self._dirty = True
         return keys
 
@@ -457,11 +515,10 @@ class VideoIndex:
             size, mtime = st.st_size, st.st_mtime_ns
         except OSError:
             size = mtime = None
-        key, old = self._catalog.upsert(
+        key, _ = self._catalog.upsert(
             p, status=FAILED, size=size, mtime_ns=mtime, frames=frames, error=reason
         )
-        if old is not None and old.status == INDEXED:
-            self._vectors.remove([key])
+        self._vectors.remove(self._catalog.drop_segments(key))
         self._dirty = True
 
     def remove(self, paths: Sequence[str | os.PathLike[str]]) -> list[str]:
@@ -473,37 +530,58 @@ class VideoIndex:
             rec = self._catalog.lookup(p)
             rows = [rec] if rec else self._catalog.under(p)
             removed.update((r.key, r) for r in rows)
+        vector_keys = self._catalog.segment_keys(removed)
         self._catalog.delete(removed)
-        self._vectors.remove([k for k, r in removed.items() if r.status == INDEXED])
+        self._vectors.remove(vector_keys)
         self._dirty = self._dirty or bool(removed)
         return [r.path for r in removed.values()]
 
     # --- search --------------------------------------------------------------------------
     def search(
-        self, queries: Any, k: int = 10, *, exact: bool | None = None
+        self, queries: Any, k: int = 10, *, exact: bool | None = None,
+        group_by: str = "video",
     ) -> list[list[Hit]]:
-        """Top ``k`` files per query (unit float [Q, dim] or [dim]), best first.
+        """Top ``k`` hits per query (unit float [Q, dim] or [dim]), best first.
 
-        ``score`` is the inner product of query and stored vector (as stored: f16/i8 carry
-        their quantisation error). ``exact=True`` is a brute-force scan, ``False`` HNSW, and
-        ``None`` (default) the scan up to ``EXACT_SEARCH_MAX`` vectors, where it costs about a
-        millisecond and HNSW saves nothing, HNSW above. Changes not yet committed are visible
-        to the writer that made them.
+        ``group_by="video"``: one hit per file, its best segment; ``k`` distinct files whenever
+        the index holds that many (more candidates are fetched until it does).
+        ``"segment"``: the top ``k`` segments. ``score`` is the inner product of query and
+        stored vector (as stored: f16/i8 carry their quantisation error). ``exact=True`` is a
+        brute-force scan, ``False`` HNSW, and ``None`` (default) the scan up to
+        ``EXACT_SEARCH_MAX`` vectors, where it costs about a millisecond and HNSW saves
+        nothing, HNSW above. Changes not yet committed are visible to the writer that made them.
         """
+        if group_by not in GROUP_BY:
+            raise IndexStoreError(f"unknown group_by {group_by!r} (choose from {GROUP_BY})")
         q = check_unit_vectors(queries, self.dim, str(self.path))
         if exact is None:
             exact = len(self._vectors) <= EXACT_SEARCH_MAX
-        keys, scores, counts = self._vectors.search(q, k, exact)
-        paths = self._catalog.paths(
-            {int(key) for row, n in zip(keys, counts, strict=True) for key in row[:n]}
-        )
-        return [
-            [
-                Hit(int(key), paths[int(key)], float(s))
-                for key, s in zip(row[:n], srow[:n], strict=True)
-            ]
-            for row, srow, n in zip(keys, scores, counts, strict=True)
-        ]
+        total = len(self._vectors)
+        fetch = k
+        if group_by == "video":  # first guess from the last commit's segments per file
+            c = self.manifest.counts
+            fetch = min(total, k * max(1, -(-c.get("vectors", 0) // max(c.get("indexed", 1), 1))))
+        files: int | None = None  # counted only when a query comes back short
+        pending = list(range(len(q)))
+        out: list[list[Hit]] = [[] for _ in range(len(q))]
+        while pending:
+            keys, scores, counts = self._vectors.search(q[pending], fetch, exact)
+            rows = self._catalog.segments(
+                {int(key) for row, n in zip(keys, counts, strict=True) for key in row[:n]}
+            )
+            again = []
+            for i, row, srow, n in zip(pending, keys, scores, counts, strict=True):
+                hits = [_hit(rows[int(key)], float(s))
+                        for key, s in zip(row[:n], srow[:n], strict=True)]
+                if group_by == "video":
+                    hits = _best_per_file(hits)[:k]
+                    if len(hits) < k and fetch < total:
+                        files = self._catalog.counts()[INDEXED] if files is None else files
+                        if len(hits) < files:
+                            again.append(i)
+                out[i] = hits
+            pending, fetch = again, min(total, 4 * fetch)
+        return out
 
     # --- commit / close ------------------------------------------------------------------
     def commit(self, *, force: bool = False) -> int:
@@ -556,6 +634,16 @@ class VideoIndex:
                 self.commit()
         finally:
             self.close()
+
+
+def _best_per_file(hits: list[Hit]) -> list[Hit]:
+    """The first (best) hit of each file, in order."""
+    seen: set[int] = set()
+    return [h for h in hits if not (h.key in seen or seen.add(h.key))]
+
+
+def _hit(seg: SegmentRecord, score: float) -> Hit:
+    return Hit(seg.file_key, seg.path, score, seg.ordinal, seg.start_s, seg.end_s)
 
 
 @contextlib.contextmanager
