@@ -210,3 +210,22 @@ def test_real_nvdec_matches_pyav_within_colour_tolerance(make) -> None:
     np.testing.assert_array_equal(got.indices, want.indices)
     diff = np.abs(got.frames.astype(np.int16) - want.frames)
     assert diff.mean() <= 3.0 and np.percentile(diff, 99) <= 16  # colour conversion differs
+
+
+def test_pipeline_hands_whole_video_files_to_nvdec(fake_nvdec: object, make) -> None:
+    """``pig-engine index`` decodes through read_segments: a file that is one whole-video
+    segment goes to the chosen decoder (same frames), a segmented one stays on PyAV's pass."""
+    from pig.engine.segments import Segmenting
+
+    path = make("h264_bframes.mp4")  # 1.6 s
+    calls: list[Path] = []
+
+    def reader(p: Path, num_frames: int, threads: int) -> video.SampledFrames:
+        calls.append(p)
+        return nvdec.read_video_nvdec(p, num_frames, threads)
+
+    whole = list(video.read_segments(path, 6, Segmenting("fixed", 0.0), whole_reader=reader))
+    assert calls == [path] and len(whole) == 1
+    np.testing.assert_array_equal(whole[0].frames, read_video(path, 6).frames)
+    windows = list(video.read_segments(path, 4, Segmenting("fixed", 0.5), whole_reader=reader))
+    assert calls == [path] and len(windows) > 1
