@@ -53,16 +53,9 @@ def _variants(pixels: np.ndarray, ids: np.ndarray
               ) -> dict[str, Callable[[onnx.ModelProto, str], onnx.ModelProto]]:
     data = {"video": ("pixel_values", pixels), "text": ("input_ids", ids)}
 
-    def per_tensor(m: onnx.ModelProto, _b: str) -> onnx.ModelProto:
-        int8_cpu.PER_CHANNEL = False
-        try:
-            return int8_cpu.quantize_int8_cpu(m)
-        finally:
-            int8_cpu.PER_CHANNEL = True
-
     return {
         "int8-cpu": lambda m, _b: int8_cpu.quantize_int8_cpu(m),
-        "dyn-tensor": per_tensor,
+        "dyn-tensor": lambda m, _b: int8_cpu.quantize_int8_cpu(m, per_channel=False),
         "qdq-fp32": lambda m, b: quantize_int8(m, *data[b], fp16_rest=False),
         "int8": lambda m, b: convert_fp16(quantize_int8(m, *data[b], fp16_rest=False)),
     }
