@@ -14,7 +14,8 @@ convolution and the final normalisation.
 
 Chosen by measurement against per-tensor weights, and against static Q/DQ (the TensorRT
 placement with an fp32 rest, which ORT fuses into ``MatMulIntegerToFloat``/``QLinearMatMul``):
-see :data:`WHY` and ``bench/bench_precision.py``.
+see :data:`WHY` and ``bench/bench_int8_cpu.py``. The few ``Gemm`` heads (one token per video)
+stay fp32: ORT has no dynamic-quantised Gemm.
 """
 
 from __future__ import annotations
