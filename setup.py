@@ -10,6 +10,8 @@ preprocess_ext = Pybind11Extension(
     extra_compile_args=["-O3"],
 )
 
+RAY = "ray[data]==2.60.0"
+
 setup(
     name="pig-engine",
     version="0.1.0",
@@ -32,6 +34,8 @@ setup(
         # Export needs PyTorch; pinned so a fresh machine never pulls a CUDA build.
         "export": ["torch==2.13.0", "onnx>=1.16", "onnxscript>=0.1"],
         "gpu": ["tensorrt>=10", "cuda-python>=12", "onnxruntime-gpu>=1.18"],
+        # `pig-engine index --engine ray`: every Ray node installs the runtime + this extra
+        "ray": [RAY],
         # NVDEC decoding (pig.engine.nvdec): NVIDIA GPU hosts only
         "nvdec": ["pynvvideocodec==2.2.4"],
         # --segments shots: PySceneDetect with its PyAV backend (av is a runtime dependency)
@@ -49,6 +53,7 @@ setup(
             "transformers==4.57.6",
             "decord==0.6.0",
             "opencv-python-headless>=4.9",
+            RAY,
             "scenedetect==0.7.2",
             # a real TensorRT builder in CI: every graph is parsed and AOT-compiled
             "tensorrt-rtx-cu12-bindings==1.7.1.116",
@@ -57,7 +62,7 @@ setup(
     },
     entry_points={
         "console_scripts": [
-            "pig-export=pig.export.cli:main",
+            "pig-export=pig.cli.export:main",
             "pig-engine=pig.engine.cli:main",
             "pig-eval=pig.demo.evaluate:main",
         ]

@@ -94,7 +94,8 @@ def bundle(name: str) -> Bundle:
         subprocess.run([*py, "pig.export.spec_weights", str(SPEC), name, str(ckpt)], check=True,
                        capture_output=True)
         shutil.rmtree(out, ignore_errors=True)
-        subprocess.run([*py, "pig.export.cli", "--onnx", "--checkpoint", str(ckpt), "--out",
+        subprocess.run([*py, "pig.cli.export", "--onnx", "--checkpoint", str(ckpt),
+                        "--assume-released-b32", "--out",
                         str(out)], check=True, capture_output=True)
         ckpt.unlink()
     return Bundle.load(out)

@@ -29,16 +29,9 @@ from pig.calibration.data import EvalSet, demo_heldout, demo_set
 from pig.calibration.fp16 import convert_fp16
 from pig.calibration.int8 import quantize_int8, weight_nodes
 from pig.calibration.int8_cpu import quantize_int8_cpu
-from pig.calibration.report import (
-    EMB,
-    INPUTS,
-    TOPK,
-    accuracy_report,
-    cosine,
-    format_report,
-    run_graph,
-)
+from pig.calibration.report import accuracy_report, cosine, format_report, run_graph
 from pig.engine.bundle import Bundle
+from pig.engine.graphs import INPUT_NAMES, OUTPUT_NAME, TOPK_INDICES
 from pig.export.checkpoint import LoadedCheckpoint, load_checkpoint
 from pig.export.config import infer_from_shapes, load_args
 from pig.export.onnx_export import export_bundle
@@ -99,7 +92,7 @@ def demo_model(tmp: Path) -> None:
     bundle = Bundle.load(tmp / "demo")
     cal = demo_set(bundle.recipe, bundle.tokenizer_spec)
     for precision, make in VARIANTS.items():
-        for branch, name in INPUTS.items():
+        for branch, name in INPUT_NAMES.items():
             data = cal.pixel_values if branch == "video" else cal.input_ids
             model = make(onnx.load(str(bundle.graph_path(branch, "fp32"))), name, data)
             onnx.save(model, bundle.dir / f"{branch}.{precision}.onnx")
@@ -149,10 +142,11 @@ def full_reference(tmp: Path) -> None:
           f"{'top-k = official':>18}{'CPU s/video':>13}{'vs fp32':>9}")
     for p in ("fp32", "fp16", "int8", "int8-cpu"):
         video = run_graph(bundle.graph_path("video", p), "pixel_values", pixels)
-        text = run_graph(bundle.graph_path("text", p), "input_ids", ids)[EMB]
+        text = run_graph(bundle.graph_path("text", p), INPUT_NAMES["text"], ids)[OUTPUT_NAME]
         t = base if p == "fp32" else _latency(bundle.graph_path("video", p), pixels)
-        same = int(np.all(video[TOPK] == want_k, axis=1).sum())
-        print(f"{p:<10}{cosine(video[EMB], want_v).min():>29.6f}{cosine(text, want_t).min():>12.6f}"
+        same = int(np.all(video[TOPK_INDICES] == want_k, axis=1).sum())
+        cv = cosine(video[OUTPUT_NAME], want_v).min()
+        print(f"{p:<10}{cv:>29.6f}{cosine(text, want_t).min():>12.6f}"
               f"{f'{same}/{len(want_k)}':>18}{t:>13.3f}{base / t:>8.2f}x")
 
 

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from pig.calibration.calibrate import calibrate_bundle
 from pig.calibration.data import demo_heldout
-from pig.engine.bundle import BRANCHES, Bundle
+from pig.engine.bundle import Bundle
+from pig.engine.graphs import BRANCHES
 from pig.engine.trt.build import ensure_plan
 
 SPEC = Path(__file__).resolve().parent.parent / "tests" / "reference" / "weights_spec.json"

@@ -36,10 +36,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pig.engine import gpu  # noqa: E402
-from pig.engine.backends.base import PRECISIONS, Backend  # noqa: E402
+from pig.engine.backends.base import Backend  # noqa: E402
 from pig.engine.backends.onnxruntime import OrtBackend  # noqa: E402
 from pig.engine.backends.select import ort_cuda_missing, trt_missing  # noqa: E402
 from pig.engine.bundle import Bundle  # noqa: E402
+from pig.engine.graphs import PRECISIONS  # noqa: E402
 from pig.errors import PigError  # noqa: E402
 
 BATCHES = (1, 8, 64)
@@ -102,7 +103,7 @@ def _r1(video: np.ndarray, text: np.ndarray, keys: list[Any] | None) -> float | 
     """Text-to-video R@1 (percent) on the demo held-out clips; None without demo inputs."""
     if keys is None:
         return None
-    from pig.demo.evaluate import retrieval_metrics, retrieval_ranks
+    from pig.metrics import retrieval_metrics, retrieval_ranks
 
     return retrieval_metrics(retrieval_ranks(text @ video.T, keys, keys))["R@1"]
 

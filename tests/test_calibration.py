@@ -294,7 +294,7 @@ def test_user_errors_name_the_file(small_bundle: Path, calib_inputs: tuple[Path,
 
 def test_pig_export_calibrate_cli(small_bundle: Path, tmp_path: Path,
                                   capsys: pytest.CaptureFixture[str]) -> None:
-    from pig.export.cli import main
+    from pig.cli.export import main
 
     root = tmp_path / "bundle"
     root.mkdir()
@@ -302,8 +302,10 @@ def test_pig_export_calibrate_cli(small_bundle: Path, tmp_path: Path,
     for name in ("video.onnx", "text.onnx"):
         (root / name).symlink_to(small_bundle / name)
     synth.generate(tmp_path / "synth", num_train=0, num_heldout=4)
-    main(["--out", str(root), "--calibrate", "--precision", "fp16",
-          "--eval-data", str(tmp_path / "synth")])
+    with pytest.raises(SystemExit) as stop:
+        main(["--out", str(root), "--calibrate", "--precision", "fp16",
+              "--eval-data", str(tmp_path / "synth")])
+    assert stop.value.code == 0
     out = capsys.readouterr().out
     assert "wrote video.fp16.onnx" in out and "accuracy vs fp32" in out
     assert Bundle.load(root).precisions("text") == ["fp32", "fp16"]

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 import torch
 
+from pig.cli.export import main
 from pig.errors import CheckpointError
 from pig.export.checkpoint import load_checkpoint
-from pig.export.cli import main
 from pig.export.config import infer_from_shapes
 from pig.export.model import PigModel
 

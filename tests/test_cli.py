@@ -84,6 +84,13 @@ def test_search_json_text_and_queries_file(fake_bundle: Bundle, clip_dir: Path, 
     for r in rows:
         assert [h["rank"] for h in r["results"]] == [1, 2, 3]
         assert all(Path(h["path"]).parent == clip_dir for h in r["results"])
+        assert r["truncated"] is False
+    long_query = "a red circle " * fake_bundle.tokenizer_spec.max_length
+    code, out, err = run(capsys, "search", "-q", "hello", "-q", long_query, "--index", idx,
+                         "--json")
+    assert code == 0 and [json.loads(line)["truncated"] for line in out.splitlines()] == [
+        False, True]
+    assert err.count("note: query 2 is longer than the model's text length") == 1
 
     code, out, _ = run(capsys, "search", "-q", "hello", "--index", idx, "-k", N_CLIPS + 5,
                        "--exact")

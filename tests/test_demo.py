@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from pig.demo import synth
-from pig.demo.evaluate import retrieval_metrics, retrieval_ranks
 from pig.errors import PigError
+from pig.metrics import retrieval_metrics, retrieval_ranks
 
 # --- generator ---------------------------------------------------------------------------------
 
@@ -42,8 +42,11 @@ def test_evaluate_reports_every_row_and_the_baseline_ablation(tmp_path, capsys) 
     run.ensure_clips(tmp_path / "data", 24)
     checkpoint, config = run.model_files()
     report_path = tmp_path / "report.json"
-    main(["--checkpoint", str(checkpoint), "--config", str(config), "--data",
-          str(tmp_path / "data"), "--baseline", str(checkpoint), "--report", str(report_path)])
+    with pytest.raises(SystemExit) as stop:
+        main(["--checkpoint", str(checkpoint), "--config", str(config), "--data",
+              str(tmp_path / "data"), "--baseline", str(checkpoint), "--report",
+              str(report_path)])
+    assert stop.value.code == 0
     report = json.loads(report_path.read_text())
     metrics = report["metrics"]
     assert set(metrics) == {"PIG (PyTorch)", "CLIP-ViP vector of the PIG",
@@ -60,7 +63,7 @@ def test_evaluate_reports_a_folder_without_manifest_in_one_line(tmp_path, capsys
     with pytest.raises(SystemExit) as exit_info:
         main(["--checkpoint", str(tmp_path / "missing.pt"), "--data", str(tmp_path)])
     assert exit_info.value.code == 2
-    assert capsys.readouterr().err == f"evaluate: error: {tmp_path / 'missing.pt'}: no such file\n"
+    assert capsys.readouterr().err == f"pig-eval: error: {tmp_path / 'missing.pt'}: no such file\n"
     with pytest.raises(PigError, match=re.escape(f"{tmp_path}: no clips.jsonl")):
         synth.load_manifest(tmp_path, "heldout")
 
@@ -251,7 +254,7 @@ def _micro_config():
 
 
 def test_position_and_time_embeddings_start_as_distinct_codes() -> None:
-    from pig.export.train import make_model
+    from pig.demo.train import make_model
 
     cfg = _micro_config()
     emb = make_model(cfg, seed=0).encoder.clipmodel.vision_model.embeddings
@@ -266,7 +269,7 @@ def test_position_and_time_embeddings_start_as_distinct_codes() -> None:
 
 
 def test_lr_schedule() -> None:
-    from pig.export.train import TrainSettings, lr_at
+    from pig.demo.train import TrainSettings, lr_at
 
     s = TrainSettings(steps=100, lr=1.0, warmup=0.1)
     assert lr_at(0, s) == pytest.approx(0.1)  # 10 warm-up steps, linear from lr/10
@@ -277,7 +280,7 @@ def test_lr_schedule() -> None:
 
 
 def test_losses_match_a_hand_computation() -> None:
-    from pig.export.train import losses, make_model
+    from pig.demo.train import losses, make_model
 
     model = make_model(_micro_config(), seed=1)
     g = torch.Generator().manual_seed(0)
@@ -325,9 +328,9 @@ def test_training_smoke_on_real_clips_and_official_checkpoint_format(tmp_path) -
     """A few steps on 4 generated mp4 clips through the engine data path; the fp16 checkpoint
     loads strictly with the official key structure and reproduces the fp16-rounded model."""
     from pig.demo import dataset
+    from pig.demo.train import TrainSettings, fp16_state_dict, make_model, train
     from pig.engine.tokenizer import ClipTokenizer
     from pig.export.checkpoint import load_checkpoint
-    from pig.export.train import TrainSettings, fp16_state_dict, make_model, train
 
     cfg = _micro_config()
     clips = synth.generate(tmp_path, num_train=4, num_heldout=0, seed=5)
@@ -359,16 +362,18 @@ def test_training_smoke_on_real_clips_and_official_checkpoint_format(tmp_path) -
 
 
 def test_training_command_runs_both_stages_and_writes_a_loadable_model(tmp_path, capsys) -> None:
-    """``python -m pig.export.train``: CLIP-ViP stage, then PIG stage, one log per stage; a
+    """``python -m pig.demo.train``: CLIP-ViP stage, then PIG stage, one log per stage; a
     command with no steps at all is refused."""
+    from pig.demo.train import TINY, main
     from pig.export.checkpoint import load_checkpoint
     from pig.export.config import load_args
-    from pig.export.train import TINY, main
 
     synth.generate(tmp_path / "data", num_train=4, num_heldout=2, seed=3)
     out = tmp_path / "model"
-    main(["--data", str(tmp_path / "data"), "--out", str(out), "--clip-vip-steps", "2",
-          "--clip-vip-lr", "1e-3", "--steps", "1", "--batch", "2", "--log-every", "1"])
+    with pytest.raises(SystemExit) as stop:
+        main(["--data", str(tmp_path / "data"), "--out", str(out), "--clip-vip-steps", "2",
+              "--clip-vip-lr", "1e-3", "--steps", "1", "--batch", "2", "--log-every", "1"])
+    assert stop.value.code == 0
     log = json.loads((out / "train_log.json").read_text())
     assert [(st["settings"]["objective"], st["settings"]["steps"], st["settings"]["lr"])
             for st in log["stages"]] == [("clip-vip", 2, 1e-3), ("pig", 1, 5e-4)]

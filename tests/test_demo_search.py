@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pig import metrics
 from pig.demo import dataset, evaluate, run
 from pig.engine.cli import main as engine_main
 from pig.engine.search import Searcher
@@ -41,7 +42,7 @@ def test_engine_search_r1_equals_evaluation(tmp_path: Path,
     ort = evaluate.ort_embeddings(bundle.dir, pixels, dataset.caption_ids(clips))
     sim = ort["text"] @ ort["pig"].T
     keys = [c.spec.key() for c in clips]
-    reference = evaluate.retrieval_ranks(sim, keys, keys)
+    reference = metrics.retrieval_ranks(sim, keys, keys)
 
     # Ranks are identical except where the evaluation has a near-tie (another clip within 1e-5
     # of the best correct one; some held-out clips get exactly equal vectors): there fp32
@@ -51,8 +52,8 @@ def test_engine_search_r1_equals_evaluation(tmp_path: Path,
     best = np.where(key_ids[:, None] == key_ids[None, :], sim, -np.inf).max(axis=1)
     near_tie = (np.abs(sim - best[:, None]) < 1e-5).sum(axis=1) > 1
     differ = engine != reference
-    report = json.dumps({"engine": evaluate.retrieval_metrics(engine),
-                         "evaluation": evaluate.retrieval_metrics(reference),
+    report = json.dumps({"engine": metrics.retrieval_metrics(engine),
+                         "evaluation": metrics.retrieval_metrics(reference),
                          "near_ties": int(near_tie.sum()),
                          "differ": np.flatnonzero(differ).tolist()})
     assert not np.any(differ & ~near_tie), report

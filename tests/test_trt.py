@@ -772,7 +772,7 @@ def test_trt_setup_failure_frees_earlier_branches(trt_env, monkeypatch, failure)
 
 def test_pig_export_trt_without_gpu_is_one_line_exit_2(monkeypatch, tmp_path, capsys) -> None:
     """`pig-export --trt` without a GPU nor TensorRT-RTX: one clear line, exit 2, no plan."""
-    from pig.export.cli import main
+    from pig.cli.export import main
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
     monkeypatch.setattr(flavour, "module_present", lambda name: False)
@@ -790,7 +790,7 @@ def test_pig_export_trt_without_gpu_is_one_line_exit_2(monkeypatch, tmp_path, ca
     (["--calibrate", "--precision", "fp32"], "has none"),
 ])
 def test_pig_export_refuses_bad_trt_and_precision_options(tmp_path, capsys, argv, message) -> None:
-    from pig.export.cli import main
+    from pig.cli.export import main
 
     root = write_bundle(tmp_path / "b", SIZES)
     with pytest.raises(SystemExit) as exc:
@@ -813,14 +813,13 @@ def no_gpu(monkeypatch):
 
 def _export_trt(root, capsys, *args: str) -> str:
     """``pig-export --out ROOT --trt ARGS``; its stdout + stderr (asserted exit 0)."""
-    from pig.export.cli import main
+    from pig.cli.export import main
 
-    try:
+    with pytest.raises(SystemExit) as stop:
         main(["--out", str(root), "--trt", *args])
-    except SystemExit as stop:
-        out = capsys.readouterr()
-        pytest.fail(f"pig-export exited {stop.code}: {out.err}")
     out = capsys.readouterr()
+    if stop.value.code != 0:
+        pytest.fail(f"pig-export exited {stop.value.code}: {out.err}")
     return out.out + out.err
 
 
@@ -919,7 +918,7 @@ def test_parser_rejection_names_the_node(tmp_path, no_gpu) -> None:
 ])
 def test_pig_export_refuses_bad_compute_capability(tmp_path, capsys, no_gpu, ccs,
                                                    message) -> None:
-    from pig.export.cli import main
+    from pig.cli.export import main
 
     root = write_bundle(tmp_path / "b", SIZES)
     with pytest.raises(SystemExit) as exc:

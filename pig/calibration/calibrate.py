@@ -22,10 +22,11 @@ from pig.calibration import data as cdata
 from pig.calibration import int8_cpu
 from pig.calibration.fp16 import convert_fp16, fp32_islands
 from pig.calibration.int8 import quantize_int8, settings
-from pig.calibration.options import CALIBRATION_METHODS, PRECISIONS
-from pig.calibration.report import INPUTS, accuracy_report, format_report, write_report
+from pig.calibration.options import CALIBRATION_METHODS
+from pig.calibration.report import accuracy_report, format_report, write_report
 from pig.engine.bundle import Bundle
 from pig.engine.fsutil import write_atomic
+from pig.engine.graphs import BRANCHES, CALIBRATED_PRECISIONS, INPUT_NAMES, graph_file
 from pig.errors import PigError
 
 EvalSource = cdata.EvalSet | str | Path | None
@@ -52,7 +53,8 @@ def _save(model: onnx.ModelProto, path: Path) -> None:
 
 
 def calibrate_bundle(bundle_dir: str | Path, videos: Path | None = None,
-                     captions: Path | None = None, precisions: Sequence[str] = PRECISIONS,
+                     captions: Path | None = None,
+                     precisions: Sequence[str] = CALIBRATED_PRECISIONS,
                      method: str = "max", percentile: float = 99.99,
                      max_videos: int = 64, max_captions: int = 256,
                      eval_data: EvalSource = None,
@@ -68,9 +70,10 @@ def calibrate_bundle(bundle_dir: str | Path, videos: Path | None = None,
     if (videos is None) != (captions is None):
         raise PigError("calibration needs both --videos and --captions (or neither, for the "
                        "demo calibration set)")
-    unknown = sorted(set(precisions) - set(PRECISIONS))
+    unknown = sorted(set(precisions) - set(CALIBRATED_PRECISIONS))
     if unknown:
-        raise PigError(f"unknown precision {unknown[0]!r} (choose from {', '.join(PRECISIONS)})")
+        raise PigError(f"unknown precision {unknown[0]!r} (choose from "
+                       f"{', '.join(CALIBRATED_PRECISIONS)})")
     if method not in CALIBRATION_METHODS:
         raise PigError(f"unknown calibration method {method!r}")
     bundle = Bundle.load(bundle_dir)
@@ -85,9 +88,10 @@ def calibrate_bundle(bundle_dir: str | Path, videos: Path | None = None,
             echo(f"note: calibration video skipped: {line}")
         echo(f"calibration set: {len(cal.pixel_values)} videos, {len(cal.input_ids)} captions "
              f"({cal.source})")
-    fp32_graphs = {branch: onnx.load(str(bundle.graph_path(branch, "fp32"))) for branch in INPUTS}
+    fp32_graphs = {branch: onnx.load(str(bundle.graph_path(branch, "fp32")))
+                   for branch in BRANCHES}
     for precision in precisions:
-        for branch, name in INPUTS.items():
+        for branch, name in INPUT_NAMES.items():
             fp32 = fp32_graphs[branch]  # read-only: both passes work on copies
             if precision == "fp16":
                 model = convert_fp16(fp32)
@@ -105,7 +109,7 @@ def calibrate_bundle(bundle_dir: str | Path, videos: Path | None = None,
                 meta = {"method": "int8 explicit Q/DQ", "tool": "pig.calibration.int8 "
                         "(Q/DQ placement ours, calibration runs in onnxruntime)", "why": WHY_INT8,
                         "calibration": {**cal.provenance(), **settings(method, percentile)}}
-            file = f"{branch}.{precision}.onnx"
+            file = graph_file(branch, precision)
             _save(model, bundle.dir / file)
             bundle.set_graph(branch, precision, file, io="float32 (as fp32)", **meta, **common)
             echo(f"wrote {file} ({(bundle.dir / file).stat().st_size / 2**20:.1f} MiB)")

@@ -33,6 +33,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from pig.calibration.fp16 import convert_fp16
 from pig.calibration.options import CALIBRATION_METHODS
+from pig.engine.backends.onnxruntime import cpu_session
 
 QUANT_OPS = ("MatMul", "Gemm", "Conv")
 QDQ_OPSET = 19  # QuantizeLinear/DequantizeLinear take float16 scales from opset 19 on
@@ -61,8 +62,6 @@ def calibrate(model: onnx.ModelProto, tensors: Iterable[str], input_name: str,
     ``max``: the largest |x| seen. ``percentile``: that percentile of |x| (over an evenly
     strided sample of at most 2**20 values per tensor and batch).
     """
-    import onnxruntime as ort
-
     if method not in CALIBRATION_METHODS:
         raise ValueError(f"calibration method must be one of {CALIBRATION_METHODS}")
     tensors = list(dict.fromkeys(tensors))
@@ -73,10 +72,7 @@ def calibrate(model: onnx.ModelProto, tensors: Iterable[str], input_name: str,
     probe.graph.output.extend(known.get(t) or helper.make_tensor_value_info(t, TensorProto.FLOAT,
                                                                              None)
                               for t in tensors if t not in outputs)
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    session = ort.InferenceSession(probe.SerializeToString(), opts,
-                                   providers=["CPUExecutionProvider"])
+    session = cpu_session(probe.SerializeToString())
     amax = dict.fromkeys(tensors, 0.0)
     samples: dict[str, list[np.ndarray]] = {t: [] for t in tensors}
     for i in range(0, len(data), batch):

@@ -9,7 +9,6 @@ from typing import Any
 
 import click
 
-PRECISIONS = ("fp16", "int8", "int8-cpu")  # see pig.engine.backends.base.PRECISIONS
 CALIBRATION_METHODS = ("max", "percentile")
 
 

@@ -3,7 +3,7 @@
 Per precision: cosine between its embeddings and the fp32 ones (mean, min; video and text),
 token-selector agreement (fraction of videos whose selected token set is identical, and whose
 order is identical too) and, on a retrieval set, R@1/5/10 with the demo's rule
-(``pig.demo.evaluate``). Written into the bundle as ``accuracy_report.json``.
+(``pig.metrics``). Written into the bundle as ``accuracy_report.json``.
 """
 
 from __future__ import annotations
@@ -16,21 +16,17 @@ import numpy as np
 
 from pig.calibration.data import EvalSet
 from pig.engine.backends.accuracy import REPORT
+from pig.engine.backends.onnxruntime import cpu_session
 from pig.engine.bundle import Bundle
 from pig.engine.fsutil import write_json_atomic
-
-INPUTS = {"video": "pixel_values", "text": "input_ids"}
-EMB, TOPK = "embeddings", "topk_indices"  # output names (pig.export.onnx_export)
+from pig.engine.graphs import INPUT_NAMES, OUTPUT_NAME, TOPK_INDICES
+from pig.metrics import retrieval_metrics, retrieval_ranks
 
 
 def run_graph(path: Path, name: str, data: np.ndarray, batch: int = 32
               ) -> dict[str, np.ndarray]:
     """``{output name: array}`` of the graph at ``path`` over ``data`` in batches (ORT, CPU)."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    session = cpu_session(path)
     parts = [session.run(None, {name: np.ascontiguousarray(data[i:i + batch])})
              for i in range(0, len(data), batch)]
     names = [o.name for o in session.get_outputs()]
@@ -52,17 +48,15 @@ def selector_agreement(ref: np.ndarray, got: np.ndarray) -> dict[str, float]:
 
 def _retrieval(text: np.ndarray, video: np.ndarray, keys: list[tuple[str, ...]]
                ) -> dict[str, float]:
-    from pig.demo.evaluate import retrieval_metrics, retrieval_ranks
-
     m = retrieval_metrics(retrieval_ranks(text @ video.T, keys, keys))
     return {k: m[k] for k in ("R@1", "R@5", "R@10")}
 
 
 def accuracy_report(bundle: Bundle, precisions: list[str], data: EvalSet) -> dict[str, Any]:
     """The report of ``precisions`` (each present for both branches) against fp32."""
-    outputs = {(b, p): run_graph(bundle.graph_path(b, p), INPUTS[b],
+    outputs = {(b, p): run_graph(bundle.graph_path(b, p), INPUT_NAMES[b],
                                  data.pixel_values if b == "video" else data.input_ids)
-               for p in ["fp32", *precisions] for b in INPUTS}
+               for p in ["fp32", *precisions] for b in INPUT_NAMES}
     report: dict[str, Any] = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "runtime": "onnxruntime CPUExecutionProvider", "eval_set": data.source,
@@ -70,10 +64,11 @@ def accuracy_report(bundle: Bundle, precisions: list[str], data: EvalSet) -> dic
         "precisions": {}}
     ref_video, ref_text = outputs["video", "fp32"], outputs["text", "fp32"]
     if data.keys is not None:
-        report["fp32"] = _retrieval(ref_text[EMB], ref_video[EMB], data.keys)
+        report["fp32"] = _retrieval(ref_text[OUTPUT_NAME], ref_video[OUTPUT_NAME], data.keys)
     for p in precisions:
         video, text = outputs["video", p], outputs["text", p]
-        cv, ct = cosine(ref_video[EMB], video[EMB]), cosine(ref_text[EMB], text[EMB])
+        cv = cosine(ref_video[OUTPUT_NAME], video[OUTPUT_NAME])
+        ct = cosine(ref_text[OUTPUT_NAME], text[OUTPUT_NAME])
         entry: dict[str, Any] = {
             "file_video": bundle.graph_entry("video", p)["file"],
             "file_text": bundle.graph_entry("text", p)["file"],
@@ -81,10 +76,10 @@ def accuracy_report(bundle: Bundle, precisions: list[str], data: EvalSet) -> dic
             "sha256_text": bundle.graph_sha256("text", p),
             "video_cosine_mean": float(cv.mean()), "video_cosine_min": float(cv.min()),
             "text_cosine_mean": float(ct.mean()), "text_cosine_min": float(ct.min())}
-        if TOPK in video:
-            entry.update(selector_agreement(ref_video[TOPK], video[TOPK]))
+        if TOPK_INDICES in video:
+            entry.update(selector_agreement(ref_video[TOPK_INDICES], video[TOPK_INDICES]))
         if data.keys is not None:
-            r = _retrieval(text[EMB], video[EMB], data.keys)
+            r = _retrieval(text[OUTPUT_NAME], video[OUTPUT_NAME], data.keys)
             entry.update(r)
             entry.update({f"d{k}": r[k] - report["fp32"][k] for k in r})
         report["precisions"][p] = entry

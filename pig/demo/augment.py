@@ -14,8 +14,8 @@ from dataclasses import replace
 
 import numpy as np
 
-from pig.demo.evaluate import key_matches
 from pig.demo.synth import ClipSpec, caption
+from pig.metrics import key_matches
 
 MIRRORED = {"left": "right", "right": "left"}
 REVERSED = {"left": "right", "right": "left", "up": "down", "down": "up",

@@ -5,7 +5,7 @@ and mean rank for (a) the PIG vector in PyTorch (the checkpoint as shipped, fp16
 upcast), (b) the exported fp32 ONNX bundle in ONNX Runtime, (c) the plain CLIP-ViP vector
 (projected video CLS, no pseudo-query interaction) of the same model and (d) with
 ``--baseline``, the paper's ablation: the CLIP-ViP vector of a model trained with the CLIP-ViP
-objective only (``python -m pig.export.train --steps 0``). Clips that share every attribute are
+objective only (``python -m pig.demo.train --steps 0``). Clips that share every attribute are
 interchangeable: retrieving any of them counts as correct.
 
 ``python -m pig.demo.evaluate --checkpoint models/pig-tiny/pig_tiny.pt --config
@@ -14,58 +14,22 @@ models/pig-tiny/args.json --data demo_out/synth --bundle bundles/pig-tiny --repo
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 import time
-from collections.abc import Hashable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import click
 import numpy as np
 
+from pig.cli import console
 from pig.demo import dataset, synth
-from pig.errors import PigError
+from pig.metrics import retrieval_metrics, retrieval_ranks
 
 RULE = ("a retrieved clip whose attributes (shape, colour, size, motion, background, second "
         "object) equal the query clip's counts as correct")
-
-
-def key_matches(row_keys: Sequence[Hashable], col_keys: Sequence[Hashable]) -> np.ndarray:
-    """``[R, C]`` bool: row ``i`` and column ``j`` have equal keys."""
-    ids: dict[Hashable, int] = {}
-    r = np.asarray([ids.setdefault(k, len(ids)) for k in row_keys])
-    c = np.asarray([ids.setdefault(k, len(ids)) for k in col_keys])
-    return r[:, None] == c[None, :]
-
-
-def retrieval_ranks(
-    sim: np.ndarray, query_keys: Sequence[Hashable], gallery_keys: Sequence[Hashable]
-) -> np.ndarray:
-    """1-based rank of the best-scoring correct clip for each query (row of ``sim [Q, G]``).
-
-    A gallery clip is correct for a query when its attribute key equals the query's key (so
-    clips sharing every attribute are interchangeable). Ties with wrong clips count against
-    the query: rank = 1 + #{wrong clips scoring >= the best correct clip}.
-    """
-    correct = key_matches(query_keys, gallery_keys)
-    if not correct.any(axis=1).all():
-        raise ValueError("every query needs at least one correct gallery clip")
-    best = np.where(correct, sim, -np.inf).max(axis=1, keepdims=True)
-    return 1 + np.count_nonzero((sim >= best) & ~correct, axis=1)
-
-
-def retrieval_metrics(ranks: np.ndarray) -> dict[str, float]:
-    """R@1/5/10 (percent), median rank and mean rank."""
-    ranks = np.asarray(ranks)
-    return {
-        "R@1": 100.0 * float(np.mean(ranks <= 1)),
-        "R@5": 100.0 * float(np.mean(ranks <= 5)),
-        "R@10": 100.0 * float(np.mean(ranks <= 10)),
-        "MdR": float(np.median(ranks)),
-        "MnR": float(np.mean(ranks)),
-    }
 
 
 def ranking_agreement(sim_a: np.ndarray, sim_b: np.ndarray, ranks_a: np.ndarray,
@@ -193,24 +157,26 @@ def evaluate(checkpoint: Path, config: Path, data: Path, bundle: Path | None,
     return report
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--checkpoint", type=Path, default=Path("models/pig-tiny/pig_tiny.pt"))
-    p.add_argument("--config", type=Path, default=Path("models/pig-tiny/args.json"))
-    p.add_argument("--data", type=Path, default=Path("demo_out/synth"),
-                   help="output of python -m pig.demo.synth")
-    p.add_argument("--bundle", type=Path, default=None,
-                   help="pig-export --onnx output; adds the ONNX Runtime fp32 row")
-    p.add_argument("--baseline", type=Path, default=None,
-                   help="a checkpoint trained with the CLIP-ViP objective only (same config); "
-                        "adds its CLIP-ViP vector as the ablation row")
-    p.add_argument("--report", type=Path, default=None, help="write the report as JSON here")
-    a = p.parse_args(argv)
-    try:
-        report = evaluate(a.checkpoint, a.config, a.data, a.bundle, a.baseline)
-    except PigError as err:
-        print(f"evaluate: error: {err}", file=sys.stderr)
-        sys.exit(err.exit_code)
+_PATH = click.Path(path_type=Path)
+
+
+@click.command(context_settings=console.CONTEXT, help=__doc__.splitlines()[0])
+@click.option("--checkpoint", type=_PATH, default=Path("models/pig-tiny/pig_tiny.pt"),
+              show_default=True)
+@click.option("--config", type=_PATH, default=Path("models/pig-tiny/args.json"),
+              show_default=True)
+@click.option("--data", type=_PATH, default=Path("demo_out/synth"), show_default=True,
+              help="output of python -m pig.demo.synth")
+@click.option("--bundle", type=_PATH, default=None,
+              help="pig-export --onnx output; adds the ONNX Runtime fp32 row")
+@click.option("--baseline", type=_PATH, default=None,
+              help="a checkpoint trained with the CLIP-ViP objective only (same config); adds "
+                   "its CLIP-ViP vector as the ablation row")
+@click.option("--report", "report_path", type=_PATH, default=None,
+              help="write the report as JSON here")
+def cli(checkpoint: Path, config: Path, data: Path, bundle: Path | None, baseline: Path | None,
+        report_path: Path | None) -> None:
+    report = evaluate(checkpoint, config, data, bundle, baseline)
     print(f"{report['heldout_clips']} held-out clips ({report['distinct_attribute_combinations']} "
           f"attribute combinations); {RULE}")
     print(format_table(report["metrics"]))
@@ -222,9 +188,14 @@ def main(argv: list[str] | None = None) -> None:
                            for k, v in report["direction_twin_accuracy"].items() if v["queries"]))
     if "ort_vs_torch" in report:
         print("ONNX Runtime vs PyTorch:", json.dumps(report["ort_vs_torch"]))
-    if a.report is not None:
-        a.report.parent.mkdir(parents=True, exist_ok=True)
-        a.report.write_text(json.dumps(report, indent=2) + "\n")
+    if report_path is not None:
+        report_path.parent.mkdir(parents=True, exist_ok=True)
+        report_path.write_text(json.dumps(report, indent=2) + "\n")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``pig-eval`` (errors: :mod:`pig.cli.console`)."""
+    console.run(cli, argv, "pig-eval")
 
 
 if __name__ == "__main__":

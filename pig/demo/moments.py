@@ -14,18 +14,18 @@ correct clip). Beside them, the clip-level R@1 of the same model on the plain cl
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import av
+import click
 import numpy as np
 
+from pig.cli import console
 from pig.demo import synth
 from pig.engine.bundle import Bundle
 from pig.engine.pipeline import index_videos
@@ -146,23 +146,24 @@ def format_results(results: dict[str, dict[str, float]], clip_r1: float) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> None:
+@click.command(context_settings=console.CONTEXT, help=__doc__.splitlines()[0])
+@click.option("--heldout", type=click.IntRange(1), default=600, show_default=True,
+              help="held-out clips to use")
+def cli(heldout: int) -> None:
     from pig.demo import run
 
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--heldout", type=int, default=600, help="held-out clips to use")
-    a = p.parse_args(argv)
-    try:
-        clips = run.ensure_clips(run.OUT / "heldout", a.heldout)
-        bundle = run.ensure_bundle(*run.model_files(), run.BUNDLE)
-        run.ensure_index(run.OUT / "heldout", clips, bundle, run.OUT / "index")
-        with Searcher(run.OUT / "index", log=lambda _: None) as searcher:
-            ranks, _ = run.engine_ranks(searcher, clips, run.OUT / "heldout", k=10)
-        results = evaluate(run.OUT / "heldout", clips, bundle, run.OUT)
-    except PigError as err:
-        print(f"moments: error: {err}", file=sys.stderr)
-        sys.exit(err.exit_code)
+    clips = run.ensure_clips(run.OUT / "heldout", heldout)
+    bundle = run.ensure_bundle(*run.model_files(), run.BUNDLE)
+    run.ensure_index(run.OUT / "heldout", clips, bundle, run.OUT / "index")
+    with Searcher(run.OUT / "index", log=lambda _: None) as searcher:
+        ranks, _ = run.engine_ranks(searcher, clips, run.OUT / "heldout", k=10)
+    results = evaluate(run.OUT / "heldout", clips, bundle, run.OUT)
     print(format_results(results, 100 * float(np.mean(ranks <= 1))))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m pig.demo.moments`` (errors: :mod:`pig.cli.console`)."""
+    console.run(cli, argv, "python -m pig.demo.moments")
 
 
 if __name__ == "__main__":

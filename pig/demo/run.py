@@ -17,7 +17,6 @@ A clip counts as correct when its attributes equal the query clip's (``pig.demo.
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import subprocess
@@ -25,8 +24,10 @@ import sys
 import time
 from pathlib import Path
 
+import click
 import numpy as np
 
+from pig.cli import console
 from pig.demo import moments, synth
 from pig.demo.evaluate import RULE
 from pig.engine.bundle import Bundle, sha256_file
@@ -87,7 +88,7 @@ def ensure_bundle(checkpoint: Path, config: Path, out: Path) -> Bundle:
     t0 = time.perf_counter()
     partial = out.with_name(out.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
-    cmd = [sys.executable, "-m", "pig.export.cli", "--onnx", "--checkpoint", str(checkpoint),
+    cmd = [sys.executable, "-m", "pig.cli.export", "--onnx", "--checkpoint", str(checkpoint),
            "--config", str(config), "--out", str(partial)]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
@@ -146,46 +147,44 @@ def show(clips: list[synth.Clip], tops: Top, shown: int,
             _say(f"  {rank}. {score:6.3f}  correct={mark}  {Path(c.path).name}  \"{c.caption}\"")
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--heldout", type=int, default=600, help="held-out clips to index")
-    p.add_argument("--shown", type=int, default=6, help="queries printed with their results")
-    a = p.parse_args(argv)
+@click.command(context_settings=console.CONTEXT, help=__doc__.splitlines()[0])
+@click.option("--heldout", type=click.IntRange(1), default=600, show_default=True,
+              help="held-out clips to index")
+@click.option("--shown", type=click.IntRange(0), default=6, show_default=True,
+              help="queries printed with their results")
+def cli(heldout: int, shown: int) -> None:
     t0 = time.perf_counter()
-    try:
-        clips = ensure_clips(OUT / "heldout", a.heldout)
-        checkpoint, config = model_files()
-        bundle = ensure_bundle(checkpoint, config, BUNDLE)
-        ensure_index(OUT / "heldout", clips, bundle, OUT / "index")
-        with Searcher(OUT / "index", log=lambda _: None) as searcher:
-            ranks, tops = engine_ranks(searcher, clips, OUT / "heldout", k=10)
-    except PigError as err:
-        print(f"demo: error: {err}", file=sys.stderr)
-        sys.exit(err.exit_code)
+    clips = ensure_clips(OUT / "heldout", heldout)
+    checkpoint, config = model_files()
+    bundle = ensure_bundle(checkpoint, config, BUNDLE)
+    ensure_index(OUT / "heldout", clips, bundle, OUT / "index")
+    with Searcher(OUT / "index", log=lambda _: None) as searcher:
+        ranks, tops = engine_ranks(searcher, clips, OUT / "heldout", k=10)
     r = {f"R@{k}": 100 * float(np.mean(ranks <= k)) for k in (1, 5, 10)}
     _say(f"[4/5] {len(clips)} captions searched with pig-engine (k=10): "
          + ", ".join(f"{name} {v:.1f}%" for name, v in r.items())
          + f" (chance R@1 ~{100 / len(clips):.1f}%); {RULE}")
     report = MODEL / "eval_report.json"
-    if report.is_file() and a.heldout == json.loads(report.read_text()).get(
+    if report.is_file() and heldout == json.loads(report.read_text()).get(
             "heldout_clips"):
         ref = json.loads(report.read_text())["metrics"].get("PIG (ONNX Runtime fp32)", {})
         _say(f"      the evaluation ({report}, float32 vectors, exact) reports R@1 "
              f"{ref.get('R@1', float('nan')):.1f}%; this index stores float16 vectors, so "
              "near-ties may break differently")
-    show(clips, tops, a.shown)
+    show(clips, tops, shown)
     _say("\n[5/5] moments: long videos of 16 held-out clips each, indexed with segments")
-    try:
-        results = moments.evaluate(OUT / "heldout", clips, bundle, OUT, say=_say)
-    except PigError as err:
-        print(f"demo: error: {err}", file=sys.stderr)
-        sys.exit(err.exit_code)
+    results = moments.evaluate(OUT / "heldout", clips, bundle, OUT, say=_say)
     _say(moments.format_results(results, r["R@1"]))
     _say(f"\ndemo finished in {time.perf_counter() - t0:.0f} s. Try it yourself:\n"
          f"  pig-engine search --index {OUT / 'index'} -k 5 "
          "--query \"a large green star moves up on a black background\"\n"
          f"  pig-engine search --index {OUT / 'index-aligned'} -k 5 --group-by segment "
          "--query \"a large green star moves up on a black background\"")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``make demo`` (errors: :mod:`pig.cli.console`)."""
+    console.run(cli, argv, "python -m pig.demo.run")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ CLI: ``python -m pig.demo.synth --out demo_out/synth --train 16000 --heldout 600
 
 from __future__ import annotations
 
-import argparse
 import json
 import zlib
 from dataclasses import asdict, dataclass
@@ -20,8 +19,10 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import click
 import numpy as np
 
+from pig.cli import console
 from pig.errors import PigError
 
 SHAPES = ("circle", "square", "triangle", "star", "diamond", "cross")
@@ -337,15 +338,20 @@ def load_manifest(root: Path, split: str | None = None) -> list[Clip]:
     return clips
 
 
+@click.command(context_settings=console.CONTEXT, help=__doc__.splitlines()[0])
+@click.option("--out", type=click.Path(path_type=Path), default=Path("demo_out/synth"),
+              show_default=True)
+@click.option("--train", type=click.IntRange(0), default=16000, show_default=True)
+@click.option("--heldout", type=click.IntRange(0), default=600, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+def cli(out: Path, train: int, heldout: int, seed: int) -> None:
+    clips = generate(out, train, heldout, seed)
+    print(f"wrote {len(clips)} clips under {out}")
+
+
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", type=Path, default=Path("demo_out/synth"))
-    p.add_argument("--train", type=int, default=16000)
-    p.add_argument("--heldout", type=int, default=600)
-    p.add_argument("--seed", type=int, default=0)
-    a = p.parse_args(argv)
-    clips = generate(a.out, a.train, a.heldout, a.seed)
-    print(f"wrote {len(clips)} clips under {a.out}")
+    """``python -m pig.demo.synth`` (errors: :mod:`pig.cli.console`)."""
+    console.run(cli, argv, "python -m pig.demo.synth")
 
 
 if __name__ == "__main__":

@@ -11,19 +11,16 @@ import copy
 import hashlib
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pig.engine.fsutil import write_json_atomic
+from pig.engine.graphs import BRANCHES
 from pig.engine.recipe import PreprocessRecipe, TokenizerSpec
 from pig.errors import BundleError
-
-if TYPE_CHECKING:
-    from pig.engine.backends.base import Branch
 
 FORMAT = "pig-bundle"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
-BRANCHES: tuple[Branch, ...] = ("video", "text")
 _REQUIRED = ("model", "embedding_dim", "preprocess", "tokenizer", "graphs", "fingerprint")
 
 
@@ -53,6 +50,8 @@ class Bundle:
         self.tokenizer_spec = TokenizerSpec.from_dict(manifest["tokenizer"])
         self.embedding_dim = int(manifest["embedding_dim"])
         self.fingerprint: str = manifest["fingerprint"]
+        # False for the two-matrix variant (clip_unit + alpha * fused_unit, see pig-export)
+        self.unit_vectors = bool(manifest.get("video_vector", {}).get("unit_length", True))
 
     @classmethod
     def load(cls, root: str | Path) -> Bundle:

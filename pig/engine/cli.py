@@ -14,16 +14,17 @@ from typing import Any
 
 import click
 
-from pig.engine.backends.base import PRECISIONS
+from pig.cli import console
 from pig.engine.backends.select import BACKENDS
 from pig.engine.decoders import CHOICES as DECODER_CHOICES
+from pig.engine.graphs import PRECISIONS
 from pig.engine.index import DTYPES, VideoIndex
 from pig.engine.index.store import GROUP_BY
 from pig.engine.segments import MODES, Segmenting, format_span, format_time
 from pig.errors import PigError
 
 EXIT_FAILED = 1
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = console.EXIT_INTERRUPTED
 
 _PATH = click.Path(path_type=Path)
 _backend = click.option("--backend", type=click.Choice(BACKENDS), default="auto",
@@ -38,7 +39,7 @@ def _log(msg: str) -> None:
     click.echo(msg, err=True)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings=console.CONTEXT)
 def cli() -> None:
     """PIG text-to-video retrieval: index videos, then search them with text."""
 
@@ -82,23 +83,44 @@ def cli() -> None:
               help="shots: shorter shots merge with a neighbour [default: 2]")
 @click.option("--progress/--no-progress", default=None,
               help="progress bar (default: when stderr is a terminal)")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local",
+              show_default=True, help="local: this process; ray: decode and encode on Ray Data")
+@click.option("--ray-address", default=None, help="[ray] join this Ray cluster (bundle and "
+              "videos on a filesystem shared by every node); default: start Ray here")
+@click.option("--decode-cpus", type=click.IntRange(1), default=None,
+              help="[ray] decode tasks at once (default: every free CPU)")
+@click.option("--encoders", type=click.IntRange(1), default=1, show_default=True,
+              help="[ray] encoder actors")
+@click.option("--encoder-gpus", type=click.FloatRange(0), default=None,
+              help="[ray] GPUs per encoder actor (default: 1 if the cluster has GPUs, else 0: "
+              "ONNX Runtime on CPU)")
 def index(paths: tuple[Path, ...], bundle: Path, index_dir: Path, glob: str | None,
           backend: str, precision: str | None, batch_size: int, workers: int,
           encoder_threads: int, decoder: str, dtype: str | None, connectivity: int | None,
           expansion_add: int | None, expansion_search: int | None, commit_every: float,
           retry_failed: bool, segment_mode: str | None, segment_seconds: float | None,
           segment_stride_seconds: float | None, whole_video_max_seconds: float | None,
-          shot_min_seconds: float | None, progress: bool | None) -> int:
+          shot_min_seconds: float | None, progress: bool | None, engine: str,
+          ray_address: str | None, decode_cpus: int | None, encoders: int,
+          encoder_gpus: float | None) -> int:
     """Embed the videos in PATHS (files and folders) into an index.
 
     Incremental and resumable: unchanged files are skipped, changed ones re-embedded. Videos
     that cannot be decoded are recorded with the reason, listed, and give exit code 1; so do
     folders that cannot be read (skipped; what an earlier run indexed there is kept).
     The segmenting options are fixed when the index is created; a later run that gives
-    different ones is refused.
+    different ones is refused. With --engine ray, --workers does not apply (--decode-cpus
+    does).
     """
     from pig.engine.bundle import Bundle
-    from pig.engine.pipeline import PipelineOptions, index_videos
+    from pig.engine.pipeline import PipelineOptions, index_videos, local_engine
+
+    run_on = local_engine
+    if engine == "ray":
+        from pig.engine.ray_engine import RayEngine, RayOptions
+
+        run_on = RayEngine(RayOptions(address=ray_address, decode_cpus=decode_cpus,
+                                      encoders=encoders, encoder_gpus=encoder_gpus))
 
     options = PipelineOptions(batch_size=batch_size, workers=workers,
                               encoder_threads=encoder_threads, commit_seconds=commit_every,
@@ -107,7 +129,7 @@ def index(paths: tuple[Path, ...], bundle: Path, index_dir: Path, glob: str | No
                              whole_video_max_seconds, shot_min_seconds)
     report = index_videos(
         paths, Bundle.load(bundle), index_dir, glob=glob, backend=backend, precision=precision,
-        dtype=dtype, segmenting=segmenting, options=options, log=_log,
+        dtype=dtype, segmenting=segmenting, options=options, log=_log, engine=run_on,
         usearch_settings={"connectivity": connectivity, "expansion_add": expansion_add,
                           "expansion_search": expansion_search},
         progress=sys.stderr.isatty() if progress is None else progress,
@@ -170,10 +192,15 @@ def search(queries: tuple[str, ...], queries_file: Path | None, index_dir: Path,
     texts = _read_queries(queries, queries_file)
     with Searcher(index_dir, bundle, backend, precision, log=_log) as searcher:
         results = searcher.search(texts, k, exact=exact, group_by=group_by)
-    for text, hits in zip(texts, results, strict=True):
+        cut = searcher.truncated(texts)
+        length = searcher.bundle.tokenizer_spec.max_length
+    for i, (text, hits, truncated) in enumerate(zip(texts, results, cut, strict=True), 1):
+        if truncated:
+            _log(f"note: query {i} is longer than the model's text length ({length} tokens "
+                 "with BOS/EOS): only its beginning was searched")
         rows = [hit_json(r, h) for r, h in enumerate(hits, 1)]
         if as_json:
-            click.echo(json.dumps({"query": text, "results": rows}))
+            click.echo(json.dumps({"query": text, "truncated": truncated, "results": rows}))
             continue
         click.echo(f"query: {text}")
         for row in rows:
@@ -245,19 +272,8 @@ def remove(index_dir: Path, paths: tuple[Path, ...]) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: user errors become one line on stderr, never a traceback."""
-    try:
-        code = cli.main(args=argv, prog_name="pig-engine", standalone_mode=False)
-    except PigError as err:
-        click.echo(f"pig-engine: error: {err}", err=True)
-        code = err.exit_code
-    except click.ClickException as err:
-        err.show()
-        code = err.exit_code
-    except (KeyboardInterrupt, click.Abort):
-        click.echo("pig-engine: interrupted", err=True)
-        code = EXIT_INTERRUPTED
-    sys.exit(code or 0)
+    """Console entry point (errors: :mod:`pig.cli.console`)."""
+    console.run(cli, argv, "pig-engine")
 
 
 if __name__ == "__main__":

@@ -150,6 +150,59 @@ def decode_file(plan: Plan, recipe: PreprocessRecipe, segmenting: Segmenting,
     yield replace(entry, frames=frames, spans=tuple(spans))
 
 
+def preprocess_segment(segment: VideoSegment, recipe: PreprocessRecipe, out: np.ndarray,
+                       path: str) -> FileFailure | None:
+    """Preprocess one decoded segment of ``path`` into ``out`` (a batch slot); on failure
+    zeroes the slot and returns the file's failure (its other segments are then void)."""
+    try:
+        preprocess_frames(segment.frames, recipe, out=out, threads=1)
+    except (ValueError, TypeError) as err:
+        out[...] = 0
+        return FileFailure(path, f"preprocessing failed ({err})")
+    return None
+
+
+class IndexWriter:
+    """The driver's side of a run, the one thread that touches the index: records each
+    file's result and commits every ``commit_seconds``, stretched to 10x the last commit's
+    duration for large indexes (a commit rewrites the vectors file); 0 commits after every
+    file."""
+
+    def __init__(self, index: VideoIndex, report: IndexReport, commit_seconds: float,
+                 advance: Callable[[int, int], object]) -> None:
+        self.index, self.report, self._advance = index, report, advance
+        self._commit_seconds = self._interval = commit_seconds
+        self._last_commit = time.monotonic()
+
+    def fail(self, failure: FileFailure) -> None:
+        self.index.record_failure(failure.path, failure.reason)
+        self.report.failed.append((failure.path, failure.reason))
+        self._advance(1, 0)
+
+    def encoded(self, segments: int) -> None:
+        """Progress: ``segments`` more encoded (a long file moves the bar before it is done)."""
+        self._advance(0, segments)
+
+    def add(self, entry: Entry, vectors: np.ndarray) -> None:
+        """Add one file with its segment vectors (in span order); commit if one is due."""
+        self.index.add([entry], vectors)
+        self.report.indexed += 1
+        self.report.segments += len(entry.spans)
+        self._advance(1, 0)
+        if time.monotonic() - self._last_commit >= self._interval:
+            t = time.monotonic()
+            self.index.commit()
+            self.report.commits += 1
+            self._last_commit = time.monotonic()
+            if self._commit_seconds > 0:  # keep commits under ~10% of the time
+                self._interval = max(self._commit_seconds, 10 * (self._last_commit - t))
+
+
+Embed = Callable[[list[Plan], IndexWriter, threading.Event], None]
+"""An engine's encode side: embeds the planned files through the writer; stops with
+KeyboardInterrupt at a safe point once the event is set (Ctrl-C)."""
+
+
 @dataclass(frozen=True)
 class _Slot:
     """What a batch slot holds: segment ``ordinal`` of task ``task``."""
@@ -252,6 +305,52 @@ def _deferred_sigint(flag: threading.Event) -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
+def run_plans(index: VideoIndex, files: Iterable[str | os.PathLike[str]],
+              options: PipelineOptions, embed: Embed, progress: bool = False) -> IndexReport:
+    """Plan ``files`` against the catalog, hand the ones to embed to ``embed`` (an engine's
+    encode side: the local pipeline or Ray) with an :class:`IndexWriter`, commit at the end.
+
+    Ctrl-C sets the event given to ``embed``; what is encoded by then is committed and the
+    report says ``interrupted``."""
+    t0 = time.perf_counter()
+    report = IndexReport()
+    todo: list[Plan] = []
+    for f in files:
+        plan = index.plan(f, retry_failed=options.retry_failed)
+        report.files += 1
+        if plan.action == "embed":
+            todo.append(plan)
+        else:
+            report.skipped[plan.reason] += 1
+    if todo:
+        with tqdm(total=len(todo), unit="video", desc="indexing", disable=not progress,
+                  file=sys.stderr, smoothing=0.1) as bar:
+            interrupt = threading.Event()
+
+            encoded = 0
+
+            def advance(files: int, segments: int = 0) -> None:
+                """``files`` done; ``segments`` encoded (a long file shows progress)."""
+                nonlocal encoded
+                encoded += segments
+                bar.set_postfix(segments=encoded, refresh=False)
+                if files:
+                    bar.update(files)
+                else:
+                    bar.refresh()
+
+            try:
+                with _deferred_sigint(interrupt):
+                    embed(todo, IndexWriter(index, report, options.commit_seconds, advance),
+                          interrupt)
+            except KeyboardInterrupt:
+                report.interrupted = True
+    index.commit()
+    report.commits += 1
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
 class Pipeline:
     """Runs decode/preprocess workers against one encoder and one writable index."""
 
@@ -270,44 +369,9 @@ class Pipeline:
     def run(self, index: VideoIndex, files: Iterable[str | os.PathLike[str]],
             progress: bool = False) -> IndexReport:
         """Index ``files`` (already discovered) into ``index``; see the module docstring."""
-        t0 = time.perf_counter()
-        report = IndexReport()
-        todo: list[Plan] = []
-        for f in files:
-            plan = index.plan(f, retry_failed=self.options.retry_failed)
-            report.files += 1
-            if plan.action == "embed":
-                todo.append(plan)
-            else:
-                report.skipped[plan.reason] += 1
-        if todo:
-            with tqdm(total=len(todo), unit="video", desc="indexing", disable=not progress,
-                      file=sys.stderr, smoothing=0.1) as bar:
-                interrupt = threading.Event()
-                encoded = 0
+        return run_plans(index, files, self.options, self._embed, progress)
 
-                def advance(files: int, segments: int = 0) -> None:
-                    """``files`` done; ``segments`` encoded (a long file shows progress)."""
-                    nonlocal encoded
-                    encoded += segments
-                    bar.set_postfix(segments=encoded, refresh=False)
-                    if files:
-                        bar.update(files)
-                    else:
-                        bar.refresh()
-
-                try:
-                    with _deferred_sigint(interrupt):
-                        self._embed(index, todo, report, advance, interrupt)
-                except KeyboardInterrupt:
-                    report.interrupted = True
-        index.commit()
-        report.commits += 1
-        report.seconds = time.perf_counter() - t0
-        return report
-
-    def _embed(self, index: VideoIndex, todo: list[Plan], report: IndexReport,
-               advance: Callable[[int, int], object], interrupt: threading.Event) -> None:
+    def _embed(self, todo: list[Plan], writer: IndexWriter, interrupt: threading.Event) -> None:
         opts = self.options
         results: queue.Queue[Any] = queue.Queue()
         stop = threading.Event()
@@ -315,14 +379,14 @@ class Pipeline:
         buffers = self.encoder.video_input_buffers(opts.buffers, opts.batch_size)
         assembler = _Assembler(buffers, opts.batch_size, len(todo), results, stop)
         pool = ThreadPoolExecutor(opts.workers, thread_name_prefix="pig-decode")
-        segmenting = index.segmenting
+        segmenting = writer.index.segmenting
         encoded: dict[int, dict[int, np.ndarray]] = {}  # task -> ordinal -> vector
         done: dict[int, Entry] = {}  # tasks decoded whole, waiting for their last vectors
         void: set[int] = set()  # failed tasks: vectors still coming for them are dropped
         try:
             for task, plan in enumerate(todo):
                 pool.submit(self._work, task, plan, segmenting, assembler, results)
-            pending, last_commit, interval = len(todo), time.monotonic(), opts.commit_seconds
+            pending = len(todo)
             while pending:
                 if interrupt.is_set():
                     raise KeyboardInterrupt
@@ -336,10 +400,8 @@ class Pipeline:
                     if isinstance(item.result, FileFailure):
                         encoded.pop(item.task, None)
                         void.add(item.task)
-                        index.record_failure(item.result.path, item.result.reason)
-                        report.failed.append((item.result.path, item.result.reason))
+                        writer.fail(item.result)
                         pending -= 1
-                        advance(1, 0)
                         continue
                     done[item.task] = item.result
                     ready = [item.task]
@@ -350,26 +412,15 @@ class Pipeline:
                         if slot is not None and slot.task not in void:
                             encoded.setdefault(slot.task, {})[slot.ordinal] = v
                     ready = list({s.task for s in item.entries if s is not None})
-                    advance(0, sum(s is not None for s in item.entries))
+                    writer.encoded(sum(s is not None for s in item.entries))
                 for task in ready:
                     entry = done.get(task)
                     got = encoded.get(task, {})
                     if entry is None or len(got) < len(entry.spans):
                         continue
-                    index.add([entry], np.stack([got[i] for i in range(len(entry.spans))]))
+                    writer.add(entry, np.stack([got[i] for i in range(len(entry.spans))]))
                     del done[task], encoded[task]
-                    report.indexed += 1
-                    report.segments += len(entry.spans)
                     pending -= 1
-                    advance(1, 0)
-                if time.monotonic() - last_commit >= interval:
-                    t = time.monotonic()
-                    index.commit()
-                    report.commits += 1
-                    last_commit = time.monotonic()
-                    if opts.commit_seconds > 0:
-                        # a commit rewrites the vectors file: keep commits under ~10% of time
-                        interval = max(opts.commit_seconds, 10 * (last_commit - t))
         finally:
             stop.set()
             pool.shutdown(wait=True, cancel_futures=True)
@@ -384,15 +435,11 @@ class Pipeline:
                     results.put(_Done(task, item))
                     return
                 batch, slot = assembler.reserve()
-                try:
-                    preprocess_frames(item.frames, self.recipe, out=batch.buffer[slot],
-                                      threads=1)
-                except (ValueError, TypeError) as err:
-                    batch.buffer[slot] = 0
+                failure = preprocess_segment(item, self.recipe, batch.buffer[slot], plan.path)
+                if failure is not None:
                     assembler.fill(batch, slot, None)
                     files.close()
-                    results.put(_Done(task, FileFailure(plan.path,
-                                                        f"preprocessing failed ({err})")))
+                    results.put(_Done(task, failure))
                     return
                 assembler.fill(batch, slot, _Slot(task, item.ordinal))
         except _Stopped:
@@ -401,6 +448,27 @@ class Pipeline:
             results.put(err)
         finally:
             assembler.task_done()
+
+
+Engine = Callable[..., contextlib.AbstractContextManager[tuple[dict[str, Any], Embed]]]
+"""Opens the encode side of a run: ``engine(bundle, backend, precision, options, log)``
+gives the producer facts recorded in the index (bundle, backend, precision) and the
+:data:`Embed` that runs the planned files."""
+
+
+@contextlib.contextmanager
+def local_engine(bundle: Bundle, backend: str, precision: str | None, options: PipelineOptions,
+                 log: Callable[[str], None] | None) -> Iterator[tuple[dict[str, Any], Embed]]:
+    """This process: decode threads and one encoder (:class:`Pipeline`)."""
+    kwargs: dict[str, Any] = {"log": log} if log is not None else {}
+    encoder = open_backend(bundle, backend, precision, branches=("video",),
+                           ort_options=OrtOptions(threads=options.encoder_threads), **kwargs)
+    try:
+        info = {"bundle": str(Path(bundle.dir).resolve()), "backend": encoder.name,
+                "device": encoder.device, "precision": encoder.precision}
+        yield info, Pipeline(encoder, bundle.recipe, options)._embed
+    finally:
+        encoder.close()
 
 
 def index_videos(
@@ -417,8 +485,10 @@ def index_videos(
     options: PipelineOptions | None = None,
     progress: bool = False,
     log: Callable[[str], None] | None = None,
+    engine: Engine | None = None,
 ) -> IndexReport:
-    """Discover ``paths``, open the encoder and the index (created if missing), run.
+    """Discover ``paths``, open the engine (the encoder; default :func:`local_engine`) and
+    the index (created if missing), run.
 
     Folders that cannot be read are skipped and listed in the report; the files under them
     that an earlier run indexed stay in the index. ``segmenting``: the setting of a new index
@@ -426,6 +496,8 @@ def index_videos(
     """
     options = options or PipelineOptions()
     decoder = choose_decoder(options.decoder)  # refuse an unavailable one before any work
+    (log or log_stderr)(f"decoder: {decoder}")
+    engine = engine or local_engine
     unreadable: list[tuple[str, str]] = []
     files = discover(paths, glob, lambda folder, why: unreadable.append((folder, why)))
     # refuse a read-only folder or a foreign index before opening the encoder (a TensorRT
@@ -437,19 +509,13 @@ def index_videos(
             segmenting = existing.segmenting
     if segmenting is not None and segmenting.mode == "shots":
         shots.require()
-    kwargs: dict[str, Any] = {"log": log} if log is not None else {}
-    (log or log_stderr)(f"decoder: {decoder}")
-    encoder = open_backend(bundle, backend, precision, branches=("video",),
-                           ort_options=OrtOptions(threads=options.encoder_threads), **kwargs)
-    info = {"bundle": str(Path(bundle.dir).resolve()), "backend": encoder.name,
-            "device": encoder.device, "precision": encoder.precision}
-    try:
-        with VideoIndex.open_or_create(
-            index_dir, fingerprint=bundle.fingerprint, dim=bundle.embedding_dim,
-            bundle_info=info, dtype=dtype, segmenting=segmenting, **(usearch_settings or {}),
-        ) as index:
-            report = Pipeline(encoder, bundle.recipe, options).run(index, files, progress)
-    finally:
-        encoder.close()
+    with engine(bundle, backend, precision, options, log) as (info, embed), \
+            VideoIndex.open_or_create(
+                index_dir, fingerprint=bundle.fingerprint, dim=bundle.embedding_dim,
+                bundle_info=info, dtype=dtype, segmenting=segmenting,
+                unit_vectors=bundle.unit_vectors,
+                **(usearch_settings or {}),
+            ) as index:
+        report = run_plans(index, files, options, embed, progress)
     report.unreadable = sorted(unreadable)
     return report

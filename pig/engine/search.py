@@ -77,6 +77,11 @@ class Searcher:
                 raise PigError(f"query {i + 1} is empty")
         return self.encoder.encode_text(self.tokenizer.encode(list(queries)))
 
+    def truncated(self, queries: Sequence[str]) -> list[bool]:
+        """Whether each query is longer than the model's text length (the official collator
+        cuts it there: only its beginning is searched)."""
+        return self.tokenizer.truncated(list(queries))
+
     def search(
         self, queries: Sequence[str], k: int = 10, exact: bool | None = None,
         group_by: str = "video",

@@ -15,6 +15,7 @@ import gzip
 from collections.abc import Sequence
 from functools import cache, lru_cache
 from importlib import resources
+from typing import Any
 
 import numpy as np
 from tokenizers import AddedToken, Regex, Tokenizer, models, normalizers, pre_tokenizers, processors
@@ -130,6 +131,14 @@ class ClipTokenizer:
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Token ids of a batch of texts, int64 ``[len(texts), max_length]``."""
+        ids = np.array([enc.ids for enc in self._encodings(texts)], dtype=np.int64)
+        return ids.reshape(len(texts), self.spec.max_length)
+
+    def truncated(self, texts: Sequence[str]) -> list[bool]:
+        """Whether each text was cut to fit ``max_length`` (BOS + body + EOS)."""
+        return [bool(enc.overflowing) for enc in self._encodings(texts)]
+
+    def _encodings(self, texts: Sequence[str]) -> list[Any]:
         if isinstance(texts, str):
             raise TypeError("encode() takes a sequence of texts; use encode_one() for one text")
         texts = list(texts)
@@ -137,12 +146,10 @@ class ClipTokenizer:
             if not isinstance(text, str):
                 raise TypeError(f"texts[{i}] must be str, got {type(text).__name__}")
         try:
-            encodings = self._tok.encode_batch(texts)
+            return self._tok.encode_batch(texts)
         except TypeError:
             _raise_not_unicode(texts)
             raise
-        ids = np.array([enc.ids for enc in encodings], dtype=np.int64)
-        return ids.reshape(len(texts), self.spec.max_length)
 
     def encode_one(self, text: str) -> np.ndarray:
         """Token ids of one text, int64 ``[max_length]``."""

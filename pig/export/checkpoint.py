@@ -21,6 +21,9 @@ from pig.export.config import PigConfig, infer_from_shapes
 from pig.export.model import PigModel
 
 _WRAPPERS = ("model", "state_dict")
+# The official resume file ``restore.pt`` (E2E_TrainingRestorer):
+# {global_step, model_state_dict (fp16), optim_state_dict, amp_state_dict}.
+_RESUME = "model_state_dict"
 _PIG_PREFIXES = ("encoder.clipmodel.", "generator.clip_reconstructor.", "fusioner.")
 
 
@@ -33,8 +36,12 @@ class LoadedCheckpoint:
     notes: list[str] = field(default_factory=list)  # e.g. "upcast 612 float16 tensors"
 
 
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """A flat ``{name: tensor}`` from ``torch.load(weights_only=True)``; one-line errors."""
+def read_state_dict(path: str | Path, notes: list[str] | None = None
+                    ) -> dict[str, torch.Tensor]:
+    """A flat ``{name: tensor}`` from ``torch.load(weights_only=True)``; one-line errors.
+
+    An official resume file gives its ``model_state_dict`` (a note is appended to ``notes``).
+    """
     p = Path(path)
     if not p.exists():
         raise CheckpointError(f"{p}: no such file")
@@ -46,6 +53,13 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         obj: Any = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as err:  # an untrusted file: any parser failure is a user error
         raise CheckpointError(f"{p}: {_load_failure(err)}") from None
+    if isinstance(obj, dict) and isinstance(obj.get(_RESUME), dict):
+        step = obj.get("global_step")
+        ignored = sorted(str(k) for k in obj if k != _RESUME)
+        if notes is not None:
+            notes.append(f"{p.name} is a training resume file (global_step {step}): loaded its "
+                         f"{_RESUME}; ignored {', '.join(ignored) or 'nothing else'}")
+        obj = obj[_RESUME]
     for key in _WRAPPERS:
         if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
             obj = obj[key]
@@ -54,7 +68,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     bad = [str(k) for k, v in obj.items() if not isinstance(v, torch.Tensor)]
     if bad:
         raise CheckpointError(f"{p}: non-tensor entries {', '.join(bad[:5])}: not a flat "
-                              "state_dict")
+                              "state_dict (nor an official resume file, which holds one under "
+                              f"'{_RESUME}')")
     return obj
 
 
@@ -72,6 +87,10 @@ def _load_failure(err: Exception) -> str:
 def refuse_neighbours(sd: dict[str, torch.Tensor], p: Path) -> None:
     """Name F-Pig and CLIP-ViP checkpoints instead of reporting hundreds of key mismatches."""
     keys = set(sd)
+    if "final_pseudo_final_alpha_add" in keys:
+        raise CheckpointError(f"{p}: has final_pseudo_final_alpha_add (the official "
+                              "pseudo_final_alpha_add variant); this engine does not implement "
+                              "that variant")
     fpig = sorted(k for k in keys if k.startswith(("generator.bos_tokens",
                                                    "generator.query_tokens"))
                   or (k.startswith("generator.") and "text_projection" in k))
@@ -120,9 +139,11 @@ def check_strict(model: PigModel, sd: dict[str, torch.Tensor], p: Path) -> None:
 def load_checkpoint(path: str | Path, args: dict[str, Any] | None = None) -> LoadedCheckpoint:
     """Read, recognise, infer the config (``args``: args.json or PigConfig dict), load strictly."""
     p = Path(path)
-    sd = read_state_dict(p)
+    notes: list[str] = []
+    sd = read_state_dict(p, notes)
     refuse_neighbours(sd, p)
-    sd, notes = _upcast(sd)
+    sd, upcast = _upcast(sd)
+    notes += upcast
     try:
         cfg = infer_from_shapes({k: tuple(v.shape) for k, v in sd.items()}, args)
     except CheckpointError as err:

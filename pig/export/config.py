@@ -21,6 +21,8 @@ VISION = "encoder.clipmodel.vision_model."
 TEXT = "encoder.clipmodel.text_model."
 GEN = "generator.clip_reconstructor."
 HEAD_WIDTH = 64  # every OpenAI CLIP tower uses 64-wide attention heads
+ALPHA = "alpha"  # the two-matrix variant's learned weight of the fused score
+TWO_MATRIX_LOSS = "NCELearnableTempLoss_two_matrix"
 
 # args.json values this implementation computes; anything else is a different model.
 _SUPPORTED_ARGS = {
@@ -72,6 +74,8 @@ class PigConfig:
     fusion_temp: float = 1.0
     bos_id: int = 49406
     eos_id: int = 49407
+    # loss NCELearnableTempLoss_two_matrix: score = t.clip + alpha * t.fused (alpha learned)
+    two_matrix: bool = False
 
     def __post_init__(self) -> None:
         problems = [
@@ -157,7 +161,9 @@ class PigConfig:
             f"text     : width {self.text_width}, {self.text_layers} layers, "
             f"{self.text_heads} heads, vocab {self.vocab_size}, max length "
             f"{self.text_max_length}",
-            f"embedding: {self.embed_dim}",
+            f"embedding: {self.embed_dim}" + (
+                ", video vector clip_unit + alpha * fused_unit (two-matrix loss, not unit "
+                "length)" if self.two_matrix else ""),
         ])
 
 
@@ -210,6 +216,7 @@ def infer_from_shapes(shapes: Mapping[str, Sequence[int]],
         gen_vocab_size=shape(GEN + "embeddings.token_embedding.weight")[0],
         gen_positions=shape(GEN + "embeddings.position_embedding.weight")[0],
         embed_dim=shape("encoder.clipmodel.visual_projection.weight")[0],
+        two_matrix=ALPHA in shapes,
     )
     gw = shape(GEN + "embeddings.token_embedding.weight")[1]
     if gw != sized["embed_dim"]:
@@ -252,7 +259,49 @@ def _from_args(args: Mapping[str, Any], sized: Mapping[str, int]) -> dict[str, A
         raise CheckpointError(f"args.json: test_num_frms = {frames} but the checkpoint's "
                               f"temporal embedding has {sized['num_frames']} frames "
                               "(temporal interpolation is not supported)")
+    _check_test_sampling(args, sized)
+    _check_loss(args, bool(sized["two_matrix"]))
     return out
+
+
+def _check_test_sampling(args: Mapping[str, Any], sized: Mapping[str, Any]) -> None:
+    """Refuse the official test-time options that change the frames the model sees."""
+    rate = args.get("sample_rate", 0)
+    if rate:
+        raise CheckpointError(
+            f"args.json: sample_rate = {rate} is not supported (the official test then samples "
+            "frames at that interval with random temporal jitter, so its vectors are not "
+            "reproducible; this engine implements sample_rate 0: T frames evenly over the clip)")
+    clips = args.get("test_n_clips", 1)
+    if clips != 1:
+        raise CheckpointError(
+            f"args.json: test_n_clips = {clips} is not supported (the official test then feeds "
+            f"{clips} x test_num_frms frames with a linearly interpolated temporal embedding; "
+            "this engine implements test_n_clips 1)")
+    res = args.get("input_res", [sized["image_size"]] * 2)
+    if list(res) != [sized["image_size"]] * 2:
+        raise CheckpointError(f"args.json: input_res = {list(res)} but the checkpoint's "
+                              f"position embedding is for {sized['image_size']}x"
+                              f"{sized['image_size']} frames (interpolation is not supported)")
+    vision = args.get("clip_vision_additional_config", {})
+    for key, field in (("temporal_size", "num_frames"), ("add_cls_num", "num_proxy")):
+        if vision.get(key, sized[field]) != sized[field]:
+            raise CheckpointError(f"args.json: clip_vision_additional_config.{key} = "
+                                  f"{vision[key]} but the checkpoint has {sized[field]}")
+    if "pseudo_final_alpha_add" in args:
+        raise CheckpointError("args.json: pseudo_final_alpha_add is set: that variant (an extra "
+                              "learned pseudo-query term) is not supported")
+
+
+def _check_loss(args: Mapping[str, Any], has_alpha: bool) -> None:
+    """The two-matrix loss changes the retrieval score; it and the checkpoint must agree."""
+    loss = args.get("loss_config", {}).get("loss_name")
+    if loss == TWO_MATRIX_LOSS and not has_alpha:
+        raise CheckpointError(f"args.json: loss_name = {TWO_MATRIX_LOSS} but the checkpoint "
+                              f"has no '{ALPHA}' tensor")
+    if loss is not None and loss != TWO_MATRIX_LOSS and has_alpha:
+        raise CheckpointError(f"the checkpoint has an '{ALPHA}' tensor (the {TWO_MATRIX_LOSS} "
+                              f"variant) but args.json says loss_name = {loss}")
 
 
 def load_args(path: str | Path) -> dict[str, Any]:

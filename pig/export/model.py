@@ -316,6 +316,8 @@ class PigModel(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.encoder = VidClip(cfg)
+        if cfg.two_matrix:  # official name; first key (own parameters precede children's)
+            self.alpha = nn.Parameter(torch.tensor(0.5))
         self.generator = Generator(cfg)
         self.fusioner = Fusioner(cfg)
         m, fl, t = cfg.num_global, cfg.frame_len, cfg.num_frames
@@ -352,6 +354,14 @@ class PigModel(nn.Module):
         clip_embed = fixed_tokens[:, 0]
         return VideoOutputs(embed, _normalize(embed), clip_embed, _normalize(clip_embed),
                             topk_idx, topk_scores, scores, gen_in, pseudo_query, fixed_tokens)
+
+    def retrieval_vector(self, o: VideoOutputs) -> Tensor:
+        """The vector a video is searched by: its unit PIG vector, or for the two-matrix
+        variant ``clip_unit + alpha * fused_unit`` (not unit length), whose inner product with
+        a unit text vector is the official score ``t.clip + alpha * t.fused``."""
+        if self.cfg.two_matrix:
+            return o.clip_embed_norm + self.alpha * o.embed_norm
+        return o.embed_norm
 
     def encode_clip_vip(self, pixel_values: Tensor) -> Tensor:
         """The plain CLIP-ViP video vector (projected video CLS, not normalised), computed

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 import pig
+from pig.engine.backends.onnxruntime import cpu_session
 from pig.engine.bundle import (
     FORMAT,
     FORMAT_VERSION,
@@ -36,14 +37,13 @@ from pig.engine.bundle import (
     sha256_file,
 )
 from pig.engine.fsutil import write_json_atomic
+from pig.engine.graphs import BRANCHES, INPUT_NAMES, OUTPUT_NAMES, graph_file
 from pig.errors import PigError
 from pig.export.checkpoint import LoadedCheckpoint
 from pig.export.model import PigModel
 
 OPSET = 18
 REL_TOL = 1e-4  # per tensor: max|onnx - torch| <= REL_TOL * max|torch|
-VIDEO_OUTPUTS = ("embeddings", "clip_embeddings", "topk_indices")
-TEXT_OUTPUTS = ("embeddings",)
 
 Stage = Callable[[str], contextlib.AbstractContextManager[Any]]
 
@@ -53,7 +53,10 @@ class ExportError(PigError):
 
 
 class VideoGraph(nn.Module):
-    """pixel_values -> (unit PIG vector, unit CLIP-ViP vector, selected token positions)."""
+    """pixel_values -> (retrieval vector, unit CLIP-ViP vector, selected token positions).
+
+    The retrieval vector is the unit PIG vector, or ``clip_unit + alpha * fused_unit`` for the
+    two-matrix variant (:meth:`PigModel.retrieval_vector`)."""
 
     def __init__(self, model: PigModel) -> None:
         super().__init__()
@@ -63,7 +66,7 @@ class VideoGraph(nn.Module):
 
     def forward(self, pixel_values: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         o = self.model.encode_video(pixel_values, self.special_tokens)
-        return o.embed_norm, o.clip_embed_norm, o.topk_indices
+        return self.model.retrieval_vector(o), o.clip_embed_norm, o.topk_indices
 
 
 class TextGraph(nn.Module):
@@ -103,13 +106,6 @@ def export_graph(module: nn.Module, example: Tensor, path: Path, input_name: str
             dynamic_shapes=({0: batch},), external_data=False, verbose=False)
     model = onnx.load(str(path))
     onnx.checker.check_model(model, full_check=True)
-
-
-def run_onnx(path: Path, feed: dict[str, np.ndarray], threads: int = 0) -> list[np.ndarray]:
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    return sess.run(None, feed)
 
 
 def max_rel_diff(got: np.ndarray, ref: np.ndarray) -> tuple[float, float]:
@@ -166,17 +162,18 @@ def export_bundle(ckpt: LoadedCheckpoint, out_dir: str | Path,
     model = ckpt.model.eval()
     pixels, ids = sample_inputs(model)
     with _staging(out_dir) as tmp:
-        with stage("export video.onnx"):
-            export_graph(VideoGraph(model), pixels, tmp / "video.onnx", "pixel_values",
-                         VIDEO_OUTPUTS)
-        with stage("export text.onnx"):
-            export_graph(TextGraph(model), ids, tmp / "text.onnx", "input_ids", TEXT_OUTPUTS)
+        video, text = (tmp / graph_file(b, "fp32") for b in BRANCHES)
+        with stage(f"export {video.name}"):
+            export_graph(VideoGraph(model), pixels, video, INPUT_NAMES["video"],
+                         OUTPUT_NAMES["video"])
+        with stage(f"export {text.name}"):
+            export_graph(TextGraph(model), ids, text, INPUT_NAMES["text"], OUTPUT_NAMES["text"])
         parity: dict[str, float] = {}
         with stage("parity: ONNX Runtime vs PyTorch"), torch.no_grad():
             v, t = model.encode_video(pixels), model.encode_text(ids)
-            got_v = run_onnx(tmp / "video.onnx", {"pixel_values": pixels.numpy()})
-            got_t = run_onnx(tmp / "text.onnx", {"input_ids": ids.numpy()})
-            checks = {"video": (got_v[0], v.embed_norm), "video_clip": (got_v[1],
+            got_v = cpu_session(video).run(None, {INPUT_NAMES["video"]: pixels.numpy()})
+            got_t = cpu_session(text).run(None, {INPUT_NAMES["text"]: ids.numpy()})
+            checks = {"video": (got_v[0], model.retrieval_vector(v)), "video_clip": (got_v[1],
                       v.clip_embed_norm), "text": (got_t[0], t.embed_norm)}
             for name, (got, ref) in checks.items():
                 parity[f"{name}_max_abs"], rel = max_rel_diff(got, ref.numpy())
@@ -191,17 +188,27 @@ def export_bundle(ckpt: LoadedCheckpoint, out_dir: str | Path,
     return ExportResult(out_dir, manifest, files, parity)
 
 
+def video_vector_record(model: PigModel) -> dict[str, Any]:
+    """How the video graph's ``embeddings`` output is made, for the manifest; the index reads
+    ``unit_length`` (the two-matrix variant's vectors are searched by plain inner product)."""
+    if not model.cfg.two_matrix:
+        return {"formula": "fused_unit", "unit_length": True}
+    return {"formula": "clip_unit + alpha * fused_unit", "unit_length": False,
+            "alpha": float(model.alpha.detach())}
+
+
 def build_manifest(ckpt: LoadedCheckpoint, root: Path, parity: dict[str, float]
                    ) -> dict[str, Any]:
     cfg = ckpt.config
-    graphs = {branch: {"fp32": {"file": f"{branch}.onnx",
-                                "sha256": sha256_file(root / f"{branch}.onnx"),
-                                **_io_spec(root / f"{branch}.onnx")}}
-              for branch in ("video", "text")}
+    graphs = {branch: {"fp32": {"file": graph_file(branch, "fp32"),
+                                "sha256": sha256_file(root / graph_file(branch, "fp32")),
+                                **_io_spec(root / graph_file(branch, "fp32"))}}
+              for branch in BRANCHES}
     manifest: dict[str, Any] = {
         "format": FORMAT, "format_version": FORMAT_VERSION,
         "model": cfg.to_dict(),
         "embedding_dim": cfg.embed_dim,
+        "video_vector": video_vector_record(ckpt.model),
         "preprocess": cfg.recipe().to_dict(),
         "tokenizer": cfg.tokenizer_spec().to_dict(),
         "graphs": graphs,

@@ -7,13 +7,14 @@ ever downloaded). ``python -m pig.export.spec_weights SPEC {small,full} OUT.pt``
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from typing import Any
 
+import click
 import numpy as np
 
+from pig.cli import console
 from pig.errors import PigError
 
 
@@ -78,23 +79,23 @@ def save_checkpoint(weights: dict[str, np.ndarray], path: str | Path,
     torch.save(sd, path)
 
 
+@click.command(context_settings=console.CONTEXT)
+@click.argument("spec", type=click.Path(path_type=Path))
+@click.argument("config")
+@click.argument("out", type=click.Path(path_type=Path))
+@click.argument("dtype", type=click.Choice(("float32", "float16")), default="float32")
+def cli(spec: Path, config: str, out: Path, dtype: str) -> None:
+    """Write the deterministic random PIG checkpoint of a weights_spec.json (SPEC): CONFIG
+    small or full, to OUT (.pt), in DTYPE."""
+    if not out.absolute().parent.is_dir():
+        raise PigError(f"{out}: its folder does not exist")
+    save_checkpoint(generate(load_spec(spec), config), out, dtype)
+    print(f"wrote {out} ({config} config of {spec})")
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Dev CLI; bad arguments or files give one error line and exit 2."""
-    parser = argparse.ArgumentParser(
-        prog="python -m pig.export.spec_weights",
-        description="Write the deterministic random PIG checkpoint of a weights_spec.json.")
-    parser.add_argument("spec", type=Path, help="weights_spec.json")
-    parser.add_argument("config", help="config of the spec: small or full")
-    parser.add_argument("out", type=Path, help="checkpoint to write (.pt)")
-    parser.add_argument("dtype", nargs="?", choices=("float32", "float16"), default="float32")
-    args = parser.parse_args(argv)
-    try:
-        if not args.out.absolute().parent.is_dir():
-            raise PigError(f"{args.out}: its folder does not exist")
-        save_checkpoint(generate(load_spec(args.spec), args.config), args.out, args.dtype)
-    except PigError as err:
-        parser.exit(err.exit_code, f"{parser.prog}: error: {err}\n")
-    print(f"wrote {args.out} ({args.config} config of {args.spec})")
+    """Dev CLI (errors: :mod:`pig.cli.console`)."""
+    console.run(cli, argv, "python -m pig.export.spec_weights")
 
 
 if __name__ == "__main__":

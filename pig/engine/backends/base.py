@@ -5,17 +5,9 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator
 from types import TracebackType
-from typing import Literal, Protocol, Self, runtime_checkable
+from typing import Protocol, Self, runtime_checkable
 
 import numpy as np
-
-Branch = Literal["video", "text"]
-Precision = Literal["fp32", "fp16", "int8", "int8-cpu"]
-# int8: explicit Q/DQ for TensorRT; int8-cpu: dynamic INT8 for ONNX Runtime's CPU provider
-PRECISIONS: tuple[Precision, ...] = ("fp32", "fp16", "int8", "int8-cpu")
-CPU_ONLY_PRECISIONS = frozenset({"int8-cpu"})  # no TensorRT engines, no CUDA provider
-INPUT_NAMES: dict[Branch, str] = {"video": "pixel_values", "text": "input_ids"}
-OUTPUT_NAME = "embeddings"
 
 
 def log_stderr(msg: str) -> None:
@@ -29,7 +21,7 @@ class Backend(Protocol):
 
     name: str  # "onnxruntime" | "tensorrt"
     device: str  # what is actually in use, e.g. "CPUExecutionProvider", "NVIDIA H100 (sm_90)"
-    precision: str  # one of PRECISIONS
+    precision: str  # one of pig.engine.graphs.PRECISIONS
 
     def encode_video(self, pixel_values: np.ndarray) -> np.ndarray:
         """``[B, T, 3, S, S]`` float32 (or the graph's input dtype) -> ``[B, D]`` float32."""

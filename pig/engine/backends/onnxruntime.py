@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from pig.engine import gpu as gpu_probe
-from pig.engine.backends.base import INPUT_NAMES, OUTPUT_NAME, Branch, Closable, run_in_chunks
+from pig.engine.backends.base import Closable, run_in_chunks
+from pig.engine.graphs import BRANCHES, INPUT_NAMES, OUTPUT_NAME, Branch
 from pig.errors import BackendUnavailable
 
 if TYPE_CHECKING:
@@ -51,6 +53,17 @@ def session_options(opts: OrtOptions) -> Any:
     return so
 
 
+def cpu_session(model: str | Path | bytes, threads: int = 0) -> Any:
+    """A plain ONNX Runtime CPU session with the engine's options, for the offline tools that
+    run graphs outside a backend: export parity, INT8 calibration, accuracy reports.
+    ``model``: a file or a serialized ModelProto."""
+    import onnxruntime as ort
+
+    source = model if isinstance(model, bytes) else str(model)
+    return ort.InferenceSession(source, session_options(OrtOptions(threads=threads)),
+                                providers=[_PROVIDER["cpu"]])
+
+
 def create_session(path: str, device: Device, opts: OrtOptions) -> Any:
     """An InferenceSession on ``device``; raises BackendUnavailable if ORT fell back to CPU."""
     import onnxruntime as ort
@@ -89,7 +102,7 @@ class OrtBackend(Closable):
         bundle: Bundle,
         precision: str = "fp32",
         device: Device = "cpu",
-        branches: Sequence[Branch] = ("video", "text"),
+        branches: Sequence[Branch] = BRANCHES,
         options: OrtOptions | None = None,
     ) -> None:
         self.precision = precision

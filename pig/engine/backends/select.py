@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING
 
 from pig.engine import gpu as gpu_probe
 from pig.engine.backends.accuracy import INT8_CPU, int8_cpu_verdict
-from pig.engine.backends.base import PRECISIONS, Backend, Branch, log_stderr
+from pig.engine.backends.base import Backend, log_stderr
+from pig.engine.graphs import PRECISIONS, Branch
 from pig.engine.trt import flavour as flavours
 from pig.errors import BackendUnavailable
 

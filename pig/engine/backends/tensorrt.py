@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 
 from pig.engine import gpu as gpu_probe
-from pig.engine.backends.base import INPUT_NAMES, OUTPUT_NAME, Branch, Closable, run_in_chunks
+from pig.engine.backends.base import Closable, run_in_chunks
 from pig.engine.fsutil import write_atomic
+from pig.engine.graphs import INPUT_NAMES, OUTPUT_NAME, Branch
 from pig.engine.trt.build import DEFAULT_WORKSPACE, ensure_plan, import_tensorrt
 from pig.engine.trt.cache import Target
 from pig.engine.trt.cuda import Cuda, DeviceBuffer, PinnedBuffer, import_cudart

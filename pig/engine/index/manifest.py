@@ -22,7 +22,9 @@ DTYPES = ("f16", "i8", "f32")
 class IndexManifest:
     """Static settings (fixed at create) plus a summary of the last commit.
 
-    ``metric`` is always ``"ip"``: scores are inner products of unit vectors. The usearch
+    ``metric`` is always ``"ip"``: scores are inner products of unit vectors (of unit text
+    vectors with vectors of any length where ``unit_vectors`` is False: a bundle of the
+    two-matrix variant; such an index cannot store ``i8``). The usearch
     settings (``usearch``) record how they are stored: for ``i8`` usearch's ``cos`` metric on
     per-vector-scaled int8 codes, which equals the inner product on unit vectors.
     ``bundle_producers`` lists each distinct ``bundle_info`` (precision, backend, ...) that
@@ -42,6 +44,7 @@ class IndexManifest:
     generation: int = 0
     counts: dict[str, int] = field(default_factory=dict)
     metric: str = "ip"
+    unit_vectors: bool = True
     created: float = field(default_factory=time.time)
     updated: float = field(default_factory=time.time)
 

@@ -167,6 +167,7 @@ class VideoIndex:
         connectivity: int | None = None,
         expansion_add: int | None = None,
         expansion_search: int | None = None,
+        unit_vectors: bool = True,
         segmenting: Segmenting | None = None,
     ) -> VideoIndex:
         """Create an empty index in a new or empty ``directory``; returns it open for writing.
@@ -176,10 +177,15 @@ class VideoIndex:
         ``segmenting``: how files are cut into segments (default ``Segmenting()``, auto).
         ``dtype``: storage of the vectors, ``f16`` (default), ``i8`` or ``f32``. The usearch
         HNSW settings default to usearch's own (connectivity 16, expansion 128/64).
+        ``unit_vectors``: False for a bundle whose video vectors are not unit length.
         """
         d = Path(directory).absolute()
         if dtype not in DTYPES:
             raise IndexStoreError(f"{d}: unknown index dtype {dtype!r} (choose from {DTYPES})")
+        if dtype == "i8" and not unit_vectors:
+            raise IndexStoreError(f"{d}: i8 storage scores by cosine, which equals the inner "
+                                  "product only on unit vectors, and this bundle's video "
+                                  "vectors are not unit length; use f16 or f32")
         if dim <= 0:
             raise IndexStoreError(f"{d}: embedding dimension must be positive, got {dim}")
         settings = VectorStore.settings(
@@ -204,6 +210,7 @@ class VideoIndex:
                 dtype=dtype,
                 usearch=settings,
                 bundle_producers=[dict(bundle_info)],
+                unit_vectors=unit_vectors,
                 segmenting=(segmenting or Segmenting()).to_dict(),
             )
             with _os_errors(d):
@@ -283,6 +290,7 @@ class VideoIndex:
         dim: int,
         bundle_info: dict[str, Any],
         dtype: str | None = None,
+        unit_vectors: bool = True,
         segmenting: Segmenting | None = None,
         **usearch_settings: int | None,
     ) -> VideoIndex:
@@ -299,6 +307,7 @@ class VideoIndex:
                 dim=dim,
                 bundle_info=bundle_info,
                 dtype=dtype or "f16",
+                unit_vectors=unit_vectors,
                 segmenting=segmenting,
                 **usearch_settings,
             )
@@ -477,7 +486,8 @@ class VideoIndex:
         refused and nothing is changed.
         """
         self._require_writable()
-        x = check_unit_vectors(vectors, self.dim, str(self.path))
+        x = check_unit_vectors(vectors, self.dim, str(self.path),
+                               unit=self.manifest.unit_vectors)
         n_segments = sum(len(e.spans) for e in entries)
         if n_segments != len(x) or any(not e.spans for e in entries):
             raise IndexStoreError(f"{self.path}: {len(entries)} entries with {n_segments} "

@@ -17,8 +17,10 @@ from pig.errors import IndexStoreError
 UNIT_NORM_TOL = 1e-3  # |‖v‖ - 1| allowed for "unit" vectors (fp16/int8 engines normalise in fp32)
 
 
-def check_unit_vectors(vectors: Any, dim: int, where: str) -> np.ndarray:
-    """``vectors`` as C-contiguous float32 ``[N, dim]``; refuses wrong shape, NaN, non-unit rows."""
+def check_unit_vectors(vectors: Any, dim: int, where: str, *, unit: bool = True) -> np.ndarray:
+    """``vectors`` as C-contiguous float32 ``[N, dim]``; refuses wrong shape, NaN and, unless
+    ``unit`` is False (a bundle whose manifest says its vectors are not unit length), non-unit
+    rows."""
     x = np.ascontiguousarray(vectors, dtype=np.float32)
     if x.ndim == 1:
         x = x[None]
@@ -27,7 +29,7 @@ def check_unit_vectors(vectors: Any, dim: int, where: str) -> np.ndarray:
     if not np.isfinite(x).all():
         raise IndexStoreError(f"{where}: vectors contain NaN or infinity")
     err = np.abs(np.linalg.norm(x, axis=1) - 1.0)
-    if err.size and err.max() > UNIT_NORM_TOL:
+    if unit and err.size and err.max() > UNIT_NORM_TOL:
         row = int(err.argmax())
         raise IndexStoreError(
             f"{where}: vector {row} has norm {1 + err[row]:.4g} (expected unit vectors, "

@@ -27,10 +27,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pig.engine import gpu as gpu_probe
-from pig.engine.backends.base import OUTPUT_NAME, Branch, log_stderr
-from pig.engine.bundle import BRANCHES, sha256_file
+from pig.engine.backends.base import log_stderr
+from pig.engine.bundle import sha256_file
 from pig.engine.fsutil import write_atomic
 from pig.engine.gpu import GpuInfo
+from pig.engine.graphs import BRANCHES, OUTPUT_NAME, Branch
 from pig.engine.trt import flavour as flavours
 from pig.engine.trt.cache import PlanCache, PlanKey, Target, timing_cache_path
 from pig.engine.trt.flavour import Flavour

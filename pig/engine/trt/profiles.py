@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from pig.engine.backends.base import INPUT_NAMES, Branch
+from pig.engine.graphs import INPUT_NAMES, Branch
 
 if TYPE_CHECKING:
     from pig.engine.bundle import Bundle

@@ -1,16 +1,16 @@
 """``pig-export``: turn a PIG checkpoint into a bundle.
 
 One command whose action flags run in a fixed order on the same ``--out`` bundle:
-``--onnx`` (checkpoint -> fp32 graphs + manifest), then further actions (``--calibrate``,
-``--trt``) that read the bundle ``--onnx`` wrote or that already exists. User errors print one
-line and exit 2.
+``--onnx`` (checkpoint -> fp32 graphs + manifest, :mod:`pig.export`), then further actions
+(``--calibrate``, :mod:`pig.calibration`; ``--trt``, :mod:`pig.engine.trt`) that read the bundle
+``--onnx`` wrote or that already exists. It lives above the three packages it drives. Errors:
+:mod:`pig.cli.console`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import re
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +19,13 @@ from typing import Any
 import click
 
 from pig.calibration.options import calibrate_options
-from pig.engine.backends.base import CPU_ONLY_PRECISIONS, PRECISIONS
+from pig.cli import console
+from pig.engine.graphs import (
+    BRANCHES,
+    CALIBRATED_PRECISIONS,
+    CPU_ONLY_PRECISIONS,
+    PRECISIONS,
+)
 from pig.engine.trt.profiles import BatchProfile
 from pig.errors import PigError
 
@@ -45,19 +51,26 @@ def _human(n: int) -> str:
     raise AssertionError
 
 
-def run_onnx(checkpoint: Path, config: Path | None, out: Path) -> None:
+def run_onnx(checkpoint: Path, config: Path | None, assume_released: bool, out: Path) -> None:
     # torch is imported here so that `pig-export --help` stays fast
-    from pig.export.checkpoint import load_checkpoint
+    from pig.export import run_config
+    from pig.export.checkpoint import load_checkpoint, read_state_dict, refuse_neighbours
     from pig.export.config import load_args
     from pig.export.onnx_export import REL_TOL, export_bundle
 
+    try:
+        config, which = run_config.resolve(checkpoint, config, assume_released)
+    except PigError:
+        refuse_neighbours(read_state_dict(checkpoint), checkpoint)  # a bad file says so first
+        raise
+    click.echo(which)
     args = load_args(config) if config else None
     with stage(f"load checkpoint {checkpoint}"):
         ckpt = load_checkpoint(checkpoint, args)
     for note in ckpt.notes:
         click.echo(f"note: {note}")
     source = f"shapes of {checkpoint.name}" + (f" + {config.name}" if config else
-                                               " + released B/32 defaults")
+                                               " + released B/32 values")
     click.echo(f"resolved config ({source}):")
     click.echo("  " + ckpt.config.describe().replace("\n", "\n  "))
     result = export_bundle(ckpt, out, stage)
@@ -96,7 +109,7 @@ def run_trt(out: Path, precision: str, profile: BatchProfile, workspace_gib: flo
     from pig.engine.trt.build import build_engines
 
     bundle = Bundle.load(out)
-    present = sorted({p for b in ("video", "text") for p in bundle.precisions(b)
+    present = sorted({p for b in BRANCHES for p in bundle.precisions(b)
                       if p not in CPU_ONLY_PRECISIONS})
     wanted = present if precision == "all" else [precision]
     for p in wanted:
@@ -107,13 +120,17 @@ def run_trt(out: Path, precision: str, profile: BatchProfile, workspace_gib: flo
             click.echo(f"  {branch:<6} {plan} ({_human(plan.stat().st_size)})")
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(context_settings=console.CONTEXT)
 @click.option("--onnx", "do_onnx", is_flag=True,
               help="Export the checkpoint to fp32 ONNX graphs + manifest in --out.")
 @click.option("--checkpoint", type=click.Path(path_type=Path),
               help="PIG state_dict (.pt/.pth/.bin), needed by --onnx.")
 @click.option("--config", type=click.Path(path_type=Path),
-              help="The run's args.json (heads/top-k/text length); default: released B/32.")
+              help="The run's args.json (default: found beside the checkpoint or in "
+                   "../log/ as the official script writes it).")
+@click.option("--assume-released-b32", "assume_released", is_flag=True,
+              help="Without an args.json: use the released MSR-VTT B/32 values for top-k, "
+                   "heads, temperature, text length and loss.")
 @click.option("--out", type=click.Path(path_type=Path), required=True,
               help="Bundle directory (created by --onnx; must not exist or be empty).")
 @click.option("--precision", type=click.Choice([*PRECISIONS, "all"]), default="all",
@@ -130,8 +147,8 @@ def run_trt(out: Path, precision: str, profile: BatchProfile, workspace_gib: flo
               help="TensorRT optimisation profile batch sizes: MIN,OPT,MAX (or MAX).")
 @click.option("--workspace-gib", type=click.FloatRange(0.25), default=4.0, show_default=True,
               help="TensorRT builder workspace limit.")
-def cli(do_onnx: bool, checkpoint: Path | None, config: Path | None, out: Path,
-        precision: str, calibrate: bool, do_trt: bool, targets: tuple[str, ...] | None,
+def cli(do_onnx: bool, checkpoint: Path | None, config: Path | None, assume_released: bool,
+        out: Path, precision: str, calibrate: bool, do_trt: bool, targets: tuple[str, ...] | None,
         batch_profile: BatchProfile, workspace_gib: float, **calibration: Any) -> None:
     """Export a PIG checkpoint to a pig-engine bundle."""
     if not (do_onnx or calibrate or do_trt):
@@ -144,29 +161,21 @@ def cli(do_onnx: bool, checkpoint: Path | None, config: Path | None, out: Path,
     if do_onnx:
         if checkpoint is None:
             raise click.UsageError("--onnx needs --checkpoint")
-        run_onnx(checkpoint, config, out)
+        if config is not None and assume_released:
+            raise click.UsageError("--config and --assume-released-b32 exclude each other")
+        run_onnx(checkpoint, config, assume_released, out)
     if calibrate:
         from pig.calibration.calibrate import calibrate_bundle
-        from pig.calibration.options import PRECISIONS
 
-        calibrate_bundle(out, precisions=PRECISIONS if precision == "all" else (precision,),
+        calibrate_bundle(out, precisions=CALIBRATED_PRECISIONS if precision == "all" else
+                         (precision,),
                          **calibration)
     if do_trt:
         run_trt(out, precision, batch_profile, workspace_gib, targets)
 
 
 def main(argv: list[str] | None = None) -> None:
-    try:
-        cli.main(args=argv, prog_name="pig-export", standalone_mode=False)
-    except PigError as err:
-        click.echo(f"pig-export: error: {err}", err=True)
-        sys.exit(err.exit_code)
-    except click.exceptions.Abort:
-        click.echo("pig-export: aborted", err=True)
-        sys.exit(130)
-    except click.ClickException as err:
-        err.show()
-        sys.exit(2)
+    console.run(cli, argv, "pig-export")
 
 
 if __name__ == "__main__":

@@ -28,12 +28,11 @@ caption-consistent augmentation (:mod:`pig.demo.augment`: mirrored and time-reve
 captions re-drawn every step; off-diagonal pairs with identical attributes are left out of the
 softmaxes). The checkpoint is the model's ``state_dict`` with float tensors stored in fp16.
 
-``python -m pig.export.train --data demo_out/synth --out models/pig-tiny``
+``python -m pig.demo.train --data demo_out/synth --out models/pig-tiny``
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -42,11 +41,13 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import click
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from pig.cli import console
 from pig.demo import augment, dataset, synth
 from pig.engine.tokenizer import ClipTokenizer
 from pig.export.config import PigConfig
@@ -246,7 +247,8 @@ def train(
 
 def heldout_monitor(data: Path, cfg: PigConfig) -> Callable[[PigModel], dict[str, float]]:
     """Held-out text->video R@1 of the PIG and the plain CLIP-ViP vectors (fp32 weights)."""
-    from pig.demo.evaluate import retrieval_metrics, retrieval_ranks, torch_embeddings
+    from pig.demo.evaluate import torch_embeddings
+    from pig.metrics import retrieval_metrics, retrieval_ranks
 
     clips = synth.load_manifest(data, "heldout")
     pixels = dataset.clip_pixels(data, clips, cfg.recipe())
@@ -267,56 +269,66 @@ def fp16_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
             for k, v in model.state_dict().items()}
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", type=Path, default=Path("demo_out/synth"),
-                   help="output of python -m pig.demo.synth")
-    p.add_argument("--out", type=Path, default=Path("models/pig-tiny"))
-    d = TrainSettings()
-    p.add_argument("--clip-vip-steps", type=int, default=CLIP_VIP_STAGE.steps,
-                   help="stage 1: steps of the CLIP-ViP baseline objective (0 skips it)")
-    p.add_argument("--clip-vip-lr", type=float, default=CLIP_VIP_STAGE.lr)
-    p.add_argument("--steps", type=int, default=d.steps, help="stage 2: PIG steps")
-    p.add_argument("--batch", type=int, default=d.batch)
-    p.add_argument("--lr", type=float, default=d.lr, help="stage 2: PIG peak learning rate")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--threads", type=int, default=d.threads)
-    p.add_argument("--log-every", type=int, default=250)
-    p.add_argument("--monitor", action="store_true",
-                   help="print held-out R@1 at every log step (slower; same weights)")
-    a = p.parse_args(argv)
-    common = {"batch": a.batch, "seed": a.seed, "threads": a.threads}
-    stages = [TrainSettings(steps=a.clip_vip_steps, lr=a.clip_vip_lr, objective="clip-vip",
+_D = TrainSettings()
+
+
+@click.command(context_settings=console.CONTEXT, help=__doc__.splitlines()[0])
+@click.option("--data", type=click.Path(path_type=Path), default=Path("demo_out/synth"),
+              show_default=True, help="output of python -m pig.demo.synth")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("models/pig-tiny"),
+              show_default=True)
+@click.option("--clip-vip-steps", type=int, default=CLIP_VIP_STAGE.steps, show_default=True,
+              help="stage 1: steps of the CLIP-ViP baseline objective (0 skips it)")
+@click.option("--clip-vip-lr", type=float, default=CLIP_VIP_STAGE.lr, show_default=True)
+@click.option("--steps", type=int, default=_D.steps, show_default=True,
+              help="stage 2: PIG steps")
+@click.option("--batch", type=int, default=_D.batch, show_default=True)
+@click.option("--lr", type=float, default=_D.lr, show_default=True,
+              help="stage 2: PIG peak learning rate")
+@click.option("--seed", type=int, default=_D.seed, show_default=True)
+@click.option("--threads", type=int, default=_D.threads, show_default=True)
+@click.option("--log-every", type=int, default=250, show_default=True)
+@click.option("--monitor", is_flag=True,
+              help="print held-out R@1 at every log step (slower; same weights)")
+def cli(data: Path, out: Path, clip_vip_steps: int, clip_vip_lr: float, steps: int, batch: int,
+        lr: float, seed: int, threads: int, log_every: int, monitor: bool) -> None:
+    common = {"batch": batch, "seed": seed, "threads": threads}
+    stages = [TrainSettings(steps=clip_vip_steps, lr=clip_vip_lr, objective="clip-vip",
                             **common),
-              TrainSettings(steps=a.steps, lr=a.lr, **common)]
+              TrainSettings(steps=steps, lr=lr, **common)]
     stages = [st for st in stages if st.steps > 0]
     if not stages:
-        p.error("nothing to train: --clip-vip-steps and --steps are both 0")
-    torch.set_num_threads(a.threads)
+        raise click.UsageError("nothing to train: --clip-vip-steps and --steps are both 0")
+    torch.set_num_threads(threads)
     cfg = TINY
-    clips = synth.load_manifest(a.data, "train")
+    clips = synth.load_manifest(data, "train")
     t0 = time.perf_counter()
-    pixels = dataset.clip_pixels(a.data, clips, cfg.recipe())
+    pixels = dataset.clip_pixels(data, clips, cfg.recipe())
     t_data = time.perf_counter() - t0
-    model = make_model(cfg, a.seed)
-    evaluate = heldout_monitor(a.data, cfg)
+    model = make_model(cfg, seed)
+    evaluate = heldout_monitor(data, cfg)
     tokenize = ClipTokenizer(cfg.tokenizer_spec()).encode
     log = []
     for st in stages:
         t0 = time.perf_counter()
-        history = train(model, pixels, [c.spec for c in clips], tokenize, st, a.log_every,
-                        evaluate if a.monitor else None, progress=True)
+        history = train(model, pixels, [c.spec for c in clips], tokenize, st, log_every,
+                        evaluate if monitor else None, progress=True)
         seconds = time.perf_counter() - t0
         log.append({"settings": asdict(st), "train_seconds": seconds,
                     "heldout": evaluate(model), "history": history})
-    a.out.mkdir(parents=True, exist_ok=True)
-    torch.save(fp16_state_dict(model), a.out / CHECKPOINT)
-    (a.out / ARGS).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+    out.mkdir(parents=True, exist_ok=True)
+    torch.save(fp16_state_dict(model), out / CHECKPOINT)
+    (out / ARGS).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
     summary = {"train_clips": len(clips), "data_seconds": t_data,
                "train_seconds": sum(st["train_seconds"] for st in log),
                "stages": [{k: v for k, v in st.items() if k != "history"} for st in log]}
-    (a.out / "train_log.json").write_text(json.dumps({**summary, "stages": log}, indent=1))
+    (out / "train_log.json").write_text(json.dumps({**summary, "stages": log}, indent=1))
     print(json.dumps(summary))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m pig.demo.train`` (errors: :mod:`pig.cli.console`)."""
+    console.run(cli, argv, "python -m pig.demo.train")
 
 
 if __name__ == "__main__":
