@@ -496,7 +496,6 @@ def index_videos(
     """
     options = options or PipelineOptions()
     decoder = choose_decoder(options.decoder)  # refuse an unavailable one before any work
-    (log or log_stderr)(f"decoder: {decoder}")
     engine = engine or local_engine
     unreadable: list[tuple[str, str]] = []
     files = discover(paths, glob, lambda folder, why: unreadable.append((folder, why)))
@@ -509,6 +508,7 @@ def index_videos(
             segmenting = existing.segmenting
     if segmenting is not None and segmenting.mode == "shots":
         shots.require()
+    (log or log_stderr)(f"decoder: {decoder}")
     with engine(bundle, backend, precision, options, log) as (info, embed), \
             VideoIndex.open_or_create(
                 index_dir, fingerprint=bundle.fingerprint, dim=bundle.embedding_dim,
