@@ -46,6 +46,8 @@ setup(
         "serve": SERVE,
         # `pig-engine index --engine ray`: every Ray node installs the runtime + this extra
         "ray": [RAY],
+        # NVDEC decoding (pig.engine.nvdec): NVIDIA GPU hosts only
+        "nvdec": ["pynvvideocodec==2.2.4"],
         # --segments shots: PySceneDetect with its PyAV backend (av is a runtime dependency)
         "shots": ["scenedetect==0.7.2"],
         # TensorRT-RTX: same Python API, builds engines without a GPU (CPU-only AOT); runs

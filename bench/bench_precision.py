@@ -4,9 +4,10 @@
    writes them (``int8``: max calibration), plus the INT8 alternatives the choice was made
    against: percentile calibration (``int8-pct``) and ONNX Runtime ``quantize_static``
    (``int8-ort``: QDQ, per-channel symmetric int8, MatMul/Gemm/Conv with constant weights, the
-   rest fp32). R@1/5/10 on the demo held-out clips; all calibrated on the same demo training
-   clips. (ModelOpt was measured once by hand: it cannot share this environment, see the
-   ``why`` field of an INT8 manifest entry.)
+   rest fp32), and the CPU graph ``int8-cpu`` (dynamic, no calibration; its speed:
+   ``bench/bench_int8_cpu.py``). R@1/5/10 on the demo held-out clips; all calibrated on the
+   same demo training clips. (ModelOpt was measured once by hand: it cannot share this
+   environment, see the ``why`` field of an INT8 manifest entry.)
 2. Official-reference random weights, full B/32 config: the report on the reference inputs,
    cosine against the official reference outputs, and CPU latency per video at batch 1 as a
    ratio to fp32 in the same run (ORT's CPU provider has few fp16/int8 kernels for these ops:
@@ -27,6 +28,7 @@ from pig.calibration.calibrate import calibrate_bundle
 from pig.calibration.data import EvalSet, demo_heldout, demo_set
 from pig.calibration.fp16 import convert_fp16
 from pig.calibration.int8 import quantize_int8, weight_nodes
+from pig.calibration.int8_cpu import quantize_int8_cpu
 from pig.calibration.report import accuracy_report, cosine, format_report, run_graph
 from pig.engine.bundle import Bundle
 from pig.engine.graphs import INPUT_NAMES, OUTPUT_NAME, TOPK_INDICES
@@ -76,6 +78,7 @@ VARIANTS: dict[str, Variant] = {
     "int8": lambda m, n, d: quantize_int8(m, n, d, "max"),
     "int8-pct": lambda m, n, d: quantize_int8(m, n, d, "percentile"),
     "int8-ort": ort_quantize_static,
+    "int8-cpu": lambda m, _n, _d: quantize_int8_cpu(m),
 }
 
 
@@ -137,7 +140,7 @@ def full_reference(tmp: Path) -> None:
     base = _latency(bundle.graph_path("video", "fp32"), pixels)
     print(f"\n{'precision':<10}{'cos vs official (video min)':>29}{'(text min)':>12}"
           f"{'top-k = official':>18}{'CPU s/video':>13}{'vs fp32':>9}")
-    for p in ("fp32", "fp16", "int8"):
+    for p in ("fp32", "fp16", "int8", "int8-cpu"):
         video = run_graph(bundle.graph_path("video", p), "pixel_values", pixels)
         text = run_graph(bundle.graph_path("text", p), INPUT_NAMES["text"], ids)[OUTPUT_NAME]
         t = base if p == "fp32" else _latency(bundle.graph_path("video", p), pixels)

@@ -8,8 +8,11 @@ through the engine's decode + preprocess path; measured video cosine mean 0.9991
 >= 0.997) and text 0.9988-0.9991 (min >= 0.998) across the two calibration methods, so the test
 asks mean >= 0.997 and min >= 0.99: a few times the measured error, while a misplaced Q/DQ (on the
 residual stream, a LayerNorm or the selector) or a per-tensor weight scale costs more than that.
-INT8 top-k agreement is reported, not asserted: with random weights the selector's scores are
-near ties (the reference's 16th/17th score margin is ~1e-3 of the score), below INT8 resolution.
+int8-cpu (dynamic, no calibration set): measured video cosine mean 0.99969 (min 0.99950), text
+0.99907 (0.99892); asked mean >= 0.998, min >= 0.995. INT8 top-k agreement is reported, not
+asserted here (the demo-model test asserts it for int8-cpu): with random weights the selector's
+scores are near ties (the reference's 16th/17th score margin is ~1e-3 of the score), below INT8
+resolution.
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ from test_onnx_export import CONSTANT_INPUTS, TRT_SUPPORTED_OPS
 from pig.calibration.calibrate import calibrate_bundle
 from pig.calibration.data import demo_heldout
 from pig.calibration.fp16 import fp32_islands
-from pig.calibration.int8 import weight_axis
+from pig.calibration.int8 import weight_axis, weight_nodes
+from pig.calibration.int8_cpu import INT8_CPU_OPS
 from pig.calibration.report import REPORT, cosine, run_graph
 from pig.demo import synth
 from pig.engine.bundle import MANIFEST, Bundle, sha256_file
@@ -190,16 +194,59 @@ def test_int8_accuracy_and_report(calibrated: tuple[Path, dict[str, Any], str]) 
     assert json.loads((root / REPORT).read_text()) == report
     assert report["videos"] == 6 and report["runtime"].startswith("onnxruntime")
     int8, fp16 = report["precisions"]["int8"], report["precisions"]["fp16"]
+    cpu = report["precisions"]["int8-cpu"]
     assert int8["video_cosine_mean"] >= 0.997 and int8["video_cosine_min"] >= 0.99
     assert int8["text_cosine_mean"] >= 0.997 and int8["text_cosine_min"] >= 0.99
+    assert cpu["video_cosine_mean"] >= 0.998 and cpu["video_cosine_min"] >= 0.995
+    assert cpu["text_cosine_mean"] >= 0.998 and cpu["text_cosine_min"] >= 0.995
+    assert cpu["sha256_video"] == Bundle.load(root).graph_sha256("video", "int8-cpu")
     assert fp16["video_cosine_min"] >= 0.999 and fp16["text_cosine_min"] >= 0.999
-    for entry in (int8, fp16):
+    for entry in (int8, fp16, cpu):
         assert 0.0 <= entry["topk_same_order"] <= entry["topk_same_set"] <= 1.0
         assert {"R@1", "R@5", "R@10", "dR@1"} <= entry.keys()
     assert "R@1" in report["fp32"]
     header = next(line for line in log.splitlines() if line.startswith("precision"))
     assert header.split()[:3] == ["precision", "vid", "cos"]
     assert any(line.startswith("int8 ") for line in log.splitlines())
+
+
+def test_int8_cpu_quantizes_only_weight_gemms_and_runs_integer_kernels(
+        calibrated: tuple[Path, Any, str], small_bundle: Path, tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    for branch in ("video", "text"):
+        fp32 = onnx.load(str(small_bundle / f"{branch}.onnx"))
+        gemms = [n for n in weight_nodes(fp32.graph) if n.op_type in INT8_CPU_OPS]
+        model = _load(calibrated[0], branch, "int8-cpu")
+        onnx.checker.check_model(model, full_check=True)
+        g = model.graph
+        inits = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+        consumers: dict[str, list[onnx.NodeProto]] = {}
+        for n in g.node:
+            for i in n.input:
+                consumers.setdefault(i, []).append(n)
+        integer = [n for n in g.node if n.op_type == "MatMulInteger"]
+        assert len(integer) == len(gemms), branch  # every constant-weight GEMM, nothing else
+        for n in integer:
+            w = inits[n.input[1]]
+            assert w.dtype == np.int8 and w.ndim == 2
+            assert inits[n.input[3]].shape == (w.shape[1],)  # per-channel weight zero points
+        for n in g.node:  # a quantized activation feeds only the integer GEMMs
+            if n.op_type == "DynamicQuantizeLinear":
+                assert {u.op_type for u in consumers[n.output[0]]} == {"MatMulInteger"}
+        types = _types(model)
+        islands = fp32_islands(fp32.graph)
+        kept = {n.name: n for n in g.node}
+        for name, why in islands.items():  # LayerNorm, Softmax, selector, normalisation: fp32
+            node = kept[name]
+            assert all(types[t] == FLOAT for t in [*node.input, *node.output]
+                       if types.get(t) not in (None, onnx.TensorProto.INT64)), (name, why)
+        so = ort.SessionOptions()
+        so.optimized_model_filepath = str(tmp_path / f"{branch}.opt.onnx")
+        ort.InferenceSession(str(Bundle.load(calibrated[0]).graph_path(branch, "int8-cpu")), so,
+                             providers=["CPUExecutionProvider"])
+        ran = Counter(n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node)
+        assert ran["DynamicQuantizeMatMul"] + ran["MatMulIntegerToFloat"] == len(gemms), ran
 
 
 def test_manifest_records_graphs_and_provenance(calibrated: tuple[Path, Any, str],
@@ -209,8 +256,8 @@ def test_manifest_records_graphs_and_provenance(calibrated: tuple[Path, Any, str
     bundle.verify()
     assert bundle.fingerprint == Bundle.load(small_bundle).fingerprint
     for branch in ("video", "text"):
-        assert bundle.precisions(branch) == ["fp32", "fp16", "int8"]
-        for precision in ("fp16", "int8"):
+        assert bundle.precisions(branch) == ["fp32", "fp16", "int8", "int8-cpu"]
+        for precision in ("fp16", "int8", "int8-cpu"):
             e = bundle.graph_entry(branch, precision)
             assert e["file"] == f"{branch}.{precision}.onnx"
             assert e["sha256"] == sha256_file(root / e["file"])
@@ -220,6 +267,9 @@ def test_manifest_records_graphs_and_provenance(calibrated: tuple[Path, Any, str
         assert cal["videos_source"].endswith("videos") and "max |x|" in cal["activations"]
         assert "per output channel" in cal["weights"]
         assert bundle.graph_entry(branch, "fp16")["fp32_islands"]["LayerNormalization"] > 0
+        cpu = bundle.graph_entry(branch, "int8-cpu")
+        assert cpu["method"].startswith("int8 dynamic") and "per output channel" in \
+            cpu["quantization"]["weights"]
     assert "calibration video skipped" in log and "broken.mp4" in log
 
 
@@ -266,3 +316,27 @@ def test_pig_export_calibrate_cli(small_bundle: Path, tmp_path: Path,
     assert stop.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "needs both --videos and --captions" in err
+
+
+@pytest.mark.slow
+def test_int8_cpu_on_the_demo_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The demo model's int8-cpu graphs against fp32 on 120 held-out clips. Measured on all
+    600: video cosine mean 0.99995 (min 0.99965), text 0.99998 (0.99994), selector same set
+    0.862, R@1 80.3 = fp32. Asked: a few times those errors, and R@1 within the 1 point that
+    ``auto`` requires, which ``auto`` then confirms from the written report."""
+    from pig.demo import run
+    from pig.engine.backends import select
+
+    checkpoint, config = run.model_files()
+    bundle = run.ensure_bundle(checkpoint, config, tmp_path / "demo")
+    evals = demo_heldout(bundle.recipe, bundle.tokenizer_spec, count=120)
+    report = calibrate_bundle(bundle.dir, precisions=["int8-cpu"], eval_data=evals,
+                              echo=lambda _: None)
+    cpu = report["precisions"]["int8-cpu"]
+    assert cpu["video_cosine_mean"] >= 0.9995 and cpu["video_cosine_min"] >= 0.998
+    assert cpu["text_cosine_mean"] >= 0.9995 and cpu["text_cosine_min"] >= 0.998
+    assert cpu["topk_same_set"] >= 0.7
+    assert cpu["dR@1"] >= -1.0, cpu
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
+    choice = select.choose(Bundle.load(bundle.dir), "auto")[-1]
+    assert choice.precision == "int8-cpu", choice

@@ -1,4 +1,5 @@
-"""``pig-export --calibrate``: write a bundle's fp16 and INT8 graphs and their accuracy report.
+"""``pig-export --calibrate``: write a bundle's fp16, INT8 and int8-cpu graphs and their
+accuracy report.
 
 Each graph is checked (``onnx.checker`` full check), written as ``<branch>.<precision>.onnx``
 and registered in the manifest with its sha256 and provenance (method, tool versions,
@@ -18,6 +19,7 @@ import click
 import onnx
 
 from pig.calibration import data as cdata
+from pig.calibration import int8_cpu
 from pig.calibration.fp16 import convert_fp16, fp32_islands
 from pig.calibration.int8 import quantize_int8, settings
 from pig.calibration.options import CALIBRATION_METHODS
@@ -95,6 +97,11 @@ def calibrate_bundle(bundle_dir: str | Path, videos: Path | None = None,
                 model = convert_fp16(fp32)
                 meta = {"method": "fp16 with fp32 islands", "tool": "pig.calibration.fp16",
                         "fp32_islands": dict(Counter(fp32_islands(fp32.graph).values()))}
+            elif precision == "int8-cpu":
+                model = int8_cpu.quantize_int8_cpu(fp32)
+                meta = {"method": "int8 dynamic (ONNX Runtime CPU)", "why": int8_cpu.WHY,
+                        "tool": "onnxruntime.quantization.quantize_dynamic",
+                        "quantization": int8_cpu.settings()}
             else:
                 assert cal is not None
                 feed = cal.pixel_values if branch == "video" else cal.input_ids

@@ -17,7 +17,8 @@ def calibrate_options(f: Callable[..., Any]) -> Callable[..., Any]:
     :func:`pig.calibration.calibrate.calibrate_bundle` (plus ``calibrate``)."""
     options = [
         click.option("--calibrate", is_flag=True,
-                     help="Write fp16 (fp32 islands) and INT8 (Q/DQ) graphs into the bundle, "
+                     help="Write fp16 (fp32 islands), INT8 (Q/DQ, for TensorRT) and int8-cpu "
+                          "(dynamic INT8, for ONNX Runtime on CPU) graphs into the bundle, "
                           "and an accuracy report against fp32."),
         click.option("--videos", type=click.Path(path_type=Path),
                      help="Folder of calibration videos (default: demo training clips)."),

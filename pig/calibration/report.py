@@ -15,13 +15,12 @@ from typing import Any
 import numpy as np
 
 from pig.calibration.data import EvalSet
+from pig.engine.backends.accuracy import REPORT
 from pig.engine.backends.onnxruntime import cpu_session
 from pig.engine.bundle import Bundle
 from pig.engine.fsutil import write_json_atomic
 from pig.engine.graphs import INPUT_NAMES, OUTPUT_NAME, TOPK_INDICES
 from pig.metrics import retrieval_metrics, retrieval_ranks
-
-REPORT = "accuracy_report.json"
 
 
 def run_graph(path: Path, name: str, data: np.ndarray, batch: int = 32
@@ -73,6 +72,8 @@ def accuracy_report(bundle: Bundle, precisions: list[str], data: EvalSet) -> dic
         entry: dict[str, Any] = {
             "file_video": bundle.graph_entry("video", p)["file"],
             "file_text": bundle.graph_entry("text", p)["file"],
+            "sha256_video": bundle.graph_sha256("video", p),
+            "sha256_text": bundle.graph_sha256("text", p),
             "video_cosine_mean": float(cv.mean()), "video_cosine_min": float(cv.min()),
             "text_cosine_mean": float(ct.mean()), "text_cosine_min": float(ct.min())}
         if TOPK_INDICES in video:

@@ -20,7 +20,12 @@ import click
 
 from pig.calibration.options import calibrate_options
 from pig.cli import console
-from pig.engine.graphs import BRANCHES, CALIBRATED_PRECISIONS, PRECISIONS
+from pig.engine.graphs import (
+    BRANCHES,
+    CALIBRATED_PRECISIONS,
+    CPU_ONLY_PRECISIONS,
+    PRECISIONS,
+)
 from pig.engine.trt.profiles import BatchProfile
 from pig.errors import PigError
 
@@ -104,7 +109,8 @@ def run_trt(out: Path, precision: str, profile: BatchProfile, workspace_gib: flo
     from pig.engine.trt.build import build_engines
 
     bundle = Bundle.load(out)
-    present = sorted({p for b in BRANCHES for p in bundle.precisions(b)})
+    present = sorted({p for b in BRANCHES for p in bundle.precisions(b)
+                      if p not in CPU_ONLY_PRECISIONS})
     wanted = present if precision == "all" else [precision]
     for p in wanted:
         with stage(f"TensorRT {p} engines, batch profile {profile.tag()}"):
@@ -147,6 +153,9 @@ def cli(do_onnx: bool, checkpoint: Path | None, config: Path | None, assume_rele
     """Export a PIG checkpoint to a pig-engine bundle."""
     if not (do_onnx or calibrate or do_trt):
         raise click.UsageError("nothing to do: give an action flag (--onnx, --calibrate, --trt)")
+    if do_trt and precision in CPU_ONLY_PRECISIONS:
+        raise click.UsageError(f"--trt: {precision} graphs are for ONNX Runtime on CPU; "
+                               "TensorRT takes fp32, fp16 or int8")
     if calibrate and precision == "fp32":
         raise click.UsageError("--calibrate writes fp16/int8 graphs; --precision fp32 has none")
     if do_onnx:

@@ -17,6 +17,7 @@ import click
 
 from pig.cli import console
 from pig.engine.backends.select import BACKENDS
+from pig.engine.decoders import CHOICES as DECODER_CHOICES
 from pig.engine.display import display_path
 from pig.engine.graphs import PRECISIONS
 from pig.engine.index import DTYPES, VideoIndex
@@ -59,6 +60,9 @@ def cli() -> None:
               help="decode + preprocess threads")
 @click.option("--encoder-threads", type=click.IntRange(0), default=0, show_default=True,
               help="ONNX Runtime intra-op threads (0: one per core)")
+@click.option("--decoder", type=click.Choice(DECODER_CHOICES), default="auto", show_default=True,
+              help="video decoder: auto takes NVDEC on a GPU host with PyNvVideoCodec, else "
+                   "PyAV; NVDEC files it cannot take fall back to PyAV one by one")
 @click.option("--dtype", type=click.Choice(DTYPES), default=None,
               help="vector storage of a new index (default f16)")
 @click.option("--connectivity", type=click.IntRange(2), default=None, help="HNSW M")
@@ -95,7 +99,7 @@ def cli() -> None:
               "ONNX Runtime on CPU)")
 def index(paths: tuple[Path, ...], bundle: Path, index_dir: Path, glob: str | None,
           backend: str, precision: str | None, batch_size: int, workers: int,
-          encoder_threads: int, dtype: str | None, connectivity: int | None,
+          encoder_threads: int, decoder: str, dtype: str | None, connectivity: int | None,
           expansion_add: int | None, expansion_search: int | None, commit_every: float,
           retry_failed: bool, segment_mode: str | None, segment_seconds: float | None,
           segment_stride_seconds: float | None, whole_video_max_seconds: float | None,
@@ -123,7 +127,7 @@ def index(paths: tuple[Path, ...], bundle: Path, index_dir: Path, glob: str | No
 
     options = PipelineOptions(batch_size=batch_size, workers=workers,
                               encoder_threads=encoder_threads, commit_seconds=commit_every,
-                              retry_failed=retry_failed)
+                              retry_failed=retry_failed, decoder=decoder)
     segmenting = _segmenting(segment_mode, segment_seconds, segment_stride_seconds,
                              whole_video_max_seconds, shot_min_seconds)
     report = index_videos(

@@ -17,19 +17,23 @@ BRANCHES: tuple[Branch, ...] = ("video", "text")
 @dataclass(frozen=True)
 class PrecisionSpec:
     """A graph precision. ``calibrated``: written by ``pig-export --calibrate`` from the fp32
-    graphs (fp32 itself is written by ``pig-export --onnx``)."""
+    graphs (fp32 itself is written by ``pig-export --onnx``). ``cpu_only``: made for ONNX
+    Runtime's CPU provider (no TensorRT engine, refused on a GPU backend)."""
 
     name: str
     calibrated: bool
+    cpu_only: bool = False
 
 
 PRECISION_TABLE: tuple[PrecisionSpec, ...] = (
     PrecisionSpec("fp32", calibrated=False),
     PrecisionSpec("fp16", calibrated=True),  # fp16 with fp32 islands
-    PrecisionSpec("int8", calibrated=True),  # explicit Q/DQ
+    PrecisionSpec("int8", calibrated=True),  # explicit Q/DQ, for TensorRT
+    PrecisionSpec("int8-cpu", calibrated=True, cpu_only=True),  # dynamic INT8 (int8_cpu.py)
 )
 PRECISIONS: tuple[str, ...] = tuple(p.name for p in PRECISION_TABLE)
 CALIBRATED_PRECISIONS: tuple[str, ...] = tuple(p.name for p in PRECISION_TABLE if p.calibrated)
+CPU_ONLY_PRECISIONS = frozenset(p.name for p in PRECISION_TABLE if p.cpu_only)
 
 # tensor names
 INPUT_NAMES: dict[Branch, str] = {"video": "pixel_values", "text": "input_ids"}

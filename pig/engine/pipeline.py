@@ -43,15 +43,17 @@ from tqdm import tqdm
 
 from pig.engine import shots
 from pig.engine.backends import Backend, open_backend
+from pig.engine.backends.base import log_stderr
 from pig.engine.backends.onnxruntime import OrtOptions
 from pig.engine.bundle import Bundle
+from pig.engine.decoders import choose_decoder
 from pig.engine.display import display_path
 from pig.engine.index import Entry, Plan, VideoIndex
 from pig.engine.index.manifest import MANIFEST_NAME
 from pig.engine.preprocess import preprocess_frames
 from pig.engine.recipe import PreprocessRecipe
 from pig.engine.segments import Segmenting
-from pig.engine.video import VideoSegment, read_segments
+from pig.engine.video import VideoSegment, WholeReader, read_segments
 from pig.engine.walk import discover
 from pig.errors import VideoReadError
 
@@ -64,7 +66,7 @@ class PipelineOptions:
     threads (0 = one per core). ``buffers``: batch buffers in flight (one filling, one
     queued, one encoding). ``commit_seconds``: time between commits, stretched to 10x the
     last commit's duration (a commit writes the delta, and now and then compacts); 0 commits
-    after every batch.
+    after every batch. ``decoder``: ``auto``, ``pyav`` or ``nvdec`` (pig.engine.decoders).
     """
 
     batch_size: int = 8
@@ -73,6 +75,7 @@ class PipelineOptions:
     buffers: int = 3
     commit_seconds: float = 10.0
     retry_failed: bool = False
+    decoder: str = "auto"
 
 
 @dataclass
@@ -124,8 +127,9 @@ class FileFailure:
     reason: str
 
 
-def decode_file(plan: Plan, recipe: PreprocessRecipe,
-                segmenting: Segmenting) -> Iterator[VideoSegment | Entry | FileFailure]:
+def decode_file(plan: Plan, recipe: PreprocessRecipe, segmenting: Segmenting,
+                whole_reader: WholeReader | None = None
+                ) -> Iterator[VideoSegment | Entry | FileFailure]:
     """The per-file work of every indexing engine (one decode pass, bounded memory).
 
     Yields each segment's sampled frames (:class:`~pig.engine.video.VideoSegment`, in order),
@@ -136,7 +140,7 @@ def decode_file(plan: Plan, recipe: PreprocessRecipe,
     try:
         entry = Entry.from_file(plan.path, frames=0, digest=plan.digest)
         for seg in read_segments(plan.path, recipe.num_frames, segmenting, threads=1,
-                                 sampling=recipe.sampling):
+                                 sampling=recipe.sampling, whole_reader=whole_reader):
             spans.append((seg.start_s, seg.end_s))
             frames = seg.frame_count
             yield seg
@@ -399,6 +403,10 @@ class Pipeline:
         self.encoder = encoder
         self.recipe = recipe
         self.options = options or PipelineOptions()
+        self.decoder = choose_decoder(self.options.decoder)
+        # PyAV decodes inside read_segments' own pass; another decoder takes whole-video files
+        chosen = self.decoder.decoder
+        self.whole_reader = None if chosen.name == "pyav" else chosen.read
         if self.options.batch_size < 1 or self.options.workers < 1 or self.options.buffers < 2:
             raise ValueError(f"need batch_size >= 1, workers >= 1, buffers >= 2: {self.options}")
 
@@ -469,7 +477,7 @@ class Pipeline:
               results: queue.Queue[Any]) -> None:
         """One file (worker thread): each decoded segment is preprocessed into a batch slot."""
         try:
-            files = decode_file(plan, self.recipe, segmenting)
+            files = decode_file(plan, self.recipe, segmenting, self.whole_reader)
             for item in files:
                 if not isinstance(item, VideoSegment):
                     results.put(_Done(task, item))
@@ -537,6 +545,7 @@ def index_videos(
     ``None``.
     """
     options = options or PipelineOptions()
+    decoder = choose_decoder(options.decoder)  # refuse an unavailable one before any work
     engine = engine or local_engine
     paths = list(paths)
     passed_over: list[tuple[str, str]] = []
@@ -550,6 +559,7 @@ def index_videos(
             segmenting = existing.segmenting
     if segmenting is not None and segmenting.mode == "shots":
         shots.require()
+    (log or log_stderr)(f"decoder: {decoder}")
     with engine(bundle, backend, precision, options, log) as (info, embed), \
             VideoIndex.open_or_create(
                 index_dir, fingerprint=bundle.fingerprint, dim=bundle.embedding_dim,

@@ -42,6 +42,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from pig.engine.regular_file import fd_path, open_regular
 from pig.engine.segments import Segmenting, Span, spans_for
@@ -59,7 +60,8 @@ class SampledFrames:
     ``frames``: uint8 [T, H, W, 3] RGB, C-contiguous, upright. ``frame_count``: n, the number
     of frames in the stream (decord's ``len(vr)``). ``indices``: int64 [T], the frame numbers
     taken. ``fps``: average frame rate, ``duration``: stream duration in seconds, both from the
-    container (``None`` if unknown).
+    container (``None`` if unknown). ``decoder``: what decoded them (``pig.engine.decoders``).
+    ``frames_decoded``: frames the decoder produced to get them (0 when not counted).
     """
 
     frames: np.ndarray
@@ -67,6 +69,8 @@ class SampledFrames:
     indices: np.ndarray
     fps: float | None
     duration: float | None
+    decoder: str = "pyav"
+    frames_decoded: int = 0
 
 
 def sample_indices(n: int, num_frames: int) -> np.ndarray:
@@ -79,6 +83,7 @@ def sample_indices(n: int, num_frames: int) -> np.ndarray:
     return np.linspace(0, n - 1, num_frames).astype(np.int64)
 
 
+WholeReader = Callable[[Path, int, int], SampledFrames]
 SAMPLERS = {"linspace": sample_indices}  # recipe ``sampling`` -> (n, num_frames) -> indices
 
 
@@ -126,7 +131,8 @@ def read_video(path: str | os.PathLike[str], num_frames: int,
 
 
 def read_segments(path: str | os.PathLike[str], num_frames: int, setting: Segmenting,
-                  threads: int = 0, sampling: str = "linspace") -> Iterator[VideoSegment]:
+                  threads: int = 0, sampling: str = "linspace",
+                  whole_reader: WholeReader | None = None) -> Iterator[VideoSegment]:
     """The segments of ``path`` under ``setting``, in order, from ONE sequential decode pass.
 
     Each segment's ``num_frames`` are sampled inside its span; a file that is one segment
@@ -134,6 +140,8 @@ def read_segments(path: str | os.PathLike[str], num_frames: int, setting: Segmen
     the last segment that uses them is yielded, so memory does not grow with the file's
     length. Mode ``shots`` first detects the cuts (:mod:`pig.engine.shots`, its own decode).
     Failures are ``VideoReadError(path, reason)``, possibly after some segments were yielded.
+    ``whole_reader``: another decoder's ``read_video`` (:mod:`pig.engine.decoders`), used for
+    a file that is one whole-video segment under the default sampling.
     """
     sample = _sampler(sampling)
     if num_frames < 1:
@@ -141,7 +149,8 @@ def read_segments(path: str | os.PathLike[str], num_frames: int, setting: Segmen
     path = Path(path)
     with _opened(path) as container:
         try:
-            yield from _read_segments(container, path, num_frames, threads, sample, setting)
+            yield from _read_segments(container, path, num_frames, threads, sample, setting,
+                                      whole_reader)
         except _DECODE_ERRORS as exc:
             raise VideoReadError(path, f"decoding failed ({_describe(exc)})") from exc
 
@@ -223,7 +232,7 @@ def _read_indexed(container: av.container.InputContainer, stream: av.VideoStream
         decoded = _decode_sequential(cc, index.packets, index, targets)
     else:
         decoded = _decode_sparse(cc, index, targets)
-    frames = _assemble(path, decoded, targets, indices, n)
+    frames = _assemble(path, decoded.got, targets, indices, n)
     rate = stream.average_rate
     return SampledFrames(
         frames=frames,
@@ -231,6 +240,7 @@ def _read_indexed(container: av.container.InputContainer, stream: av.VideoStream
         indices=indices,
         fps=float(rate) if rate else None,
         duration=_duration(container, stream),
+        frames_decoded=decoded.count,
     )
 
 
@@ -250,7 +260,8 @@ def _decoder(stream: av.VideoStream, threads: int) -> av.codec.context.CodecCont
 
 def _read_segments(container: av.container.InputContainer, path: Path, num_frames: int,
                    threads: int, sample: Callable[[int, int], np.ndarray],
-                   setting: Segmenting) -> Iterator[VideoSegment]:
+                   setting: Segmenting, whole_reader: WholeReader | None = None
+                   ) -> Iterator[VideoSegment]:
     stream = _video_stream(container, path)
     hint = _duration(container, stream)
     # packets are buffered only for what may be one whole-video segment: a long file streams
@@ -268,7 +279,10 @@ def _read_segments(container: av.container.InputContainer, path: Path, num_frame
     plans = _segment_plans(spans_for(setting, duration, cuts), times, num_frames, sample)
     if len(plans) == 1 and np.array_equal(plans[0][1], sample(n, num_frames)):
         # one segment over the whole file: exactly read_video's path (the official vector)
-        whole = _read_indexed(container, stream, path, index, num_frames, threads, sample)
+        if whole_reader is not None and sample is sample_indices:
+            whole = whole_reader(path, num_frames, threads)
+        else:
+            whole = _read_indexed(container, stream, path, index, num_frames, threads, sample)
         yield VideoSegment(0, 0.0, duration, whole.frames, whole.indices, n)
         return
     cc = _decoder(stream, threads)
@@ -402,7 +416,7 @@ class _Collector:
 
 
 def _decode_sequential(cc: av.codec.context.CodecContext, packets: Iterable[av.Packet],
-                       index: _Index, targets: np.ndarray) -> dict[int, av.VideoFrame]:
+                       index: _Index, targets: np.ndarray) -> _Collector:
     """Decode from the first packet until every target frame has come out."""
     collector = _Collector(cc, index, targets)
     for packet in chain(packets, [None]):
@@ -411,11 +425,11 @@ def _decode_sequential(cc: av.codec.context.CodecContext, packets: Iterable[av.P
         collector.feed(packet)
         if collector.done():
             break
-    return collector.got
+    return collector
 
 
 def _decode_sparse(cc: av.codec.context.CodecContext, index: _Index,
-                   targets: np.ndarray) -> dict[int, av.VideoFrame]:
+                   targets: np.ndarray) -> _Collector:
     """Start decoding at the keyframe before a target when that skips > SEEK_MIN_GAP packets."""
     assert index.packets is not None and index.pts_to_frame is not None
     packets = index.packets
@@ -428,10 +442,10 @@ def _decode_sparse(cc: av.codec.context.CodecContext, index: _Index,
         while t not in collector.got:
             if pos == len(packets):
                 collector.feed(None)  # drain; targets still missing do not decode
-                return collector.got
+                return collector
             collector.feed(packets[pos])
             pos += 1
-    return collector.got
+    return collector
 
 
 def _start_packets(index: _Index, targets: np.ndarray) -> np.ndarray:
@@ -459,7 +473,8 @@ def _assemble(path: Path, decoded: dict[int, av.VideoFrame], targets: np.ndarray
     if missing:
         raise VideoReadError(path, f"frame {missing[0]} of {n} did not decode "
                                    f"({len(missing)} of {len(targets)} sampled frames missing)")
-    rgb = {t: _to_rgb(decoded[t]) for t in targets.tolist()}
+    reformatter = VideoReformatter()  # one swscale context for all frames, not one per frame
+    rgb = {t: _to_rgb(decoded[t], reformatter) for t in targets.tolist()}
     shape = rgb[int(targets[0])].shape
     if any(a.shape != shape for a in rgb.values()):
         raise VideoReadError(path, "frame size changes within the stream")
@@ -469,13 +484,58 @@ def _assemble(path: Path, decoded: dict[int, av.VideoFrame], targets: np.ndarray
     return out
 
 
-def _to_rgb(frame: av.VideoFrame) -> np.ndarray:
+def _to_rgb(frame: av.VideoFrame, reformatter: VideoReformatter) -> np.ndarray:
     """RGB24 array of ``frame``, turned upright by its display matrix like decord does."""
-    rgb = frame.to_ndarray(format="rgb24")
-    rotation = frame.rotation
+    rgb = reformatter.reformat(frame, format="rgb24").to_ndarray()
+    return upright(rgb, frame.rotation)
+
+
+def upright(rgb: np.ndarray, rotation: float) -> np.ndarray:
+    """``rgb`` [H, W, 3] turned by a display-matrix rotation that is a multiple of 90 degrees."""
     if rotation % 90 == 0 and rotation % 360:
         rgb = np.rot90(rgb, k=int(rotation // 90) % 4)
     return rgb
+
+
+@dataclass(frozen=True)
+class VideoProbe:
+    """What another decoder needs to sample exactly like :func:`read_video` (one demux pass
+    and one decoded frame, with PyAV)."""
+
+    codec: str  # FFmpeg codec name, e.g. "h264"
+    container: str  # FFmpeg demuxer name, e.g. "mov,mp4,m4a,3gp,3g2,mj2"
+    pix_fmt: str | None
+    width: int  # decoded frame size, before rotation
+    height: int
+    frame_count: int  # decord's len(vr): packets of the video stream
+    ordered_pts: bool  # pts present and distinct: frames are numbered by presentation order
+    rotation: float  # display matrix rotation of the first frame, degrees
+    fps: float | None
+    duration: float | None
+
+
+def probe(path: str | os.PathLike[str]) -> VideoProbe:
+    """Stream facts of ``path``; every failure is ``VideoReadError(path, reason)``."""
+    path = Path(path)
+    with _opened(path) as container:
+        stream = _video_stream(container, path)
+        try:
+            index = _demux(container, stream, keep=False)
+            n = _frame_count(path, index)
+            container.seek(0)
+            first = next(container.decode(stream), None)
+        except _DECODE_ERRORS as exc:
+            raise VideoReadError(path, f"decoding failed ({_describe(exc)})") from exc
+        if first is None:
+            raise VideoReadError(path, "video stream has no frames")
+        rate = stream.average_rate
+        return VideoProbe(codec=stream.codec_context.name, container=container.format.name,
+                          pix_fmt=stream.codec_context.pix_fmt,
+                          width=first.width, height=first.height,
+                          frame_count=n,
+                          ordered_pts=index.pts_to_frame is not None,
+                          rotation=float(first.rotation), fps=float(rate) if rate else None,
+                          duration=_duration(container, stream))
 
 
 def _duration(container: av.container.InputContainer, stream: av.VideoStream) -> float | None:

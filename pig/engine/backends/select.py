@@ -7,7 +7,10 @@ TensorRT (GPU + TensorRT 10/11 or TensorRT-RTX on a GPU it supports + cuda-pytho
 Runtime on CUDA (GPU + a CUDA-enabled onnxruntime), ONNX Runtime on CPU. Without
 ``--precision`` it takes fp16 on a GPU when the bundle has it (tensor cores; fp16 R@1 is
 held within 0.5 points of fp32) and fp32 on CPU (the CPU provider has few fp16 kernels, so
-fp16 is slower there). INT8 costs up to 2 points of R@1, so it is used only when asked for.
+fp16 is slower there). INT8 for TensorRT costs up to 2 points of R@1, so it is used only when
+asked for. On a CPU, ``auto`` takes the bundle's ``int8-cpu`` graphs when its accuracy report
+shows their demo R@1 within 1 point of fp32 (:mod:`pig.engine.backends.accuracy`), else fp32
+with the reason; ``int8-cpu`` never runs on a GPU row.
 Availability is decided without importing TensorRT or CUDA before a GPU was found
 (:mod:`pig.engine.gpu`).
 """
@@ -19,6 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pig.engine import gpu as gpu_probe
+from pig.engine.backends.accuracy import INT8_CPU, int8_cpu_verdict
 from pig.engine.backends.base import Backend, log_stderr
 from pig.engine.graphs import PRECISIONS, Branch
 from pig.engine.trt import flavour as flavours
@@ -119,7 +123,7 @@ class Choice:
 
 
 def bundle_precisions(bundle: Bundle, branches: Sequence[Branch]) -> list[str]:
-    """Precisions present for every branch, in fp32, fp16, int8 order."""
+    """Precisions present for every branch, in PRECISIONS order."""
     have = [set(bundle.precisions(b)) for b in branches]
     return [p for p in PRECISIONS if all(p in h for h in have)]
 
@@ -143,6 +147,25 @@ def _row(backend: str, device: str) -> Row:
     return next((r for r in rows if r.device == device), rows[0])
 
 
+def _precision_for(row: Row, available: list[str], requested: str | None, bundle: Bundle
+                   ) -> tuple[str, str]:
+    """The precision ``row`` runs, and why: on a CPU fp32, or int8-cpu when the bundle has it
+    and its accuracy report allows it; int8-cpu is refused on a GPU row."""
+    if row.device != "cpu":
+        p, why = _pick_precision(available, requested, row.preferred(bundle), bundle)
+        if p == INT8_CPU:
+            raise BackendUnavailable(f"{INT8_CPU} graphs are made for ONNX Runtime on CPU, not "
+                                     f"{row.backend}/{row.device}; use --precision int8 (Q/DQ)")
+        return p, why
+    if requested is not None or INT8_CPU not in available:
+        return _pick_precision(available, requested, row.preferred(bundle), bundle)
+    use, why = int8_cpu_verdict(bundle)
+    if use:
+        return INT8_CPU, f"{INT8_CPU} ({why})"
+    return _pick_precision(available, None, row.preferred(bundle), bundle)[0], \
+        f"fp32, {INT8_CPU} not used: {why}"
+
+
 def choose(
     bundle: Bundle,
     backend: str = "auto",
@@ -155,7 +178,8 @@ def choose(
     if backend not in BACKENDS:
         raise BackendUnavailable(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
     if precision is not None and precision not in PRECISIONS:
-        raise BackendUnavailable(f"unknown precision {precision!r} (choose from fp32, fp16, int8)")
+        raise BackendUnavailable(
+            f"unknown precision {precision!r} (choose from {', '.join(PRECISIONS)})")
     available = bundle_precisions(bundle, branches)
     if backend != "auto":
         row = _row(backend, ort_device)
@@ -164,7 +188,7 @@ def choose(
             if why:
                 name = "TensorRT" if row.backend == "tensorrt" else f"{row.backend}/{row.device}"
                 raise BackendUnavailable(f"{name} unavailable: {why}")
-        p, pwhy = _pick_precision(available, precision, row.preferred(bundle), bundle)
+        p, pwhy = _precision_for(row, available, precision, bundle)
         return [Choice(row.backend, row.device, p, f"requested; precision {pwhy}")]
 
     choices: list[Choice] = []
@@ -175,10 +199,13 @@ def choose(
         if why:
             skipped.append(f"{row.backend}/{row.device}: {why}")
             continue
-        p, pwhy = _pick_precision(available, precision, row.preferred(bundle), bundle)
+        if precision == INT8_CPU:
+            skipped.append(f"{row.backend}/{row.device}: {INT8_CPU} runs on CPU only")
+            continue
+        p, pwhy = _precision_for(row, available, precision, bundle)
         choices.append(Choice(row.backend, row.device, p,
                               f"auto: fastest available; precision {pwhy}"))
-    p, pwhy = _pick_precision(available, precision, last.preferred(bundle), bundle)
+    p, pwhy = _precision_for(last, available, precision, bundle)
     note = f" (skipped {'; '.join(skipped)})" if skipped else ""
     choices.append(Choice(last.backend, last.device, p, f"auto: precision {pwhy}{note}"))
     return choices
