@@ -443,7 +443,9 @@ def test_live_pickup_of_concurrent_index_and_remove(fake_bundle: Bundle, tmp_pat
             poller.join()
         assert pickup <= PICKUP_S, pickup
         gens = [g for g, _ in answers]
-        assert gens == sorted(gens) and len(set(gens)) >= 3, gens  # several generations seen
+        # the first and the last generation at least (intermediate ones when the indexer
+        # outlasts a poll interval; each answer must be one generation's state either way)
+        assert gens == sorted(gens) and len(set(gens)) >= 2, gens
         sizes: dict[int, int] = {}
         for g, hits in answers:
             paths = [h["path"] for h in hits]
