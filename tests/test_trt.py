@@ -985,7 +985,7 @@ def _calibrated_copy(src, dest, max_videos: int, max_captions: int, evals: int):
     dest.mkdir(parents=True)
     shutil.copy(src / MANIFEST, dest)
     for name in ("video.onnx", "text.onnx"):
-        (dest / name).symlink_to(src / name)
+        (dest / name).hardlink_to(src / name)  # a symlink would leave the bundle
     bundle = Bundle.load(dest)
     calibrate_bundle(dest, max_videos=max_videos, max_captions=max_captions,
                      eval_data=demo_heldout(bundle.recipe, bundle.tokenizer_spec, count=evals),

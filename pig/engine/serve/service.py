@@ -173,8 +173,11 @@ class Service:
         while not self._stop.wait(self.options.reload_seconds):
             try:
                 self._reload()
-            except (PigError, OSError, sqlite3.Error) as err:  # keep the last good generation
+            except Exception as err:  # noqa: BLE001 - the watcher must outlive any failure
+                # keep serving the last good generation; say why once per distinct error
                 self.metrics.reloads.labels("error").inc()
+                if not isinstance(err, PigError | OSError | sqlite3.Error):
+                    err = RuntimeError(f"unexpected {type(err).__name__}: {err}")
                 if str(err) != self._reload_error:
                     self.log(f"pig-engine serve: cannot open the new generation ({err}); "
                              "still serving the previous one")
