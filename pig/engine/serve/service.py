@@ -173,7 +173,7 @@ class Service:
         while not self._stop.wait(self.options.reload_seconds):
             try:
                 self._reload()
-            except Exception as err:  # noqa: BLE001 - the watcher must outlive any failure
+            except Exception as err:  # the watcher must outlive any failure
                 # keep serving the last good generation; say why once per distinct error
                 self.metrics.reloads.labels("error").inc()
                 if not isinstance(err, PigError | OSError | sqlite3.Error):
