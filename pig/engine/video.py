@@ -84,10 +84,11 @@ def sample_indices(n: int, num_frames: int) -> np.ndarray:
 
 
 WholeReader = Callable[[Path, int, int], SampledFrames]
-SAMPLERS = {"linspace": sample_indices}  # recipe ``sampling`` -> (n, num_frames) -> indices
+Sampler = Callable[[int, int], np.ndarray]  # (frame count, frames wanted) -> indices
+SAMPLERS: dict[str, Sampler] = {"linspace": sample_indices}  # recipe ``sampling`` -> sampler
 
 
-def _sampler(sampling: str) -> Callable[[int, int], np.ndarray]:
+def _sampler(sampling: str) -> Sampler:
     try:
         return SAMPLERS[sampling]
     except KeyError:
@@ -119,15 +120,8 @@ def read_video(path: str | os.PathLike[str], num_frames: int,
     sampling (a key of ``SAMPLERS``). Every failure to read the file is raised as
     ``VideoReadError(path, reason)``.
     """
-    sample = _sampler(sampling)
-    if num_frames < 1:
-        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
-    path = Path(path)
-    with _opened(path) as container:
-        try:
-            return _read(container, path, num_frames, threads, sample)
-        except _DECODE_ERRORS as exc:
-            raise VideoReadError(path, f"decoding failed ({_describe(exc)})") from exc
+    with _decoding(path, num_frames, sampling) as (container, path, sample):
+        return _read(container, path, num_frames, threads, sample)
 
 
 def read_segments(path: str | os.PathLike[str], num_frames: int, setting: Segmenting,
@@ -143,14 +137,22 @@ def read_segments(path: str | os.PathLike[str], num_frames: int, setting: Segmen
     ``whole_reader``: another decoder's ``read_video`` (:mod:`pig.engine.decoders`), used for
     a file that is one whole-video segment under the default sampling.
     """
+    with _decoding(path, num_frames, sampling) as (container, path, sample):
+        yield from _read_segments(container, path, num_frames, threads, sample, setting,
+                                  whole_reader)
+
+
+@contextlib.contextmanager
+def _decoding(path: str | os.PathLike[str], num_frames: int, sampling: str
+              ) -> Iterator[tuple[av.container.InputContainer, Path, Sampler]]:
+    """Check the arguments and open ``path``; decoder failures become ``VideoReadError``."""
     sample = _sampler(sampling)
     if num_frames < 1:
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
     path = Path(path)
     with _opened(path) as container:
         try:
-            yield from _read_segments(container, path, num_frames, threads, sample, setting,
-                                      whole_reader)
+            yield container, path, sample
         except _DECODE_ERRORS as exc:
             raise VideoReadError(path, f"decoding failed ({_describe(exc)})") from exc
 
