@@ -252,16 +252,16 @@ class Catalog:
                "ORDER BY key")
         return [FileRecord(*row) for row in self._db.execute(sql, (_to_db(lo), _to_db(hi)))]
 
-    def paths(self, keys: Iterable[int]) -> dict[int, str]:
+    def _rows_in(self, sql: str, keys: Iterable[int]) -> Iterator[Any]:
+        """Rows of ``sql`` whose ``{marks}`` is the IN list of ``keys``, queried in chunks that
+        stay under SQLite's bound-parameter limit."""
         keys = list(keys)
-        out: dict[int, str] = {}
-        for i in range(0, len(keys), 500):  # stay under SQLite's bound-parameter limit
+        for i in range(0, len(keys), 500):
             part = keys[i : i + 500]
-            marks = ",".join("?" * len(part))
-            out.update(
-                self._db.execute(f"SELECT key, path FROM files WHERE key IN ({marks})", part)
-            )
-        return out
+            yield from self._db.execute(sql.format(marks=",".join("?" * len(part))), part)
+
+    def paths(self, keys: Iterable[int]) -> dict[int, str]:
+        return dict(self._rows_in("SELECT key, path FROM files WHERE key IN ({marks})", keys))
 
     def parts(self) -> dict[str, Any]:
         """The committed vectors files (``meta.parts``: base and delta, see ``vectors.py``)."""
@@ -293,27 +293,15 @@ class Catalog:
 
     def segment_keys(self, file_keys: Iterable[int]) -> list[int]:
         """The vector keys of the segments of ``file_keys``."""
-        out: list[int] = []
-        file_keys = list(file_keys)
-        for i in range(0, len(file_keys), 500):
-            part = file_keys[i : i + 500]
-            marks = ",".join("?" * len(part))
-            sql = f"SELECT key FROM {self._segments} WHERE file_key IN ({marks}) ORDER BY key"
-            out += [k for (k,) in self._db.execute(sql, part)]
-        return out
+        sql = f"SELECT key FROM {self._segments} WHERE file_key IN ({{marks}}) ORDER BY key"
+        return [k for (k,) in self._rows_in(sql, file_keys)]
 
     def segments(self, keys: Iterable[int]) -> dict[int, SegmentRecord]:
         """The segment rows (with their file's path) of vector ``keys``."""
-        keys = list(keys)
-        out: dict[int, SegmentRecord] = {}
-        for i in range(0, len(keys), 500):  # stay under SQLite's bound-parameter limit
-            part = keys[i : i + 500]
-            marks = ",".join("?" * len(part))
-            sql = (f"SELECT s.key, s.file_key, f.path, s.ordinal, s.start_s, s.end_s "
-                   f"FROM {self._segments} s JOIN files f ON f.key = s.file_key "
-                   f"WHERE s.key IN ({marks})")
-            out.update((row[0], SegmentRecord(*row)) for row in self._db.execute(sql, part))
-        return out
+        sql = (f"SELECT s.key, s.file_key, f.path, s.ordinal, s.start_s, s.end_s "
+               f"FROM {self._segments} s JOIN files f ON f.key = s.file_key "
+               f"WHERE s.key IN ({{marks}})")
+        return {row[0]: SegmentRecord(*row) for row in self._rows_in(sql, keys)}
 
     def longest(self) -> tuple[str, float] | None:
         """The indexed file with the longest known span and its length in seconds."""
