@@ -28,7 +28,6 @@ import numpy as np
 
 from pig.engine import gpu as gpu_probe
 from pig.engine.backends.base import log_stderr
-from pig.engine.bundle import sha256_file
 from pig.engine.fsutil import write_atomic
 from pig.engine.gpu import GpuInfo
 from pig.engine.graphs import BRANCHES, OUTPUT_NAME, Branch
@@ -254,10 +253,8 @@ def ensure_plan(
     target = resolve_target(flavour, gpu, targets)
     profile = profile or BatchProfile()
     cache = PlanCache(cache_dir or os.environ.get("PIG_TRT_CACHE") or Path(bundle.dir) / "trt")
-    onnx_path = bundle.graph_path(branch, precision)
-    onnx_sha = sha256_file(onnx_path)  # the file itself, not only what the manifest says
-    if onnx_sha != bundle.graph_sha256(branch, precision):
-        raise BundleError(f"{onnx_path}: sha256 differs from the manifest (modified or corrupt)")
+    bundle.graph_path(branch, precision)  # verifies the file against the manifest's sha256
+    onnx_sha = bundle.graph_sha256(branch, precision)
     key = PlanKey.make(
         branch, precision, onnx_sha, flavour.name, flavour.version, target,
         profile, workspace_bytes, _network_flags(flavour.module)[1],
