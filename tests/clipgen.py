@@ -12,7 +12,7 @@ Import ``av`` before ``decord`` in any process that encodes VP9 here: decord's b
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from fractions import Fraction
 from pathlib import Path
 
@@ -104,6 +104,19 @@ def make_clip(
         if astream is not None:
             _write_tone(out, astream, n_frames / fps)
     return path
+
+
+def clip_maker(root: Path, specs: dict[str, dict]) -> Callable[[str], Path]:
+    """``make(name)`` -> ``root/name``, encoded from ``specs[name]`` (``make_clip``'s keywords)
+    the first time it is asked for."""
+
+    def make(name: str) -> Path:
+        path = root / name
+        if not path.exists():
+            make_clip(path, **specs[name])
+        return path
+
+    return make
 
 
 def _write_tone(out: av.container.OutputContainer, stream: av.AudioStream, seconds: float) -> None:

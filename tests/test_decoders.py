@@ -36,15 +36,7 @@ CLIPS = {
 
 @pytest.fixture(scope="module")
 def make(tmp_path_factory: pytest.TempPathFactory):
-    root = tmp_path_factory.mktemp("decoder-clips")
-
-    def _make(name: str) -> Path:
-        path = root / name
-        if not path.exists():
-            clipgen.make_clip(path, **CLIPS[name])
-        return path
-
-    return _make
+    return clipgen.clip_maker(tmp_path_factory.mktemp("decoder-clips"), CLIPS)
 
 
 @pytest.fixture

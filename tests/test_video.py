@@ -70,15 +70,7 @@ def clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def make(clip_dir: Path):
     """make(name) -> path of the clip ``name`` from the tables above, encoded once a session."""
-    specs = {**CLIPS, **MPEG4, **OPEN_GOP, **ODD_HEIGHT, **LONG}
-
-    def _make(name: str) -> Path:
-        path = clip_dir / name
-        if not path.exists():
-            clipgen.make_clip(path, **specs[name])
-        return path
-
-    return _make
+    return clipgen.clip_maker(clip_dir, {**CLIPS, **MPEG4, **OPEN_GOP, **ODD_HEIGHT, **LONG})
 
 
 def decord_reference(path: Path, num_frames: int) -> tuple[int, np.ndarray, np.ndarray]:
