@@ -35,6 +35,8 @@ import logging
 import os
 import pickle
 import platform
+import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -232,6 +234,17 @@ def _embed(ray: Any, bundle: Bundle, choice: _Choice, options: PipelineOptions,
         raise _shared_error(str(bundle.dir), user) from None
     finally:  # stop the streaming execution now, not when Ray is already shut down
         batches.close()
+        _wait_for_executors()
+
+
+def _wait_for_executors(timeout: float = 30.0) -> None:
+    """Join Ray Data's executor threads, which stop soon after their iterator is closed but
+    are joined for 2 s only: one still running at ``ray.shutdown()`` makes Ray's core worker
+    end the process with exit 1 (seen on a loaded machine after Ctrl-C)."""
+    deadline = time.monotonic() + timeout
+    for thread in threading.enumerate():
+        if thread.name.startswith("StreamingExecutor-"):
+            thread.join(max(0.0, deadline - time.monotonic()))
 
 
 def _user_error(err: BaseException | None) -> PigError | None:
