@@ -219,7 +219,9 @@ def _embed(ray: Any, bundle: Bundle, choice: _Choice, options: PipelineOptions,
                      num_cpus=0, num_gpus=encoder_gpus)
     )
     files = _Files(writer)
-    batches = iter(ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1))
+    # No prefetch: with it Ray Data fetches blocks on its own threads ("iter_threaded"),
+    # which outlive a closed iterator and end the process if they call Ray after shutdown.
+    batches = iter(ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=0))
     try:
         for batch in batches:
             files.take(batch)
