@@ -128,10 +128,23 @@ def test_shards_cli_and_foreign_fingerprint(fake_bundle: Bundle, other_bundle: B
     assert code == 0
 
     def rows(out: str) -> list[dict]:  # ids are per index; everything else must be equal
-        return [{k: v for k, v in r.items() if k != "id"} for r in json.loads(out)["results"]]
+        return [{k: v for k, v in r.items() if k not in ("id", "index")}
+                for r in json.loads(out)["results"]]
 
     union = run(capsys, *query, "--index", tmp_path / "ab")[1]
     assert rows(both) == rows(union) and len(rows(union)) == len(clips)
+    # each hit names its index's position in the --index list: the text output too (only with
+    # several indexes)
+    shard_of = {str(p): int(i >= 4) for i, p in enumerate(clips)}
+    assert [h["index"] for h in json.loads(both)["results"]] == [
+        shard_of[h["path"]] for h in json.loads(both)["results"]]
+    assert {h["index"] for h in json.loads(union)["results"]} == {0}
+    text = ("search", "-q", "a red square", "-k", 20)
+    lines = run(capsys, *text, "--index", tmp_path / "a", "--index", tmp_path / "b")[1]
+    assert [ln.split()[-2:] for ln in lines.splitlines()[1:]] == [
+        [f"[{h['index']}]", h["path"]] for h in json.loads(both)["results"]]
+    lines = run(capsys, *text, "--index", tmp_path / "ab")[1]
+    assert "[" not in lines and len(lines.splitlines()) == 1 + len(clips)
     assert run(capsys, "index", clips[0], "--index", tmp_path / "o", "--bundle",
                other_bundle.dir, "--no-progress")[0] == 0
     code, _, err = run(capsys, *query, "--index", tmp_path / "a", "--index", tmp_path / "o")

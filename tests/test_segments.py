@@ -396,7 +396,7 @@ def test_reindex_changed_segmented_file_and_hit_json(tmp_path: Path, bundle: Bun
         hit = s.search(["a box"], 1)[0][0]
         assert hit_json(1, hit) == {"rank": 1, "score": hit.score, "path": str(path),
                                     "id": hit.key, "start_s": hit.start_s,
-                                    "end_s": hit.end_s, "segment": hit.segment}
+                                    "end_s": hit.end_s, "segment": hit.segment, "index": 0}
 
 
 def test_file_failing_after_some_segments_is_recorded_with_none(

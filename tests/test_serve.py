@@ -9,12 +9,13 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from pig.engine.bundle import Bundle
 from pig.engine.limits import MAX_K, MAX_QUERIES_PER_REQUEST, MAX_QUERY_CHARS
 from pig.engine.tokenizer import ClipTokenizer
 from tests.serving import Server, wait_until
-from tests.test_cli import run
+from tests.test_cli import run, user_error
 from tests.test_pipeline import N_CLIPS, QUERIES, fake_bundle, make_clips, other_bundle
 
 __all__ = ["fake_bundle", "other_bundle"]
@@ -36,6 +37,7 @@ __all__ = ["fake_bundle", "other_bundle"]
 SCORE_TOL = 1e-6  # fp32 text vectors encoded in batches of another composition (CLI: alone)
 PICKUP_S = 2.0  # a committed generation is served within this long (the issue's bound)
 SEGMENT_S = 0.4  # window length of the module's index: the clips (0.3-1.3 s) get 1-4 segments
+SPLIT = 4  # the module's shards: clips[:SPLIT] in shard 0, the rest in shard 1
 
 
 @pytest.fixture(scope="module")
@@ -43,15 +45,28 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     return make_clips(tmp_path_factory.mktemp("serve_clips"))
 
 
-@pytest.fixture(scope="module")
-def index(fake_bundle: Bundle, clips: list[Path], tmp_path_factory: pytest.TempPathFactory
-          ) -> Path:
-    idx = tmp_path_factory.mktemp("serve") / "idx"
-    code = subprocess.run([sys.executable, "-m", "pig.engine.cli", "index", str(clips[0].parent),
-                           "--bundle", str(fake_bundle.dir), "--index", str(idx),
+def build_index(bundle: Bundle, idx: Path, *paths: Path) -> Path:
+    """``pig-engine index PATHS`` into ``idx`` (another process, as while serving)."""
+    code = subprocess.run([sys.executable, "-m", "pig.engine.cli", "index", *map(str, paths),
+                           "--bundle", str(bundle.dir), "--index", str(idx),
                            "--segment-seconds", str(SEGMENT_S)], capture_output=True, text=True)
     assert code.returncode == 0, code.stderr
     return idx
+
+
+@pytest.fixture(scope="module")
+def index(fake_bundle: Bundle, clips: list[Path], tmp_path_factory: pytest.TempPathFactory
+          ) -> Path:
+    return build_index(fake_bundle, tmp_path_factory.mktemp("serve") / "idx", clips[0].parent)
+
+
+@pytest.fixture(scope="module")
+def shards(fake_bundle: Bundle, clips: list[Path], tmp_path_factory: pytest.TempPathFactory
+           ) -> list[Path]:
+    """The clips of ``index`` split between two indexes (same bundle and segmenting)."""
+    root = tmp_path_factory.mktemp("serve_shards")
+    return [build_index(fake_bundle, root / "a", *clips[:SPLIT]),
+            build_index(fake_bundle, root / "b", *clips[SPLIT:])]
 
 
 @pytest.fixture(scope="module")
@@ -63,10 +78,28 @@ def server(index: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Se
     assert "Traceback" not in s.output()
 
 
-def cli_json(capsys: pytest.CaptureFixture[str], index: Path, queries: list[str], *args: object
-             ) -> list[dict[str, Any]]:
-    code, out, err = run(capsys, "search", "--index", index, "--json", *args,
-                         *(a for q in queries for a in ("-q", q)))
+@pytest.fixture(scope="module")
+def shard_server(shards: list[Path], tmp_path_factory: pytest.TempPathFactory
+                 ) -> Iterator[Server]:
+    log = tmp_path_factory.mktemp("serve_log") / "shards.log"
+    with Server("--index", shards[0], "--index", shards[1], log=log) as s:
+        yield s
+    assert "Traceback" not in s.output()
+
+
+def info_json(index: Path) -> dict[str, Any]:
+    """``pig-engine info --json`` (another process)."""
+    return json.loads(subprocess.run([sys.executable, "-m", "pig.engine.cli", "info", "--index",
+                                      str(index), "--json"], capture_output=True, text=True,
+                                     check=True).stdout)
+
+
+def cli_json(capsys: pytest.CaptureFixture[str], index: Path | Sequence[Path], queries: list[str],
+             *args: object) -> list[dict[str, Any]]:
+    """``pig-engine search --json`` on ``index`` (several: repeated ``--index``)."""
+    dirs = [index] if isinstance(index, Path) else index
+    code, out, err = run(capsys, "search", *(a for d in dirs for a in ("--index", d)), "--json",
+                         *args, *(a for q in queries for a in ("-q", q)))
     assert code == 0, err
     return [json.loads(line) for line in out.splitlines()]
 
@@ -105,6 +138,8 @@ def test_search_equals_cli_json(server: Server, index: Path,
         r = search(server.url, {"queries": QUERIES, **body})
         assert r.status_code == 200, r.text
         assert_same_hits(r.json()["results"], reference)
+        assert {h["index"] for q in r.json()["results"] for h in q["results"]} == {0}
+        assert r.json()["generations"] == [r.json()["generation"]]
         if body.get("group_by") == "segment":
             segments = reference[0]["results"]
             assert len(segments) > N_CLIPS and any(h["start_s"] > 0 for h in segments)
@@ -221,10 +256,15 @@ def test_videos_and_media(server: Server, index: Path, clips: list[Path],
 
     rec = httpx.get(f"{url}/v1/videos/{vid}").json()
     assert rec["id"] == vid and rec["path"] == str(path) and rec["size"] == len(data)
+    assert rec["index"] == 0 and httpx.get(f"{url}/v1/videos/{vid}?index=0").json() == rec
     spans = [(g["start_s"], g["end_s"]) for g in rec["segments"]]
     assert spans and spans[0][0] == 0 and spans == sorted(spans)
     assert rec["duration_s"] == spans[-1][1]
-    assert rec["media"] == f"/v1/videos/{vid}/media"
+    assert rec["media"] == f"/v1/videos/{vid}/media?index=0"
+    for suffix in ("", "/media"):  # one index: ?index= may be left out; 1 is not served
+        r = httpx.get(f"{url}/v1/videos/{vid}{suffix}?index=1")
+        assert r.status_code == 404 and _error(r)["message"] == \
+            "no index 1: this server serves 1 (?index=0..0)"
 
     media = f"{url}/v1/videos/{vid}/media"
     full = httpx.get(media)
@@ -286,9 +326,7 @@ def test_health_metrics_openapi_page(server: Server, index: Path) -> None:
     assert httpx.get(f"{url}/v1/health/live").json() == {"status": "live", "generation": None,
                                                          "vectors": None, "model": None}
     ready = httpx.get(f"{url}/v1/health/ready").json()
-    info = json.loads(subprocess.run([sys.executable, "-m", "pig.engine.cli", "info", "--index",
-                                      str(index), "--json"], capture_output=True, text=True
-                                     ).stdout)
+    info = info_json(index)
     assert ready["status"] == "ready" and ready["vectors"] == info["counts"]["vectors"] > N_CLIPS
     assert ready["generation"] == info["generation"]
     search(url, {"query": "warm"})
@@ -297,8 +335,8 @@ def test_health_metrics_openapi_page(server: Server, index: Path) -> None:
                  'pig_stage_seconds_count{stage="tokenize"}',
                  'pig_stage_seconds_count{stage="encode"}',
                  'pig_stage_seconds_count{stage="search"}', "pig_batch_size_count",
-                 "pig_queue_depth", f"pig_index_vectors {float(ready['vectors'])}",
-                 f"pig_index_generation {float(ready['generation'])}",
+                 "pig_queue_depth", f'pig_index_vectors{{index="0"}} {float(ready["vectors"])}',
+                 f'pig_index_generation{{index="0"}} {float(ready["generation"])}',
                  'pig_request_seconds_bucket{le="0.5",route="/v1/search"}'):
         assert name in text, name
     spec = httpx.get(f"{url}/openapi.json").json()
@@ -468,6 +506,116 @@ def test_live_pickup_of_concurrent_index_and_remove(fake_bundle: Bundle, tmp_pat
     assert "Traceback" not in s.output()
 
 
+def test_shards_answer_as_the_cli_and_as_their_union(
+        shard_server: Server, shards: list[Path], index: Path, clips: list[Path],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Two shards served: the hits of ``search --json --index A --index B`` (each with its
+    shard's position), and those of one index holding both shards' files."""
+    shard_of = {str(p): int(i >= SPLIT) for i, p in enumerate(clips)}
+    seen: set[int] = set()
+    for args, body in [((), {}), (("-k", 3), {"k": 3}),
+                       (("-k", N_CLIPS + 5, "--exact"), {"k": N_CLIPS + 5, "exact": True}),
+                       (("--group-by", "segment", "-k", 50), {"group_by": "segment", "k": 50})]:
+        r = search(shard_server.url, {"queries": QUERIES, **body})
+        assert r.status_code == 200, r.text
+        served = r.json()["results"]
+        assert_same_hits(served, cli_json(capsys, shards, QUERIES, *args))
+        for s, u in zip(served, cli_json(capsys, index, QUERIES, *args), strict=True):
+            # the same hits with the same scores, best first (so in the same order but for
+            # equal scores, which the union orders its own way: same-size clips tie here)
+            got, want = ({(h["path"], h["start_s"], h["end_s"], h["segment"]): h["score"]
+                          for h in r["results"]} for r in (s, u))
+            assert list(got) == sorted(got, key=got.__getitem__, reverse=True)
+            assert got.keys() == want.keys() and len(got) == len(s["results"])
+            np.testing.assert_allclose([got[k] for k in want], list(want.values()), rtol=0,
+                                       atol=SCORE_TOL)
+            assert [h["index"] for h in s["results"]] == [shard_of[h["path"]]
+                                                          for h in s["results"]]
+            seen |= {h["index"] for h in s["results"]}
+    assert seen == {0, 1}
+    infos = [info_json(d) for d in shards]
+    gens = [i["generation"] for i in infos]
+    assert r.json()["generations"] == gens and r.json()["generation"] == gens[0]
+    ready = httpx.get(f"{shard_server.url}/v1/health/ready").json()
+    assert ready["generation"] == gens[0]
+    assert ready["vectors"] == sum(i["counts"]["vectors"] for i in infos) == \
+        info_json(index)["counts"]["vectors"]
+    text = httpx.get(f"{shard_server.url}/metrics").text
+    for i, g in enumerate(gens):
+        assert f'pig_index_generation{{index="{i}"}} {float(g)}' in text
+    assert metric(shard_server.url, "pig_index_vectors") == ready["vectors"]
+
+
+def test_shard_videos_need_the_hit_index(shard_server: Server, shards: list[Path],
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    url = shard_server.url
+    hits = cli_json(capsys, shards, ["hello"], "-k", N_CLIPS)[0]["results"]
+    # an id that both shards hold, so that the wrong shard would give another file
+    hit = next(h for h in hits if h["index"] == 1 and {h["id"]} & {o["id"] for o in hits
+                                                                  if o["index"] == 0})
+    other = next(o for o in hits if o["index"] == 0 and o["id"] == hit["id"])
+    vid = hit["id"]
+    for h in (hit, other):
+        rec = httpx.get(f"{url}/v1/videos/{vid}", params={"index": h["index"]}).json()
+        assert (rec["id"], rec["index"], rec["path"]) == (vid, h["index"], h["path"])
+        assert rec["media"] == f"/v1/videos/{vid}/media?index={h['index']}"
+        media = httpx.get(url + rec["media"])
+        assert media.status_code == 200 and media.content == Path(h["path"]).read_bytes()
+    assert hit["path"] != other["path"]
+    for suffix in ("", "/media"):
+        r = httpx.get(f"{url}/v1/videos/{vid}{suffix}")
+        assert r.status_code == 400 and _error(r)["message"] == \
+            "several indexes are served: give ?index=N (the hit's index field)"
+        r = httpx.get(f"{url}/v1/videos/{vid}{suffix}?index=5")
+        assert r.status_code == 404 and _error(r)["message"] == \
+            "no index 5: this server serves 2 (?index=0..1)"
+        for bad in ("-1", "1.0", "x"):
+            assert httpx.get(f"{url}/v1/videos/{vid}{suffix}?index={bad}").status_code == 422
+    r = httpx.get(f"{url}/v1/videos/{10**6}?index=1")
+    assert r.status_code == 404 and _error(r)["message"] == \
+        f"no indexed video with id {10**6} in index 1"
+
+
+def test_commit_into_one_shard_is_picked_up(fake_bundle: Bundle, shards: list[Path],
+                                            tmp_path: Path) -> None:
+    """``pig-engine index`` commits into shard 1 while it is served: its new video is found
+    within PICKUP_S; shard 0 serves its generation all along."""
+    dirs = [Path(shutil.copytree(d, tmp_path / d.name)) for d in shards]
+    new = make_clips(tmp_path / "new", n=1, offset=N_CLIPS)[0]
+    body = {"query": "moving box", "k": 100, "exact": True}
+    with Server("--index", dirs[0], "--index", dirs[1], log=tmp_path / "log") as s:
+        before = search(s.url, body).json()
+        build_index(fake_bundle, dirs[1], new)
+        wait_until(lambda: str(new) in {h["path"] for h in
+                                        search(s.url, body).json()["results"][0]["results"]},
+                   PICKUP_S, every=0.01)
+        after = search(s.url, body).json()
+        assert after["generations"] == [before["generations"][0],
+                                      info_json(dirs[1])["generation"]]
+        assert after["generations"][1] > before["generations"][1]
+        unranked = lambda r, i: [{**h, "rank": None} for h in  # noqa: E731
+                                 r["results"][0]["results"] if h["index"] == i]
+        assert unranked(after, 0) == unranked(before, 0) != []
+        (found,) = (h for h in after["results"][0]["results"] if h["path"] == str(new))
+        assert found["index"] == 1
+        rec = httpx.get(f"{s.url}/v1/videos/{found['id']}?index=1").json()
+        assert rec["path"] == str(new)
+        text = httpx.get(f"{s.url}/metrics").text
+        assert f'pig_index_generation{{index="1"}} {float(after["generations"][1])}' in text
+    assert "Traceback" not in s.output()
+    assert f"{dirs[1]}: now serving generation {after['generations'][1]}" in s.output()
+
+
+def test_shards_of_other_models_are_refused(other_bundle: Bundle, index: Path,
+                                            clips: list[Path], tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    other = build_index(other_bundle, tmp_path / "other", clips[0])
+    code, out, err = run(capsys, "serve", "--index", index, "--index", other, "--port", 0)
+    line = user_error(err)
+    assert code == 2 and out == "" and str(index) in line and str(other) in line
+    assert "only indexes of one bundle fingerprint" in line
+
+
 FUZZ_EXAMPLES = 12  # per operation and generation mode (~200 requests in all)
 
 
@@ -534,14 +682,14 @@ def test_search_page_in_a_real_browser(server: Server, index: Path,
             page.wait_for_function("document.querySelector('#player').readyState >= 1")
             start = top[0]["start_s"]
             src, position = player.evaluate("v => [v.currentSrc, v.currentTime]")
-            assert src == f"{server.url}/v1/videos/{top[0]['id']}/media#t={start:g}"
+            assert src == f"{server.url}/v1/videos/{top[0]['id']}/media?index=0#t={start:g}"
             assert position == pytest.approx(start, abs=0.05)
             # choosing another hit plays that one from its start
             items.nth(2).click()
             page.wait_for_function(
                 f"document.querySelector('#player').dataset.videoId === '{top[2]['id']}'")
             assert player.evaluate("v => v.src").endswith(f"/v1/videos/{top[2]['id']}/media"
-                                                          f"#t={top[2]['start_s']:g}")
+                                                          f"?index=0#t={top[2]['start_s']:g}")
             if shot := os.environ.get("PIG_SERVE_SCREENSHOT"):
                 page.screenshot(path=shot)
         finally:

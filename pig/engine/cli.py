@@ -171,11 +171,14 @@ def _read_queries(queries: tuple[str, ...], queries_file: Path | None) -> list[s
     return out
 
 
+_indexes = click.option("--index", "index_dirs", type=_PATH, required=True, multiple=True,
+                        help="index directory (repeat to search several of one bundle as one)")
+
+
 @cli.command()
 @click.option("--query", "-q", "queries", multiple=True, help="query text (repeatable)")
 @click.option("--queries-file", type=_PATH, default=None, help="one query per line")
-@click.option("--index", "index_dirs", type=_PATH, required=True, multiple=True,
-              help="index directory (repeat to search several of one bundle as one)")
+@_indexes
 @click.option("-k", "k", type=click.IntRange(1, MAX_K), default=10, show_default=True,
               help="hits per query (files with --group-by video)")
 @click.option("--group-by", type=click.Choice(GROUP_BY), default="video", show_default=True,
@@ -191,7 +194,10 @@ def search(queries: tuple[str, ...], queries_file: Path | None, index_dirs: tupl
            k: int, group_by: str, as_json: bool, exact: bool | None, bundle: Path | None,
            backend: str,
            precision: str | None) -> int:
-    """Find the videos (and the moments in them) that best match each query text."""
+    """Find the videos (and the moments in them) that best match each query text.
+
+    With several --index, a hit's line shows [N] before its path: the position of its index
+    (from 0), the ``index`` field of --json."""
     from pig.engine.search import Searcher, hit_json
 
     texts = _read_queries(queries, queries_file)
@@ -210,7 +216,8 @@ def search(queries: tuple[str, ...], queries_file: Path | None, index_dirs: tupl
         click.echo(f"query: {display_path(text)}")
         for row in rows:
             span = format_span(row["start_s"], row["end_s"])
-            click.echo(f"{row['rank']:>4}  {row['score']:.4f}  {span:>13}  "
+            shard = f"[{row['index']}] " if len(index_dirs) > 1 else ""
+            click.echo(f"{row['rank']:>4}  {row['score']:.4f}  {span:>13}  {shard}"
                        f"{display_path(row['path'])}")
         if not rows:
             click.echo("   (index is empty)")
@@ -218,7 +225,7 @@ def search(queries: tuple[str, ...], queries_file: Path | None, index_dirs: tupl
 
 
 @cli.command()
-@_index
+@_indexes
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="address to listen on (non-loopback needs --api-key-file)")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True,
@@ -237,10 +244,11 @@ def search(queries: tuple[str, ...], queries_file: Path | None, index_dirs: tupl
               help="how long a batch waits for more queries (0: takes what queued meanwhile)")
 @click.option("--max-queue", type=click.IntRange(1), default=512, show_default=True,
               help="requests waiting for the encoder; more get 503 + Retry-After")
-def serve(index_dir: Path, host: str, port: int, bundle: Path | None, backend: str,
+def serve(index_dirs: tuple[Path, ...], host: str, port: int, bundle: Path | None, backend: str,
           precision: str | None, api_key_file: Path | None, insecure_no_auth: bool,
           max_batch: int, max_wait_ms: float, max_queue: int) -> int:
-    """HTTP search service on an index (needs the serve extra); see README "Serving"."""
+    """HTTP search service on one index or several of one bundle searched as one (needs the
+    serve extra); see README "Serving"."""
     from pig.engine.serve import missing_extra
 
     if why := missing_extra():
@@ -248,7 +256,7 @@ def serve(index_dir: Path, host: str, port: int, bundle: Path | None, backend: s
     from pig.engine.serve.server import serve_index
     from pig.engine.serve.service import ServeOptions
 
-    serve_index(index_dir, host=host, port=port, bundle_dir=bundle, backend=backend,
+    serve_index(index_dirs, host=host, port=port, bundle_dir=bundle, backend=backend,
                 precision=precision, api_key_file=api_key_file,
                 insecure_no_auth=insecure_no_auth, say=click.echo, log=_log,
                 options=ServeOptions(max_batch=max_batch, max_wait_ms=max_wait_ms,

@@ -20,16 +20,18 @@ from pig.engine.limits import MAX_K, MAX_QUERIES_FILE_BYTES, MAX_QUERIES_FILE_LI
 from pig.engine.tokenizer import ClipTokenizer
 from pig.errors import BundleError, IndexStoreError, PigError
 
-HIT_FIELDS = ("rank", "score", "path", "id", "start_s", "end_s", "segment")
+HIT_FIELDS = ("rank", "score", "path", "id", "start_s", "end_s", "segment", "index")
 
 
 def hit_json(rank: int, hit: Hit) -> dict[str, Any]:
     """The JSON form of a hit (every client of the engine uses this one): ``rank`` from 1,
     ``score`` (inner product), ``path`` (through :func:`display_path`), ``id`` (the file's
     catalog key), the segment's span ``start_s``/``end_s`` (seconds from the first frame;
-    ``end_s`` null when unknown) and its ordinal ``segment`` within the file."""
+    ``end_s`` null when unknown), its ordinal ``segment`` within the file, and ``index``, the
+    0-based position of the hit's index in the ``--index`` list (``id`` is unique only within
+    its index)."""
     values = (rank, hit.score, display_path(hit.path, controls=False), hit.key, hit.start_s,
-              hit.end_s, hit.segment)
+              hit.end_s, hit.segment, hit.index)
     return dict(zip(HIT_FIELDS, values, strict=True))
 
 
@@ -111,7 +113,6 @@ class Searcher:
             for d in dirs:
                 self.indexes.append(VideoIndex.open(d, view=True))
             check_same_model(self.indexes)
-            self.index = self.indexes[0]
             self.bundle = bundle_for(self.index, bundle_dir)
             self.tokenizer = ClipTokenizer(self.bundle.tokenizer_spec)
             kwargs: dict[str, Any] = {"log": log} if log is not None else {}
@@ -149,11 +150,15 @@ class Searcher:
         for idx in self.indexes:
             idx.close()
 
-    def replace_index(self, index: VideoIndex) -> VideoIndex:
-        """Search ``index`` (a newer generation of the same directory) from now on; returns
-        the one it replaces, for the caller to close."""
-        old, self.index = self.index, index
-        self.indexes[self.indexes.index(old)] = index
+    @property
+    def index(self) -> VideoIndex:
+        """The first index (the only one unless several were given)."""
+        return self.indexes[0]
+
+    def replace_index(self, position: int, index: VideoIndex) -> VideoIndex:
+        """Search ``index`` (a newer generation of the directory at ``position``) from now
+        on; returns the one it replaces, for the caller to close."""
+        old, self.indexes[position] = self.indexes[position], index
         return old
 
     def close(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,8 +32,11 @@ def search_shards(
 ) -> list[list[Hit]]:
     """Top ``k`` per query over all ``indexes``: the merge of each index's top ``k`` by score
     (exact per index top-k merged is the exact top-k of the union; a file lives in one index,
-    so grouping by video stays right). Ties keep index order."""
-    per_index = [idx.search(queries, k, exact=exact, group_by=group_by) for idx in indexes]
+    so grouping by video stays right). Ties keep index order. Each hit's ``index`` is its
+    index's position in ``indexes``."""
+    per_index = [[[dataclasses.replace(h, index=i) for h in row]
+                  for row in idx.search(queries, k, exact=exact, group_by=group_by)]
+                 for i, idx in enumerate(indexes)]
     return [
         sorted((h for rows in per_index for h in rows[q]), key=lambda h: -h.score)[:k]
         for q in range(len(per_index[0]))

@@ -135,7 +135,10 @@ class Plan:
 @dataclass(frozen=True)
 class Hit:
     """A search result: the file's catalog key, absolute path, inner-product score (cosine),
-    and the matching segment: its ordinal and span in seconds (``end_s`` None: unknown)."""
+    the matching segment: its ordinal and span in seconds (``end_s`` None: unknown), and
+    ``index``, the position of the hit's index among those searched together (0 for one
+    index; :func:`~pig.engine.index.shards.search_shards` sets it): a key is unique only
+    within its index."""
 
     key: int
     path: str
@@ -143,6 +146,7 @@ class Hit:
     segment: int = 0
     start_s: float = 0.0
     end_s: float | None = None
+    index: int = 0
 
 
 GROUP_BY = ("video", "segment")

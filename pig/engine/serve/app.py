@@ -1,10 +1,11 @@
 """The FastAPI application: routes, bearer-key auth, JSON errors, the static search page.
 
 Every error is a JSON :class:`ErrorResponse` (``{"error": {"type", "message"}}``): 400 for
-malformed JSON or an unusable value, 422 for a request that breaks the schema or a limit,
-401 without the key, 404/410 for videos, 413 for an oversized body, 416 for an unsatisfiable
-Range, 503 (with ``Retry-After``) when the queue is full or the server is draining. An
-unexpected failure is a 500 whose body says only that (the traceback goes to the log).
+malformed JSON or an unusable value (and for a video without ``?index=N`` when several
+indexes are served), 422 for a request that breaks the schema or a limit, 401 without the
+key, 404/410 for videos, 413 for an oversized body, 416 for an unsatisfiable Range, 503
+(with ``Retry-After``) when the queue is full or the server is draining. An unexpected
+failure is a 500 whose body says only that (the traceback goes to the log).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -65,6 +66,9 @@ def _digits(value: object) -> object:
 
 VideoId = Annotated[int, PathParam(ge=1, le=MAX_ID, description="catalog id (a hit's id)"),
                     BeforeValidator(_digits)]
+IndexPosition = Annotated[int | None, Query(
+    ge=0, description="the hit's index field: position of its index in the --index list; "
+    "required when several indexes are served, else 0"), BeforeValidator(_digits)]
 
 _ERROR_TYPES = {400: "invalid_request", 401: "unauthorized", 404: "not_found",
                 405: "method_not_allowed", 410: "gone", 413: "request_too_large",
@@ -217,7 +221,8 @@ def create_app(service: Service, api_key: str | None = None) -> FastAPI:
         results = [{"query": text, "truncated": cut,
                     "results": [hit_json(r, h) for r, h in enumerate(hits, 1)]}
                    for text, hits, cut in zip(texts, found.hits, found.truncated, strict=True)]
-        return JSONResponse({"generation": found.generation, "results": results})
+        return JSONResponse({"generation": found.generations[0],
+                             "generations": found.generations, "results": results})
 
     @api.post("/v1/embeddings", response_model=EmbeddingsResponse, tags=["search"])
     async def embeddings(req: EmbeddingsRequest) -> Response:
@@ -233,30 +238,44 @@ def create_app(service: Service, api_key: str | None = None) -> FastAPI:
         return JSONResponse({"object": "list", "data": data, "model": service.model,
                              "usage": {"prompt_tokens": n, "total_tokens": n}})
 
-    def indexed(video_id: int) -> tuple[FileRecord, list[SegmentRecord]]:
-        found = service.video(video_id)
+    def indexed(video_id: int, index: int | None
+                ) -> tuple[int, FileRecord, list[SegmentRecord]]:
+        """(index position, record, segments) of ``video_id`` in the index ``?index=`` names:
+        400 without one when several are served (never a guess), 404 outside the list."""
+        served = len(service.index_dirs)
+        if index is None:
+            if served > 1:
+                raise HTTPException(400, "several indexes are served: give ?index=N (the "
+                                    "hit's index field)")
+            index = 0
+        if index >= served:
+            raise HTTPException(404, f"no index {index}: this server serves {served} "
+                                f"(?index=0..{served - 1})")
+        found = service.video(index, video_id)
         if found is None:
-            raise HTTPException(404, f"no indexed video with id {video_id}")
-        return found
+            where = f" in index {index}" if served > 1 else ""
+            raise HTTPException(404, f"no indexed video with id {video_id}{where}")
+        rec, segments = found
+        return index, rec, segments
 
     @api.get("/v1/videos/{video_id}", response_model=VideoRecord, tags=["videos"])
-    def video(video_id: VideoId) -> VideoRecord:
+    def video(video_id: VideoId, index: IndexPosition = None) -> VideoRecord:
         """A video's catalog record and its segments."""
-        rec, segments = indexed(video_id)
-        return VideoRecord(id=rec.key, path=rec.path, size=rec.size, mtime_ns=rec.mtime_ns,
-                           frames=rec.frames, digest=rec.digest,
+        index, rec, segments = indexed(video_id, index)
+        return VideoRecord(id=rec.key, index=index, path=rec.path, size=rec.size,
+                           mtime_ns=rec.mtime_ns, frames=rec.frames, digest=rec.digest,
                            duration_s=segments[-1].end_s if segments else None,
                            segments=[Segment(segment=g.ordinal, start_s=g.start_s,
                                              end_s=g.end_s) for g in segments],
-                           media=f"/v1/videos/{rec.key}/media")
+                           media=f"/v1/videos/{rec.key}/media?index={index}")
 
     @api.get("/v1/videos/{video_id}/media", response_class=FileResponse, tags=["videos"],
              responses={200: {"content": {"video/*": {}}}, 206: {"description": "a Range"},
                         410: {"model": ErrorResponse}, 416: {"model": ErrorResponse}})
-    def media(video_id: VideoId) -> Response:
+    def media(video_id: VideoId, index: IndexPosition = None) -> Response:
         """The indexed file itself, with HTTP Range support; only files in the catalog, and
         only while they are the file that was indexed (same size and mtime), else 410."""
-        found = media_file(indexed(video_id)[0])
+        found = media_file(indexed(video_id, index)[1])
         if found is None:
             raise HTTPException(410, f"video {video_id}: the file is missing or changed since "
                                 "it was indexed")
@@ -283,9 +302,9 @@ def create_app(service: Service, api_key: str | None = None) -> FastAPI:
         """Ready while serving (the index and backend are open before the port is bound)."""
         if app.state.draining:
             return JSONResponse(Health(status="draining").model_dump(), status_code=503)
-        generation, vectors = service.state()
-        return Health(status="ready", generation=generation, vectors=vectors,
-                      model=service.model)
+        state = service.state()
+        return Health(status="ready", generation=state[0][0],
+                      vectors=sum(vectors for _, vectors in state), model=service.model)
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:

@@ -31,9 +31,11 @@ class Metrics:
                                     buckets=_BATCH, registry=r)
         self.queue_depth = Gauge("pig_queue_depth", "requests waiting for the encoder",
                                  registry=r)
-        self.generation = Gauge("pig_index_generation", "index generation being served",
+        self.generation = Gauge("pig_index_generation", "index generation being served, by "
+                                "index (its position in the --index list, from 0)", ["index"],
                                 registry=r)
-        self.vectors = Gauge("pig_index_vectors", "vectors in the served generation",
+        self.vectors = Gauge("pig_index_vectors", "vectors in the served generation, by index "
+                             "(its position in the --index list, from 0)", ["index"],
                              registry=r)
         self.reloads = Counter("pig_index_reloads", "index generations opened, by outcome",
                                ["outcome"], registry=r)

@@ -60,10 +60,13 @@ class SearchHit(BaseModel):
     rank: int
     score: float = Field(description="inner product of the unit query and video vectors")
     path: str
-    id: int = Field(description="the video's catalog id (GET /v1/videos/{id})")
+    id: int = Field(description="the video's catalog id, unique within its index "
+                    "(GET /v1/videos/{id}?index={index})")
     start_s: float = Field(description="the segment's start, seconds from the first frame")
     end_s: float | None = Field(description="the segment's end (null: unknown)")
     segment: int = Field(description="the segment's ordinal within the file")
+    index: int = Field(description="position of the hit's index in the served --index list "
+                       "(from 0; 0 with one index)")
 
 
 class QueryResult(BaseModel):
@@ -74,7 +77,10 @@ class QueryResult(BaseModel):
 
 
 class SearchResponse(BaseModel):
-    generation: int = Field(description="the index generation that answered")
+    generation: int = Field(description="the generation of the first index that answered "
+                            "(the only one unless several are served; see generations)")
+    generations: list[int] = Field(description="the generation of each index that answered, "
+                                   "in --index order (a hit's index field is a position here)")
     results: list[QueryResult] = Field(description="one entry per query, in request order")
 
 
@@ -115,6 +121,7 @@ class VideoRecord(BaseModel):
     """A video's catalog record."""
 
     id: int
+    index: int = Field(description="position of the video's index in the --index list")
     path: str
     size: int | None
     mtime_ns: int | None
@@ -127,8 +134,9 @@ class VideoRecord(BaseModel):
 
 class Health(BaseModel):
     status: Literal["live", "ready", "draining"]
-    generation: int | None = None
-    vectors: int | None = None
+    generation: int | None = Field(None, description="the first index's generation (see "
+                                   "pig_index_generation for each)")
+    vectors: int | None = Field(None, description="vectors in all served indexes")
     model: str | None = None
 
 

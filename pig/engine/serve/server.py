@@ -14,7 +14,7 @@ import os
 import signal
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import FrameType
 
@@ -109,25 +109,27 @@ def read_api_key(path: str | os.PathLike[str]) -> str:
     return key
 
 
-def serve_index(index_dir: str | os.PathLike[str], *, host: str, port: int,
+def serve_index(index_dirs: Sequence[str | os.PathLike[str]], *, host: str, port: int,
                 bundle_dir: str | os.PathLike[str] | None,
                 backend: str, precision: str | None, api_key_file: str | os.PathLike[str] | None,
                 insecure_no_auth: bool, options: ServeOptions,
                 say: Callable[[str], None], log: Callable[[str], None]) -> None:
-    """``pig-engine serve``: check where it may listen, open the index and the encoder, bind,
-    print the URL once accepting, serve until SIGTERM/SIGINT."""
+    """``pig-engine serve``: check where it may listen, open the indexes (several: of one
+    bundle fingerprint, searched as one) and the encoder, bind, print the URL once accepting,
+    serve until SIGTERM/SIGINT."""
     api_key = read_api_key(api_key_file) if api_key_file is not None else None
     check_exposure(host, port, api_key is not None, insecure_no_auth)
-    service = Service(index_dir, bundle_dir, backend, precision, options, log=log)
+    service = Service(index_dirs, bundle_dir, backend, precision, options, log=log)
     try:
         sock = bind(host, port)
         url = url_of(sock)
 
         def ready() -> None:
-            generation, vectors = service.state()
+            served = "; ".join(f"index {d}, generation {g}, {n} vectors" for d, (g, n)
+                               in zip(service.index_dirs, service.state(), strict=True))
             auth = "bearer key required" if api_key else "no auth"
-            say(f"pig-engine serve: ready at {url} (index {service.index_dir}, generation "
-                f"{generation}, {vectors} vectors; {auth}; search page {url}/, API {url}/docs)")
+            say(f"pig-engine serve: ready at {url} ({served}; {auth}; search page {url}/, "
+                f"API {url}/docs)")
 
         run(create_app(service, api_key), sock, ready)
     finally:

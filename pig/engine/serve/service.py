@@ -1,19 +1,22 @@
-"""What the routes call: one :class:`Searcher`, its index kept at the newest committed
-generation, and the micro-batcher in front of the encoder.
+"""What the routes call: one :class:`Searcher` over one index or several (shards of one
+bundle fingerprint, searched as one), each kept at its newest committed generation, and the
+micro-batcher in front of the encoder.
 
 Threads and what they touch:
 
 * the batcher's worker is the only caller of the tokenizer and the text encoder (a TensorRT
   context has one stream; ONNX Runtime sessions are used from one thread), and it runs the
   batch's index searches;
-* the index (a read-only usearch view plus a SQLite snapshot) is used under ``_index_lock``
-  only, by the worker's searches, by catalog look-ups (``/v1/videos``) and by the swap to a
-  new generation; usearch is not safe for a search concurrent with a change of the index
-  object, and the snapshot's connection is not shared across threads without it;
-* the watcher thread polls the committed generation (:meth:`VideoIndex.committed_generation`,
-  a read of the catalog's commit record) every ``reload_seconds``, opens a newer generation
-  *outside* the lock (so queries go on meanwhile), checks it, then swaps it in under the lock.
-  A generation is what one commit made, so a half-committed state is never served; removals
+* the indexes (each a read-only usearch view plus a SQLite snapshot) are used under
+  ``_index_lock`` only, by the worker's searches, by catalog look-ups (``/v1/videos``) and by
+  the swap to a new generation; usearch is not safe for a search concurrent with a change of
+  the index object, and a snapshot's connection is not shared across threads without it;
+* the watcher thread polls each index's committed generation
+  (:meth:`VideoIndex.committed_generation`, a read of the catalog's commit record) every
+  ``reload_seconds``, opens a newer generation *outside* the lock (so queries go on
+  meanwhile), checks it, then swaps it in under the lock. Each index is reloaded on its own:
+  one that cannot be reopened keeps serving its previous generation, the others move on. A
+  generation is what one commit made, so a half-committed state is never served; removals
   arrive the same way.
 """
 
@@ -24,7 +27,7 @@ import os
 import sqlite3
 import stat
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +36,7 @@ import numpy as np
 
 from pig.engine.index import INDEXED, FileRecord, Hit, VideoIndex
 from pig.engine.index.catalog import SegmentRecord
+from pig.engine.index.shards import search_shards
 from pig.engine.search import Searcher
 from pig.engine.serve.batcher import MicroBatcher
 from pig.engine.serve.metrics import Metrics
@@ -72,7 +76,7 @@ class Encoded:
 
 @dataclass(frozen=True)
 class Found:
-    generation: int
+    generations: list[int]  # per index, in --index order
     hits: list[list[Hit]]
     truncated: list[bool]  # per query: longer than the model's text length (cut there)
 
@@ -80,19 +84,19 @@ class Found:
 class Service:
     """See the module docstring. Close with :meth:`close`."""
 
-    def __init__(self, index_dir: str | os.PathLike[str], bundle_dir: str | os.PathLike[str]
-                 | None = None, backend: str = "auto", precision: str | None = None,
-                 options: ServeOptions = ServeOptions(),
+    def __init__(self, index_dirs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+                 bundle_dir: str | os.PathLike[str] | None = None, backend: str = "auto",
+                 precision: str | None = None, options: ServeOptions = ServeOptions(),
                  log: Callable[[str], None] | None = None) -> None:
         self.options = options
         self.log = log or (lambda _msg: None)
         self.metrics = Metrics()
-        self.searcher = Searcher(index_dir, bundle_dir, backend, precision, log=log)
-        self.index_dir = self.searcher.index.path
+        self.searcher = Searcher(index_dirs, bundle_dir, backend, precision, log=log)
+        self.index_dirs = [idx.path for idx in self.searcher.indexes]  # a hit's index: i
         self.model = self.searcher.bundle.fingerprint
         self._index_lock = threading.Lock()
-        self._reload_error = ""
-        self._publish_index()
+        self._reload_errors = [""] * len(self.index_dirs)  # the last one logged, per index
+        self._publish_state()
         self.batcher: MicroBatcher[Job, Encoded | Found] = MicroBatcher(
             self._run, max_batch=options.max_batch, max_wait_s=options.max_wait_ms / 1000,
             max_queue=options.max_queue)
@@ -106,20 +110,20 @@ class Service:
         """Queue ``job`` for the batcher (raises QueueFull / Closed instead of queueing)."""
         return self.batcher.submit(job, len(job.texts))
 
-    def state(self) -> tuple[int, int]:
-        """(generation, vectors) being served."""
+    def state(self) -> list[tuple[int, int]]:
+        """(generation, vectors) being served, per index in ``index_dirs`` order."""
         with self._index_lock:
-            idx = self.searcher.index
-            return idx.generation, idx.counts()["vectors"]
+            return [(idx.generation, idx.counts()["vectors"]) for idx in self.searcher.indexes]
 
-    def video(self, key: int) -> tuple[FileRecord, list[SegmentRecord]] | None:
+    def video(self, index: int, key: int) -> tuple[FileRecord, list[SegmentRecord]] | None:
         """The catalog row and segments of an indexed video with ``key`` in the served
-        generation."""
+        generation of the index at position ``index`` (a hit's ``index``; in range)."""
         with self._index_lock:
-            rec = self.searcher.index.record(key)
+            idx = self.searcher.indexes[index]
+            rec = idx.record(key)
             if rec is None or rec.status != INDEXED:
                 return None
-            return rec, self.searcher.index.segments_of(rec.path)
+            return rec, idx.segments_of(rec.path)
 
     def close(self) -> None:
         """Finish the queued requests, stop the threads, close the searcher."""
@@ -130,8 +134,8 @@ class Service:
 
     # --- the batcher's worker ------------------------------------------------------------
     def _run(self, jobs: list[Job]) -> list[Encoded | Found]:
-        """One tokenizer call and one encoder call for every text of ``jobs``, then one index
-        search per distinct (k, exact, group_by) among the search jobs."""
+        """One tokenizer call and one encoder call for every text of ``jobs``, then one search
+        of the indexes per distinct (k, exact, group_by) among the search jobs."""
         texts = [t for job in jobs for t in job.texts]
         m, s = self.metrics, self.searcher
         with m.stage("tokenize"):
@@ -152,57 +156,64 @@ class Service:
             else:
                 groups.setdefault((job.k, job.exact, job.group_by), []).append(i)
         with m.stage("search"), self._index_lock:
-            generation = s.index.generation
+            generations = [idx.generation for idx in s.indexes]
             for (k, exact, group_by), members in groups.items():
                 q = np.concatenate([vectors[rows[i]] for i in members])
-                hits = s.index.search(q, k, exact=exact, group_by=group_by)
+                hits = search_shards(s.indexes, q, k, exact=exact, group_by=group_by)
                 start = 0
                 for i in members:
                     n = len(jobs[i].texts)
-                    out[i] = Found(generation, hits[start:start + n], cut[rows[i]])
+                    out[i] = Found(generations, hits[start:start + n], cut[rows[i]])
                     start += n
         return out  # type: ignore[return-value]
 
     # --- live generations ----------------------------------------------------------------
-    def _publish_index(self) -> None:
-        generation, vectors = self.state()
-        self.metrics.generation.set(generation)
-        self.metrics.vectors.set(vectors)
+    def _publish_state(self) -> list[tuple[int, int]]:
+        """Set the per-index gauges (label ``index``: the position); returns :meth:`state`."""
+        state = self.state()
+        for position, (generation, vectors) in enumerate(state):
+            self.metrics.generation.labels(str(position)).set(generation)
+            self.metrics.vectors.labels(str(position)).set(vectors)
+        return state
 
     def _watch(self) -> None:
         while not self._stop.wait(self.options.reload_seconds):
-            try:
-                self._reload()
-            except Exception as err:  # the watcher must outlive any failure
-                # keep serving the last good generation; say why once per distinct error
-                self.metrics.reloads.labels("error").inc()
-                if not isinstance(err, PigError | OSError | sqlite3.Error):
-                    err = RuntimeError(f"unexpected {type(err).__name__}: {err}")
-                if str(err) != self._reload_error:
-                    self.log(f"pig-engine serve: cannot open the new generation ({err}); "
-                             "still serving the previous one")
-                self._reload_error = str(err)
+            for position, directory in enumerate(self.index_dirs):
+                try:
+                    self._reload(position)
+                except Exception as err:  # the watcher must outlive any failure
+                    # keep serving this index's last good generation; say why once per
+                    # distinct error
+                    self.metrics.reloads.labels("error").inc()
+                    if not isinstance(err, PigError | OSError | sqlite3.Error):
+                        err = RuntimeError(f"unexpected {type(err).__name__}: {err}")
+                    if str(err) != self._reload_errors[position]:
+                        self.log(f"pig-engine serve: {directory}: cannot open the new "
+                                 f"generation ({err}); still serving the previous one")
+                    self._reload_errors[position] = str(err)
 
-    def _reload(self) -> None:
-        current = self.searcher.index.generation  # only this thread changes it
-        if VideoIndex.committed_generation(self.index_dir) == current:
+    def _reload(self, position: int) -> None:
+        """Swap in the index at ``position`` if a newer generation was committed there."""
+        directory = self.index_dirs[position]
+        current = self.searcher.indexes[position].generation  # only this thread changes it
+        if VideoIndex.committed_generation(directory) == current:
             return
-        fresh = VideoIndex.open(self.index_dir, view=True)
+        fresh = VideoIndex.open(directory, view=True)
         if fresh.fingerprint != self.model:
             fresh.close()
-            raise PigError(f"{self.index_dir}: now holds vectors of another model "
+            raise PigError(f"{directory}: now holds vectors of another model "
                            f"({fresh.fingerprint[:16]})")
         if fresh.generation == current:
             fresh.close()
             return
         with self._index_lock:
-            old = self.searcher.replace_index(fresh)
+            old = self.searcher.replace_index(position, fresh)
         old.close()
-        self._reload_error = ""
+        self._reload_errors[position] = ""
         self.metrics.reloads.labels("ok").inc()
-        self._publish_index()
-        self.log(f"pig-engine serve: now serving generation {fresh.generation} "
-                 f"({fresh.counts()['vectors']} vectors)")
+        generation, vectors = self._publish_state()[position]
+        self.log(f"pig-engine serve: {directory}: now serving generation {generation} "
+                 f"({vectors} vectors)")
 
 
 def media_file(record: FileRecord) -> tuple[Path, os.stat_result] | None:

@@ -30,13 +30,17 @@ function span(hit) {
   return `${clock(start)} – ${clock(hit.end_s)}`;
 }
 
+// A catalog id is unique only within its index: the hit's index goes with it.
+function mediaUrl(hit) { return `/v1/videos/${hit.id}/media?index=${hit.index}`; }
+
 function play(hit, item) {
   const start = hit.start_s ?? 0;
   const player = $("player");
   player.dataset.videoId = String(hit.id);
+  player.dataset.index = String(hit.index);
   player.dataset.start = String(start);
   // The media fragment starts the download at the hit; currentTime makes sure of it.
-  player.src = `/v1/videos/${hit.id}/media#t=${start}`;
+  player.src = `${mediaUrl(hit)}#t=${start}`;
   player.addEventListener("loadedmetadata", () => { player.currentTime = start; }, { once: true });
   $("viewer").hidden = false;
   $("now-playing").textContent = `#${hit.rank} ${hit.path} (${span(hit)})`;
@@ -49,6 +53,7 @@ function show(result) {
   for (const hit of result.results) {
     const li = document.createElement("li");
     li.dataset.videoId = String(hit.id);
+    li.dataset.index = String(hit.index);
     const name = hit.path.split("/").pop();
     li.innerHTML = `<span class="rank"></span><span class="score"></span><span class="name"></span>`;
     li.querySelector(".rank").textContent = `${hit.rank}`;
@@ -94,7 +99,9 @@ async function search(event) {
   }
   const result = body.results[0];
   const ms = (performance.now() - t0).toFixed(0);
-  status(`${result.results.length} results in ${ms} ms (index generation ${body.generation})`);
+  const gens = body.generations;
+  status(`${result.results.length} results in ${ms} ms ` +
+         `(index generation${gens.length > 1 ? "s" : ""} ${gens.join(", ")})`);
   show(result);
 }
 
