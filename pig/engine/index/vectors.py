@@ -30,7 +30,7 @@ from pig.errors import IndexStoreError
 
 UNIT_NORM_TOL = 1e-3  # |‖v‖ - 1| allowed for "unit" vectors (fp16/int8 engines normalise in fp32)
 EF_REF_N = 50_000  # HNSW ef stays as configured up to this many vectors (see search_expansion)
-EF_EXPONENT = 0.5
+EF_EXPONENT = 0.6
 
 
 def check_unit_vectors(vectors: Any, dim: int, where: str, *, unit: bool = True) -> np.ndarray:
@@ -201,9 +201,9 @@ class VectorStore:
 
 def search_expansion(n: int, configured: int) -> int:
     """HNSW search expansion (ef) for ``n`` vectors: ``configured`` up to ``EF_REF_N``, then
-    growing as ``(n / EF_REF_N) ** EF_EXPONENT``. From ``bench_search``'s curve at 100k f16
-    512-d (ef 64: recall@10 0.993, 128: 1.000) and the 1M figure of issue 14 (ef 64: 0.9275),
-    aiming at 0.99 with ef ~290 at 1M."""
+    growing as ``(n / EF_REF_N) ** EF_EXPONENT`` (64 -> 98 at 100k, 387 at 1M). From
+    ``bench_search``'s curves, f16 512-d, M 16: at 100k ef 64 gives recall@10 0.998; at 1M
+    ef 287 gives 0.9865 (p50 2.5 ms), 384 gives 0.9915 (2.85 ms), 512 0.9975 (3.2 ms)."""
     if n <= EF_REF_N:
         return configured
     return math.ceil(configured * (n / EF_REF_N) ** EF_EXPONENT)
