@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from pig.engine import video
+from pig.engine.cpus import available_cpus
 from pig.engine.video import read_video, sample_indices
 from pig.errors import PigError, VideoReadError
 from tests import clipgen
@@ -244,6 +245,37 @@ def test_seek_and_stream_paths_agree(make, monkeypatch: pytest.MonkeyPatch, name
     for other in results[1:]:
         for a, b in zip(results[0], other, strict=True):
             np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize(("name", "gops"), [("h264_bframes.mp4", 5), ("h264_bframes.mkv", 4),
+                                           ("vp9.webm", 4), ("mpeg4_open_gop.mp4", 4),
+                                           ("mpeg4_open_gop.avi", 4), ("vfr.mkv", 1)])
+def test_parallel_keyframe_runs_equal_one_decoder(make, monkeypatch: pytest.MonkeyPatch,
+                                                  name: str, gops: int) -> None:
+    """Keyframe runs shared among several decoders give exactly one decoder's frames; a
+    clip of one keyframe run (vfr.mkv) keeps one decoder."""
+    path = make(name)
+    decoders: list[int] = []
+    one = video._decode_sparse
+
+    def counted(cc: av.codec.context.CodecContext, index: object,
+                targets: np.ndarray) -> object:
+        decoders.append(len(targets))
+        return one(cc, index, targets)
+
+    monkeypatch.setattr(video, "_decode_sparse", counted)
+    for t in (5, 12, 40):
+        decoders.clear()
+        single = read_video(path, t, threads=1)
+        assert len(decoders) == 1
+        for threads in (2, 3, 0):
+            decoders.clear()
+            got = read_video(path, t, threads=threads)
+            np.testing.assert_array_equal(got.frames, single.frames)
+            np.testing.assert_array_equal(got.indices, single.indices)
+            assert sum(decoders) == len(np.unique(single.indices))  # each target once
+            several = gops > 1 and (threads or available_cpus()) > 1
+            assert (len(decoders) > 1) == several, (name, t, threads, decoders)
 
 
 @pytest.mark.slow

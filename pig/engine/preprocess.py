@@ -7,20 +7,12 @@ torch reference of the recipe's mode within 1e-5 (see ``PreprocessRecipe``).
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 from numpy.typing import DTypeLike
 
 from pig import _preprocess
+from pig.engine.cpus import available_cpus
 from pig.engine.recipe import PreprocessRecipe
-
-
-def default_threads() -> int:
-    """CPUs this process may run on."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def preprocess_frames(
@@ -50,5 +42,5 @@ def preprocess_frames(
         recipe.size,
         recipe.mean,
         recipe.std,
-        threads or default_threads(),
+        threads or available_cpus(),
     )

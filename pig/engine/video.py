@@ -27,8 +27,11 @@ keyframe before each sample when that skips more than ``SEEK_MIN_GAP`` packets (
 samples) and runs on otherwise (dense samples). No container seeking is involved, so the
 frames are exact on B-frame and open-GOP streams. Non-reference frames that are not sampled
 are skipped (``skip_frame=NONREF``), FFmpeg frame threading is on and only the sampled frames
-are converted to RGB. Files larger than ``MAX_BUFFERED_BYTES`` are decoded front to back in a
-second streaming pass instead of being buffered.
+are converted to RGB. With more than one thread, the runs that start at different keyframes
+are shared among several single-threaded decoders (one per thread, each on its own opening of
+the file), which keeps every core busy without frame threading's stalls at each jump; one run
+uses FFmpeg's frame threading. Files larger than ``MAX_BUFFERED_BYTES`` are decoded front to
+back in a second streaming pass instead of being buffered.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
@@ -44,11 +48,13 @@ import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
+from pig.engine.cpus import available_cpus
 from pig.engine.regular_file import fd_path, open_regular
 from pig.engine.segments import Segmenting, Span, spans_for
 from pig.errors import VideoReadError
 
 SEEK_MIN_GAP = 8
+MAX_DECODE_WORKERS = 8  # decoders of one file at once (keyframe runs in parallel)
 MAX_BUFFERED_BYTES = 512 * 2**20
 _TIME_EPS = 1e-6  # seconds
 
@@ -116,7 +122,8 @@ def read_video(path: str | os.PathLike[str], num_frames: int,
                threads: int = 0, sampling: str = "linspace") -> SampledFrames:
     """Decode the ``num_frames`` frames of ``sample_indices(n, num_frames)`` from ``path``.
 
-    ``threads``: FFmpeg decoding threads (0 = one per core). ``sampling``: the recipe's frame
+    ``threads``: decoding threads (0 = one per CPU this process may use). ``sampling``: the
+    recipe's frame
     sampling (a key of ``SAMPLERS``). Every failure to read the file is raised as
     ``VideoReadError(path, reason)``.
     """
@@ -226,14 +233,16 @@ def _read_indexed(container: av.container.InputContainer, stream: av.VideoStream
     n = _frame_count(path, index)
     indices = sample(n, num_frames)
     targets = np.unique(indices)
-    cc = _decoder(stream, threads)
-    if index.packets is None:
-        container.seek(0)
-        decoded = _decode_sequential(cc, container.demux(stream), index, targets)
-    elif index.pts_to_frame is None:
-        decoded = _decode_sequential(cc, index.packets, index, targets)
+    if index.packets is not None and index.pts_to_frame is not None:
+        decoded = _decode_sparse_parallel(container, stream, index, targets, threads)
     else:
-        decoded = _decode_sparse(cc, index, targets)
+        cc = _decoder(stream, threads)
+        if index.packets is None:
+            container.seek(0)
+            packets: Iterable[av.Packet] = container.demux(stream)
+        else:
+            packets = index.packets
+        decoded = _decode_sequential(cc, packets, index, targets)
     frames = _assemble(path, decoded.got, targets, indices, n)
     rate = stream.average_rate
     return SampledFrames(
@@ -448,6 +457,34 @@ def _decode_sparse(cc: av.codec.context.CodecContext, index: _Index,
             collector.feed(packets[pos])
             pos += 1
     return collector
+
+
+def _decode_sparse_parallel(container: av.container.InputContainer, stream: av.VideoStream,
+                            index: _Index, targets: np.ndarray, threads: int) -> _Collector:
+    """:func:`_decode_sparse` with the targets' keyframe runs dealt round-robin to up to
+    ``threads`` (0: the CPUs available) single-threaded decoders, each on its own opening of
+    the file (the same codec set-up), run at once (PyAV decodes without the GIL). One run, or
+    one thread, is plain :func:`_decode_sparse` with FFmpeg's threads."""
+    starts = _start_packets(index, targets)
+    runs = np.unique(starts)
+    workers = min(threads or available_cpus(), len(runs), MAX_DECODE_WORKERS)
+    if workers <= 1:
+        return _decode_sparse(_decoder(stream, threads), index, targets)
+    share = np.searchsorted(runs, starts) % workers
+    with contextlib.ExitStack() as stack:
+        contexts = [_decoder(stream, 1)]
+        for _ in range(workers - 1):
+            other = stack.enter_context(av.open(container.name, metadata_errors="ignore"))
+            contexts.append(_decoder(other.streams[stream.index], 1))
+        with ThreadPoolExecutor(workers, thread_name_prefix="pig-decode") as pool:
+            parts = list(pool.map(lambda w: _decode_sparse(contexts[w], index,
+                                                           targets[share == w]),
+                                  range(workers)))
+    merged = _Collector(contexts[0], index, targets)
+    for part in parts:
+        merged.got.update(part.got)
+        merged.count += part.count
+    return merged
 
 
 def _start_packets(index: _Index, targets: np.ndarray) -> np.ndarray:
