@@ -240,6 +240,7 @@ def test_seek_and_stream_paths_agree(make, monkeypatch: pytest.MonkeyPatch, name
     results = []
     for gap, max_bytes in ((0, 2**40), (10**9, 2**40), (0, 0)):
         monkeypatch.setattr(video, "SEEK_MIN_GAP", gap)
+        monkeypatch.setattr(video, "SEEK_MIN_GAP_ONE_THREAD", gap)
         monkeypatch.setattr(video, "MAX_BUFFERED_BYTES", max_bytes)
         results.append([read_video(path, t).frames for t in (2, 5, 12)])
     for other in results[1:]:

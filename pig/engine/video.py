@@ -23,11 +23,11 @@ reproduces each step without decord:
   sampled frame that does not decode is an error here (decord repeats its last frame).
 
 Speed: one demux pass keeps the compressed packets in memory; decoding then starts at the
-keyframe before each sample when that skips more than ``SEEK_MIN_GAP`` packets (sparse
-samples) and runs on otherwise (dense samples). No container seeking is involved, so the
-frames are exact on B-frame and open-GOP streams. Non-reference frames that are not sampled
-are skipped (``skip_frame=NONREF``), FFmpeg frame threading is on and only the sampled frames
-are converted to RGB. With more than one thread, the runs that start at different keyframes
+keyframe before each sample when that skips packets (more than ``SEEK_MIN_GAP`` with FFmpeg's
+frame threads, whose pipeline a jump drains) and runs on otherwise. No container seeking is
+involved, so the frames are exact on B-frame and open-GOP streams. Non-reference frames that
+are not sampled are skipped (``skip_frame=NONREF``) and only the sampled frames are converted
+to RGB. With more than one thread, the runs that start at different keyframes
 are shared among several single-threaded decoders (one per thread, each on its own opening of
 the file), which keeps every core busy without frame threading's stalls at each jump; one run
 uses FFmpeg's frame threading. Files larger than ``MAX_BUFFERED_BYTES`` are decoded front to
@@ -53,7 +53,10 @@ from pig.engine.regular_file import fd_path, open_regular
 from pig.engine.segments import Segmenting, Span, spans_for
 from pig.errors import VideoReadError
 
+# packets a jump to the next keyframe run must skip: a jump drains FFmpeg's frame threads,
+# while a single-threaded decoder loses nothing by it
 SEEK_MIN_GAP = 8
+SEEK_MIN_GAP_ONE_THREAD = 0
 MAX_DECODE_WORKERS = 8  # decoders of one file at once (keyframe runs in parallel)
 MAX_BUFFERED_BYTES = 512 * 2**20
 _TIME_EPS = 1e-6  # seconds
@@ -441,13 +444,15 @@ def _decode_sequential(cc: av.codec.context.CodecContext, packets: Iterable[av.P
 
 def _decode_sparse(cc: av.codec.context.CodecContext, index: _Index,
                    targets: np.ndarray) -> _Collector:
-    """Start decoding at the keyframe before a target when that skips > SEEK_MIN_GAP packets."""
+    """Start decoding at the keyframe before a target when that skips more than
+    ``SEEK_MIN_GAP`` packets (``SEEK_MIN_GAP_ONE_THREAD`` for a single-threaded decoder)."""
     assert index.packets is not None and index.pts_to_frame is not None
     packets = index.packets
     collector = _Collector(cc, index, targets)
+    gap = SEEK_MIN_GAP_ONE_THREAD if cc.thread_count == 1 else SEEK_MIN_GAP
     pos = 0  # next packet to feed (decode order)
     for t, start in zip(targets.tolist(), _start_packets(index, targets).tolist(), strict=True):
-        if start > pos + SEEK_MIN_GAP:  # starts never decrease: only forward jumps
+        if start > pos + gap:  # starts never decrease: only forward jumps
             cc.flush_buffers()
             pos = start
         while t not in collector.got:
