@@ -34,10 +34,11 @@ def search_shards(
     (exact per index top-k merged is the exact top-k of the union; a file lives in one index,
     so grouping by video stays right). Ties keep index order. Each hit's ``index`` is its
     index's position in ``indexes``."""
-    per_index = [[[dataclasses.replace(h, index=i) for h in row]
-                  for row in idx.search(queries, k, exact=exact, group_by=group_by)]
-                 for i, idx in enumerate(indexes)]
+    per_index = [idx.search(queries, k, exact=exact, group_by=group_by) for idx in indexes]
+    if len(indexes) == 1:  # its hits as they are (index 0)
+        return per_index[0]
     return [
-        sorted((h for rows in per_index for h in rows[q]), key=lambda h: -h.score)[:k]
+        sorted((dataclasses.replace(h, index=i) for i, rows in enumerate(per_index)
+                for h in rows[q]), key=lambda h: -h.score)[:k]
         for q in range(len(per_index[0]))
     ]
