@@ -3,7 +3,7 @@
 ::
 
     driver (this process): discover, plan against the catalog (pipeline.run_plans)
-      Ray Data:  from_items(planned files)
+      Ray Data:  from_items(planned files)     blocks of 4-64 files, ~4 per cluster CPU
                  -> flat_map(decode + preprocess)  CPU tasks, --decode-cpus at once; a row
                                                    per segment, streamed as decoded
                  -> map_batches(_Encoder)          actor pool (--encoders), each opens the
@@ -66,7 +66,10 @@ from pig.errors import PigError
 INSTALL = "pip install 'pig-engine[ray]' (ray[data]==2.60.0)"
 SHARED = ("the bundle and the videos must be readable at the same paths on every Ray node "
           "(a shared filesystem)")
-_FILES_PER_BLOCK = 4  # decode task granularity: a few files amortise Ray's per-task cost
+# Decode task granularity: files per task, aiming at ``_BLOCKS_PER_CPU`` tasks per cluster CPU
+# (Ray's per-task cost is amortised over many files; a few tasks per CPU balance the tail).
+_BLOCKS_PER_CPU = 4
+_FILES_PER_BLOCK = (4, 64)  # at least, at most
 
 
 @dataclass(frozen=True)
@@ -203,7 +206,10 @@ def _embed(ray: Any, bundle: Bundle, choice: _Choice, options: PipelineOptions,
            signals: StopSignals) -> None:
     items = [{"path": os.fsencode(p.path), "reason": p.reason, "digest": p.digest or ""}
              for p in todo]
-    blocks = max(1, -(-len(items) // _FILES_PER_BLOCK))
+    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    lo, hi = _FILES_PER_BLOCK
+    per_block = min(hi, max(lo, -(-len(items) // (_BLOCKS_PER_CPU * cpus))))
+    blocks = max(1, -(-len(items) // per_block))
     # Decode tasks reserve a CPU each, encoder actors none: their ONNX Runtime threads share
     # the cores with the decoders, as in the local pipeline (and differing resources keep
     # Ray Data from fusing the decode into the actors, which would serialise it there).
