@@ -239,13 +239,8 @@ def _read_indexed(container: av.container.InputContainer, stream: av.VideoStream
     if index.packets is not None and index.pts_to_frame is not None:
         decoded = _decode_sparse_parallel(container, stream, index, targets, threads)
     else:
-        cc = _decoder(stream, threads)
-        if index.packets is None:
-            container.seek(0)
-            packets: Iterable[av.Packet] = container.demux(stream)
-        else:
-            packets = index.packets
-        decoded = _decode_sequential(cc, packets, index, targets)
+        decoded = _decode_sequential(_decoder(stream, threads), _packets(container, stream, index),
+                                     index, targets)
     frames = _assemble(path, decoded.got, targets, indices, n)
     rate = stream.average_rate
     return SampledFrames(
@@ -299,13 +294,17 @@ def _read_segments(container: av.container.InputContainer, path: Path, num_frame
             whole = _read_indexed(container, stream, path, index, num_frames, threads, sample)
         yield VideoSegment(0, 0.0, duration, whole.frames, whole.indices, n)
         return
-    cc = _decoder(stream, threads)
-    if index.packets is None:
-        container.seek(0)
-        packets: Iterable[av.Packet] = container.demux(stream)
-    else:
-        packets = index.packets
-    yield from _decode_segments(cc, packets, index, plans, path, n)
+    yield from _decode_segments(_decoder(stream, threads), _packets(container, stream, index),
+                                index, plans, path, n)
+
+
+def _packets(container: av.container.InputContainer, stream: av.VideoStream, index: _Index
+             ) -> Iterable[av.Packet]:
+    """The packets of the demux pass, or, when they were too large to keep, a second pass."""
+    if index.packets is not None:
+        return index.packets
+    container.seek(0)
+    return container.demux(stream)
 
 
 def _frame_times(index: _Index, stream: av.VideoStream, n: int) -> tuple[np.ndarray, float]:
