@@ -27,10 +27,10 @@ keyframe before each sample when that skips packets (more than ``SEEK_MIN_GAP`` 
 frame threads, whose pipeline a jump drains) and runs on otherwise. No container seeking is
 involved, so the frames are exact on B-frame and open-GOP streams. Non-reference frames that
 are not sampled are skipped (``skip_frame=NONREF``) and only the sampled frames are converted
-to RGB. With more than one thread, the runs that start at different keyframes
-are shared among several single-threaded decoders (one per thread, each on its own opening of
-the file), which keeps every core busy without frame threading's stalls at each jump; one run
-uses FFmpeg's frame threading. Files larger than ``MAX_BUFFERED_BYTES`` are decoded front to
+to RGB. With more than one thread, the runs that start at different keyframes are shared
+among several single-threaded decoders (one per thread, each on its own opening of the file),
+which keeps every core busy without frame threading's stalls at each jump; one run uses
+FFmpeg's frame threading. Files larger than ``MAX_BUFFERED_BYTES`` are decoded front to
 back in a second streaming pass instead of being buffered.
 """
 
@@ -126,9 +126,8 @@ def read_video(path: str | os.PathLike[str], num_frames: int,
     """Decode the ``num_frames`` frames of ``sample_indices(n, num_frames)`` from ``path``.
 
     ``threads``: decoding threads (0 = one per CPU this process may use). ``sampling``: the
-    recipe's frame
-    sampling (a key of ``SAMPLERS``). Every failure to read the file is raised as
-    ``VideoReadError(path, reason)``.
+    recipe's frame sampling (a key of ``SAMPLERS``). Every failure to read the file is raised
+    as ``VideoReadError(path, reason)``.
     """
     with _decoding(path, num_frames, sampling) as (container, path, sample):
         return _read(container, path, num_frames, threads, sample)
