@@ -11,7 +11,9 @@ sending ``POST /v1/search`` (k=10, a held-out caption) and waiting for the answe
 this process on the same cores, with a lean asyncio client so that it takes little of them.
 Every point is bounded in time (``PIG_BENCH_SERVE_SECONDS``, default 5) and count (20k).
 Memory: the server's RSS sampled each second over ``PIG_BENCH_SERVE_SUSTAIN`` seconds
-(default 20) at concurrency 64.
+(default 20) at concurrency 64. First, with no server running, the engine alone (tokenize,
+encode, search: the batcher's work, no HTTP) at batch 1 and 64: how much batching saves on
+the model's own work on this machine, the part of the service's ratio that is not HTTP.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from pig.demo import run as demo
+from pig.engine.search import Searcher
 from tests.serving import Server
 
 REPO = Path(__file__).resolve().parent.parent
@@ -47,6 +50,21 @@ def demo_index() -> tuple[Path, list[str]]:
     bundle = demo.ensure_bundle(*demo.model_files(), REPO / demo.BUNDLE)
     demo.ensure_index(CACHE / "clips", clips, bundle, CACHE / "index")
     return CACHE / "index", [c.caption for c in clips]
+
+
+def engine_alone(index: Path, captions: list[str], seconds: float = 2.0) -> dict[int, float]:
+    """Queries/s of tokenize + encode + search (k=10) per batch size, in this process."""
+    out = {}
+    with Searcher([index]) as searcher:
+        for batch in (1, 64):
+            texts = (captions * (batch // len(captions) + 1))[:batch]
+            searcher.search(texts, 10)  # warm-up
+            n, t0 = 0, time.perf_counter()
+            while time.perf_counter() - t0 < seconds:
+                searcher.search(texts, 10)
+                n += batch
+            out[batch] = n / (time.perf_counter() - t0)
+    return out
 
 
 def _requests(host: str, port: int, captions: list[str]) -> list[bytes]:
@@ -135,6 +153,9 @@ def main() -> None:
     index, captions = demo_index()
     print(f"index {index}: {CLIPS} demo clips; {os.cpu_count()} cores (shared hosts: noisy); "
           f"{SECONDS:g} s per point")
+    alone = engine_alone(index, captions)
+    print(f"engine alone (tokenize + encode + search, no HTTP): batch 1 {alone[1]:.0f} q/s, "
+          f"batch 64 {alone[64]:.0f} q/s: {alone[64] / alone[1]:.2f}x", flush=True)
     results: dict[tuple[str, int], dict[str, float]] = {}
     memory: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -188,6 +188,31 @@ def test_embeddings_equal_encode_text(server: Server, fake_bundle: Bundle) -> No
     assert wrong.status_code == 404 and "not served here" in wrong.json()["error"]["message"]
 
 
+def test_fast_lane_answers_as_fastapi_does(server: Server) -> None:
+    """The hot routes answer ``application/json`` in the fast lane (pig/engine/serve/fastlane.py)
+    and other JSON types (``+json``) through FastAPI's own handler: the same answers, counted
+    under the same route."""
+    cases = [("/v1/search", {"queries": QUERIES, "k": 4}),
+             ("/v1/search", {"query": QUERIES[0], "group_by": "segment", "exact": True}),
+             ("/v1/embeddings", {"input": QUERIES})]
+    for path, body in cases:
+        before = metric(server.url, f'pig_requests_total{{method="POST",route="{path}",'
+                        'status="200"}')
+        lane, routed = (httpx.post(server.url + path, content=json.dumps(body).encode(),
+                                   headers={"content-type": ctype}, timeout=30).json()
+                        for ctype in ("application/json", "application/vnd.pig+json"))
+        if path == "/v1/search":
+            assert lane["generations"] == routed["generations"]
+            assert_same_hits(lane["results"], routed["results"])
+        else:
+            assert lane["usage"] == routed["usage"] and lane["model"] == routed["model"]
+            np.testing.assert_allclose([d["embedding"] for d in lane["data"]],
+                                       [d["embedding"] for d in routed["data"]], atol=1e-6)
+        after = metric(server.url, f'pig_requests_total{{method="POST",route="{path}",'
+                       'status="200"}')
+        assert after - before == 2, path
+
+
 def _error(r: httpx.Response) -> dict[str, Any]:
     assert r.headers["content-type"] == "application/json", r.text
     assert "Traceback" not in r.text

@@ -104,6 +104,10 @@ def test_batch_rows_equal_single_calls(corpus: list[str]) -> None:
     batch = tok.encode(texts)
     np.testing.assert_array_equal(batch, np.stack([tok.encode_one(t) for t in texts]))
     assert tok.encode([]).shape == (0, 50)
+    ids, cut = tok.tokenize(corpus)  # one batch call; then one text at a time, GIL kept
+    one_by_one, one_cut = tok.tokenize(corpus, parallel=False)
+    np.testing.assert_array_equal(one_by_one, ids)
+    assert one_cut == cut == tok.truncated(corpus) and 0 < sum(cut) < len(cut)
 
 
 @pytest.mark.parametrize(

@@ -131,14 +131,24 @@ class ClipTokenizer:
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Token ids of a batch of texts, int64 ``[len(texts), max_length]``."""
-        ids = np.array([enc.ids for enc in self._encodings(texts)], dtype=np.int64)
-        return ids.reshape(len(texts), self.spec.max_length)
+        return self.tokenize(texts)[0]
 
     def truncated(self, texts: Sequence[str]) -> list[bool]:
         """Whether each text was cut to fit ``max_length`` (BOS + body + EOS)."""
-        return [bool(enc.overflowing) for enc in self._encodings(texts)]
+        return self.tokenize(texts)[1]
 
-    def _encodings(self, texts: Sequence[str]) -> list[Any]:
+    def tokenize(self, texts: Sequence[str], *, parallel: bool = True
+                 ) -> tuple[np.ndarray, list[bool]]:
+        """:meth:`encode` and :meth:`truncated` of ``texts`` from one tokenizer call.
+        ``parallel=False`` encodes one text at a time on the calling thread, keeping the GIL:
+        cheaper for the few texts of one request on a thread that should not wait to take the
+        GIL back (an event loop); the batch call releases it and fans out to a thread pool."""
+        encodings = self._encodings(texts, parallel)
+        ids = np.array([enc.ids for enc in encodings], dtype=np.int64)
+        return (ids.reshape(len(texts), self.spec.max_length),
+                [bool(enc.overflowing) for enc in encodings])
+
+    def _encodings(self, texts: Sequence[str], parallel: bool = True) -> list[Any]:
         if isinstance(texts, str):
             raise TypeError("encode() takes a sequence of texts; use encode_one() for one text")
         texts = list(texts)
@@ -146,7 +156,9 @@ class ClipTokenizer:
             if not isinstance(text, str):
                 raise TypeError(f"texts[{i}] must be str, got {type(text).__name__}")
         try:
-            return self._tok.encode_batch(texts)
+            if parallel:
+                return self._tok.encode_batch(texts)
+            return [self._tok.encode(text) for text in texts]
         except TypeError:
             _raise_not_unicode(texts)
             raise

@@ -298,10 +298,16 @@ class Catalog:
 
     def segments(self, keys: Iterable[int]) -> dict[int, SegmentRecord]:
         """The segment rows (with their file's path) of vector ``keys``."""
+        return {key: SegmentRecord(key, *row) for key, row in self.segment_rows(keys).items()}
+
+    def segment_rows(self, keys: Iterable[int]
+                     ) -> dict[int, tuple[int, str, int, float, float | None]]:
+        """:meth:`segments` as plain tuples ``(file_key, path, ordinal, start_s, end_s)`` (what
+        a search needs, without building a record per row)."""
         sql = (f"SELECT s.key, s.file_key, f.path, s.ordinal, s.start_s, s.end_s "
                f"FROM {self._segments} s JOIN files f ON f.key = s.file_key "
                f"WHERE s.key IN ({{marks}})")
-        return {row[0]: SegmentRecord(*row) for row in self._rows_in(sql, keys)}
+        return {row[0]: row[1:] for row in self._rows_in(sql, keys)}
 
     def longest(self) -> tuple[str, float] | None:
         """The indexed file with the longest known span and its length in seconds."""

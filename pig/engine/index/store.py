@@ -132,7 +132,7 @@ class Plan:
     digest: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Hit:
     """A search result: the file's catalog key, absolute path, inner-product score (cosine),
     the matching segment: its ordinal and span in seconds (``end_s`` None: unknown), and
@@ -654,14 +654,13 @@ class VideoIndex:
         pending = list(range(len(q)))
         out: list[list[Hit]] = [[] for _ in range(len(q))]
         while pending:
-            keys, scores, counts = self._vectors.search(q[pending], fetch, exact)
-            rows = self._catalog.segments(
-                {int(key) for row, n in zip(keys, counts, strict=True) for key in row[:n]}
-            )
+            found = self._vectors.search(q[pending], fetch, exact)
+            keys, scores, counts = (a.tolist() for a in found)  # Python ints and floats
+            rows = self._catalog.segment_rows(
+                {key for row, n in zip(keys, counts, strict=True) for key in row[:n]})
             again = []
             for i, row, srow, n in zip(pending, keys, scores, counts, strict=True):
-                hits = [_hit(rows[int(key)], float(s))
-                        for key, s in zip(row[:n], srow[:n], strict=True)]
+                hits = [_hit(rows[key], s) for key, s in zip(row[:n], srow[:n], strict=True)]
                 if group_by == "video":
                     hits = _best_per_file(hits)[:k]
                     if len(hits) < k and fetch < total:
@@ -747,8 +746,10 @@ def _best_per_file(hits: list[Hit]) -> list[Hit]:
     return [h for h in hits if not (h.key in seen or seen.add(h.key))]
 
 
-def _hit(seg: SegmentRecord, score: float) -> Hit:
-    return Hit(seg.file_key, seg.path, score, seg.ordinal, seg.start_s, seg.end_s)
+def _hit(row: tuple[int, str, int, float, float | None], score: float) -> Hit:
+    """The hit of a :meth:`Catalog.segment_rows` row."""
+    file_key, path, ordinal, start_s, end_s = row
+    return Hit(file_key, path, score, ordinal, start_s, end_s)
 
 
 @contextlib.contextmanager

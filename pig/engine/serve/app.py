@@ -10,7 +10,6 @@ failure is a 500 whose body says only that (the traceback goes to the log).
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import mimetypes
 from importlib.resources import files
@@ -22,9 +21,11 @@ from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BeforeValidator
+from pydantic_core import to_json
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
@@ -35,6 +36,7 @@ from pig.engine.index.catalog import SegmentRecord
 from pig.engine.limits import MAX_QUERIES_PER_REQUEST, MAX_QUERY_CHARS
 from pig.engine.search import hit_json
 from pig.engine.serve.batcher import Closed, QueueFull
+from pig.engine.serve.fastlane import FastLane
 from pig.engine.serve.metrics import RequestMetrics
 from pig.engine.serve.models import (
     EmbeddingsRequest,
@@ -77,17 +79,25 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 422, 503)}
 
 
+class Json(JSONResponse):
+    """JSON rendered by pydantic-core (compiled: a page of 10 hits in 5.8 us, ``json.dumps``
+    28 us). Non-finite floats become null."""
+
+    def render(self, content: Any) -> bytes:
+        return to_json(content)
+
+
 def error(status: int, message: str, *, type_: str | None = None,
           details: list[dict[str, Any]] | None = None,
-          headers: dict[str, str] | None = None) -> JSONResponse:
+          headers: dict[str, str] | None = None) -> Json:
     body: dict[str, Any] = {"type": type_ or _ERROR_TYPES.get(status, "error"),
                             "message": message}
     if details is not None:
         body["details"] = details
-    return JSONResponse({"error": body}, status_code=status, headers=headers)
+    return Json({"error": body}, status_code=status, headers=headers)
 
 
-def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+def _validation_error(_: Request, exc: RequestValidationError) -> Json:
     errors = list(exc.errors())
     details = [{"loc": [str(p) for p in e.get("loc", ())], "msg": e.get("msg", ""),
                 "type": e.get("type", "")} for e in errors]  # no "input": it can be huge
@@ -100,29 +110,43 @@ def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
     return error(422, "; ".join(lines) or "invalid request", details=details)
 
 
-def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+def _http_error(_: Request, exc: StarletteHTTPException) -> Json:
     return error(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
 
 
-def _pig_error(_: Request, exc: PigError) -> JSONResponse:
+def _pig_error(_: Request, exc: PigError) -> Json:
     return error(400, str(exc))
 
 
-def _unavailable(_: Request, exc: Exception) -> JSONResponse:
+def _unavailable(_: Request, exc: Exception) -> Json:
     return error(503, str(exc), type_="overloaded" if isinstance(exc, QueueFull) else
                  "shutting_down", headers={"Retry-After": str(RETRY_AFTER_S)})
 
 
-def _internal(_: Request, exc: Exception) -> JSONResponse:
+def _internal(_: Request, exc: Exception) -> Json:
     """The body of an unexpected failure (uvicorn logs its traceback)."""
     return error(500, "internal error (see the server log)", type_="internal")
 
 
-def _auth(api_key: str | None) -> list[Any]:
+class ApiKey:
+    """The key of ``--api-key-file``, compared in constant time."""
+
+    def __init__(self, key: str) -> None:
+        self._expected = key.encode()
+
+    def accepts(self, given: str | None) -> bool:
+        return given is not None and hmac.compare_digest(given.encode(), self._expected)
+
+    def in_header(self, authorization: str | None) -> bool:
+        """Whether an ``Authorization`` header value is ``Bearer <the key>``."""
+        scheme, credentials = get_authorization_scheme_param(authorization)
+        return scheme.lower() == "bearer" and self.accepts(credentials)
+
+
+def _auth(key: ApiKey | None) -> list[Any]:
     """The dependency that guards the data routes, or none without a key."""
-    if api_key is None:
+    if key is None:
         return []
-    expected = api_key.encode()
     bearer = HTTPBearer(auto_error=False, description="the key in --api-key-file")
     cookie = APIKeyCookie(name=MEDIA_COOKIE, auto_error=False,
                           description="the same key, for <video> elements (media only)")
@@ -134,7 +158,7 @@ def _auth(api_key: str | None) -> list[Any]:
         given = header.credentials if header is not None else None
         if given is None and request.url.path.endswith("/media"):
             given = cookie_key
-        if given is None or not hmac.compare_digest(given.encode(), expected):
+        if not key.accepts(given):
             raise HTTPException(401, "missing or wrong API key (Authorization: Bearer <key>)",
                                 headers={"WWW-Authenticate": "Bearer"})
 
@@ -171,7 +195,7 @@ class BodyLimit:
     def _too_large_message(self) -> str:
         return f"the request body is over {self.limit} bytes"
 
-    def _too_large(self) -> JSONResponse:
+    def _too_large(self) -> Json:
         return error(413, self._too_large_message(), headers={"Connection": "close"})
 
 
@@ -194,10 +218,11 @@ class MediaResponse(FileResponse):
         await super().__call__(scope, receive, send)
 
 
-def create_app(service: Service, api_key: str | None = None) -> FastAPI:
-    """The application serving ``service``; ``api_key`` guards every data route."""
+def create_app(service: Service, api_key: str | None = None) -> FastLane:
+    """The application serving ``service`` (the FastAPI app behind its :class:`FastLane`);
+    ``api_key`` guards every data route."""
     app = FastAPI(title="pig-engine", summary="PIG text-to-video search",
-                  version="0.1.0")
+                  version="0.1.0", default_response_class=Json)
     app.state.draining = False
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
     app.add_middleware(RequestMetrics, metrics=service.metrics)
@@ -207,12 +232,16 @@ def create_app(service: Service, api_key: str | None = None) -> FastAPI:
     app.add_exception_handler(QueueFull, _unavailable)
     app.add_exception_handler(Closed, _unavailable)
     app.add_exception_handler(Exception, _internal)
-    api = APIRouter(dependencies=_auth(api_key), responses=ERRORS)
+    key = ApiKey(api_key) if api_key is not None else None
+    lane = FastLane(app, metrics=service.metrics, body_limit=MAX_BODY_BYTES,
+                    authorize=key.in_header if key is not None else None)
+    api = APIRouter(dependencies=_auth(key), responses=ERRORS)
 
     async def run(job: Job) -> Encoded | Found:
-        return await asyncio.wrap_future(service.submit(job))
+        return await service.submit(job)
 
     @api.post("/v1/search", response_model=SearchResponse, tags=["search"])
+    @lane.hot
     async def search(req: SearchRequest) -> Response:
         """Top ``k`` videos per query, the same hits as ``pig-engine search --json``."""
         texts = req.texts()
@@ -221,10 +250,11 @@ def create_app(service: Service, api_key: str | None = None) -> FastAPI:
         results = [{"query": text, "truncated": cut,
                     "results": [hit_json(r, h) for r, h in enumerate(hits, 1)]}
                    for text, hits, cut in zip(texts, found.hits, found.truncated, strict=True)]
-        return JSONResponse({"generation": found.generations[0],
-                             "generations": found.generations, "results": results})
+        return Json({"generation": found.generations[0], "generations": found.generations,
+                     "results": results})
 
     @api.post("/v1/embeddings", response_model=EmbeddingsResponse, tags=["search"])
+    @lane.hot
     async def embeddings(req: EmbeddingsRequest) -> Response:
         """Unit text vectors (OpenAI-style); ``model`` is the bundle fingerprint."""
         if req.model is not None and req.model != service.model:
@@ -235,8 +265,8 @@ def create_app(service: Service, api_key: str | None = None) -> FastAPI:
         data = [{"object": "embedding", "index": i, "embedding": v}
                 for i, v in enumerate(enc.vectors.tolist())]
         n = sum(enc.tokens)
-        return JSONResponse({"object": "list", "data": data, "model": service.model,
-                             "usage": {"prompt_tokens": n, "total_tokens": n}})
+        return Json({"object": "list", "data": data, "model": service.model,
+                     "usage": {"prompt_tokens": n, "total_tokens": n}})
 
     def indexed(video_id: int, index: int | None
                 ) -> tuple[int, FileRecord, list[SegmentRecord]]:
@@ -291,6 +321,7 @@ def create_app(service: Service, api_key: str | None = None) -> FastAPI:
                         media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(api)
+    lane.bind(api)
 
     @app.get("/v1/health/live", response_model=Health, tags=["operations"])
     def live() -> Health:
@@ -301,7 +332,7 @@ def create_app(service: Service, api_key: str | None = None) -> FastAPI:
     def ready() -> Any:
         """Ready while serving (the index and backend are open before the port is bound)."""
         if app.state.draining:
-            return JSONResponse(Health(status="draining").model_dump(), status_code=503)
+            return Json(Health(status="draining").model_dump(), status_code=503)
         state = service.state()
         return Health(status="ready", generation=state[0][0],
                       vectors=sum(vectors for _, vectors in state), model=service.model)
@@ -311,4 +342,4 @@ def create_app(service: Service, api_key: str | None = None) -> FastAPI:
         return FileResponse(STATIC / "index.html")
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    return app
+    return lane

@@ -6,18 +6,21 @@ arrived (an item that already waited that long while the worker was busy goes at
 whatever queued behind it), and hands the batch to ``run`` in one call. Under load the queue
 fills while a batch runs, so batches grow without any added wait. At most ``max_queue``
 items wait; :meth:`MicroBatcher.submit` raises :class:`QueueFull` beyond that, so memory is
-bounded. Results (or per-item exceptions) come back through ``concurrent.futures.Future``;
-an item whose future was cancelled (its client went away) before the worker took it is
-dropped.
+bounded. Items are submitted from an event loop and their results (or per-item exceptions)
+come back as that loop's futures, all of a batch in one hop onto the loop (a hop per item,
+as ``asyncio.wrap_future`` makes, costs the loop more than the request itself at high
+load); an item whose future was cancelled (its client went away) before the worker took it
+is dropped.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -37,7 +40,7 @@ class Closed(Exception):
 class _Item(Generic[T, R]):
     value: T
     size: int
-    future: Future[R] = field(default_factory=Future)
+    future: asyncio.Future[R]
     arrived: float = field(default_factory=time.monotonic)
 
 
@@ -63,9 +66,10 @@ class MicroBatcher(Generic[T, R]):
         """Items waiting (not yet taken by the worker)."""
         return len(self._queue)
 
-    def submit(self, value: T, size: int) -> Future[R]:
-        """Queue ``value`` (``size`` texts); raises QueueFull or Closed instead of queueing."""
-        item: _Item[T, R] = _Item(value, size)
+    def submit(self, value: T, size: int) -> asyncio.Future[R]:
+        """Queue ``value`` (``size`` texts); raises QueueFull or Closed instead of queueing.
+        Call it on an event loop: the result is that loop's future."""
+        item: _Item[T, R] = _Item(value, size, asyncio.get_running_loop().create_future())
         with self._cond:
             if self._closed:
                 raise Closed("the service is shutting down")
@@ -100,7 +104,7 @@ class MicroBatcher(Generic[T, R]):
             while self._queue and (not batch or size + self._queue[0].size <= self.max_batch):
                 item = self._queue.popleft()
                 self._queued_size -= item.size
-                if item.future.set_running_or_notify_cancel():
+                if not item.future.cancelled():  # read across threads: _settle checks again
                     batch.append(item)
                     size += item.size
             return batch
@@ -113,8 +117,20 @@ class MicroBatcher(Generic[T, R]):
                 results = self._run([item.value for item in batch])
             except BaseException as exc:  # handed to every request of the batch
                 results = [exc] * len(batch)
+            done: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[R], object]]] = {}
             for item, result in zip(batch, results, strict=True):
-                if isinstance(result, BaseException):
-                    item.future.set_exception(result)
-                else:
-                    item.future.set_result(result)
+                done.setdefault(item.future.get_loop(), []).append((item.future, result))
+            for loop, settled in done.items():
+                with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+                    loop.call_soon_threadsafe(_settle, settled)
+
+
+def _settle(settled: list[tuple[asyncio.Future[R], object]]) -> None:
+    """Hand results to their futures (on their loop); a cancelled one is left as it is."""
+    for future, result in settled:
+        if future.done():
+            continue
+        if isinstance(result, BaseException):
+            future.set_exception(result)
+        else:
+            future.set_result(result)  # type: ignore[arg-type]

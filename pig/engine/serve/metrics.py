@@ -25,7 +25,8 @@ class Metrics:
                                 ["route", "method", "status"], registry=r)
         self.request_seconds = Histogram("pig_request_seconds", "HTTP request latency",
                                          ["route"], buckets=_LATENCY, registry=r)
-        self.stage_seconds = Histogram("pig_stage_seconds", "time per batch and stage",
+        self.stage_seconds = Histogram("pig_stage_seconds", "time per stage: tokenize per "
+                                       "request, encode and search per batch",
                                        ["stage"], buckets=_LATENCY, registry=r)
         self.batch_size = Histogram("pig_batch_size", "texts per encoder call",
                                     buckets=_BATCH, registry=r)
@@ -50,6 +51,11 @@ class Metrics:
 
     def track_queue(self, depth: Callable[[], int]) -> None:
         self.queue_depth.set_function(depth)
+
+    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        """Count one answered HTTP request (``route``: its path template, or ``other``)."""
+        self.requests.labels(route, method, str(status)).inc()
+        self.request_seconds.labels(route).observe(seconds)
 
 
 class RequestMetrics:
@@ -76,6 +82,5 @@ class RequestMetrics:
         try:
             await self.app(scope, receive, send_status)
         finally:
-            route = getattr(scope.get("route"), "path", "other")
-            self.metrics.requests.labels(route, scope["method"], str(status)).inc()
-            self.metrics.request_seconds.labels(route).observe(time.perf_counter() - t0)
+            self.metrics.observe_request(getattr(scope.get("route"), "path", "other"),
+                                         scope["method"], status, time.perf_counter() - t0)

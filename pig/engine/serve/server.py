@@ -19,9 +19,9 @@ from pathlib import Path
 from types import FrameType
 
 import uvicorn
-from fastapi import FastAPI
 
 from pig.engine.serve.app import create_app
+from pig.engine.serve.fastlane import FastLane
 from pig.engine.serve.service import ServeOptions, Service
 from pig.errors import PigError
 
@@ -64,7 +64,7 @@ def url_of(sock: socket.socket) -> str:
 
 
 class _Server(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, app: FastAPI, on_ready: Callable[[], None]):
+    def __init__(self, config: uvicorn.Config, app: FastLane, on_ready: Callable[[], None]):
         super().__init__(config)
         self._app, self._on_ready = app, on_ready
 
@@ -91,7 +91,7 @@ class _Server(uvicorn.Server):
             self._on_ready()
 
 
-def run(app: FastAPI, sock: socket.socket, on_ready: Callable[[], None]) -> None:
+def run(app: FastLane, sock: socket.socket, on_ready: Callable[[], None]) -> None:
     """Serve ``app`` on the bound ``sock`` until SIGTERM/SIGINT, then drain."""
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
                             timeout_graceful_shutdown=DRAIN_SECONDS)

@@ -4,9 +4,12 @@ micro-batcher in front of the encoder.
 
 Threads and what they touch:
 
-* the batcher's worker is the only caller of the tokenizer and the text encoder (a TensorRT
-  context has one stream; ONNX Runtime sessions are used from one thread), and it runs the
-  batch's index searches;
+* a request's texts are tokenized on the event loop as it is queued (the tokenizer is only
+  read from; the worker, the one serial resource, is spared that work, and a text the
+  tokenizer refuses fails its own request, not a batch);
+* the batcher's worker is the only caller of the text encoder (a TensorRT context has one
+  stream; ONNX Runtime sessions are used from one thread), and it runs the batch's index
+  searches;
 * the indexes (each a read-only usearch view plus a SQLite snapshot) are used under
   ``_index_lock`` only, by the worker's searches, by catalog look-ups (``/v1/videos``) and by
   the swap to a new generation; usearch is not safe for a search concurrent with a change of
@@ -22,13 +25,13 @@ Threads and what they touch:
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 import sqlite3
 import stat
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,6 +72,15 @@ class Job:
 
 
 @dataclass(frozen=True)
+class _Tokenized:
+    """A job with its texts' token ids ``[n, L]`` and truncation flags, as queued."""
+
+    job: Job
+    ids: np.ndarray
+    truncated: list[bool]
+
+
+@dataclass(frozen=True)
 class Encoded:
     vectors: np.ndarray  # [n, D] float32, unit rows
     tokens: list[int]  # tokens per text, BOS and EOS included (after truncation)
@@ -97,7 +109,7 @@ class Service:
         self._index_lock = threading.Lock()
         self._reload_errors = [""] * len(self.index_dirs)  # the last one logged, per index
         self._publish_state()
-        self.batcher: MicroBatcher[Job, Encoded | Found] = MicroBatcher(
+        self.batcher: MicroBatcher[_Tokenized, Encoded | Found] = MicroBatcher(
             self._run, max_batch=options.max_batch, max_wait_s=options.max_wait_ms / 1000,
             max_queue=options.max_queue)
         self.metrics.track_queue(lambda: self.batcher.depth)
@@ -106,9 +118,13 @@ class Service:
         self._watcher.start()
 
     # --- what the routes call ------------------------------------------------------------
-    def submit(self, job: Job) -> Future[Encoded | Found]:
-        """Queue ``job`` for the batcher (raises QueueFull / Closed instead of queueing)."""
-        return self.batcher.submit(job, len(job.texts))
+    def submit(self, job: Job) -> asyncio.Future[Encoded | Found]:
+        """Tokenize ``job`` and queue it for the batcher (raises QueueFull / Closed instead of
+        queueing, PigError for a text the tokenizer refuses); call it on the event loop that
+        awaits the result."""
+        with self.metrics.stage("tokenize"):
+            ids, cut = self.searcher.tokenizer.tokenize(job.texts, parallel=False)
+        return self.batcher.submit(_Tokenized(job, ids, cut), len(job.texts))
 
     def state(self) -> list[tuple[int, int]]:
         """(generation, vectors) being served, per index in ``index_dirs`` order."""
@@ -133,17 +149,16 @@ class Service:
         self.searcher.close()
 
     # --- the batcher's worker ------------------------------------------------------------
-    def _run(self, jobs: list[Job]) -> list[Encoded | Found]:
-        """One tokenizer call and one encoder call for every text of ``jobs``, then one search
-        of the indexes per distinct (k, exact, group_by) among the search jobs."""
-        texts = [t for job in jobs for t in job.texts]
+    def _run(self, queued: list[_Tokenized]) -> list[Encoded | Found]:
+        """One encoder call for every text of the queued jobs, then one search of the indexes
+        per distinct (k, exact, group_by) among the search jobs."""
+        jobs = [item.job for item in queued]
+        ids = np.concatenate([item.ids for item in queued])
+        cut = [flag for item in queued for flag in item.truncated]
         m, s = self.metrics, self.searcher
-        with m.stage("tokenize"):
-            ids = s.tokenizer.encode(texts)
-            cut = s.truncated(texts)
         with m.stage("encode"):
             vectors = s.encoder.encode_text(ids)
-        m.batch_size.observe(len(texts))
+        m.batch_size.observe(len(ids))
         eos = s.tokenizer.spec.eos_id
         tokens = (np.argmax(ids == eos, axis=1) + 1).tolist()
         bounds = np.cumsum([0, *(len(job.texts) for job in jobs)])
