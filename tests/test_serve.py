@@ -627,6 +627,8 @@ def test_commit_into_one_shard_is_picked_up(fake_bundle: Bundle, shards: list[Pa
         assert rec["path"] == str(new)
         text = httpx.get(f"{s.url}/metrics").text
         assert f'pig_index_generation{{index="1"}} {float(after["generations"][1])}' in text
+        assert 'pig_index_reloads_total{index="1",outcome="ok"}' in text
+        assert 'pig_index_reloads_total{index="0"' not in text  # shard 0 never reopened
     assert "Traceback" not in s.output()
     assert f"{dirs[1]}: now serving generation {after['generations'][1]}" in s.output()
 

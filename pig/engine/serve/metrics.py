@@ -38,8 +38,9 @@ class Metrics:
         self.vectors = Gauge("pig_index_vectors", "vectors in the served generation, by index "
                              "(its position in the --index list, from 0)", ["index"],
                              registry=r)
-        self.reloads = Counter("pig_index_reloads", "index generations opened, by outcome",
-                               ["outcome"], registry=r)
+        self.reloads = Counter("pig_index_reloads", "index generations opened, by index (its "
+                               "position in the --index list) and outcome", ["index", "outcome"],
+                               registry=r)
 
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[None]:

@@ -199,7 +199,7 @@ class Service:
                 except Exception as err:  # the watcher must outlive any failure
                     # keep serving this index's last good generation; say why once per
                     # distinct error
-                    self.metrics.reloads.labels("error").inc()
+                    self.metrics.reloads.labels(str(position), "error").inc()
                     if not isinstance(err, PigError | OSError | sqlite3.Error):
                         err = RuntimeError(f"unexpected {type(err).__name__}: {err}")
                     if str(err) != self._reload_errors[position]:
@@ -225,7 +225,7 @@ class Service:
             old = self.searcher.replace_index(position, fresh)
         old.close()
         self._reload_errors[position] = ""
-        self.metrics.reloads.labels("ok").inc()
+        self.metrics.reloads.labels(str(position), "ok").inc()
         generation, vectors = self._publish_state()[position]
         self.log(f"pig-engine serve: {directory}: now serving generation {generation} "
                  f"({vectors} vectors)")
