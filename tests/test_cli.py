@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -117,6 +118,9 @@ def test_remove(fake_bundle: Bundle, clip_dir: Path, tmp_path: Path,
     assert json.loads(out)["counts"] == {"vectors": 0, "indexed": 0, "failed": 0}
     code, out, _ = run(capsys, "search", "-q", "anything", "--index", idx)
     assert code == 0 and "(index is empty)" in out
+    twin = Path(shutil.copytree(idx, tmp_path / "twin"))
+    code, out, _ = run(capsys, "search", "-q", "anything", "--index", idx, "--index", twin)
+    assert code == 0 and "(the indexes are empty)" in out
 
 
 def test_user_errors_are_one_line(fake_bundle: Bundle, other_bundle: Bundle, clip_dir: Path,

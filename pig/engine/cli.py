@@ -220,7 +220,8 @@ def search(queries: tuple[str, ...], queries_file: Path | None, index_dirs: tupl
             click.echo(f"{row['rank']:>4}  {row['score']:.4f}  {span:>13}  {shard}"
                        f"{display_path(row['path'])}")
         if not rows:
-            click.echo("   (index is empty)")
+            click.echo("   (the indexes are empty)" if len(index_dirs) > 1
+                       else "   (index is empty)")
     return 0
 
 
