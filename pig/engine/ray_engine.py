@@ -246,17 +246,8 @@ def _embed(ray: Any, bundle: Bundle, choice: _Choice, options: PipelineOptions,
         _wait_for_executors()
         # An exception on its way out keeps this frame and its locals alive until it is
         # handled (after ray.shutdown() for one that leaves the engine) or, in a reference
-        # cycle, until the GC runs: drop the Ray Data objects now (see _release_ray_objects).
+        # cycle, until the GC runs: drop the Ray Data objects now (see RayEngine.__call__).
         ds = batches = batch = None
-
-
-def _release_ray_objects() -> None:
-    """Finalise now, on this thread, the Ray objects left in reference cycles: Ray Data's
-    objects touch Ray when they are finalised, and after ``ray.shutdown()`` that makes Ray's
-    core worker end the process with exit 1 (ray-project/ray#19115: any access after
-    shutdown quick-exits), wherever the cyclic GC happens to run them (seen once in CI after
-    Ctrl-C: exit 1 instead of 130, from a thread other than the main one)."""
-    gc.collect()
 
 
 def _wait_for_executors(timeout: float = 30.0) -> None:
@@ -326,7 +317,11 @@ class RayEngine:
             yield info, partial(_embed, ray, bundle, choice, options, self.options, gpus)
         finally:
             if started:
-                _release_ray_objects()
+                # Finalise the Ray objects left in reference cycles now, on this thread: Ray
+                # Data's touch Ray when finalised, and after ray.shutdown() that makes the core
+                # worker end the process with exit 1 (ray-project/ray#19115), on whatever
+                # thread the GC runs them (seen in CI after Ctrl-C: 1 instead of 130).
+                gc.collect()
                 ray.shutdown()
 
     def _init(self, ray: Any) -> None:

@@ -154,7 +154,6 @@ class Service:
         per distinct (k, exact, group_by) among the search jobs."""
         jobs = [item.job for item in queued]
         ids = np.concatenate([item.ids for item in queued])
-        cut = [flag for item in queued for flag in item.truncated]
         m, s = self.metrics, self.searcher
         with m.stage("encode"):
             vectors = s.encoder.encode_text(ids)
@@ -178,7 +177,7 @@ class Service:
                 start = 0
                 for i in members:
                     n = len(jobs[i].texts)
-                    out[i] = Found(generations, hits[start:start + n], cut[rows[i]])
+                    out[i] = Found(generations, hits[start:start + n], queued[i].truncated)
                     start += n
         return out  # type: ignore[return-value]
 
