@@ -46,7 +46,7 @@ setup(
         "serve": SERVE,
         # `pig-engine index --engine ray`: every Ray node installs the runtime + this extra
         "ray": [RAY],
-        # NVDEC decoding (pig.engine.nvdec): NVIDIA GPU hosts only
+        # NVDEC decoding (pig.engine.media.nvdec): NVIDIA GPU hosts only
         "nvdec": ["pynvvideocodec==2.2.4"],
         # --segments shots: PySceneDetect with its PyAV backend (av is a runtime dependency)
         "shots": ["scenedetect==0.7.2"],

@@ -1,4 +1,4 @@
-"""Decode + sample time per video: pig.engine.video (PyAV) against decord (official reader).
+"""Decode + sample time per video: pig.engine.media.video (PyAV) against decord (official reader).
 
 Both read the same H.264 clips (x264 veryfast, 3 B-frames, keyframe every 2 s, 25 fps) and
 return the official T=12 ``linspace`` frames as uint8 RGB; decord is timed the way the
@@ -26,7 +26,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from pig.engine.video import read_video, sample_indices
+from pig.engine.media.video import read_video, sample_indices
 from tests.clipgen import make_clip
 
 NUM_FRAMES = 12
@@ -47,7 +47,7 @@ def _clip(cache: Path, width: int, height: int, seconds: int) -> Path:
 
 
 def _decord_sample(path: Path, threads: int) -> np.ndarray:
-    import decord  # after av (imported by pig.engine.video): see tests/clipgen.py
+    import decord  # after av (imported by pig.engine.media.video): see tests/clipgen.py
 
     vr = decord.VideoReader(str(path), num_threads=threads)
     idx = np.linspace(0, len(vr) - 1, NUM_FRAMES).astype(int)

@@ -37,7 +37,8 @@ from pig.calibration.fp16 import convert_fp16
 from pig.calibration.int8 import quantize_int8
 from pig.engine.backends.onnxruntime import OrtOptions, session_options
 from pig.engine.bundle import Bundle
-from pig.engine.pipeline import PipelineOptions, index_videos
+from pig.engine.ingest.options import PipelineOptions
+from pig.engine.ingest.run import index_videos
 from pig.export.spec_weights import load_spec, spec_inputs
 
 REPO = Path(__file__).resolve().parent.parent

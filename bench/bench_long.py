@@ -27,8 +27,9 @@ import numpy as np
 
 from pig.demo import run as demo
 from pig.engine.bundle import Bundle
-from pig.engine.pipeline import PipelineOptions, index_videos
-from pig.engine.segments import Segmenting
+from pig.engine.ingest.options import PipelineOptions
+from pig.engine.ingest.run import index_videos
+from pig.engine.media.segments import Segmenting
 
 REPO = Path(__file__).resolve().parent.parent
 CACHE = REPO / ".cache" / "bench" / "long"
@@ -78,10 +79,12 @@ _CHILD = """
 import resource, sys, time
 from pig.demo import run as demo
 from pig.engine.bundle import Bundle
-from pig.engine.pipeline import PipelineOptions, index_videos
-from pig.engine.segments import Segmenting
-from pig.engine.pipeline import PipelineOptions, index_videos
-from pig.engine.segments import Segmenting
+from pig.engine.ingest.options import PipelineOptions
+from pig.engine.ingest.run import index_videos
+from pig.engine.media.segments import Segmenting
+from pig.engine.ingest.options import PipelineOptions
+from pig.engine.ingest.run import index_videos
+from pig.engine.media.segments import Segmenting
 bundle = demo.ensure_bundle(*demo.model_files(), demo.BUNDLE)
 t0 = time.perf_counter()
 r = index_videos([sys.argv[1]], bundle, sys.argv[2], segmenting=Segmenting(mode="fixed"),

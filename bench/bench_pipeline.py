@@ -1,6 +1,6 @@
 """End-to-end ``pig-engine index`` throughput, pipeline efficiency and search latency.
 
-Throughput (videos/s) of :func:`pig.engine.pipeline.index_videos` into a fresh index, against
+Throughput (videos/s) of :func:`pig.engine.ingest.run.index_videos` into a fresh index, against
 two baselines measured right before it on the same clips (the host is shared): *encoder only*
 (``encode_video`` on pre-decoded, preprocessed batches: the ceiling) and *decode only* (the
 worker threads' decode + preprocess alone, no encoder). Pipeline efficiency = end-to-end /
@@ -40,11 +40,12 @@ from pig.engine.backends import open_backend
 from pig.engine.backends.onnxruntime import OrtOptions
 from pig.engine.bundle import Bundle
 from pig.engine.index import VideoIndex
-from pig.engine.pipeline import PipelineOptions, index_videos
-from pig.engine.preprocess import preprocess_frames
+from pig.engine.ingest.options import PipelineOptions
+from pig.engine.ingest.run import index_videos
+from pig.engine.media.preprocess import preprocess_frames
+from pig.engine.media.video import read_video
+from pig.engine.media.walk import discover
 from pig.engine.tokenizer import ClipTokenizer
-from pig.engine.video import read_video
-from pig.engine.walk import discover
 from tests.clipgen import synth_frame
 
 REPO = Path(__file__).resolve().parent.parent

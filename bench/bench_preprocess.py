@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pig.engine.preprocess import preprocess_frames
+from pig.engine.media.preprocess import preprocess_frames
 from pig.engine.recipe import PreprocessRecipe
 
 SIZES = ((320, 240), (640, 360), (1280, 720), (1920, 1080))  # width x height

@@ -21,8 +21,9 @@ from pathlib import Path
 
 from bench.bench_pipeline import CACHE, bundle, generated_clips
 from pig.engine.bundle import Bundle
-from pig.engine.pipeline import PipelineOptions, index_videos
-from pig.engine.walk import discover
+from pig.engine.ingest.options import PipelineOptions
+from pig.engine.ingest.run import index_videos
+from pig.engine.media.walk import discover
 
 RAY_CPUS = 2
 
@@ -38,7 +39,7 @@ def _rate(b: Bundle, files: list[Path], engine: object | None) -> float:
 def main() -> None:
     import ray
 
-    from pig.engine.ray_engine import RayEngine
+    from pig.engine.ingest.ray_runner import RayEngine
 
     n = int(os.environ.get("PIG_BENCH_RAY_CLIPS", "480"))
     CACHE.mkdir(parents=True, exist_ok=True)

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from pig.demo import run as demo
-from pig.engine.search import Searcher
+from pig.engine.query.search import Searcher
 from tests.serving import Server
 
 REPO = Path(__file__).resolve().parent.parent

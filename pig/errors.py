@@ -1,15 +1,41 @@
-"""User-facing error types: one clear line, no traceback, non-zero exit."""
+"""User-facing error types: one clear line, no traceback, non-zero exit.
+
+Three kinds of failure, told apart by exit code and HTTP status (one table in the docs):
+
+=========================  ==========================  =========  ===========
+kind                       class                       exit code  HTTP status
+=========================  ==========================  =========  ===========
+a user's mistake           :class:`PigError`           2          4xx (400)
+a fault of the environment :class:`EnvironmentFault`   3          5xx (503)
+videos that failed         (recorded in the catalog)   1          --
+=========================  ==========================  =========  ===========
+"""
 
 from __future__ import annotations
+
+
+EXIT_VIDEOS_FAILED = 1
+EXIT_USER_ERROR = 2
+EXIT_ENVIRONMENT = 3
 
 
 class PigError(Exception):
     """An error caused by user input (a file, a flag, a checkpoint).
 
-    CLIs print ``str(err)`` on one line and exit with ``exit_code``.
+    CLIs print ``str(err)`` on one line and exit with ``exit_code``; the server answers
+    ``http_status``.
     """
 
-    exit_code = 2
+    exit_code = EXIT_USER_ERROR
+    http_status = 400
+
+
+class EnvironmentFault(PigError):
+    """A fault of the environment, not of the user's input: a damaged or changed index file,
+    a full disk, a missing driver. The message names the file and the cause."""
+
+    exit_code = EXIT_ENVIRONMENT
+    http_status = 503
 
 
 class CheckpointError(PigError):
@@ -30,7 +56,11 @@ class VideoReadError(PigError):
 
 
 class IndexStoreError(PigError):
-    """A missing, corrupt or foreign index directory."""
+    """A missing or foreign index directory, or one used the wrong way."""
+
+
+class IndexDamaged(IndexStoreError, EnvironmentFault):
+    """An index file that is damaged or changed under us (checksum, truncation, SQLite)."""
 
 
 class BackendUnavailable(PigError):

@@ -39,7 +39,7 @@ def _run(prog: str, module: str, *, whole_run: bool) -> None:
 
 
 def pig_engine() -> None:
-    _run("pig-engine", "pig.engine.cli", whole_run=True)
+    _run("pig-engine", "pig.cli.engine", whole_run=True)
 
 
 def pig_export() -> None:

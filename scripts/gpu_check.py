@@ -35,12 +35,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pig.engine import gpu  # noqa: E402
 from pig.engine.backends.base import Backend  # noqa: E402
 from pig.engine.backends.onnxruntime import OrtBackend  # noqa: E402
 from pig.engine.backends.select import ort_cuda_missing, trt_missing  # noqa: E402
 from pig.engine.bundle import Bundle  # noqa: E402
 from pig.engine.graphs import PRECISIONS  # noqa: E402
+from pig.engine.host import gpu  # noqa: E402
 from pig.errors import PigError  # noqa: E402
 
 BATCHES = (1, 8, 64)

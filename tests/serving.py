@@ -23,7 +23,7 @@ class Server:
     def __init__(self, *args: object, log: Path, start_timeout: float = 90.0) -> None:
         self.log_path = log
         self._log = log.open("wb")
-        cmd = [sys.executable, "-m", "pig.engine.cli", "serve", "--port", "0",
+        cmd = [sys.executable, "-m", "pig.cli.engine", "serve", "--port", "0",
                *(str(a) for a in args)]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._log,
                                      env={**os.environ, "PYTHONUNBUFFERED": "1"})

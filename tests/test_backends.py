@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pig.engine import gpu
 from pig.engine.backends import select
 from pig.engine.backends.base import chunks
 from pig.engine.backends.onnxruntime import OrtBackend, OrtOptions
 from pig.engine.bundle import Bundle
+from pig.engine.host import gpu
 from pig.engine.trt import flavour
 from pig.errors import BackendUnavailable, BundleError
 from tests.fake_bundle import FakeSizes, reference_text, reference_video, rehash, write_bundle
@@ -213,7 +213,7 @@ def test_runtime_modules_do_not_import_torch(tmp_path: Path) -> None:
 
     code = (
         "import sys; import pig.engine.backends.select, pig.engine.backends.onnxruntime, "
-        "pig.engine.backends.tensorrt, pig.engine.trt.build, pig.engine.gpu; "
+        "pig.engine.backends.tensorrt, pig.engine.trt.build, pig.engine.host.gpu; "
         "bad = [m for m in ('torch', 'tensorrt', 'cuda') if m in sys.modules]; "
         "assert not bad, bad"
     )

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from pig.engine import pipeline
+from pig.cli.engine import main
 from pig.engine.bundle import Bundle
-from pig.engine.cli import main
+from pig.engine.ingest import local_runner
 from tests import clipgen
 from tests.test_index import read_only, snapshot
 from tests.test_pipeline import N_CLIPS, clip_dir, fake_bundle, make_clips, other_bundle
@@ -166,8 +166,8 @@ def test_read_only_index_folder(fake_bundle: Bundle, clip_dir: Path, tmp_path: P
     empty.mkdir()
     before = snapshot(idx)
     opened: list[str] = []
-    real_open = pipeline.open_backend
-    monkeypatch.setattr(pipeline, "open_backend",
+    real_open = local_runner.open_backend
+    monkeypatch.setattr(local_runner, "open_backend",
                         lambda *a, **k: opened.append("encoder") or real_open(*a, **k))
     with read_only(idx), read_only(empty):
         code, out, err = run(capsys, *search)

@@ -17,8 +17,9 @@ import av
 import numpy as np
 import pytest
 
-from pig.engine import decoders, gpu, nvdec, video
-from pig.engine.video import read_video
+from pig.engine.host import gpu
+from pig.engine.media import decoders, nvdec, video
+from pig.engine.media.video import read_video
 from pig.errors import PigError
 from tests import clipgen
 
@@ -179,7 +180,7 @@ def test_decoder_error_falls_back(fake_nvdec, make, monkeypatch: pytest.MonkeyPa
 
 def test_cli_refuses_nvdec_without_gpu(no_gpu: None, tmp_path: Path,
                                        capsys: pytest.CaptureFixture[str]) -> None:
-    from pig.engine.cli import main
+    from pig.cli.engine import main
     from tests.fake_bundle import write_bundle
 
     bundle = write_bundle(tmp_path / "bundle")
@@ -207,7 +208,7 @@ def test_real_nvdec_matches_pyav_within_colour_tolerance(make) -> None:
 def test_pipeline_hands_whole_video_files_to_nvdec(fake_nvdec: object, make) -> None:
     """``pig-engine index`` decodes through read_segments: a file that is one whole-video
     segment goes to the chosen decoder (same frames), a segmented one stays on PyAV's pass."""
-    from pig.engine.segments import Segmenting
+    from pig.engine.media.segments import Segmenting
 
     path = make("h264_bframes.mp4")  # 1.6 s
     calls: list[Path] = []

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from pig import metrics
+from pig.cli.engine import main as engine_main
 from pig.demo import dataset, evaluate, run
-from pig.engine.cli import main as engine_main
-from pig.engine.search import Searcher
+from pig.engine.query.search import Searcher
 
 HELDOUT = 300
 

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Message, Receive, Scope, Send
 
-from pig.engine.serve.app import Json, _http_error, _internal, _validation_error
+from pig.engine.serve.errors import Json, http_error, internal, validation_error
 from pig.engine.serve.fastlane import FastLane
 from pig.engine.serve.metrics import Metrics
 
@@ -58,9 +58,9 @@ class Spy:
 
 def make_lane(key: str | None = KEY) -> tuple[FastLane, Spy, Metrics]:
     app = FastAPI()
-    app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
-    app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
-    app.add_exception_handler(Exception, _internal)
+    app.add_exception_handler(RequestValidationError, validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(Exception, internal)
     metrics = Metrics()
     lane = FastLane(app, metrics=metrics, body_limit=LIMIT,
                     authorize=None if key is None else (lambda h: h == f"Bearer {key}"))

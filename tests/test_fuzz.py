@@ -93,7 +93,7 @@ def test_bundle_manifest(bundle_dir: Path, tmp_path_factory: pytest.TempPathFact
 @pytest.fixture(scope="module")
 def index_dir(bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     from pig.engine.bundle import Bundle
-    from pig.engine.pipeline import index_videos
+    from pig.engine.ingest.run import index_videos
 
     root = tmp_path_factory.mktemp("fuzz-index")
     make_clips(root / "clips", n=2)

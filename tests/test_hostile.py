@@ -24,8 +24,8 @@ import pytest
 
 from pig.engine.bundle import Bundle
 from pig.engine.index import VideoIndex
+from pig.engine.ingest.run import index_videos
 from pig.engine.limits import MAX_K, MAX_QUERIES_FILE_BYTES, MAX_QUERY_CHARS
-from pig.engine.pipeline import index_videos
 from tests.fake_bundle import FakeSizes, write_bundle
 from tests.test_pipeline import make_clips
 
@@ -42,7 +42,7 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Bundle:
 
 def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     """``pig-engine ARGV`` in this process: (exit code, stdout, stderr)."""
-    from pig.engine.cli import main
+    from pig.cli.engine import main
 
     capsys.readouterr()
     with pytest.raises(SystemExit) as stop:
@@ -63,7 +63,7 @@ def one_line_error(err: str, *fragments: str) -> None:
 
 def answers(idx: Path, bundle: Bundle) -> list[tuple[str, float]]:
     """What the index answers now (exact search of one fixed query)."""
-    from pig.engine.search import Searcher
+    from pig.engine.query.search import Searcher
 
     with Searcher(idx, bundle.dir) as s:
         return [(h.path, round(h.score, 6)) for h in s.search(["a red circle"], k=50)[0]]
@@ -141,8 +141,8 @@ def test_display_path() -> None:
 def test_fifo_and_device_do_not_hang_hashing_or_decoding(tmp_path: Path) -> None:
     from pig.engine.bundle import sha256_file
     from pig.engine.index.catalog import file_digest
-    from pig.engine.regular_file import NotRegularFile
-    from pig.engine.video import read_video
+    from pig.engine.media.regular_file import NotRegularFile
+    from pig.engine.media.video import read_video
     from pig.errors import VideoReadError
 
     fifo, zero = tmp_path / "f.mp4", tmp_path / "z.mp4"
@@ -174,7 +174,7 @@ def test_index_survives_files_swapped_for_fifo_and_device(bundle: Bundle, tmp_pa
         from pig.engine.bundle import Bundle
         from pig.engine.backends import open_backend
         from pig.engine.index import VideoIndex
-        from pig.engine.pipeline import Pipeline
+        from pig.engine.ingest.local_runner import Pipeline
         b = Bundle.load({str(bundle.dir)!r})
         enc = open_backend(b, branches=("video",))
         files = {[str(p) for p in clips] + [str(tmp_path / "clips" / "new.mp4")]!r}
@@ -193,8 +193,8 @@ def test_index_survives_files_swapped_for_fifo_and_device(bundle: Bundle, tmp_pa
 
 SLOW_ENCODER = """
 import sys, time
-from pig.engine import pipeline
-real = pipeline.open_backend
+from pig.engine.ingest import local_runner
+real = local_runner.open_backend
 def slow(*a, **k):
     enc = real(*a, **k)
     inner = enc.encode_video
@@ -204,7 +204,7 @@ def slow(*a, **k):
         return inner(x)
     enc.encode_video = encode_video
     return enc
-pipeline.open_backend = slow
+local_runner.open_backend = slow
 sys.argv = ["pig-engine"] + sys.argv[1:]
 from pig.startup import pig_engine
 pig_engine()

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from pig.demo import moments, synth
-from pig.engine.segments import Segmenting
-from pig.engine.video import read_segments
+from pig.engine.media.segments import Segmenting
+from pig.engine.media.video import read_segments
 
 
 def test_iou() -> None:

@@ -1,4 +1,4 @@
-"""The indexing pipeline and query path (pig.engine.pipeline, pig.engine.search) on a tiny
+"""The indexing pipeline and query path (pig.engine.ingest, pig.engine.query.search) on a tiny
 ONNX bundle (tests/fake_bundle.py, CLIP tokenizer spec) and generated clips (tests/clipgen.py).
 """
 
@@ -14,15 +14,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pig.engine import pipeline
 from pig.engine.backends.onnxruntime import OrtBackend
 from pig.engine.bundle import Bundle
 from pig.engine.index import VideoIndex
-from pig.engine.pipeline import PipelineOptions, index_videos
-from pig.engine.preprocess import preprocess_frames
-from pig.engine.search import Searcher
+from pig.engine.ingest import local_runner
+from pig.engine.ingest.options import PipelineOptions
+from pig.engine.ingest.run import index_videos
+from pig.engine.media.preprocess import preprocess_frames
+from pig.engine.media.video import read_video
+from pig.engine.query.search import Searcher
 from pig.engine.tokenizer import ClipTokenizer
-from pig.engine.video import read_video
 from tests import clipgen
 from tests.fake_bundle import FakeSizes, write_bundle
 
@@ -158,8 +159,8 @@ def test_interrupted_run_keeps_commits_and_resumes(fake_bundle: Bundle, clip_dir
                                                    exc: BaseException) -> None:
     idx = tmp_path / "idx"
     opts = PipelineOptions(batch_size=2, commit_seconds=0)  # commit after every batch
-    real_open = pipeline.open_backend
-    monkeypatch.setattr(pipeline, "open_backend",
+    real_open = local_runner.open_backend
+    monkeypatch.setattr(local_runner, "open_backend",
                         lambda *a, **k: _FailingEncoder(real_open(*a, **k), 2, exc))
     if isinstance(exc, KeyboardInterrupt):
         report = index_videos([clip_dir], fake_bundle, idx, options=opts)
@@ -170,7 +171,7 @@ def test_interrupted_run_keeps_commits_and_resumes(fake_bundle: Bundle, clip_dir
     with VideoIndex.open(idx) as vi:  # the two committed batches survive, nothing else
         assert vi.counts() == {"vectors": 4, "indexed": 4, "failed": 0}
 
-    monkeypatch.setattr(pipeline, "open_backend", real_open)
+    monkeypatch.setattr(local_runner, "open_backend", real_open)
     rerun = index_videos([clip_dir], fake_bundle, idx, options=opts)
     assert (rerun.indexed, dict(rerun.skipped)) == (N_CLIPS - 4, {"unchanged": 4})
     with VideoIndex.open(idx) as vi:
@@ -190,7 +191,7 @@ def test_foreign_bundle_is_refused(fake_bundle: Bundle, other_bundle: Bundle, cl
 
 
 def test_discover(tmp_path: Path) -> None:
-    from pig.engine.walk import discover
+    from pig.engine.media.walk import discover
     from pig.errors import PigError
 
     for rel in ("a.mp4", "b.MKV", "notes.txt", ".hidden.mp4", "sub/c.webm", "sub/d.mov",
@@ -235,7 +236,7 @@ def lock(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[Path], None]]:
 
 
 def test_discover_unreadable_folders(tmp_path: Path, lock: Callable[[Path], None]) -> None:
-    from pig.engine.walk import discover
+    from pig.engine.media.walk import discover
     from pig.errors import PigError
 
     for rel in ("a.mp4", "sub/c.webm", "sub/private/x.mp4"):
@@ -258,7 +259,7 @@ def test_discover_unreadable_folders(tmp_path: Path, lock: Callable[[Path], None
 def test_index_reports_unreadable_folder_and_keeps_its_files(
         fake_bundle: Bundle, tmp_path: Path, lock: Callable[[Path], None],
         capsys: pytest.CaptureFixture[str]) -> None:
-    from pig.engine.cli import main
+    from pig.cli.engine import main
 
     make_clips(tmp_path / "videos" / "open", n=2)
     make_clips(tmp_path / "videos" / "private", n=2, offset=2)

@@ -1,4 +1,4 @@
-"""``pig.engine.preprocess`` (C++ ``pig._preprocess``) against the torch reference pipelines.
+"""``pig.engine.media.preprocess`` (C++ ``pig._preprocess``) against the torch reference pipelines.
 
 References: ``squash_bicubic`` = ``F.interpolate(x / 255, (S, S), bicubic, align_corners=False)``
 then ``(y - mean) / std``; ``shorter_side_center_crop`` = torchvision ``Resize(S)`` (antialiased
@@ -20,7 +20,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pig.engine.preprocess import preprocess_frames
+from pig.engine.media.preprocess import preprocess_frames
 from pig.engine.recipe import PreprocessRecipe
 from tests.clipgen import make_clip
 
@@ -232,5 +232,5 @@ def test_invalid_recipe(recipe: PreprocessRecipe, match: str) -> None:
 
 
 def test_runtime_import_is_torch_free() -> None:
-    code = "import sys, pig.engine.preprocess; assert 'torch' not in sys.modules"
+    code = "import sys, pig.engine.media.preprocess; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)

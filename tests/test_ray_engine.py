@@ -20,9 +20,11 @@ import pytest
 
 from pig.engine.bundle import Bundle
 from pig.engine.index import VideoIndex
-from pig.engine.pipeline import IndexReport, PipelineOptions, index_videos
-from pig.engine.search import Searcher
-from pig.engine.segments import Segmenting
+from pig.engine.ingest.options import PipelineOptions
+from pig.engine.ingest.report import IndexReport
+from pig.engine.ingest.run import index_videos
+from pig.engine.media.segments import Segmenting
+from pig.engine.query.search import Searcher
 from tests import clipgen
 from tests.test_cli import run, user_error
 from tests.test_pipeline import QUERIES, clip_dir, fake_bundle, make_clips
@@ -30,7 +32,7 @@ from tests.test_pipeline import QUERIES, clip_dir, fake_bundle, make_clips
 __all__ = ["clip_dir", "fake_bundle"]  # fixtures shared with test_pipeline
 
 ray = pytest.importorskip("ray")
-from pig.engine.ray_engine import INSTALL, RayEngine  # noqa: E402
+from pig.engine.ingest.ray_runner import INSTALL, RayEngine  # noqa: E402
 
 SCORE_TOL = 1e-5  # f32 storage; batched vs other-batched encoding differs by fp32 reduction order
 
@@ -169,7 +171,7 @@ def test_killed_encoder_actor_is_restarted(ray_session: str, fake_bundle: Bundle
 
 def _driver(ray_session: str, fake_bundle: Bundle, clips: Path, idx: Path
             ) -> subprocess.Popen[str]:
-    argv = [sys.executable, "-m", "pig.engine.cli", "index", str(clips), "--bundle",
+    argv = [sys.executable, "-m", "pig.cli.engine", "index", str(clips), "--bundle",
             str(fake_bundle.dir), "--index", str(idx), "--engine", "ray", "--ray-address",
             ray_session, "--batch-size", "1", "--commit-every", "0"]
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -217,7 +219,7 @@ def test_without_ray_one_line(fake_bundle: Bundle, clip_dir: Path, tmp_path: Pat
 
 def test_bundle_unreadable_on_a_node_is_one_error(ray_session: str, fake_bundle: Bundle,
                                                   clip_dir: Path, tmp_path: Path) -> None:
-    from pig.engine.ray_engine import SHARED
+    from pig.engine.ingest.ray_runner import SHARED
     from pig.errors import PigError
 
     moved = Bundle.load(shutil.copytree(fake_bundle.dir, tmp_path / "b"))

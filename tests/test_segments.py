@@ -14,14 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pig.cli.engine import main as engine_main
 from pig.engine.bundle import Bundle
-from pig.engine.cli import main as engine_main
 from pig.engine.index import Entry, VideoIndex
 from pig.engine.index.catalog import CATALOG_NAME
-from pig.engine.pipeline import index_videos
-from pig.engine.preprocess import preprocess_frames
-from pig.engine.search import HIT_FIELDS, Searcher, hit_json
-from pig.engine.segments import (
+from pig.engine.ingest.run import index_videos
+from pig.engine.media.preprocess import preprocess_frames
+from pig.engine.media.segments import (
     WHOLE,
     Segmenting,
     format_span,
@@ -29,7 +28,8 @@ from pig.engine.segments import (
     spans_for,
     windows,
 )
-from pig.engine.video import read_segments, read_video
+from pig.engine.media.video import read_segments, read_video
+from pig.engine.query.search import HIT_FIELDS, Searcher, hit_json
 from pig.errors import IndexStoreError, PigError
 from tests import clipgen
 from tests.fake_bundle import FakeSizes, write_bundle
@@ -91,7 +91,7 @@ def test_settings_spans_and_refusals() -> None:
 # --- sampling and timestamps ------------------------------------------------------------------
 def test_segments_sample_inside_their_windows_in_one_pass(tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    from pig.engine import video
+    from pig.engine.media import video
 
     path = clipgen.make_clip(tmp_path / "a.mp4", size=(64, 48), n_frames=250, fps=25)
     full = read_video(path, 250)  # every frame, for reference
@@ -401,15 +401,15 @@ def test_reindex_changed_segmented_file_and_hit_json(tmp_path: Path, bundle: Bun
 
 def test_file_failing_after_some_segments_is_recorded_with_none(
         tmp_path: Path, bundle: Bundle, monkeypatch: pytest.MonkeyPatch) -> None:
-    from pig.engine import pipeline
-    from pig.engine.pipeline import PipelineOptions
+    from pig.engine.ingest import work
+    from pig.engine.ingest.options import PipelineOptions
     from pig.errors import VideoReadError
 
     videos = tmp_path / "videos"
     videos.mkdir()
     good = clipgen.make_clip(videos / "good.mp4", size=(48, 40), n_frames=250, fps=25)
     bad = clipgen.make_clip(videos / "bad.mp4", size=(48, 40), n_frames=250, fps=25)
-    real = pipeline.read_segments
+    real = work.read_segments
 
     def failing(path, *args, **kw):  # the bad file breaks after its first two segments
         for seg in real(path, *args, **kw):
@@ -417,7 +417,7 @@ def test_file_failing_after_some_segments_is_recorded_with_none(
                 raise VideoReadError(path, "frame 100 of 250 did not decode")
             yield seg
 
-    monkeypatch.setattr(pipeline, "read_segments", failing)
+    monkeypatch.setattr(work, "read_segments", failing)
     report = index_videos([videos], bundle, tmp_path / "idx",
                           segmenting=Segmenting(mode="fixed", seconds=2),
                           options=PipelineOptions(batch_size=3, workers=2))

@@ -47,7 +47,7 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 
 def build_index(bundle: Bundle, idx: Path, *paths: Path) -> Path:
     """``pig-engine index PATHS`` into ``idx`` (another process, as while serving)."""
-    code = subprocess.run([sys.executable, "-m", "pig.engine.cli", "index", *map(str, paths),
+    code = subprocess.run([sys.executable, "-m", "pig.cli.engine", "index", *map(str, paths),
                            "--bundle", str(bundle.dir), "--index", str(idx),
                            "--segment-seconds", str(SEGMENT_S)], capture_output=True, text=True)
     assert code.returncode == 0, code.stderr
@@ -89,7 +89,7 @@ def shard_server(shards: list[Path], tmp_path_factory: pytest.TempPathFactory
 
 def info_json(index: Path) -> dict[str, Any]:
     """``pig-engine info --json`` (another process)."""
-    return json.loads(subprocess.run([sys.executable, "-m", "pig.engine.cli", "info", "--index",
+    return json.loads(subprocess.run([sys.executable, "-m", "pig.cli.engine", "info", "--index",
                                       str(index), "--json"], capture_output=True, text=True,
                                      check=True).stdout)
 
@@ -436,8 +436,8 @@ def test_serve_needs_the_extra_only_to_serve(index: Path) -> None:
         "real = importlib.util.find_spec\n"
         "importlib.util.find_spec = lambda n, *a: None if n == 'fastapi' else real(n, *a)\n"
         "sys.modules['fastapi'] = None\n"
-        "from pig.engine.cli import main\n"
-        "import pig.engine.search, pig.engine.serve\n"
+        "from pig.cli.engine import main\n"
+        "import pig.engine.query.search, pig.engine.serve\n"
         f"main(['serve', '--index', {str(index)!r}])\n"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -478,7 +478,7 @@ def test_live_pickup_of_concurrent_index_and_remove(fake_bundle: Bundle, tmp_pat
     within PICKUP_S of the indexer's exit, and so is a ``remove``."""
     first, more = make_clips(tmp_path / "a", n=3), make_clips(tmp_path / "b", n=24, offset=3)
     idx = tmp_path / "idx"
-    cmd = [sys.executable, "-m", "pig.engine.cli", "index", "--bundle", str(fake_bundle.dir),
+    cmd = [sys.executable, "-m", "pig.cli.engine", "index", "--bundle", str(fake_bundle.dir),
            "--index", str(idx)]
     subprocess.run([*cmd, str(first[0].parent)], check=True, capture_output=True)
     known = {str(p) for p in first + more}

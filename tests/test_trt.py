@@ -22,9 +22,9 @@ import numpy as np
 import onnx
 import pytest
 
-from pig.engine import gpu
 from pig.engine.bundle import Bundle
 from pig.engine.graphs import CPU_ONLY_PRECISIONS
+from pig.engine.host import gpu
 from pig.engine.trt import build, flavour
 from pig.engine.trt.cache import PlanCache, PlanKey, Target, timing_cache_path
 from pig.engine.trt.profiles import BatchProfile, profile_shapes, static_dims
@@ -1056,7 +1056,8 @@ def _index_through_spy(encoder, tmp_path, n_clips: int = 5) -> tuple[list, list]
     arrays the encoder handed out and, per encode call, (input address, a copy of the input,
     the output)."""
     from pig.engine.index import VideoIndex
-    from pig.engine.pipeline import Pipeline, PipelineOptions
+    from pig.engine.ingest.local_runner import Pipeline
+    from pig.engine.ingest.options import PipelineOptions
     from tests import clipgen
 
     (tmp_path / "clips").mkdir()

@@ -1,4 +1,4 @@
-"""pig.engine.video against decord, the reader of the official PIG pipeline.
+"""pig.engine.media.video against decord, the reader of the official PIG pipeline.
 
 Reference for every clip: ``decord.VideoReader(path)``, ``n = len(vr)``,
 ``idx = np.linspace(0, n - 1, T).astype(int)``, ``vr.get_batch(idx).asnumpy()``. Frame counts,
@@ -19,9 +19,9 @@ import av
 import numpy as np
 import pytest
 
-from pig.engine import video
-from pig.engine.cpus import available_cpus
-from pig.engine.video import read_video, sample_indices
+from pig.engine.host.cpus import available_cpus
+from pig.engine.media import video
+from pig.engine.media.video import read_video, sample_indices
 from pig.errors import PigError, VideoReadError
 from tests import clipgen
 

@@ -25,8 +25,8 @@ from pig.calibration.int8 import quantize_int8, settings
 from pig.calibration.options import CALIBRATION_METHODS
 from pig.calibration.report import accuracy_report, format_report, write_report
 from pig.engine.bundle import Bundle
-from pig.engine.fsutil import write_atomic
 from pig.engine.graphs import BRANCHES, CALIBRATED_PRECISIONS, INPUT_NAMES, graph_file
+from pig.engine.host.fsutil import write_atomic
 from pig.errors import PigError
 
 EvalSource = cdata.EvalSet | str | Path | None

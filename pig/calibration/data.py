@@ -1,7 +1,7 @@
 """Calibration inputs, read through the engine's own data path.
 
-Frames: ``pig.engine.walk.discover`` -> ``pig.engine.video.read_video`` (PyAV, official
-linspace sampling) -> ``pig.engine.preprocess.preprocess_frames`` (the C++ resize + normalise)
+Frames: ``pig.engine.media.walk.discover`` -> ``pig.engine.media.video.read_video`` (PyAV, official
+linspace sampling) -> ``pig.engine.media.preprocess.preprocess_frames`` (the C++ resize + normalise)
 with the bundle's recipe; captions: ``pig.engine.tokenizer.ClipTokenizer`` with the bundle's
 tokenizer spec. So the calibration ranges are those of what ``pig-engine index`` / ``search``
 will feed the graphs. The default set ("demo") is rendered from the training split of the
@@ -17,11 +17,11 @@ from typing import TypeVar
 
 import numpy as np
 
-from pig.engine.preprocess import preprocess_frames
+from pig.engine.media.preprocess import preprocess_frames
+from pig.engine.media.video import read_video
+from pig.engine.media.walk import discover
 from pig.engine.recipe import PreprocessRecipe, TokenizerSpec
 from pig.engine.tokenizer import ClipTokenizer
-from pig.engine.video import read_video
-from pig.engine.walk import discover
 from pig.errors import PigError, VideoReadError
 
 DEMO = "demo"

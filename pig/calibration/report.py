@@ -18,8 +18,8 @@ from pig.calibration.data import EvalSet
 from pig.engine.backends.accuracy import REPORT
 from pig.engine.backends.onnxruntime import cpu_session
 from pig.engine.bundle import Bundle
-from pig.engine.fsutil import write_json_atomic
 from pig.engine.graphs import INPUT_NAMES, OUTPUT_NAME, TOPK_INDICES
+from pig.engine.host.fsutil import write_json_atomic
 from pig.metrics import retrieval_metrics, retrieval_ranks
 
 

@@ -5,7 +5,8 @@ Every script runs a click command through :func:`run`, so errors look and exit t
 
 - a user error (:class:`pig.errors.PigError`, a bad flag or argument) prints ONE line,
   ``<prog>: error: <what and where>``, on stderr, no traceback, and exits 2 (or the error's
-  own ``exit_code``); a file name in it is shown escaped
+  own ``exit_code``: 3 for a fault of the environment, :class:`pig.errors.EnvironmentFault`);
+  a file name in it is shown escaped
   (:func:`~pig.engine.display.display_path`);
 - Ctrl-C prints ``<prog>: interrupted`` and exits 130;
 - otherwise the exit code is what the command returns (0 when it returns nothing).
@@ -19,9 +20,9 @@ from typing import NoReturn
 import click
 
 from pig.engine.display import display_path
-from pig.errors import PigError
+from pig.errors import EXIT_USER_ERROR, PigError
 
-EXIT_USER_ERROR = 2
+__all__ = ["EXIT_USER_ERROR", "run"]
 EXIT_INTERRUPTED = 130
 CONTEXT = {"help_option_names": ["-h", "--help"]}
 

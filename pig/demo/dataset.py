@@ -1,7 +1,8 @@
 """Model inputs for the synthetic clips, read through the engine's own data path.
 
-Frames come from ``pig.engine.video.read_video`` (PyAV decode + official linspace sampling) and
-``pig.engine.preprocess.preprocess_frames`` (the C++ resize + normalise), captions from
+Frames come from ``pig.engine.media.video.read_video`` (PyAV decode + official linspace
+sampling) and
+``pig.engine.media.preprocess.preprocess_frames`` (the C++ resize + normalise), captions from
 ``pig.engine.tokenizer.ClipTokenizer``: training and evaluation see exactly what
 ``pig-engine index`` / ``search`` feed the model. Decoded tensors are cached next to the clips.
 """
@@ -16,10 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from pig.demo.synth import Clip
-from pig.engine.preprocess import preprocess_frames
+from pig.engine.media.preprocess import preprocess_frames
+from pig.engine.media.video import read_video
 from pig.engine.recipe import PreprocessRecipe, TokenizerSpec
 from pig.engine.tokenizer import ClipTokenizer
-from pig.engine.video import read_video
 
 
 def _cache_path(root: Path, clips: Sequence[Clip], recipe: PreprocessRecipe) -> Path:

@@ -28,9 +28,9 @@ import numpy as np
 from pig.cli import console
 from pig.demo import synth
 from pig.engine.bundle import Bundle
-from pig.engine.pipeline import index_videos
-from pig.engine.search import Searcher
-from pig.engine.segments import Segmenting, format_span
+from pig.engine.ingest.run import index_videos
+from pig.engine.media.segments import Segmenting, format_span
+from pig.engine.query.search import Searcher
 from pig.errors import PigError
 
 PER_VIDEO = 16

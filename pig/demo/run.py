@@ -32,8 +32,8 @@ from pig.demo import moments, synth
 from pig.demo.evaluate import RULE
 from pig.engine.bundle import Bundle, sha256_file
 from pig.engine.index import VideoIndex
-from pig.engine.pipeline import index_videos
-from pig.engine.search import Searcher
+from pig.engine.ingest.run import index_videos
+from pig.engine.query.search import Searcher
 from pig.errors import PigError
 
 MODEL = Path("models/pig-tiny")

@@ -16,10 +16,10 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from pig.engine.display import display_path
-from pig.engine.fsutil import write_json_atomic
 from pig.engine.graphs import BRANCHES
+from pig.engine.host.fsutil import write_json_atomic
+from pig.engine.media.regular_file import read_regular
 from pig.engine.recipe import PreprocessRecipe, TokenizerSpec
-from pig.engine.regular_file import read_regular
 from pig.errors import BundleError
 
 FORMAT = "pig-bundle"

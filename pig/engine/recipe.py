@@ -20,7 +20,7 @@ MAX_SIZE = 1024  # frame side in pixels (CLIP-ViP: 224)
 MAX_TOKENS = 4096  # tokens per query (CLIP: 77, PIG: 50)
 
 ResizeMode = Literal["squash_bicubic", "shorter_side_center_crop"]
-SAMPLINGS = ("linspace",)  # frame samplings pig.engine.video implements (video.SAMPLERS)
+SAMPLINGS = ("linspace",)  # frame samplings pig.engine.media.video implements (video.SAMPLERS)
 
 
 @dataclass(frozen=True)

@@ -36,8 +36,8 @@ from pig.engine.bundle import (
     fingerprint,
     sha256_file,
 )
-from pig.engine.fsutil import write_json_atomic
 from pig.engine.graphs import BRANCHES, INPUT_NAMES, OUTPUT_NAMES, graph_file
+from pig.engine.host.fsutil import write_json_atomic
 from pig.errors import PigError
 from pig.export.checkpoint import LoadedCheckpoint
 from pig.export.model import PigModel

@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from pig.engine import gpu as gpu_probe
 from pig.engine.backends.base import Closable, run_in_chunks
 from pig.engine.graphs import BRANCHES, INPUT_NAMES, OUTPUT_NAME, Branch
+from pig.engine.host import gpu as gpu_probe
 from pig.errors import BackendUnavailable
 
 if TYPE_CHECKING:

@@ -12,7 +12,7 @@ asked for. On a CPU, ``auto`` takes the bundle's ``int8-cpu`` graphs when its ac
 shows their demo R@1 within 1 point of fp32 (:mod:`pig.engine.backends.accuracy`), else fp32
 with the reason; ``int8-cpu`` never runs on a GPU row.
 Availability is decided without importing TensorRT or CUDA before a GPU was found
-(:mod:`pig.engine.gpu`).
+(:mod:`pig.engine.host.gpu`).
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from pig.engine import gpu as gpu_probe
 from pig.engine.backends.accuracy import INT8_CPU, int8_cpu_verdict
 from pig.engine.backends.base import Backend, log_stderr
 from pig.engine.graphs import PRECISIONS, Branch
+from pig.engine.host import gpu as gpu_probe
 from pig.engine.trt import flavour as flavours
 from pig.errors import BackendUnavailable
 

@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-from pig.engine import gpu as gpu_probe
 from pig.engine.backends.base import Closable, run_in_chunks
-from pig.engine.fsutil import write_atomic
 from pig.engine.graphs import INPUT_NAMES, OUTPUT_NAME, Branch
+from pig.engine.host import gpu as gpu_probe
+from pig.engine.host.fsutil import write_atomic
 from pig.engine.trt.build import DEFAULT_WORKSPACE, ensure_plan, import_tensorrt
 from pig.engine.trt.cache import Target
 from pig.engine.trt.cuda import Cuda, DeviceBuffer, PinnedBuffer, import_cudart

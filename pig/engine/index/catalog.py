@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pig.engine.fsutil import sqlite_out_of_space
-from pig.engine.regular_file import read_regular
+from pig.engine.host.fsutil import sqlite_out_of_space
+from pig.engine.media.regular_file import read_regular
 from pig.errors import IndexStoreError
 
 CATALOG_NAME = "catalog.sqlite"

@@ -8,8 +8,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pig.engine.fsutil import write_atomic
-from pig.engine.segments import WHOLE, Segmenting
+from pig.engine.host.fsutil import write_atomic
+from pig.engine.media.segments import WHOLE, Segmenting
 from pig.errors import IndexStoreError, PigError
 
 FORMAT = "pig-index"
@@ -34,7 +34,7 @@ class IndexManifest:
     ``generation`` and ``counts`` describe the last commit; the catalog's generation is the
     authority if they disagree after a crash. ``skipped`` lists ``{path, reason}`` of what
     the indexing runs passed over (unreadable folders, FIFOs, sockets, looping symlinks).
-    ``segmenting``: the :class:`~pig.engine.segments.Segmenting` setting; indexes made before
+    ``segmenting``: the :class:`~pig.engine.media.segments.Segmenting` setting; indexes made before
     segments existed have none and are read as one whole-video segment per file.
     """
 

@@ -50,7 +50,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from pig.engine.fsutil import fsync_dir, publish, sqlite_out_of_space, write_atomic
+from pig.engine.host.fsutil import fsync_dir, publish, sqlite_out_of_space, write_atomic
 from pig.engine.index.catalog import (
     CATALOG_NAME,
     FAILED,
@@ -68,7 +68,7 @@ from pig.engine.index.vectors import (
     VectorStore,
     check_unit_vectors,
 )
-from pig.engine.segments import Segmenting
+from pig.engine.media.segments import Segmenting
 from pig.errors import IndexStoreError
 
 _OPEN_RETRIES = 100  # a reader racing writers' commits retries with the newer generation

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import xxhash
 
-import pig.engine._native  # noqa: F401  (must precede usearch: see the module)
+import pig.engine.host.native  # noqa: F401  (must precede usearch: see the module)
 
 # isort: split
 from usearch.index import Index

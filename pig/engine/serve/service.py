@@ -40,7 +40,7 @@ import numpy as np
 from pig.engine.index import INDEXED, FileRecord, Hit, VideoIndex
 from pig.engine.index.catalog import SegmentRecord
 from pig.engine.index.shards import search_shards
-from pig.engine.search import Searcher
+from pig.engine.query.search import Searcher
 from pig.engine.serve.batcher import MicroBatcher
 from pig.engine.serve.metrics import Metrics
 from pig.errors import PigError

@@ -1,2 +1,2 @@
 """TensorRT engine building, plan cache and CUDA memory helpers (all imports of tensorrt and
-cuda-python are lazy and happen only after :func:`pig.engine.gpu.probe_gpu` found a GPU)."""
+cuda-python are lazy and happen only after :func:`pig.engine.host.gpu.probe_gpu` found a GPU)."""

@@ -26,11 +26,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pig.engine import gpu as gpu_probe
 from pig.engine.backends.base import log_stderr
-from pig.engine.fsutil import write_atomic
-from pig.engine.gpu import GpuInfo
 from pig.engine.graphs import BRANCHES, OUTPUT_NAME, Branch
+from pig.engine.host import gpu as gpu_probe
+from pig.engine.host.fsutil import write_atomic
+from pig.engine.host.gpu import GpuInfo
 from pig.engine.trt import flavour as flavours
 from pig.engine.trt.cache import PlanCache, PlanKey, Target, timing_cache_path
 from pig.engine.trt.flavour import Flavour
@@ -46,7 +46,7 @@ Log = Callable[[str], None]
 
 def import_tensorrt(gpu: GpuInfo | None = None, no_gpu: str = "no GPU") -> Flavour:
     """The TensorRT to build and run with (see :mod:`pig.engine.trt.flavour`); ``gpu``:
-    what :func:`pig.engine.gpu.probe_gpu` found (None: none, ``no_gpu`` says why)."""
+    what :func:`pig.engine.host.gpu.probe_gpu` found (None: none, ``no_gpu`` says why)."""
     return flavours.load(gpu, no_gpu)
 
 

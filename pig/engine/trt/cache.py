@@ -18,8 +18,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from pig.engine.fsutil import write_atomic
-from pig.engine.gpu import GpuInfo
+from pig.engine.host.fsutil import write_atomic
+from pig.engine.host.gpu import GpuInfo
 from pig.engine.trt.profiles import BatchProfile
 
 CACHE_FORMAT = 2  # 2: TensorRT flavour and compute-capability targets in the key

@@ -1,7 +1,7 @@
 """Minimal cuda-python runtime helpers: pinned host / device buffers, a stream, async copies.
 
 Imports ``cuda.bindings.runtime`` (cuda-python >= 12.6) or the older ``cuda.cudart``. Call
-only after :func:`pig.engine.gpu.probe_gpu` succeeded.
+only after :func:`pig.engine.host.gpu.probe_gpu` succeeded.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ creating a builder and building load no CUDA library). Its runtime runs on the c
 capabilities of that enum (7.5, 8.0, 8.6, 8.9, 12.x in 1.7), not on Hopper (9.0).
 
 ``tensorrt`` 10/11 builds for the GPU present and may abort the process without one, so it
-is imported only after :func:`pig.engine.gpu.probe_gpu` found a GPU; the TensorRT-RTX
+is imported only after :func:`pig.engine.host.gpu.probe_gpu` found a GPU; the TensorRT-RTX
 modules are the only ones imported on a machine without a GPU.
 """
 
@@ -19,7 +19,7 @@ import importlib.util
 from dataclasses import dataclass
 from typing import Any
 
-from pig.engine.gpu import GpuInfo
+from pig.engine.host.gpu import GpuInfo
 from pig.errors import BackendUnavailable
 
 DATACENTER_MODULE = "tensorrt"

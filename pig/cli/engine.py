@@ -17,13 +17,13 @@ import click
 
 from pig.cli import console
 from pig.engine.backends.select import BACKENDS
-from pig.engine.decoders import CHOICES as DECODER_CHOICES
 from pig.engine.display import display_path
 from pig.engine.graphs import PRECISIONS
 from pig.engine.index import DTYPES, VideoIndex
 from pig.engine.index.store import GROUP_BY
 from pig.engine.limits import MAX_K
-from pig.engine.segments import MODES, Segmenting, format_span, format_time
+from pig.engine.media.decoders import CHOICES as DECODER_CHOICES
+from pig.engine.media.segments import MODES, Segmenting, format_span, format_time
 from pig.errors import PigError
 
 EXIT_FAILED = 1
@@ -116,11 +116,13 @@ def index(paths: tuple[Path, ...], bundle: Path, index_dir: Path, glob: str | No
     does).
     """
     from pig.engine.bundle import Bundle
-    from pig.engine.pipeline import PipelineOptions, index_videos, local_engine
+    from pig.engine.ingest.local_runner import local_engine
+    from pig.engine.ingest.options import PipelineOptions
+    from pig.engine.ingest.run import index_videos
 
     run_on = local_engine
     if engine == "ray":
-        from pig.engine.ray_engine import RayEngine, RayOptions
+        from pig.engine.ingest.ray_runner import RayEngine, RayOptions
 
         run_on = RayEngine(RayOptions(address=ray_address, decode_cpus=decode_cpus,
                                       encoders=encoders, encoder_gpus=encoder_gpus))
@@ -160,7 +162,7 @@ def _segmenting(mode: str | None, seconds: float | None, stride: float | None,
 
 def _read_queries(queries: tuple[str, ...], queries_file: Path | None) -> list[str]:
     """The queries, checked before the encoder is opened (which can take long)."""
-    from pig.engine.search import check_queries, read_queries_file
+    from pig.engine.query.search import check_queries, read_queries_file
 
     out = list(queries)
     if queries_file is not None:
@@ -198,7 +200,7 @@ def search(queries: tuple[str, ...], queries_file: Path | None, index_dirs: tupl
 
     With several --index, a hit's line shows [N] before its path: the position of its index
     (from 0), the ``index`` field of --json."""
-    from pig.engine.search import Searcher, hit_json
+    from pig.engine.query.search import Searcher, hit_json
 
     texts = _read_queries(queries, queries_file)
     with Searcher(index_dirs, bundle, backend, precision, log=_log) as searcher:

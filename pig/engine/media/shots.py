@@ -1,8 +1,8 @@
 """Shot boundaries for ``--segments shots``: PySceneDetect's ContentDetector, PyAV backend.
 
 PySceneDetect (``scenedetect``, the ``shots`` extra) decodes the file itself, downscaled, and
-reports where each shot starts; :mod:`pig.engine.segments` then merges shots shorter than
-``shot_min`` and cuts long ones into windows, and :mod:`pig.engine.video` samples them in its
+reports where each shot starts; :mod:`pig.engine.media.segments` then merges shots shorter than
+``shot_min`` and cuts long ones into windows, and :mod:`pig.engine.media.video` samples them in its
 own single pass. Defaults are PySceneDetect's: ``ContentDetector(threshold=27)`` (HSV content
 change between consecutive frames), minimum shot length 15 frames, automatic downscaling.
 """
@@ -27,7 +27,7 @@ def require() -> None:
 
 def detect_cuts(path: Path, frame_count: int, source: str) -> list[int]:
     """Frame numbers (presentation order) at which a new shot starts, excluding 0; ``source``
-    is the name to open (the descriptor :mod:`pig.engine.video` checked), ``path`` names the
+    is the name to open (the descriptor :mod:`pig.engine.media.video` checked), ``path`` names the
     file in errors."""
     require()
     from scenedetect import ContentDetector, SceneManager, open_video

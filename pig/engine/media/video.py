@@ -48,9 +48,9 @@ import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
-from pig.engine.cpus import available_cpus
-from pig.engine.regular_file import fd_path, open_regular
-from pig.engine.segments import Segmenting, Span, spans_for
+from pig.engine.host.cpus import available_cpus
+from pig.engine.media.regular_file import fd_path, open_regular
+from pig.engine.media.segments import Segmenting, Span, spans_for
 from pig.errors import VideoReadError
 
 # packets a jump to the next keyframe run must skip: a jump drains FFmpeg's frame threads,
@@ -69,7 +69,7 @@ class SampledFrames:
     ``frames``: uint8 [T, H, W, 3] RGB, C-contiguous, upright. ``frame_count``: n, the number
     of frames in the stream (decord's ``len(vr)``). ``indices``: int64 [T], the frame numbers
     taken. ``fps``: average frame rate, ``duration``: stream duration in seconds, both from the
-    container (``None`` if unknown). ``decoder``: what decoded them (``pig.engine.decoders``).
+    container (``None`` if unknown). ``decoder``: what decoded them (``pig.engine.media.decoders``).
     ``frames_decoded``: frames the decoder produced to get them (0 when not counted).
     """
 
@@ -141,9 +141,9 @@ def read_segments(path: str | os.PathLike[str], num_frames: int, setting: Segmen
     Each segment's ``num_frames`` are sampled inside its span; a file that is one segment
     covering all of it gives exactly :func:`read_video`'s frames. Frames are kept only until
     the last segment that uses them is yielded, so memory does not grow with the file's
-    length. Mode ``shots`` first detects the cuts (:mod:`pig.engine.shots`, its own decode).
+    length. Mode ``shots`` first detects the cuts (:mod:`pig.engine.media.shots`, its own decode).
     Failures are ``VideoReadError(path, reason)``, possibly after some segments were yielded.
-    ``whole_reader``: another decoder's ``read_video`` (:mod:`pig.engine.decoders`), used for
+    ``whole_reader``: another decoder's ``read_video`` (:mod:`pig.engine.media.decoders`), used for
     a file that is one whole-video segment under the default sampling.
     """
     with _decoding(path, num_frames, sampling) as (container, path, sample):
@@ -280,7 +280,7 @@ def _read_segments(container: av.container.InputContainer, path: Path, num_frame
     times, duration = _frame_times(index, stream, n)
     cuts: list[float] = [0.0]
     if setting.mode == "shots" and not setting.whole_for(duration):
-        from pig.engine.shots import detect_cuts
+        from pig.engine.media.shots import detect_cuts
 
         cuts += [float(times[i]) for i in detect_cuts(path, n, container.name)
                  if 0 < i < n]

@@ -2,7 +2,7 @@
 
 ::
 
-    driver (this process): discover, plan against the catalog (pipeline.run_plans)
+    driver (this process): discover, plan against the catalog (writer.run_plans)
       Ray Data:  from_items(planned files)     blocks of 4-64 files, ~4 per cluster CPU
                  -> flat_map(decode + preprocess)  CPU tasks, --decode-cpus at once; a row
                                                    per segment, streamed as decoded
@@ -10,11 +10,11 @@
                                                    bundle once; --encoder-gpus per actor
                  -> iter_batches                   streaming: Ray's backpressure bounds
                                                    the blocks in flight
-    driver: gathers each file's segment vectors; pipeline.IndexWriter adds a file whole and
+    driver: gathers each file's segment vectors; writer.IndexWriter adds a file whole and
             commits (the local pipeline's commit protocol)
 
-The per-file work is :func:`pig.engine.pipeline.decode_file` and
-:func:`~pig.engine.pipeline.preprocess_segment`, the functions the local workers call, so
+The per-file work is :func:`pig.engine.ingest.work.decode_file` and
+:func:`~pig.engine.ingest.work.preprocess_segment`, the functions the local workers call, so
 segments and failure reasons are the same; a file a worker cannot read comes back as that
 file's failure. The driver alone writes the index, so
 a killed driver leaves the last commit and a rerun (either engine) does the rest; a result
@@ -50,18 +50,12 @@ from pig.engine.backends.onnxruntime import OrtOptions
 from pig.engine.backends.select import choose, open_backend
 from pig.engine.bundle import Bundle
 from pig.engine.index import Entry, Plan
-from pig.engine.pipeline import (
-    Embed,
-    FileFailure,
-    IndexWriter,
-    PipelineOptions,
-    StopSignals,
-    decode_file,
-    preprocess_segment,
-)
+from pig.engine.ingest.options import PipelineOptions
+from pig.engine.ingest.work import FileFailure, decode_file, preprocess_segment
+from pig.engine.ingest.writer import Embed, IndexWriter, StopSignals
+from pig.engine.media.segments import Segmenting
+from pig.engine.media.video import VideoSegment
 from pig.engine.recipe import PreprocessRecipe
-from pig.engine.segments import Segmenting
-from pig.engine.video import VideoSegment
 from pig.errors import PigError
 
 INSTALL = "pip install 'pig-engine[ray]' (ray[data]==2.60.0)"
@@ -280,7 +274,7 @@ def _shared_error(what: str, err: BaseException) -> PigError:
 
 
 class RayEngine:
-    """An :data:`pig.engine.pipeline.Engine` running the encode side on Ray Data."""
+    """An :data:`pig.engine.ingest.run.Engine` running the encode side on Ray Data."""
 
     def __init__(self, options: RayOptions | None = None) -> None:
         self.options = options or RayOptions()

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from pig.engine.display import display_path
-from pig.engine.regular_file import not_regular
+from pig.engine.media.regular_file import not_regular
 from pig.errors import PigError
 
 VIDEO_EXTENSIONS = frozenset({

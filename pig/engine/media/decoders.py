@@ -2,7 +2,7 @@
 
 A decoder is a row of :data:`DECODERS`: a name, why it cannot run here ("" if it can, decided
 without touching CUDA), and its ``read(path, num_frames, threads)`` with the contract of
-:func:`pig.engine.video.read_video` (same frame count, indices and sampling). ``auto`` takes
+:func:`pig.engine.media.video.read_video` (same frame count, indices and sampling). ``auto`` takes
 the first of :data:`AUTO_ORDER` that can run. Adding a decoder is one row.
 """
 
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from pig.errors import PigError
 
 if TYPE_CHECKING:
-    from pig.engine.video import SampledFrames
+    from pig.engine.media.video import SampledFrames
 
 
 class DecoderUnavailable(PigError):
@@ -27,19 +27,19 @@ Reader = Callable[[str | os.PathLike[str], int, int], "SampledFrames"]
 
 
 def _pyav_read(path: str | os.PathLike[str], num_frames: int, threads: int) -> SampledFrames:
-    from pig.engine.video import read_video  # lazily: keeps the CLI's start-up light
+    from pig.engine.media.video import read_video  # lazily: keeps the CLI's start-up light
 
     return read_video(path, num_frames, threads)
 
 
 def _nvdec_missing() -> str:
-    from pig.engine.nvdec import missing
+    from pig.engine.media.nvdec import missing
 
     return missing()
 
 
 def _nvdec_read(path: str | os.PathLike[str], num_frames: int, threads: int) -> SampledFrames:
-    from pig.engine.nvdec import read_video_nvdec
+    from pig.engine.media.nvdec import read_video_nvdec
 
     return read_video_nvdec(path, num_frames, threads)
 

@@ -1,17 +1,17 @@
 """NVDEC decoding through NVIDIA's PyNvVideoCodec (``pip install 'pig-engine[nvdec]'``).
 
-Same frames as :func:`pig.engine.video.read_video`: the frame count n and the sampled indices
-come from the same PyAV demux pass (:func:`pig.engine.video.probe`), and
+Same frames as :func:`pig.engine.media.video.read_video`: the frame count n and the sampled indices
+come from the same PyAV demux pass (:func:`pig.engine.media.video.probe`), and
 ``SimpleDecoder.get_batch_frames_by_index`` returns those frames (presentation order) as RGB,
 turned upright by the same display-matrix rule. A file NVDEC cannot take (codec, container,
 pixel format, B-frame streams without usable pts, or a frame count that disagrees with n) is
-decoded by PyAV instead, and the returned :class:`~pig.engine.video.SampledFrames` says so in
+decoded by PyAV instead, and the returned :class:`~pig.engine.media.video.SampledFrames` says so in
 ``decoder``. The colour conversion is NVDEC's (BT.601/709 from the stream, on the GPU), not
 swscale's, so pixels differ from PyAV's by a few levels.
 
 Written against PyNvVideoCodec 2.x's documented API (``SimpleDecoder``, ``OutputColorType``);
 it has not been executed in this project's CI, which has no GPU. CUDA is touched only after
-:func:`pig.engine.gpu.gpu_or_none` found a GPU.
+:func:`pig.engine.host.gpu.gpu_or_none` found a GPU.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from pig.engine import gpu as gpu_probe
-from pig.engine import video
+from pig.engine.host import gpu as gpu_probe
+from pig.engine.media import video
 
 MODULE = "PyNvVideoCodec"
 # FFmpeg codec name -> what NVDEC calls it (Video Codec SDK: NVDEC decodes these on every GPU
@@ -81,7 +81,7 @@ def _host_rgb(frame: Any, height: int, width: int) -> np.ndarray:
 
 def read_video_nvdec(path: str | os.PathLike[str], num_frames: int,
                      threads: int = 0, gpu_id: int = 0) -> video.SampledFrames:
-    """:func:`pig.engine.video.read_video` with NVDEC, PyAV for the files NVDEC cannot take."""
+    """:func:`pig.engine.media.video.read_video` with NVDEC; PyAV for files NVDEC cannot take."""
     if num_frames < 1:
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
     path = Path(path)

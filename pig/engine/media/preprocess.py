@@ -11,7 +11,7 @@ import numpy as np
 from numpy.typing import DTypeLike
 
 from pig import _preprocess
-from pig.engine.cpus import available_cpus
+from pig.engine.host.cpus import available_cpus
 from pig.engine.recipe import PreprocessRecipe
 
 

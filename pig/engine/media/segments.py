@@ -7,7 +7,7 @@ An index setting, fixed when the index is created and recorded in its manifest:
   gets windows of ``seconds`` (10) starting every ``stride`` seconds.
 * ``fixed``: windows of ``seconds`` every ``stride`` for every file; ``seconds = 0`` is one
   whole-video segment per file.
-* ``shots``: shot boundaries from PySceneDetect (:mod:`pig.engine.shots`); a shot shorter than
+* ``shots``: shot boundaries from PySceneDetect (:mod:`pig.engine.media.shots`); a shot shorter than
   ``shot_min`` seconds is merged into its neighbour, a shot longer than ``seconds`` is cut into
   windows as above.
 

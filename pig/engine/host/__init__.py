@@ -1,0 +1,1 @@
+"""The host: CPUs, the GPU probe, durable file writes, native library loading."""

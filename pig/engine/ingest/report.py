@@ -1,0 +1,49 @@
+"""What one indexing run did: counts, failures, what was passed over."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from pig.engine.display import display_path
+
+
+@dataclass
+class IndexReport:
+    """What one run did. ``skipped`` counts plan reasons (unchanged, touched, failed);
+    ``skipped_paths`` holds the (path, reason) of what discovery passed over: folders that
+    could not be read, FIFOs, sockets, devices and broken or looping symlinks."""
+
+    files: int = 0
+    indexed: int = 0
+    segments: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    skipped_paths: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+    commits: int = 0
+    interrupted: int = 0  # the signal (SIGINT, SIGTERM) that stopped the run early, or 0
+
+    @property
+    def videos_per_second(self) -> float:
+        return self.indexed / self.seconds if self.seconds > 0 else 0.0
+
+    def summary(self) -> str:
+        reasons = {"failed": "failed before, unchanged"}
+        skipped = ", ".join(f"{n} {reasons.get(why, why)}"
+                            for why, n in sorted(self.skipped.items()))
+        lines = [
+            f"{self.files} files: {self.indexed} indexed, {len(self.failed)} failed, "
+            f"{sum(self.skipped.values())} skipped{f' ({skipped})' if skipped else ''}; "
+            f"{self.seconds:.1f} s, {self.videos_per_second:.2f} videos/s; {self.segments} segments"
+        ]
+        if self.skipped.get("failed"):
+            lines.append("(--retry-failed decodes files that failed before again)")
+        lines += [f"failed: {display_path(path)}: {display_path(reason)}"
+                  for path, reason in self.failed]
+        lines += [f"skipped: {display_path(path)}: {reason}" for path, reason in self.skipped_paths]
+        if self.interrupted:
+            left = self.files - self.indexed - len(self.failed) - sum(self.skipped.values())
+            lines.append(f"interrupted: {left} files not done; the work encoded so far is "
+                         "committed: run again to resume")
+        return "\n".join(lines)

@@ -1,0 +1,64 @@
+"""The per-file work every runner shares: decode a file's segments, preprocess one."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from pig.engine.index import Entry, Plan
+from pig.engine.media.preprocess import preprocess_frames
+from pig.engine.media.segments import Segmenting
+from pig.engine.media.video import VideoSegment, WholeReader, read_segments
+from pig.engine.recipe import PreprocessRecipe
+from pig.errors import VideoReadError
+
+
+@dataclass(frozen=True)
+class FileFailure:
+    """A file that cannot be indexed, and why (recorded in the catalog)."""
+
+    path: str
+    reason: str
+
+
+def decode_file(plan: Plan, recipe: PreprocessRecipe, segmenting: Segmenting,
+                whole_reader: WholeReader | None = None
+                ) -> Iterator[VideoSegment | Entry | FileFailure]:
+    """The per-file work of every indexing engine (one decode pass, bounded memory).
+
+    Yields each segment's sampled frames (:class:`~pig.engine.media.video.VideoSegment`, in order),
+    then the file's :class:`Entry` (stat and digest taken before decoding, one span per
+    segment), or a :class:`FileFailure` instead: the segments yielded so far are then void.
+    """
+    spans, frames = [], 0
+    try:
+        entry = Entry.from_file(plan.path, frames=0, digest=plan.digest)
+        for seg in read_segments(plan.path, recipe.num_frames, segmenting, threads=1,
+                                 sampling=recipe.sampling, whole_reader=whole_reader):
+            spans.append((seg.start_s, seg.end_s))
+            frames = seg.frame_count
+            yield seg
+    except VideoReadError as err:
+        yield FileFailure(plan.path, err.reason)
+        return
+    except OSError as err:
+        yield FileFailure(plan.path, f"cannot read the file ({err.strerror})")
+        return
+    except Exception as err:  # an unforeseen decoder error must not stop the run
+        yield FileFailure(plan.path, f"unexpected {type(err).__name__}: {err}")
+        return
+    yield replace(entry, frames=frames, spans=tuple(spans))
+
+
+def preprocess_segment(segment: VideoSegment, recipe: PreprocessRecipe, out: np.ndarray,
+                       path: str) -> FileFailure | None:
+    """Preprocess one decoded segment of ``path`` into ``out`` (a batch slot); on failure
+    zeroes the slot and returns the file's failure (its other segments are then void)."""
+    try:
+        preprocess_frames(segment.frames, recipe, out=out, threads=1)
+    except (ValueError, TypeError) as err:
+        out[...] = 0
+        return FileFailure(path, f"preprocessing failed ({err})")
+    return None

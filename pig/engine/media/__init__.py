@@ -1,0 +1,1 @@
+"""Media: discovery, regular-file checks, decoders, sampling, segments, shots, preprocessing."""

@@ -1,0 +1,1 @@
+"""Query: one engine that turns a request into hits."""

@@ -1,0 +1,104 @@
+"""``GET /v1/videos/{id}`` (a catalog record) and ``/v1/videos/{id}/media`` (the file)."""
+
+from __future__ import annotations
+
+import mimetypes
+from typing import Annotated
+
+from fastapi import HTTPException, Query
+from fastapi import Path as PathParam
+from fastapi.responses import FileResponse, Response
+from pydantic import BeforeValidator
+from starlette.datastructures import Headers
+from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
+from starlette.types import Receive, Scope, Send
+
+from pig.engine.index import FileRecord
+from pig.engine.index.catalog import SegmentRecord
+from pig.engine.serve.errors import error
+from pig.engine.serve.models import ErrorResponse, Segment, VideoRecord
+from pig.engine.serve.routes import Context
+from pig.engine.serve.service import media_file
+
+MAX_ID = 2**63 - 1  # catalog ids are SQLite integers
+
+
+def _digits(value: object) -> object:
+    if isinstance(value, str) and not (value.isascii() and value.isdigit()):
+        raise ValueError("must be written in decimal digits only")
+    return value
+
+
+VideoId = Annotated[int, PathParam(ge=1, le=MAX_ID, description="catalog id (a hit's id)"),
+                    BeforeValidator(_digits)]
+IndexPosition = Annotated[int | None, Query(
+    ge=0, description="the hit's index field: position of its index in the --index list; "
+    "required when several indexes are served, else 0"), BeforeValidator(_digits)]
+
+
+class MediaResponse(FileResponse):
+    """A FileResponse whose Range errors are JSON like every other error."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        ranges = Headers(scope=scope).get("range")
+        if ranges is not None and self.stat_result is not None:
+            try:
+                self._parse_range_header(ranges, self.stat_result.st_size)
+            except MalformedRangeHeader as exc:
+                await error(400, f"Range: {exc.content}")(scope, receive, send)
+                return
+            except RangeNotSatisfiable as exc:
+                await error(416, f"Range: outside the file's {exc.max_size} bytes",
+                            headers={"Content-Range": f"bytes */{exc.max_size}"})(
+                    scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+
+def register(ctx: Context) -> None:
+    service, api = ctx.service, ctx.api
+
+    def indexed(video_id: int, index: int | None
+                ) -> tuple[int, FileRecord, list[SegmentRecord]]:
+        """(index position, record, segments) of ``video_id`` in the index ``?index=`` names:
+        400 without one when several are served (never a guess), 404 outside the list."""
+        served = len(service.index_dirs)
+        if index is None:
+            if served > 1:
+                raise HTTPException(400, "several indexes are served: give ?index=N (the "
+                                    "hit's index field)")
+            index = 0
+        if index >= served:
+            raise HTTPException(404, f"no index {index}: this server serves {served} "
+                                f"(?index=0..{served - 1})")
+        found = service.video(index, video_id)
+        if found is None:
+            where = f" in index {index}" if served > 1 else ""
+            raise HTTPException(404, f"no indexed video with id {video_id}{where}")
+        rec, segments = found
+        return index, rec, segments
+
+    @api.get("/v1/videos/{video_id}", response_model=VideoRecord, tags=["videos"])
+    def video(video_id: VideoId, index: IndexPosition = None) -> VideoRecord:
+        """A video's catalog record and its segments."""
+        index, rec, segments = indexed(video_id, index)
+        return VideoRecord(id=rec.key, index=index, path=rec.path, size=rec.size,
+                           mtime_ns=rec.mtime_ns, frames=rec.frames, digest=rec.digest,
+                           duration_s=segments[-1].end_s if segments else None,
+                           segments=[Segment(segment=g.ordinal, start_s=g.start_s,
+                                             end_s=g.end_s) for g in segments],
+                           media=f"/v1/videos/{rec.key}/media?index={index}")
+
+    @api.get("/v1/videos/{video_id}/media", response_class=FileResponse, tags=["videos"],
+             responses={200: {"content": {"video/*": {}}}, 206: {"description": "a Range"},
+                        410: {"model": ErrorResponse}, 416: {"model": ErrorResponse}})
+    def media(video_id: VideoId, index: IndexPosition = None) -> Response:
+        """The indexed file itself, with HTTP Range support; only files in the catalog, and
+        only while they are the file that was indexed (same size and mtime), else 410."""
+        found = media_file(indexed(video_id, index)[1])
+        if found is None:
+            raise HTTPException(410, f"video {video_id}: the file is missing or changed since "
+                                "it was indexed")
+        path, st = found
+        media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        return MediaResponse(path, media_type=media_type, stat_result=st)
