@@ -49,7 +49,11 @@ def test_delta_commits_and_compaction_equal_a_from_scratch_index(tmp_path: Path)
     with create(d, dtype="f32") as idx:
         idx.add(fake_entries(200), x[:200])
     base_file = d / idx.storage()["files"][0]
-    base_stat = base_file.stat()
+    def identity(p: Path) -> tuple[int, int, int, int]:  # not atime: reading may move it
+        st = p.stat()
+        return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+    base_stat = identity(base_file)
     with VideoIndex.open(d, writable=True) as idx:
         idx.add(fake_entries(10, "/videos/new"), x[200:210])  # delta
         live |= {f"/videos/new{i}.mp4": x[200 + i] for i in range(10)}
@@ -68,7 +72,7 @@ def test_delta_commits_and_compaction_equal_a_from_scratch_index(tmp_path: Path)
         st = idx.storage()
         # the base file was not rewritten: commits wrote the delta only
         assert (st["base"], st["delta"], st["tombstones"]) == (200, 11, 8)
-        assert base_file.name in st["files"] and base_file.stat() == base_stat
+        assert base_file.name in st["files"] and identity(base_file) == base_stat
     paths, vecs = list(live), np.stack(list(live.values()))
     with create(tmp_path / "scratch", dtype="f32") as ref:
         ref.add([Entry(p, 1, 1, "", 8) for p in paths], vecs)
@@ -96,6 +100,38 @@ def test_delta_commits_and_compaction_equal_a_from_scratch_index(tmp_path: Path)
         reader.close()
         assert (idx.storage()["delta"], idx.storage()["base"]) == (0, len(live) + 30)
     assert sorted(p.name for p in d.iterdir() if ".usearch" in p.name) == idx.storage()["files"]
+
+
+def test_first_build_commits_its_graph_without_building_it_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first commit turns the delta into the base as it is: one HNSW construction, and
+    the approximate answers are the very ones the graph gave before the commit. A delta that
+    had removals is rebuilt (its graph holds removed nodes)."""
+    from pig.engine.index import vectors as vectors_mod
+
+    rng = np.random.default_rng(1)
+    x, q = unit(rng, 400, 16), unit(rng, 30, 16)
+    adds: list[int] = []
+    real_add = vectors_mod.VectorStore.add
+
+    def counted(self, keys, x, **kw):  # type: ignore[no-untyped-def]
+        adds.append(len(keys))
+        real_add(self, keys, x, **kw)
+
+    monkeypatch.setattr(vectors_mod.VectorStore, "add", counted)
+    with create(tmp_path / "a", dtype="f16") as idx:
+        idx.add(fake_entries(400), x)
+        before = hits(idx, q, exact=False)
+    assert adds == [400]  # the commit (a compaction: no base yet) added nothing again
+    with VideoIndex.open(tmp_path / "a") as idx:
+        assert idx.storage()["base"] == 400 and hits(idx, q, exact=False) == before
+    adds.clear()
+    with create(tmp_path / "b", dtype="f16") as idx:
+        idx.add(fake_entries(400), x)
+        idx.remove(["/videos/v0.mp4"])
+    assert adds == [400, 399]  # rebuilt without the removed vector
+    with VideoIndex.open(tmp_path / "b") as idx:
+        assert idx.storage()["base"] == 399 and idx.counts()["vectors"] == 399
 
 
 def test_shards_search_as_one_index_holding_the_union(tmp_path: Path) -> None:

@@ -271,6 +271,9 @@ class VectorSet:
         self.tombstones = tombstones
         self.pending_tombstones: set[int] = set()
         self.delta_changed = False
+        # the delta was built in this process by adds alone: its graph can become the base as
+        # it is (a first build then costs one HNSW construction, not two)
+        self.delta_pristine = not len(delta)
 
     @classmethod
     def empty(cls, dim: int, dtype: str, settings: dict[str, Any]) -> VectorSet:
@@ -306,8 +309,7 @@ class VectorSet:
             store = _open_verified(d / part.file, part, dim, dtype, settings, view=mapped)
             setattr(out, role, store)
             setattr(out, f"{role}_file", part)
-        if out.delta is None:
-            out.delta = VectorStore.new(dim, dtype, settings)
+        out.delta_pristine = not len(out.delta)
         return out
 
     # --- sizes ---------------------------------------------------------------------------
@@ -346,6 +348,7 @@ class VectorSet:
         gone = [k for k, inside in zip(keys, in_delta, strict=True) if inside]
         self.delta.remove(gone)
         self.delta_changed |= bool(gone)
+        self.delta_pristine &= not gone
         if self.base is not None:
             rest = [k for k in keys if k not in self.tombstones]
             dead = {k for k, inside in zip(rest, self.base.contains(rest), strict=True) if inside}
@@ -389,12 +392,20 @@ class VectorSet:
         ``publish(tmp, final)``) if it changed; ``self`` is left as it was."""
         out = VectorSet(self._blank, self.base, self.base_file, self.delta, self.delta_file,
                         self.tombstones)
+        out.delta_pristine = self.delta_pristine
         if self.delta_changed:
             out.delta_file = _write_part(self.delta, d / name, publish) if len(self.delta) else None
         return out
 
     def compacted(self, d: Path, name: str, publish: Any) -> VectorSet:
-        """A new set whose base holds every live vector (written as ``d/name``), no delta."""
+        """A new set whose base holds every live vector (written as ``d/name``), no delta.
+
+        With no base yet, a delta built by adds alone becomes the base as it is (same
+        settings, same vectors: rebuilding its graph would cost a second construction)."""
+        if self.base is None and self.delta_pristine:
+            out = VectorSet(self._blank, self.delta, None, self._new(), None, set())
+            out.base_file = _write_part(self.delta, d / name, publish)
+            return out
         fresh = self._new()
         if self.base is not None and self.base_file is not None:
             fresh.index.load(str(d / self.base_file.file))  # into RAM, then edited
