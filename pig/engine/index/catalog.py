@@ -252,6 +252,11 @@ class Catalog:
                "ORDER BY key")
         return [FileRecord(*row) for row in self._db.execute(sql, (_to_db(lo), _to_db(hi)))]
 
+    def segment_counts(self) -> dict[int, int]:
+        """Segments per file key (indexed files only)."""
+        sql = f"SELECT file_key, COUNT(*) FROM {self._segments} GROUP BY file_key"
+        return dict(self._db.execute(sql))
+
     def _rows_in(self, sql: str, keys: Iterable[int]) -> Iterator[Any]:
         """Rows of ``sql`` whose ``{marks}`` is the IN list of ``keys``, queried in chunks that
         stay under SQLite's bound-parameter limit."""
@@ -361,6 +366,11 @@ class Catalog:
         )
         self._recount(old.status, status)
         return old.key, old
+
+    def rename(self, key: int, path: str, size: int | None, mtime_ns: int | None) -> None:
+        """Give row ``key`` a new path and stat: its key, segments and vectors stay."""
+        self._write(f"UPDATE files SET path = {_TEXT}, size = ?, mtime_ns = ?, updated_at = ? "
+                    "WHERE key = ?", (_to_db(path), size, mtime_ns, time.time(), key))
 
     def touch(self, key: int, size: int, mtime_ns: int) -> None:
         """Record a new size/mtime for a file whose content is unchanged."""

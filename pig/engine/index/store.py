@@ -41,6 +41,7 @@ import contextlib
 import errno
 import os
 import sqlite3
+import stat
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -83,6 +84,13 @@ def _abspath(path: str | os.PathLike[str]) -> str:
 
 def _is_under(path: str, top: str) -> bool:
     return path == top or path.startswith(top.rstrip(os.sep) + os.sep)
+
+
+def _is_regular(path: str) -> bool:
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _part_name(kind: str, generation: int) -> str:
@@ -610,6 +618,65 @@ class VideoIndex:
         self._vectors.remove(vector_keys)
         self._dirty = self._dirty or bool(removed)
         return [r.path for r in removed.values()]
+
+    def move(self, old: str | os.PathLike[str], new: str | os.PathLike[str],
+             new_stat: tuple[int, int] | None = None) -> None:
+        """Record that the file indexed at ``old`` is now at ``new`` with the same content:
+        its key, segments and vectors (and whatever else hangs on them) stay; ``new_stat``
+        (size, mtime_ns) defaults to ``new``'s. Pending until commit."""
+        self._require_writable()
+        src, dst = _abspath(old), _abspath(new)
+        rec = self._catalog.lookup(src)
+        if rec is None:
+            raise IndexStoreError(f"{self.path}: {src} is not in the index")
+        if self._catalog.lookup(dst) is not None:
+            raise IndexStoreError(f"{self.path}: {dst} is already in the index")
+        if new_stat is None:
+            st = os.stat(dst)
+            new_stat = st.st_size, st.st_mtime_ns
+        self._catalog.rename(rec.key, dst, *new_stat)
+        self._dirty = True
+
+    def relocate(self, old_prefix: str | os.PathLike[str], new_prefix: str | os.PathLike[str],
+                 *, check: bool = True) -> list[tuple[str, str]]:
+        """Rewrite the paths of the files at or under ``old_prefix`` to lie under
+        ``new_prefix`` (a library moved to another mount), without encoding; returns the
+        (old, new) pairs. ``check``: refuse unless every new path is a regular file. A new
+        path already in the index is refused. Pending until commit."""
+        self._require_writable()
+        src, dst = _abspath(old_prefix), _abspath(new_prefix)
+        rec = self._catalog.lookup(src)
+        rows = [rec] if rec else self._catalog.under(src)
+        pairs = [(r, dst + r.path[len(src):]) for r in rows]
+        moving = {r.path for r in rows}
+        taken = next((new for _, new in pairs
+                      if new not in moving and self._catalog.lookup(new) is not None), None)
+        if taken is not None:
+            raise IndexStoreError(f"{self.path}: {taken} is already in the index")
+        gone = [new for _, new in pairs if not _is_regular(new)] if check else []
+        if gone:
+            raise IndexStoreError(
+                f"{gone[0]}: no such file ({len(gone)} of the {len(pairs)} new paths are "
+                "missing); check --to, or give --no-check to rewrite the paths anyway")
+        # through temporary names, so that prefixes that nest or swap never collide; size and
+        # mtime stay those of the indexed file: a copy's new mtime is checked (content digest)
+        # by the next sync
+        for r, _ in pairs:
+            self._catalog.rename(r.key, f"relocating:{r.key}", r.size, r.mtime_ns)
+        for r, new in pairs:
+            self._catalog.rename(r.key, new, r.size, r.mtime_ns)
+        self._dirty = self._dirty or bool(pairs)
+        return [(r.path, new) for r, new in pairs]
+
+    def under(self, folder: str | os.PathLike[str]) -> list[FileRecord]:
+        """The catalog rows at ``folder`` (a file) or inside it."""
+        p = _abspath(folder)
+        rec = self._catalog.lookup(p)
+        return [rec] if rec else self._catalog.under(p)
+
+    def segment_counts(self) -> dict[int, int]:
+        """Segments per indexed file key."""
+        return self._catalog.segment_counts()
 
     def record_skipped(self, roots: Sequence[str | os.PathLike[str]],
                        skipped: Sequence[tuple[str, str]]) -> None:

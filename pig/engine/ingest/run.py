@@ -15,6 +15,14 @@ from pig.engine.index.manifest import MANIFEST_NAME
 from pig.engine.ingest.local_runner import local_engine
 from pig.engine.ingest.options import PipelineOptions
 from pig.engine.ingest.report import IndexReport
+from pig.engine.ingest.sync import (
+    MAX_REMOVAL,
+    SyncPlan,
+    apply_sync,
+    check_mass_removal,
+    missing_under,
+    plan_sync,
+)
 from pig.engine.ingest.writer import Embed, run_plans
 from pig.engine.media import shots
 from pig.engine.media.decoders import choose_decoder
@@ -42,6 +50,8 @@ def index_videos(
     progress: bool = False,
     log: Callable[[str], None] | None = None,
     engine: Engine | None = None,
+    sync: bool = False,
+    max_removal: float | None = MAX_REMOVAL,
 ) -> IndexReport:
     """Discover ``paths``, open the engine (the encoder; default :func:`local_engine`) and
     the index (created if missing), run.
@@ -51,6 +61,11 @@ def index_videos(
     unreadable folder that an earlier run indexed stay in the index. ``segmenting``: the
     setting of a new index (default auto); for an existing one it must be the index's, or
     ``None``.
+
+    ``sync``: also make the index equal to ``paths`` (see :mod:`pig.engine.ingest.sync`):
+    moved files keep their vectors, files gone from the folders are removed, unless that is
+    more than ``max_removal`` of a folder's files (``None``: no limit). Without it, the
+    report counts the indexed files under ``paths`` that are missing on disk.
     """
     options = options or PipelineOptions()
     decoder = choose_decoder(options.decoder)  # refuse an unavailable one before any work
@@ -61,10 +76,16 @@ def index_videos(
     # refuse a read-only folder or a foreign index before opening the encoder (a TensorRT
     # build takes minutes)
     VideoIndex.check_writable(index_dir)
+    plan, missing = SyncPlan(), 0
     if (Path(index_dir) / MANIFEST_NAME).is_file():
         with VideoIndex.open(index_dir, fingerprint=bundle.fingerprint, view=True) as existing:
             existing.require_segmenting(segmenting)
             segmenting = existing.segmenting
+            if sync:  # planned (and refused) before the encoder opens
+                plan = plan_sync(existing, paths, files)
+                check_mass_removal(existing, paths, plan.removals, max_removal)
+            else:
+                missing = len(missing_under(existing, paths))
     if segmenting is not None and segmenting.mode == "shots":
         shots.require()
     (log or log_stderr)(f"decoder: {decoder}")
@@ -76,6 +97,8 @@ def index_videos(
                 **(usearch_settings or {}),
             ) as index:
         index.record_skipped(paths, sorted(passed_over))
+        moves, removed = apply_sync(index, plan)
         report = run_plans(index, files, options, embed, progress)
+    report.moved, report.removed, report.missing = len(moves), len(removed), missing
     report.skipped_paths = sorted(passed_over)
     return report

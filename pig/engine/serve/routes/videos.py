@@ -94,7 +94,8 @@ def register(ctx: Context) -> None:
                         410: {"model": ErrorResponse}, 416: {"model": ErrorResponse}})
     def media(video_id: VideoId, index: IndexPosition = None) -> Response:
         """The indexed file itself, with HTTP Range support; only files in the catalog, and
-        only while they are the file that was indexed (same size and mtime), else 410."""
+        only while they are the file that was indexed (same size, and same mtime or same
+        content digest), else 410."""
         found = media_file(indexed(video_id, index)[1])
         if found is None:
             raise HTTPException(410, f"video {video_id}: the file is missing or changed since "
