@@ -18,6 +18,7 @@ SERVE = [
     "prometheus-client>=0.26,<0.27",
 ]
 RAY = "ray[data]==2.60.0"
+WATCH = "watchdog>=6,<8"  # pig-engine watch (tested with 6.0 and 7.1)
 
 setup(
     name="pig-engine",
@@ -48,6 +49,8 @@ setup(
         "ray": [RAY],
         # NVDEC decoding (pig.engine.media.nvdec): NVIDIA GPU hosts only
         "nvdec": ["pynvvideocodec==2.2.4"],
+        # `pig-engine watch`: file-system events (inotify) or polling
+        "watch": [WATCH],
         # --segments shots: PySceneDetect with its PyAV backend (av is a runtime dependency)
         "shots": ["scenedetect==0.7.2"],
         # TensorRT-RTX: same Python API, builds engines without a GPU (CPU-only AOT); runs
@@ -70,6 +73,7 @@ setup(
             "playwright>=1.65,<1.66",  # drives Debian's chromium; never `playwright install`
             RAY,
             "scenedetect==0.7.2",
+            WATCH,
             # a real TensorRT builder in CI: every graph is parsed and AOT-compiled
             "tensorrt-rtx-cu12-bindings==1.7.1.116",
             "tensorrt-rtx-cu12-libs==1.7.1.116",

@@ -143,6 +143,30 @@ def sync(**kw: Any) -> int:
     return _run_index(kw, sync=True)
 
 
+@cli.command()
+@_indexing
+@click.option("--settle-seconds", type=click.FloatRange(0), default=5.0, show_default=True,
+              help="index a new or changed file once its size and mtime stayed this long")
+@click.option("--polling", is_flag=True, help="look at the folders every --poll-seconds "
+              "instead of waiting for file-system events (network mounts: NFS, SMB, FUSE)")
+@click.option("--poll-seconds", type=click.FloatRange(0.1), default=2.0, show_default=True)
+def watch(settle_seconds: float, polling: bool, poll_seconds: float, **kw: Any) -> int:
+    """Sync the folders PATHS into the index, then follow them: new files once they stop
+    growing, changes, moves and deletions; commits every --commit-every seconds (a serve on
+    the same index picks them up). Runs until SIGTERM or Ctrl-C, which commit and exit
+    143 or 130."""
+    from pig.engine.ingest.watch import WatchOptions, watch_folders
+
+    args = _run_args(kw)
+    del args["progress"]
+    signum = watch_folders(
+        args.pop("paths"), args.pop("bundle"), args.pop("index_dir"), say=click.echo,
+        watch=WatchOptions(settle_seconds=settle_seconds, polling=polling,
+                           poll_seconds=poll_seconds, max_removal=args.pop("max_removal")),
+        **args)
+    return 128 + signum
+
+
 def _run_args(kw: dict[str, Any]) -> dict[str, Any]:
     """The keyword arguments of an indexing run (index_videos, watch) from the options of
     :data:`_INDEXING`."""

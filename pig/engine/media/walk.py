@@ -26,6 +26,19 @@ def _wanted(path: Path, root: Path, glob: str | None) -> bool:
     return fnmatch.fnmatch(path.name, glob) or fnmatch.fnmatch(rel, glob)
 
 
+def wanted(path: Path, roots: Iterable[Path], glob: str | None = None) -> bool:
+    """Whether :func:`discover` of ``roots`` takes the file ``path`` (absolute) by its name:
+    inside one of them, no hidden name on the way, a video extension or ``glob``."""
+    for root in roots:
+        try:
+            rel = path.relative_to(root)
+        except ValueError:
+            continue
+        if not any(part.startswith(".") for part in rel.parts) and _wanted(path, root, glob):
+            return True
+    return False
+
+
 def _passed_over(path: Path) -> str | None:
     """Why a wanted name inside a folder is not taken, or None for a regular file."""
     try:
