@@ -49,7 +49,7 @@ def cli() -> None:
 
 
 _INDEXING: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
-    click.argument("paths", nargs=-1, required=True, type=_PATH),
+    click.argument("paths", nargs=-1, required=True),  # local paths or URLs (s3://...)
     click.option("--bundle", type=_PATH, required=True,
                  help="bundle directory (pig-export --onnx)"),
     _index,

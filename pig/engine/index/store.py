@@ -41,7 +41,6 @@ import contextlib
 import errno
 import os
 import sqlite3
-import stat
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -69,6 +68,7 @@ from pig.engine.index.vectors import (
     VectorStore,
     check_unit_vectors,
 )
+from pig.engine.media import sources
 from pig.engine.media.segments import Segmenting
 from pig.errors import IndexStoreError
 
@@ -79,7 +79,7 @@ _PART_PREFIXES = ("base.", "delta.", "vectors.")  # vectors.* : files of format 
 
 
 def _abspath(path: str | os.PathLike[str]) -> str:
-    return os.path.abspath(os.fspath(path))
+    return sources.identity(path)
 
 
 def _is_under(path: str, top: str) -> bool:
@@ -88,7 +88,7 @@ def _is_under(path: str, top: str) -> bool:
 
 def _is_regular(path: str) -> bool:
     try:
-        return stat.S_ISREG(os.stat(path).st_mode)
+        return sources.stat(path) is not None
     except OSError:
         return False
 
@@ -108,10 +108,11 @@ class Entry:
 
     path: str
     size: int
-    mtime_ns: int
+    mtime_ns: int | None
     digest: str
     frames: int
     spans: tuple[SegmentSpan, ...] = WHOLE_FILE
+    etag: str | None = None  # an object's ETag (URL sources)
 
     @classmethod
     def from_file(
@@ -524,24 +525,28 @@ class VideoIndex:
         if rec is None:
             return Plan(p, "embed", "new")
         try:
-            st = os.stat(p)
+            st = sources.stat(p)
         except OSError:
+            st = None
+        if st is None:
             return Plan(p, "embed", "retry" if rec.status == FAILED else "changed")
-        same_stat = (rec.size, rec.mtime_ns) == (st.st_size, st.st_mtime_ns)
+        same_stat = sources.same((rec.size, rec.mtime_ns, rec.etag), st)
         if rec.status == FAILED:
             if same_stat and not retry_failed:
                 return Plan(p, "skip", "failed")
             return Plan(p, "embed", "retry")
         if same_stat:
             return Plan(p, "skip", "unchanged")
+        if sources.is_url(p) and st.size != rec.size:
+            return Plan(p, "embed", "changed")  # its digest comes with the copy decoded
         try:
-            digest = file_digest(p)
+            digest = sources.digest(p)
         except OSError:  # gone, unreadable or no longer a regular file: the worker says why
             return Plan(p, "embed", "changed")
         if digest != rec.digest:
-            return Plan(p, "embed", "changed", digest)
+            return Plan(p, "embed", "changed", None if sources.is_url(p) else digest)
         self._require_writable()
-        self._catalog.touch(rec.key, st.st_size, st.st_mtime_ns)
+        self._catalog.touch(rec.key, st.size, st.mtime_ns, st.etag)
         self._dirty = True
         return Plan(p, "skip", "touched", digest)
 
@@ -577,6 +582,7 @@ class VideoIndex:
                 mtime_ns=e.mtime_ns,
                 digest=e.digest,
                 frames=e.frames,
+                etag=e.etag,
             )
             keys.append(key)
             dropped, new = self._catalog.set_segments(key, e.spans)
@@ -594,12 +600,12 @@ class VideoIndex:
         self._require_writable()
         p = _abspath(path)
         try:
-            st = os.stat(p)
-            size, mtime = st.st_size, st.st_mtime_ns
+            st = sources.stat(p)
         except OSError:
-            size = mtime = None
+            st = None
         key, _ = self._catalog.upsert(
-            p, status=FAILED, size=size, mtime_ns=mtime, frames=frames, error=reason
+            p, status=FAILED, size=st and st.size, mtime_ns=st and st.mtime_ns, frames=frames,
+            error=reason, etag=st and st.etag,
         )
         self._vectors.remove(self._catalog.drop_segments(key))
         self._dirty = True
@@ -620,7 +626,7 @@ class VideoIndex:
         return [r.path for r in removed.values()]
 
     def move(self, old: str | os.PathLike[str], new: str | os.PathLike[str],
-             new_stat: tuple[int, int] | None = None) -> None:
+             new_stat: sources.SourceStat | None = None) -> None:
         """Record that the file indexed at ``old`` is now at ``new`` with the same content:
         its key, segments and vectors (and whatever else hangs on them) stay; ``new_stat``
         (size, mtime_ns) defaults to ``new``'s. Pending until commit."""
@@ -631,10 +637,10 @@ class VideoIndex:
             raise IndexStoreError(f"{self.path}: {src} is not in the index")
         if self._catalog.lookup(dst) is not None:
             raise IndexStoreError(f"{self.path}: {dst} is already in the index")
-        if new_stat is None:
-            st = os.stat(dst)
-            new_stat = st.st_size, st.st_mtime_ns
-        self._catalog.rename(rec.key, dst, *new_stat)
+        st = new_stat or sources.stat(dst)
+        if st is None:
+            raise IndexStoreError(f"{self.path}: {dst} does not exist")
+        self._catalog.rename(rec.key, dst, st.size, st.mtime_ns, st.etag)
         self._dirty = True
 
     def relocate(self, old_prefix: str | os.PathLike[str], new_prefix: str | os.PathLike[str],
@@ -662,9 +668,9 @@ class VideoIndex:
         # mtime stay those of the indexed file: a copy's new mtime is checked (content digest)
         # by the next sync
         for r, _ in pairs:
-            self._catalog.rename(r.key, f"relocating:{r.key}", r.size, r.mtime_ns)
+            self._catalog.rename(r.key, f"relocating:{r.key}", r.size, r.mtime_ns, r.etag)
         for r, new in pairs:
-            self._catalog.rename(r.key, new, r.size, r.mtime_ns)
+            self._catalog.rename(r.key, new, r.size, r.mtime_ns, r.etag)
         self._dirty = self._dirty or bool(pairs)
         return [(r.path, new) for r, new in pairs]
 

@@ -27,7 +27,7 @@ from pig.engine.ingest.writer import Embed, run_plans
 from pig.engine.media import shots
 from pig.engine.media.decoders import choose_decoder
 from pig.engine.media.segments import Segmenting
-from pig.engine.media.walk import discover
+from pig.engine.media.walk import discover_sources
 
 Engine = Callable[..., contextlib.AbstractContextManager[tuple[dict[str, Any], Embed]]]
 """Opens the encode side of a run: ``engine(bundle, backend, precision, options, log)``
@@ -62,7 +62,7 @@ def index_videos(
     options = options or PipelineOptions()
     paths = list(paths)
     passed_over: list[tuple[str, str]] = []
-    files = discover(paths, glob, lambda path, why: passed_over.append((path, why)))
+    files = discover_sources(paths, glob, lambda path, why: passed_over.append((path, why)))
     plan, missing = SyncPlan(), 0
 
     def inspect(existing: VideoIndex) -> None:  # planned (and refused) before the encoder opens

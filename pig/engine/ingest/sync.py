@@ -9,12 +9,12 @@ writer may have committed meanwhile) and makes it pending in the index.
 from __future__ import annotations
 
 import os
-import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from pig.engine.display import display_path
-from pig.engine.index import INDEXED, FileRecord, VideoIndex, file_digest
+from pig.engine.index import INDEXED, FileRecord, VideoIndex
+from pig.engine.media import sources
 from pig.errors import PigError
 
 MAX_REMOVAL = 0.5  # share of a folder's indexed files that sync removes without being told
@@ -22,12 +22,11 @@ MAX_REMOVAL = 0.5  # share of a folder's indexed files that sync removes without
 
 @dataclass(frozen=True)
 class Move:
-    """The file indexed at ``old`` is now ``new`` (same content digest)."""
+    """The file indexed at ``old`` is now ``new`` (same content digest), whose stat is ``st``."""
 
     old: str
     new: str
-    size: int
-    mtime_ns: int
+    st: sources.SourceStat
 
 
 @dataclass
@@ -38,20 +37,14 @@ class SyncPlan:
     removals: list[str] = field(default_factory=list)
 
 
-def _is_regular(path: str) -> bool:
-    try:
-        return stat.S_ISREG(os.stat(path).st_mode)
-    except OSError:
-        return False
-
-
 def missing_under(index: VideoIndex, roots: Iterable[str | os.PathLike[str]]
                   ) -> list[FileRecord]:
-    """Catalog rows at or under ``roots`` whose file is gone (or no longer a regular file)."""
+    """Catalog rows at or under ``roots`` whose file or object is gone (or no longer a
+    regular file); one whose state cannot be known (an error) is not gone."""
     rows: dict[int, FileRecord] = {}
     for root in roots:
         rows.update((r.key, r) for r in index.under(root))
-    return [r for r in rows.values() if not _is_regular(r.path)]
+    return [r for r in rows.values() if not sources.exists(r.path)]
 
 
 def plan_sync(index: VideoIndex, scope: Iterable[str | os.PathLike[str]],
@@ -70,22 +63,19 @@ def plan_sync(index: VideoIndex, scope: Iterable[str | os.PathLike[str]],
     for f in files:
         if not pool:
             break
-        path = os.path.abspath(f)
+        path = sources.identity(f)
         try:
-            st = os.stat(path)
+            st = sources.stat(path)
+            if st is None or st.size not in sizes or index.lookup(path) is not None:
+                continue
+            digest = sources.digest(path)
         except OSError:
             continue
-        if st.st_size not in sizes or index.lookup(path) is not None:
-            continue
-        try:
-            digest = file_digest(path)
-        except OSError:
-            continue
-        same = pool.get((st.st_size, digest))
+        same = pool.get((st.size, digest))
         if same:
-            plan.moves.append(Move(same.pop(0).path, path, st.st_size, st.st_mtime_ns))
+            plan.moves.append(Move(same.pop(0).path, path, st))
             if not same:
-                del pool[(st.st_size, digest)]
+                del pool[(st.size, digest)]
     moved = {m.old for m in plan.moves}
     plan.removals = [r.path for r in missing if r.path not in moved]
     return plan
@@ -98,7 +88,7 @@ def check_mass_removal(index: VideoIndex, roots: Sequence[str | os.PathLike[str]
     if max_share is None or not removals:
         return
     for root in roots:
-        top = os.path.abspath(root)
+        top = sources.identity(root)
         total = len(index.under(top))
         gone = sum(1 for p in removals if p == top or p.startswith(top.rstrip(os.sep) + os.sep))
         if gone and gone > max_share * total:
@@ -114,8 +104,9 @@ def apply_sync(index: VideoIndex, plan: SyncPlan) -> tuple[list[Move], list[str]
     moves = []
     for m in plan.moves:
         rec, there = index.lookup(m.old), index.lookup(m.new)
-        if rec is not None and there is None and not _is_regular(m.old) and _is_regular(m.new):
-            index.move(m.old, m.new, (m.size, m.mtime_ns))
+        if rec is not None and there is None and not sources.exists(m.old) and \
+                sources.exists(m.new):
+            index.move(m.old, m.new, m.st)
             moves.append(m)
-    gone = [p for p in plan.removals if index.lookup(p) is not None and not _is_regular(p)]
+    gone = [p for p in plan.removals if index.lookup(p) is not None and not sources.exists(p)]
     return moves, index.remove(gone) if gone else []

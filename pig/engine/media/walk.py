@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from pig.engine.display import display_path
+from pig.engine.media import sources
 from pig.engine.media.regular_file import not_regular
 from pig.errors import PigError
 
@@ -20,10 +21,27 @@ VIDEO_EXTENSIONS = frozenset({
 
 
 def _wanted(path: Path, root: Path, glob: str | None) -> bool:
+    return _wanted_name(path.name, path.relative_to(root).as_posix(), glob)
+
+
+def _wanted_name(name: str, rel: str, glob: str | None) -> bool:
+    """By its ``name`` and its path ``rel`` relative to the walked root."""
     if glob is None:
-        return path.suffix.lower() in VIDEO_EXTENSIONS
-    rel = path.relative_to(root).as_posix()
-    return fnmatch.fnmatch(path.name, glob) or fnmatch.fnmatch(rel, glob)
+        return os.path.splitext(name)[1].lower() in VIDEO_EXTENSIONS
+    return fnmatch.fnmatch(name, glob) or fnmatch.fnmatch(rel, glob)
+
+
+def discover_sources(paths: Iterable[str | os.PathLike[str]], glob: str | None = None,
+                     on_skip: Callable[[str, str], None] | None = None) -> list[str]:
+    """:func:`discover` of the local paths, then the objects at or under the URLs among
+    ``paths`` (``s3://bucket/prefix``, ``https://host/video.mp4``; no hidden names)."""
+    paths = list(paths)
+    local = [p for p in paths if not sources.is_url(p)]
+    found = [str(p) for p in discover(local, glob, on_skip)] if local else []
+    for url in (os.fspath(p) for p in paths if sources.is_url(p)):
+        found += sources.listing(url, lambda name, rel: not any(
+            part.startswith(".") for part in rel.split("/")) and _wanted_name(name, rel, glob))
+    return found
 
 
 def wanted(path: Path, roots: Iterable[Path], glob: str | None = None) -> bool:

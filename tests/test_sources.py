@@ -1,0 +1,232 @@
+"""Videos in object storage and behind URLs: a real S3-compatible server (moto, server mode)
+and a local HTTP server with Range support, both on 127.0.0.1 and started by the tests."""
+
+from __future__ import annotations
+
+import http.server
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pig.engine.bundle import Bundle
+from pig.engine.index import VideoIndex
+from pig.engine.ingest.run import index_videos
+from pig.engine.query.search import Searcher
+from tests.test_pipeline import QUERIES, fake_bundle, make_clips
+
+__all__ = ["fake_bundle"]
+pytest.importorskip("s3fs")
+moto_server = pytest.importorskip("moto.server")
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[object]:
+    """A moto S3 server on 127.0.0.1; the standard AWS variables point fsspec (and the
+    subprocesses) at it."""
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    env = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://{host}:{port}"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    import fsspec
+
+    fs = fsspec.filesystem("s3", skip_instance_cache=True)
+    try:
+        yield fs
+    finally:
+        server.stop()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def scores(idx: Path) -> dict[str, np.ndarray]:
+    """Each indexed file's scores against :data:`QUERIES`, by file name."""
+    with Searcher(idx) as s:
+        rows = s.search(QUERIES, k=100, exact=True)
+    out: dict[str, list[float]] = {}
+    for hits in rows:
+        for h in hits:
+            out.setdefault(h.path.rsplit("/", 1)[1], []).append(h.score)
+    return {k: np.asarray(v) for k, v in out.items()}
+
+
+def records(idx: Path) -> dict[str, tuple[int, str]]:
+    with VideoIndex.open(idx) as vi:
+        return {r.path: (r.key, r.status) for r in vi.records()}
+
+
+def test_s3_index_sync_replace_delete_move(fake_bundle: Bundle, s3: object,
+                                           tmp_path: Path) -> None:
+    fs = s3
+    fs.mkdir("videos")  # type: ignore[attr-defined]
+    clips = make_clips(tmp_path / "clips", n=4)
+    for c in clips:
+        fs.put_file(str(c), f"videos/lib/{c.name}")  # type: ignore[attr-defined]
+    fs.pipe_file("videos/lib/bad.mp4", b"not a video")  # type: ignore[attr-defined]
+    fs.pipe_file("videos/lib/notes.txt", b"not a video name")  # type: ignore[attr-defined]
+    idx, local = tmp_path / "idx", tmp_path / "local"
+
+    report = index_videos(["s3://videos/lib"], fake_bundle, idx)
+    assert (report.files, report.indexed) == (5, 4)
+    assert [p for p, _ in report.failed] == ["s3://videos/lib/bad.mp4"]
+    index_videos([tmp_path / "clips"], fake_bundle, local)
+    got, want = scores(idx), scores(local)
+    assert got.keys() == want.keys()
+    for name in want:  # the same bytes give the same vectors as the local files
+        np.testing.assert_array_equal(got[name], want[name])
+    with VideoIndex.open(idx) as vi, VideoIndex.open(local) as lv:
+        for c in clips:
+            rec = vi.lookup(f"s3://videos/lib/{c.name}")
+            assert rec.digest == lv.lookup(c).digest and rec.etag and rec.size == c.stat().st_size
+
+    again = index_videos(["s3://videos/lib"], fake_bundle, idx)
+    assert (again.indexed, dict(again.skipped)) == (0, {"unchanged": 4, "failed": 1})
+
+    # replaced with other bytes of the same size (same second: the ETag tells)
+    key0 = "videos/lib/" + clips[0].name
+    data = bytearray(clips[0].read_bytes())
+    data[-1] ^= 0xFF
+    fs.pipe_file(key0, bytes(data))  # type: ignore[attr-defined]
+    with VideoIndex.open(idx) as vi:
+        assert vi.plan("s3://" + key0).reason == "changed"
+    fs.put_file(str(make_clips(tmp_path / "other", n=1, offset=6)[0]), key0)  # type: ignore
+    keys = {p: k for p, (k, _) in records(idx).items()}
+    report = index_videos(["s3://videos/lib"], fake_bundle, idx, sync=True)
+    assert report.indexed == 1 and records(idx)["s3://" + key0][0] == keys["s3://" + key0]
+
+    # an object deleted and one moved (copied to a new key, old key deleted)
+    fs.rm_file("videos/lib/" + clips[1].name)  # type: ignore[attr-defined]
+    fs.copy("videos/lib/" + clips[2].name, "videos/lib/moved/x.mp4")  # type: ignore
+    fs.rm_file("videos/lib/" + clips[2].name)  # type: ignore[attr-defined]
+    report = index_videos(["s3://videos/lib"], fake_bundle, idx, sync=True)
+    assert (report.moved, report.removed, report.indexed) == (1, 1, 0)
+    now = records(idx)
+    assert now["s3://videos/lib/moved/x.mp4"][0] == keys["s3://videos/lib/" + clips[2].name]
+    assert "s3://videos/lib/" + clips[1].name not in now
+
+
+BLOCKING_ENCODER = """
+import sys
+from pig.engine.ingest import local_runner
+real = local_runner.open_backend
+calls = [0]
+def blocking(*a, **k):
+    enc = real(*a, **k)
+    inner = enc.encode_video
+    def encode_video(x):
+        calls[0] += 1
+        if calls[0] == 2:  # the first file is committed (--commit-every 0); wait to be killed
+            print("BLOCKED", file=sys.stderr, flush=True)
+            sys.stdin.read()
+        return inner(x)
+    enc.encode_video = encode_video
+    return enc
+local_runner.open_backend = blocking
+sys.argv = ["pig-engine"] + sys.argv[1:]
+from pig.startup import pig_engine
+pig_engine()
+"""
+
+
+def test_s3_run_killed_and_resumed(fake_bundle: Bundle, s3: object, tmp_path: Path) -> None:
+    fs = s3
+    fs.mkdir("resume")  # type: ignore[attr-defined]
+    for c in make_clips(tmp_path / "clips", n=5):
+        fs.put_file(str(c), f"resume/{c.name}")  # type: ignore[attr-defined]
+    idx = tmp_path / "idx"
+    cmd = [sys.executable, "-c", BLOCKING_ENCODER, "index", "s3://resume", "--bundle",
+           str(fake_bundle.dir), "--index", str(idx), "--batch-size", "1", "--workers", "1",
+           "--commit-every", "0"]
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if line.startswith("BLOCKED"):
+                break
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL
+    assert list(records(idx).values()) == [(1, "indexed")]  # the file committed before
+    rerun = index_videos(["s3://resume"], fake_bundle, idx)
+    assert (rerun.indexed, dict(rerun.skipped)) == (4, {"unchanged": 1})
+    assert len(records(idx)) == 5
+
+
+class _RangeHandler(http.server.SimpleHTTPRequestHandler):
+    """Static files with single ``Range: bytes=a-b`` requests answered 206."""
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def send_head(self):  # type: ignore[no-untyped-def]
+        rng = self.headers.get("Range")
+        path = Path(self.translate_path(self.path))
+        if rng is None or not path.is_file():
+            return super().send_head()
+        m = re.fullmatch(r"bytes=(\d+)-(\d*)", rng)
+        size = path.stat().st_size
+        start = int(m.group(1)) if m else 0
+        end = min(int(m.group(2)) if m and m.group(2) else size - 1, size - 1)
+        f = path.open("rb")
+        f.seek(start)
+        self.send_response(206)
+        self.send_header("Content-Type", "video/mp4")
+        self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+        self.send_header("Content-Length", str(end - start + 1))
+        self.send_header("Last-Modified", self.date_time_string(int(path.stat().st_mtime)))
+        self.end_headers()
+        return _Limited(f, end - start + 1)
+
+
+class _Limited:
+    def __init__(self, f: object, n: int) -> None:
+        self.f, self.n = f, n
+
+    def read(self, size: int = -1) -> bytes:
+        size = self.n if size < 0 else min(size, self.n)
+        data = self.f.read(size)  # type: ignore[attr-defined]
+        self.n -= len(data)
+        return data
+
+    def close(self) -> None:
+        self.f.close()  # type: ignore[attr-defined]
+
+
+def test_http_url(fake_bundle: Bundle, tmp_path: Path) -> None:
+    pytest.importorskip("aiohttp")
+    clips = make_clips(tmp_path / "site", n=2)
+    handler = lambda *a: _RangeHandler(*a, directory=str(tmp_path / "site"))  # noqa: E731
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        urls = [f"{base}/{c.name}" for c in clips]
+        idx, local = tmp_path / "idx", tmp_path / "local"
+        report = index_videos(urls, fake_bundle, idx)
+        assert (report.indexed, report.failed) == (2, [])
+        index_videos(clips, fake_bundle, local)
+        got, want = scores(idx), scores(local)
+        for name in want:
+            np.testing.assert_array_equal(got[name], want[name])
+        assert index_videos(urls, fake_bundle, idx).skipped == {"unchanged": 2}
+    finally:
+        server.shutdown()
+        server.server_close()
