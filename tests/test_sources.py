@@ -230,3 +230,37 @@ def test_http_url(fake_bundle: Bundle, tmp_path: Path) -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_s3_media_proxied_or_redirected(fake_bundle: Bundle, s3: object, tmp_path: Path) -> None:
+    httpx = pytest.importorskip("httpx")
+    pytest.importorskip("fastapi")
+    from tests.serving import Server
+
+    fs = s3
+    fs.mkdir("media")  # type: ignore[attr-defined]
+    clip = make_clips(tmp_path / "clips", n=1)[0]
+    fs.put_file(str(clip), "media/a.mp4")  # type: ignore[attr-defined]
+    idx = tmp_path / "idx"
+    index_videos(["s3://media/a.mp4"], fake_bundle, idx)
+    (key, _), = records(idx).values()
+    data = clip.read_bytes()
+    with Server("--index", idx, log=tmp_path / "serve.log") as s:
+        media = f"{s.url}/v1/videos/{key}/media"
+        r = httpx.get(media)
+        assert (r.status_code, r.content) == (200, data)
+        assert r.headers["content-type"] == "video/mp4"
+        r = httpx.get(media, headers={"Range": "bytes=10-19"})
+        assert (r.status_code, r.content) == (206, data[10:20])
+        assert r.headers["content-range"] == f"bytes 10-19/{len(data)}"
+        r = httpx.get(media, headers={"Range": "bytes=-5"})
+        assert (r.status_code, r.content) == (206, data[-5:])
+        assert httpx.get(media, headers={"Range": f"bytes={len(data)}-"}).status_code == 416
+    with Server("--index", idx, "--media-redirect", log=tmp_path / "serve2.log") as s:
+        media = f"{s.url}/v1/videos/{key}/media"
+        r = httpx.get(media)
+        assert r.status_code == 307 and "Signature=" in r.headers["location"]
+        assert httpx.get(r.headers["location"]).content == data
+        fs.pipe_file("media/a.mp4", data[:-1] + bytes([data[-1] ^ 0xFF]))  # type: ignore
+        r = httpx.get(media)
+        assert r.status_code == 410 and "changed since it was indexed" in r.text

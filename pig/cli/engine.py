@@ -311,9 +311,11 @@ def search(queries: tuple[str, ...], queries_file: Path | None, index_dirs: tupl
               help="how long a batch waits for more queries (0: takes what queued meanwhile)")
 @click.option("--max-queue", type=click.IntRange(1), default=512, show_default=True,
               help="requests waiting for the encoder; more get 503 + Retry-After")
+@click.option("--media-redirect", is_flag=True, help="media of videos indexed from s3://, "
+              "gs:// or https://: redirect to a presigned URL instead of proxying the bytes")
 def serve(index_dirs: tuple[Path, ...], host: str, port: int, bundle: Path | None, backend: str,
           precision: str | None, api_key_file: Path | None, insecure_no_auth: bool,
-          max_batch: int, max_wait_ms: float, max_queue: int) -> int:
+          max_batch: int, max_wait_ms: float, max_queue: int, media_redirect: bool) -> int:
     """HTTP search service on one index or several of one bundle searched as one (needs the
     serve extra); see README "Serving"."""
     from pig.engine.serve import missing_extra
@@ -327,7 +329,7 @@ def serve(index_dirs: tuple[Path, ...], host: str, port: int, bundle: Path | Non
                 precision=precision, api_key_file=api_key_file,
                 insecure_no_auth=insecure_no_auth, say=click.echo, log=_log,
                 options=ServeOptions(max_batch=max_batch, max_wait_ms=max_wait_ms,
-                                     max_queue=max_queue))
+                                     max_queue=max_queue, media_redirect=media_redirect))
     return 0
 
 

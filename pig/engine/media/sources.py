@@ -134,9 +134,12 @@ def exists(path: str | os.PathLike[str]) -> bool:
 
 def same(recorded: tuple[int | None, int | None, str | None], now: SourceStat) -> bool:
     """Whether a catalog row's (size, mtime_ns, etag) still describes ``now``: same size and
-    mtime, and for an object the same ETag."""
+    ETag for an object that has one (the store changes it with the content; a re-upload of
+    the same bytes keeps it), else same size and mtime."""
     size, mtime_ns, etag = recorded
-    return (size, mtime_ns) == (now.size, now.mtime_ns) and (now.etag is None or etag == now.etag)
+    if now.etag is not None and etag is not None:
+        return (size, etag) == (now.size, now.etag)
+    return (size, mtime_ns) == (now.size, now.mtime_ns)
 
 
 def digest_blocks(blocks: Iterable[bytes]) -> str:

@@ -59,6 +59,7 @@ class ServeOptions:
     max_wait_ms: float = 0.0
     max_queue: int = 512  # requests waiting for the encoder; more get 503
     reload_seconds: float = 0.5  # how often the committed generation is checked
+    media_redirect: bool = False  # an object's media: redirect (presigned URL), not proxy
 
 
 @dataclass(frozen=True)
