@@ -264,3 +264,38 @@ def test_s3_media_proxied_or_redirected(fake_bundle: Bundle, s3: object, tmp_pat
         fs.pipe_file("media/a.mp4", data[:-1] + bytes([data[-1] ^ 0xFF]))  # type: ignore
         r = httpx.get(media)
         assert r.status_code == 410 and "changed since it was indexed" in r.text
+
+
+def test_watch_a_bucket_prefix(fake_bundle: Bundle, s3: object, tmp_path: Path) -> None:
+    from tests.test_watch import WatchProcess, committed
+
+    fs = s3
+    fs.mkdir("cams")  # type: ignore[attr-defined]
+    clips = make_clips(tmp_path / "clips", n=4)
+    for c in clips[:3]:
+        fs.put_file(str(c), f"cams/day/{c.name}")  # type: ignore[attr-defined]
+    idx = tmp_path / "idx"
+    w = WatchProcess(["s3://cams/day", "--bundle", fake_bundle.dir, "--index", idx,
+                      "--settle-seconds", 3, "--poll-seconds", 0.2, "--commit-every", 0],
+                     tmp_path / "watch.log")
+    try:
+        w.line(lambda ln: ln.startswith("watching 1 folders (polling every 0.2 s"))
+        keys = {p: v[0] for p, v in committed(idx).items()}
+        assert sorted(keys) == [f"s3://cams/day/{c.name}" for c in clips[:3]]
+        fs.put_file(str(clips[3]), f"cams/day/{clips[3].name}")  # type: ignore[attr-defined]
+        w.until(lambda: len(committed(idx)) == 4)
+        # a move in a bucket is a copy and a delete: the watcher, stopped meanwhile, sees
+        # both in its next listing, well within the settle time
+        w.proc.send_signal(signal.SIGSTOP)
+        fs.copy(f"cams/day/{clips[0].name}", "cams/day/renamed.mp4")  # type: ignore
+        fs.rm_file(f"cams/day/{clips[0].name}")  # type: ignore[attr-defined]
+        fs.rm_file(f"cams/day/{clips[1].name}")  # type: ignore[attr-defined]
+        w.proc.send_signal(signal.SIGCONT)
+        want = {f"s3://cams/day/{n}" for n in ("renamed.mp4", clips[2].name, clips[3].name)}
+        w.until(lambda: set(committed(idx)) == want)
+        assert committed(idx)["s3://cams/day/renamed.mp4"][0] == \
+            keys[f"s3://cams/day/{clips[0].name}"]
+        w.proc.send_signal(signal.SIGTERM)
+        assert w.proc.wait(timeout=60) == 128 + signal.SIGTERM
+    finally:
+        w.close()

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -135,12 +136,15 @@ def test_files_settle_before_indexing(tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.setattr(watch_mod.time, "monotonic", lambda: clock[0])
     lib = tmp_path / "lib"
     lib.mkdir()
-    w = Watcher(None, None, [str(lib)], None, None,  # type: ignore[arg-type]
+    index = SimpleNamespace(generation=0, under=lambda path: [
+        SimpleNamespace(size=14)] if path == str(lib / "moved.mp4") else [])
+    w = Watcher(index, None, [str(lib)], None, None,  # type: ignore[arg-type]
                 WatchOptions(settle_seconds=5), None, print)  # type: ignore[arg-type]
     f = lib / "a.mp4"
     f.write_bytes(b"x" * 10)
     (lib / "notes.txt").write_text("not a video name")
-    w.note([(str(f), False), (str(lib / "notes.txt"), False), (str(lib / "old.mp4"), False)])
+    w.note([(str(f), False), (str(lib / "notes.txt"), False), (str(lib / "old.mp4"), False),
+            (str(lib / "moved.mp4"), False)])  # indexed with 14 bytes: maybe a.mp4 now
     assert w.ready() == ([], [])  # first look: stat recorded
     clock[0] += 4
     with f.open("ab") as out:
@@ -149,5 +153,5 @@ def test_files_settle_before_indexing(tmp_path: Path, monkeypatch: pytest.Monkey
     clock[0] += 4.9
     assert w.ready() == ([], [str(lib / "old.mp4")])  # gone for 8.9 s; a.mp4 still for 4.9
     clock[0] += 0.2
-    assert w.ready() == ([str(f)], [])
+    assert w.ready() == ([str(f)], [str(lib / "moved.mp4")])  # together: a move is seen
     assert w.ready() == ([], []) and not w.pending

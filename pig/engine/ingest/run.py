@@ -71,7 +71,7 @@ def index_videos(
             plan = plan_sync(existing, paths, files)
             check_mass_removal(existing, paths, plan.removals, max_removal)
         else:
-            missing = len(missing_under(existing, paths))
+            missing = len(missing_under(existing, paths, files))
 
     with open_run(bundle, index_dir, options=options, inspect=inspect, **opening) as (
             index, embed):

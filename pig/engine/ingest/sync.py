@@ -37,13 +37,15 @@ class SyncPlan:
     removals: list[str] = field(default_factory=list)
 
 
-def missing_under(index: VideoIndex, roots: Iterable[str | os.PathLike[str]]
-                  ) -> list[FileRecord]:
+def missing_under(index: VideoIndex, roots: Iterable[str | os.PathLike[str]],
+                  present: Iterable[str | os.PathLike[str]] = ()) -> list[FileRecord]:
     """Catalog rows at or under ``roots`` whose file or object is gone (or no longer a
-    regular file); one whose state cannot be known (an error) is not gone."""
+    regular file); one whose state cannot be known (an error) is not gone. ``present``:
+    paths just found (discovery, a listing), not asked again."""
+    seen = {sources.identity(p) for p in present}
     rows: dict[int, FileRecord] = {}
     for root in roots:
-        rows.update((r.key, r) for r in index.under(root))
+        rows.update((r.key, r) for r in index.under(root) if r.path not in seen)
     return [r for r in rows.values() if not sources.exists(r.path)]
 
 
@@ -53,17 +55,17 @@ def plan_sync(index: VideoIndex, scope: Iterable[str | os.PathLike[str]],
     discovery found there). A file not in the catalog whose size and content digest equal
     those of a missing indexed file is that file, moved; only such size matches are hashed.
     The other missing rows are to be removed."""
-    missing = missing_under(index, scope)
+    files = [sources.identity(f) for f in files]
+    missing = missing_under(index, scope, files)
     pool: dict[tuple[int | None, str | None], list[FileRecord]] = {}
     for r in missing:
         if r.status == INDEXED and r.digest:
             pool.setdefault((r.size, r.digest), []).append(r)
     plan = SyncPlan()
     sizes = {size for size, _ in pool}
-    for f in files:
+    for path in files:
         if not pool:
             break
-        path = sources.identity(f)
         try:
             st = sources.stat(path)
             if st is None or st.size not in sizes or index.lookup(path) is not None:

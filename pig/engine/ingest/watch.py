@@ -13,12 +13,10 @@ SIGTERM or Ctrl-C finishes the files in flight, commits and returns the signal.
 from __future__ import annotations
 
 import os
-import stat
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from pig.engine.display import display_path
@@ -27,7 +25,8 @@ from pig.engine.ingest.options import PipelineOptions
 from pig.engine.ingest.run import open_run
 from pig.engine.ingest.sync import MAX_REMOVAL, apply_sync, check_mass_removal, plan_sync
 from pig.engine.ingest.writer import Embed, StopSignals, run_plans
-from pig.engine.media.walk import discover, wanted
+from pig.engine.media import sources
+from pig.engine.media.walk import discover, discover_sources, list_objects, wanted
 from pig.errors import PigError
 
 TICK_SECONDS = 0.2  # how often pending files are looked at (and a signal is noticed)
@@ -43,16 +42,6 @@ class WatchOptions:
     polling: bool = False
     poll_seconds: float = 2.0
     max_removal: float | None = MAX_REMOVAL
-
-
-def _missing(path: str) -> bool:
-    try:
-        os.stat(path)
-    except FileNotFoundError:
-        return True
-    except OSError:
-        return False
-    return False
 
 
 class _Events:
@@ -77,8 +66,46 @@ class _Events:
             taken, self._paths = self._paths, set()
         return taken
 
+    def add(self, paths: Iterable[str]) -> None:
+        with self._lock:
+            self._paths.update((p, False) for p in paths)
+
+
+class _ObjectPoller(threading.Thread):
+    """Lists the URL roots every ``seconds`` and names the objects that appeared, changed
+    or vanished since the last listing to ``events`` (object stores send no events here).
+    A root whose listing fails keeps its last listing (a glitch removes nothing)."""
+
+    def __init__(self, roots: list[str], glob: str | None, seconds: float,
+                 events: _Events) -> None:
+        super().__init__(name="pig-watch-objects", daemon=True)
+        self.roots, self.glob, self.seconds, self.events = roots, glob, seconds, events
+        self.halt = threading.Event()
+        self.seen = {root: self._list(root) or {} for root in roots}
+
+    def _list(self, root: str) -> dict[str, sources.SourceStat] | None:
+        try:
+            return list_objects(root, self.glob)
+        except (OSError, PigError):
+            return None
+
+    def run(self) -> None:
+        while not self.halt.wait(self.seconds):
+            for root in self.roots:
+                now = self._list(root)
+                if now is None:
+                    continue
+                before = self.seen[root]
+                self.events.add(p for p in now.keys() | before.keys()
+                                if now.get(p) != before.get(p))
+                self.seen[root] = now
+
+    def stop(self) -> None:
+        self.halt.set()
+
 
 def _observer(roots: list[str], polling: bool, poll_seconds: float, events: _Events) -> Any:
+    """watchdog's observer of the local ``roots`` (inotify, or polling)."""
     try:
         from watchdog.observers import Observer
         from watchdog.observers.polling import PollingObserver
@@ -98,7 +125,7 @@ class Watcher:
                  say: Callable[[str], None]) -> None:
         self.index, self.embed, self.roots, self.glob = index, embed, roots, glob
         self.options, self.watch, self.stop, self.say = options, watch, stop, say
-        self.pending: dict[str, tuple[tuple[int, int], float]] = {}  # path -> (stat, since)
+        self.pending: dict[str, tuple[sources.SourceStat | None, float]] = {}  # (stat, since)
         self.gone: dict[str, float] = {}  # path -> when first seen missing
         self.last_commit = time.monotonic()
         self.said = index.generation if index is not None else 0
@@ -106,47 +133,60 @@ class Watcher:
     def note(self, touched: Iterable[tuple[str, bool]]) -> None:
         """Look again at the paths events named: files to settle, folders to walk, paths gone."""
         now = time.monotonic()
-        for path, folder in touched:
-            if _missing(path):
-                self.gone.setdefault(path, now)
-                self.pending.pop(path, None)
-                continue
-            self.gone.pop(path, None)
-            if folder or os.path.isdir(path):
-                if os.path.isdir(path) and not os.path.islink(path):
+        for path, _folder in touched:
+            local = not sources.is_url(path)
+            if local and os.path.isdir(path):
+                self.gone.pop(path, None)
+                if not os.path.islink(path):
                     for f in discover([path], self.glob, lambda p, why: None):
                         self._candidate(str(f), now)
-            elif wanted(Path(path), [Path(r) for r in self.roots], self.glob):
-                self._candidate(path, now)
+                continue
+            try:
+                st = sources.stat(path)
+            except OSError:  # unknown for now: the next event or poll looks again
+                continue
+            if st is None:  # gone (or no longer a regular file)
+                self.gone.setdefault(path, now)
+                self.pending.pop(path, None)
+            else:
+                self.gone.pop(path, None)
+                if wanted(path, self.roots, self.glob):
+                    self._candidate(path, now)
 
     def _candidate(self, path: str, now: float) -> None:
         if path not in self.pending:
-            self.pending[path] = ((-1, -1), now)
+            self.pending[path] = (None, now)
 
     def ready(self) -> tuple[list[str], list[str]]:
-        """Files settled (same size and mtime for ``settle_seconds``) and paths gone as long."""
+        """Files settled (same stat for ``settle_seconds``) and paths gone as long."""
         now, settle = time.monotonic(), self.watch.settle_seconds
         files = []
         for path, (seen, since) in list(self.pending.items()):
             try:
-                st = os.stat(path)
+                st = sources.stat(path)
             except OSError:
+                continue
+            if st is None:
                 del self.pending[path]
                 self.gone.setdefault(path, now)
-                continue
-            if not stat.S_ISREG(st.st_mode):
-                del self.pending[path]
-                continue
-            now_stat = (st.st_size, st.st_mtime_ns)
-            if now_stat != seen:
-                self.pending[path] = (now_stat, now)
+            elif st != seen:
+                self.pending[path] = (st, now)
             elif now - since >= settle:
                 files.append(path)
                 del self.pending[path]
-        gone = [p for p, since in self.gone.items() if now - since >= settle]
+        gone = [p for p, since in self.gone.items()
+                if now - since >= settle and not self._maybe_moved(p)]
         for p in gone:
             del self.gone[p]
         return sorted(files), sorted(gone)
+
+    def _maybe_moved(self, gone: str) -> bool:
+        """Whether a file still settling may be where ``gone`` moved to (one of the files
+        indexed there has its size, or its size is not known yet): then ``gone`` waits, so
+        that the move keeps the vectors."""
+        sizes = {st.size if st else None for st, _ in self.pending.values()}
+        return bool(sizes) and (None in sizes or any(
+            r.size in sizes for r in self.index.under(gone)))
 
     def apply(self, files: list[str], scope: list[str], strict: bool = False) -> None:
         """One round: moves and removals of the files gone at or under ``scope``, then index
@@ -206,22 +246,27 @@ def watch_folders(
     :func:`~pig.engine.ingest.run.open_run`."""
     options = options or PipelineOptions()
     watch = watch or WatchOptions()
-    roots = [os.path.abspath(p) for p in paths]
-    for r in roots:
+    roots = [sources.identity(p) for p in paths]
+    local = [r for r in roots if not sources.is_url(r)]
+    urls = [r for r in roots if sources.is_url(r)]
+    for r in local:
         if not os.path.isdir(r):
             raise PigError(f"{display_path(r)}: not a folder (watch follows folders)")
     events = _Events()
-    observer = _observer(roots, watch.polling, watch.poll_seconds, events)
+    observer = _observer(local, watch.polling, watch.poll_seconds, events) if local else None
     stop = StopSignals()
     with open_run(bundle, index_dir, options=options, **opening) as (index, embed), \
             stop.installed():
-        observer.start()  # before the first scan: nothing created meanwhile is missed
+        # watching starts before the first scan: nothing created meanwhile is missed
+        poller = _ObjectPoller(urls, glob, watch.poll_seconds, events) if urls else None
+        for follower in (observer, poller):
+            if follower is not None:
+                follower.start()
         try:
             w = Watcher(index, embed, roots, glob, options, watch, stop, say)
-            files = [str(f) for f in discover(roots, glob, lambda p, why: None)]
-            w.apply(files, roots, strict=True)
+            w.apply(discover_sources(roots, glob, lambda p, why: None), roots, strict=True)
             w.commit_if_due(force=True)
-            how = (f"polling every {watch.poll_seconds:g} s" if watch.polling
+            how = (f"polling every {watch.poll_seconds:g} s" if watch.polling or not local
                    else "file-system events")
             say(f"watching {len(roots)} folders ({how}; settle {watch.settle_seconds:g} s)")
             while not stop.signum:
@@ -234,7 +279,9 @@ def watch_folders(
                     time.sleep(TICK_SECONDS)
             w.commit_if_due(force=True)
         finally:
-            observer.stop()
-            observer.join()
+            for follower in (observer, poller):
+                if follower is not None:
+                    follower.stop()
+                    follower.join()
     return stop.signum
 

@@ -193,28 +193,29 @@ def spooled(url: str, max_bytes: int = MAX_SPOOL_BYTES
         yield tmp.name, before, h.hexdigest()
 
 
-def listing(url: str, wanted: Callable[[str, str], bool]) -> list[str]:
+def listing(url: str, wanted: Callable[[str, str], bool]) -> dict[str, SourceStat]:
     """The objects at ``url`` (one object) or under it (a prefix) whose name ``wanted(name,
-    relative path)`` takes; a URL that names nothing is a user error."""
+    relative path)`` takes, with their stats; a URL that names nothing is a user error."""
     fs = filesystem(url)
     kind = scheme(url)
     try:
         if kind in ("http", "https"):
-            return [url] if fs.exists(url) else _missing(url)
+            st = stat(url)
+            return {url: st} if st is not None else _missing(url)
         found = fs.find(url, detail=True)
     except FileNotFoundError:
         return _missing(url)
     if not found:
         return _missing(url)
     base = url.split("://", 1)[1].rstrip("/")
-    out = []
-    for name, info in found.items():
+    out = {}
+    for name, info in sorted(found.items()):
         if info.get("type", "file") != "file":
             continue
         rel = name[len(base):].lstrip("/") if name.startswith(base) else name
         if name == base or wanted(PurePosixPath(name).name, rel):
-            out.append(f"{kind}://{name}")
-    return sorted(out)
+            out[f"{kind}://{name}"] = _object_stat(info)
+    return out
 
 
 def _missing(url: str) -> NoReturn:

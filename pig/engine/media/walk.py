@@ -39,21 +39,26 @@ def discover_sources(paths: Iterable[str | os.PathLike[str]], glob: str | None =
     local = [p for p in paths if not sources.is_url(p)]
     found = [str(p) for p in discover(local, glob, on_skip)] if local else []
     for url in (os.fspath(p) for p in paths if sources.is_url(p)):
-        found += sources.listing(url, lambda name, rel: not any(
-            part.startswith(".") for part in rel.split("/")) and _wanted_name(name, rel, glob))
+        found += list_objects(url, glob)
     return found
 
 
-def wanted(path: Path, roots: Iterable[Path], glob: str | None = None) -> bool:
-    """Whether :func:`discover` of ``roots`` takes the file ``path`` (absolute) by its name:
-    inside one of them, no hidden name on the way, a video extension or ``glob``."""
+def list_objects(url: str, glob: str | None = None) -> dict[str, sources.SourceStat]:
+    """The objects at or under ``url`` that discovery takes, with their stats."""
+    return sources.listing(url, lambda name, rel: _wanted_name(name, rel, glob) and not any(
+        part.startswith(".") for part in rel.split("/")))
+
+
+def wanted(path: str, roots: Iterable[str], glob: str | None = None) -> bool:
+    """Whether discovery of ``roots`` (absolute paths or URLs) takes the file or object
+    ``path`` by its name: inside one of them, no hidden name on the way, a video extension
+    or ``glob``."""
     for root in roots:
-        try:
-            rel = path.relative_to(root)
-        except ValueError:
-            continue
-        if not any(part.startswith(".") for part in rel.parts) and _wanted(path, root, glob):
-            return True
+        top = root.rstrip("/") + "/"
+        if path.startswith(top):
+            rel = path[len(top):]
+            if not any(part.startswith(".") for part in rel.split("/")):
+                return _wanted_name(rel.rsplit("/", 1)[-1], rel, glob)
     return False
 
 
