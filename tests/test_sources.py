@@ -299,3 +299,15 @@ def test_watch_a_bucket_prefix(fake_bundle: Bundle, s3: object, tmp_path: Path) 
         assert w.proc.wait(timeout=60) == 128 + signal.SIGTERM
     finally:
         w.close()
+
+
+def test_unreachable_store_is_one_line(fake_bundle: Bundle, tmp_path: Path) -> None:
+    """A store that cannot be reached: one line naming the URL, exit 3 (the environment)."""
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y",
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}
+    done = subprocess.run([sys.executable, "-m", "pig.cli.engine", "sync", "s3://nowhere/x",
+                           "--bundle", str(fake_bundle.dir), "--index", str(tmp_path / "idx")],
+                          capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+    assert done.returncode == 3, done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip().startswith("pig-engine: error: s3://nowhere/x: cannot list (")

@@ -120,6 +120,9 @@ def test_sync_refuses_mass_removal(fake_bundle: Bundle, tmp_path: Path,
     code, _, err = run(capsys, "sync", lib, "--bundle", fake_bundle.dir, "--index", idx)
     assert code == 2 and "--allow-mass-removal" in user_error(err)
     assert VideoIndex.committed_generation(idx) == gen  # nothing changed
+    code, _, err = run(capsys, "index", lib, "--bundle", fake_bundle.dir, "--index", idx,
+                       "--allow-mass-removal")
+    assert code == 2 and "give it with --sync" in user_error(err)
     code, out, _ = run(capsys, "index", lib, "--bundle", fake_bundle.dir, "--index", idx,
                        "--sync", "--allow-mass-removal")
     assert code == 0 and "0 moved or renamed (kept, not encoded again), 3 removed" in out

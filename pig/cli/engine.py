@@ -129,6 +129,9 @@ def index(sync_: bool, **kw: Any) -> int:
     does). Indexed files under PATHS that are gone from disk are counted; --sync (or
     `pig-engine sync`) removes them.
     """
+    if kw["allow_mass_removal"] and not sync_:
+        raise PigError("--allow-mass-removal applies to removals: give it with --sync (or use "
+                       "pig-engine sync)")
     return _run_index(kw, sync=sync_)
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import calendar
 import contextlib
 import datetime
+import errno
 import hashlib
 import os
 import tempfile
@@ -92,6 +93,18 @@ def filesystem(url: str) -> Any:
         return _FILESYSTEMS[kind]
 
 
+@contextlib.contextmanager
+def _remote(url: str) -> Iterator[None]:
+    """Failures of a store's client (connection, credentials, throttling) as ``OSError``
+    naming ``url``, like any other read error; ``FileNotFoundError`` stays as it is."""
+    try:
+        yield
+    except OSError:
+        raise
+    except Exception as exc:
+        raise OSError(errno.EIO, f"{type(exc).__name__}: {exc}", url) from exc
+
+
 def _object_stat(info: dict[str, Any]) -> SourceStat:
     modified = info.get("LastModified") or info.get("mtime") or info.get("updated")
     mtime_ns = None
@@ -117,7 +130,8 @@ def stat(path: str | os.PathLike[str]) -> SourceStat | None:
             return None
         return SourceStat(st.st_size, st.st_mtime_ns) if st_mode.S_ISREG(st.st_mode) else None
     try:
-        info = filesystem(os.fspath(path)).info(os.fspath(path))
+        with _remote(os.fspath(path)):
+            info = filesystem(os.fspath(path)).info(os.fspath(path))
     except FileNotFoundError:
         return None
     return _object_stat(info) if info.get("type", "file") == "file" else None
@@ -152,7 +166,7 @@ def digest_blocks(blocks: Iterable[bytes]) -> str:
 
 def _object_blocks(url: str, size: int) -> Iterator[bytes]:
     """An object's content up to ``size`` bytes (what it had when stat'ed), in chunks."""
-    with filesystem(url).open(url, "rb", block_size=8 * CHUNK) as f:
+    with _remote(url), filesystem(url).open(url, "rb", block_size=8 * CHUNK) as f:
         left = size
         while left > 0 and (block := f.read(min(CHUNK, left))):
             left -= len(block)
@@ -195,14 +209,16 @@ def spooled(url: str, max_bytes: int = MAX_SPOOL_BYTES
 
 def listing(url: str, wanted: Callable[[str, str], bool]) -> dict[str, SourceStat]:
     """The objects at ``url`` (one object) or under it (a prefix) whose name ``wanted(name,
-    relative path)`` takes, with their stats; a URL that names nothing is a user error."""
+    relative path)`` takes, with their stats; a URL that names nothing is a user error, one
+    that cannot be listed (network, credentials) an ``OSError``."""
     fs = filesystem(url)
     kind = scheme(url)
     try:
         if kind in ("http", "https"):
             st = stat(url)
             return {url: st} if st is not None else _missing(url)
-        found = fs.find(url, detail=True)
+        with _remote(url):
+            found = fs.find(url, detail=True)
     except FileNotFoundError:
         return _missing(url)
     if not found:
@@ -227,12 +243,13 @@ def media_url(url: str, expires_s: int) -> str:
     ``expires_s`` seconds (object stores), or the URL itself (http/https)."""
     if scheme(url) in ("http", "https"):
         return url
-    return str(filesystem(url).sign(url, expiration=expires_s))
+    with _remote(url):
+        return str(filesystem(url).sign(url, expiration=expires_s))
 
 
 def read_range(url: str, start: int, end: int) -> Iterator[bytes]:
     """Bytes ``[start, end)`` of the object ``url``, in chunks (for proxying)."""
-    with filesystem(url).open(url, "rb", block_size=8 * CHUNK) as f:
+    with _remote(url), filesystem(url).open(url, "rb", block_size=8 * CHUNK) as f:
         f.seek(start)
         left = end - start
         while left > 0 and (block := f.read(min(CHUNK, left))):

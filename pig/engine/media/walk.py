@@ -12,7 +12,7 @@ from pathlib import Path
 from pig.engine.display import display_path
 from pig.engine.media import sources
 from pig.engine.media.regular_file import not_regular
-from pig.errors import PigError
+from pig.errors import EnvironmentFault, PigError
 
 VIDEO_EXTENSIONS = frozenset({
     ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".m2ts",
@@ -44,9 +44,13 @@ def discover_sources(paths: Iterable[str | os.PathLike[str]], glob: str | None =
 
 
 def list_objects(url: str, glob: str | None = None) -> dict[str, sources.SourceStat]:
-    """The objects at or under ``url`` that discovery takes, with their stats."""
-    return sources.listing(url, lambda name, rel: _wanted_name(name, rel, glob) and not any(
-        part.startswith(".") for part in rel.split("/")))
+    """The objects at or under ``url`` that discovery takes, with their stats; a store that
+    cannot be listed (network, credentials) is an :class:`EnvironmentFault`."""
+    try:
+        return sources.listing(url, lambda name, rel: _wanted_name(name, rel, glob) and not any(
+            part.startswith(".") for part in rel.split("/")))
+    except OSError as exc:
+        raise EnvironmentFault(f"{display_path(url)}: cannot list ({exc.strerror})") from None
 
 
 def wanted(path: str, roots: Iterable[str], glob: str | None = None) -> bool:

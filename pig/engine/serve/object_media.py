@@ -27,7 +27,10 @@ def object_media(record: FileRecord, range_header: str | None, redirect: bool) -
         raise HTTPException(410, f"video {record.key}: the object is missing or changed since "
                             "it was indexed")
     if redirect:
-        return RedirectResponse(sources.media_url(record.path, REDIRECT_SECONDS), 307)
+        try:
+            return RedirectResponse(sources.media_url(record.path, REDIRECT_SECONDS), 307)
+        except OSError as exc:
+            raise EnvironmentFault(f"{record.path}: cannot sign a URL ({exc.strerror})") from None
     media_type = mimetypes.guess_type(record.path)[0] or "application/octet-stream"
     start, end, status = _span(range_header, st.size)
     headers = {"Accept-Ranges": "bytes", "Content-Length": str(end - start)}
