@@ -4,6 +4,7 @@ and a local HTTP server with Range support, both on 127.0.0.1 and started by the
 from __future__ import annotations
 
 import http.server
+import json
 import os
 import re
 import signal
@@ -20,6 +21,7 @@ from pig.engine.bundle import Bundle
 from pig.engine.index import VideoIndex
 from pig.engine.ingest.run import index_videos
 from pig.engine.query.search import Searcher
+from tests.test_cli import run
 from tests.test_pipeline import QUERIES, fake_bundle, make_clips
 
 __all__ = ["fake_bundle"]
@@ -69,8 +71,8 @@ def records(idx: Path) -> dict[str, tuple[int, str]]:
         return {r.path: (r.key, r.status) for r in vi.records()}
 
 
-def test_s3_index_sync_replace_delete_move(fake_bundle: Bundle, s3: object,
-                                           tmp_path: Path) -> None:
+def test_s3_index_sync_replace_delete_move(fake_bundle: Bundle, s3: object, tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
     fs = s3
     fs.mkdir("videos")  # type: ignore[attr-defined]
     clips = make_clips(tmp_path / "clips", n=4)
@@ -117,6 +119,12 @@ def test_s3_index_sync_replace_delete_move(fake_bundle: Bundle, s3: object,
     now = records(idx)
     assert now["s3://videos/lib/moved/x.mp4"][0] == keys["s3://videos/lib/" + clips[2].name]
     assert "s3://videos/lib/" + clips[1].name not in now
+
+    code, out, _ = run(capsys, "remove", "--index", idx, "s3://videos/lib/moved")
+    assert code == 0 and out.strip() == "removed s3://videos/lib/moved/x.mp4"
+    code, out, _ = run(capsys, "info", "--index", idx, "--files", "--json")
+    assert {json.loads(ln)["path"] for ln in out.splitlines()} == {
+        "s3://" + key0, "s3://videos/lib/" + clips[3].name, "s3://videos/lib/bad.mp4"}
 
 
 BLOCKING_ENCODER = """

@@ -423,15 +423,17 @@ def info(index_dir: Path, as_json: bool, list_files: bool) -> int:
 
 @cli.command()
 @_index
-@click.argument("paths", nargs=-1, required=True, type=_PATH)
-def remove(index_dir: Path, paths: tuple[Path, ...]) -> int:
-    """Remove files (or every file under a folder) from the index."""
+@click.argument("paths", nargs=-1, required=True)
+def remove(index_dir: Path, paths: tuple[str, ...]) -> int:
+    """Remove files (or every file under a folder or prefix) from the index."""
+    from pig.engine.media.sources import identity
+
     code = 0
     with VideoIndex.open(index_dir, writable=True) as idx:
         for p in paths:
             removed = idx.remove([p])
             if not removed:
-                click.echo(f"{display_path(p.absolute())}: not in the index", err=True)
+                click.echo(f"{display_path(identity(p))}: not in the index", err=True)
                 code = EXIT_FAILED
             for r in removed:
                 click.echo(f"removed {display_path(r)}")
