@@ -143,8 +143,8 @@ def test_files_settle_before_indexing(tmp_path: Path, monkeypatch: pytest.Monkey
     f = lib / "a.mp4"
     f.write_bytes(b"x" * 10)
     (lib / "notes.txt").write_text("not a video name")
-    w.note([(str(f), False), (str(lib / "notes.txt"), False), (str(lib / "old.mp4"), False),
-            (str(lib / "moved.mp4"), False)])  # indexed with 14 bytes: maybe a.mp4 now
+    w.note([str(f), str(lib / "notes.txt"), str(lib / "old.mp4"),
+            str(lib / "moved.mp4")])  # indexed with 14 bytes: maybe a.mp4 now
     assert w.ready() == ([], [])  # first look: stat recorded
     clock[0] += 4
     with f.open("ab") as out:

@@ -1,13 +1,15 @@
-"""``pig-engine watch``: sync folders into an index, then follow their file-system events.
+"""``pig-engine watch``: sync folders (or bucket prefixes) into an index, then follow them.
 
 Events (inotify through ``watchdog``, or its polling observer for network mounts where
-events do not arrive) only name paths to look at again; what is done is decided from the
-disk and the catalog, as by ``sync`` (:mod:`pig.engine.ingest.sync`). A new or changed file
-waits until its size and mtime have stayed the same for ``settle_seconds`` (a copy or a
-recording still being written is never indexed half-way, and if it was, its next change is
-indexed again); a path that vanished waits as long, so that a move's two halves are seen
-together and the file keeps its vectors. Changes are committed every ``commit_seconds``;
-SIGTERM or Ctrl-C finishes the files in flight, commits and returns the signal.
+events do not arrive; for a prefix, a listing every ``poll_seconds``) only name paths to
+look at again; what is done is decided from the disk and the catalog, as by ``sync``
+(:mod:`pig.engine.ingest.sync`). A new or changed file waits until its stat has stayed the
+same for ``settle_seconds``, so a copy or a recording is not indexed while it grows (one
+that pauses longer is, and its next change is indexed again); a path that vanished waits as
+long, and while a settling file of its size may be where it moved, so that a move's two
+halves are seen together and the file keeps its vectors. Changes are committed every
+``commit_seconds``; SIGTERM or Ctrl-C finishes the files in flight, commits and returns the
+signal.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ class _Events:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._paths: set[tuple[str, bool]] = set()  # (path, is a folder)
+        self._paths: set[str] = set()
 
     def dispatch(self, event: Any) -> None:
         """watchdog's handler entry point."""
@@ -59,16 +61,16 @@ class _Events:
         with self._lock:
             for raw in (event.src_path, getattr(event, "dest_path", "")):
                 if raw:
-                    self._paths.add((os.fsdecode(raw), event.is_directory))
+                    self._paths.add(os.fsdecode(raw))
 
-    def take(self) -> set[tuple[str, bool]]:
+    def take(self) -> set[str]:
         with self._lock:
             taken, self._paths = self._paths, set()
         return taken
 
     def add(self, paths: Iterable[str]) -> None:
         with self._lock:
-            self._paths.update((p, False) for p in paths)
+            self._paths.update(paths)
 
 
 class _ObjectPoller(threading.Thread):
@@ -130,10 +132,10 @@ class Watcher:
         self.last_commit = time.monotonic()
         self.said = index.generation if index is not None else 0
 
-    def note(self, touched: Iterable[tuple[str, bool]]) -> None:
+    def note(self, touched: Iterable[str]) -> None:
         """Look again at the paths events named: files to settle, folders to walk, paths gone."""
         now = time.monotonic()
-        for path, _folder in touched:
+        for path in touched:
             local = not sources.is_url(path)
             if local and os.path.isdir(path):
                 self.gone.pop(path, None)
