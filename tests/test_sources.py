@@ -3,6 +3,7 @@ and a local HTTP server with Range support, both on 127.0.0.1 and started by the
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
 import os
@@ -218,14 +219,23 @@ class _Limited:
         self.f.close()  # type: ignore[attr-defined]
 
 
-def test_http_url(fake_bundle: Bundle, tmp_path: Path) -> None:
+@contextlib.contextmanager
+def http_folder(folder: Path) -> Iterator[str]:
+    """``folder`` served over HTTP (single ranges) on 127.0.0.1; yields its base URL."""
     pytest.importorskip("aiohttp")
-    clips = make_clips(tmp_path / "site", n=2)
-    handler = lambda *a: _RangeHandler(*a, directory=str(tmp_path / "site"))  # noqa: E731
+    handler = lambda *a: _RangeHandler(*a, directory=str(folder))  # noqa: E731
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        base = f"http://127.0.0.1:{server.server_address[1]}"
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_http_url(fake_bundle: Bundle, tmp_path: Path) -> None:
+    clips = make_clips(tmp_path / "site", n=2)
+    with http_folder(tmp_path / "site") as base:
         urls = [f"{base}/{c.name}" for c in clips]
         idx, local = tmp_path / "idx", tmp_path / "local"
         report = index_videos(urls, fake_bundle, idx)
@@ -235,9 +245,6 @@ def test_http_url(fake_bundle: Bundle, tmp_path: Path) -> None:
         for name in want:
             np.testing.assert_array_equal(got[name], want[name])
         assert index_videos(urls, fake_bundle, idx).skipped == {"unchanged": 2}
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_s3_media_proxied_or_redirected(fake_bundle: Bundle, s3: object, tmp_path: Path) -> None:
