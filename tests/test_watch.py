@@ -4,6 +4,7 @@ committed state, never on sleeps."""
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import shutil
 import signal
@@ -14,6 +15,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -88,45 +90,76 @@ def test_watch_follows_a_folder(fake_bundle: Bundle, tmp_path: Path, mode: str) 
     w = WatchProcess(args, tmp_path / "watch.log")
     try:
         w.line(lambda ln: ln.startswith("watching 1 folders"))
-        first = committed(idx)
-        assert sorted(first) == sorted(map(str, clips))
-        keys = {p: v[0] for p, v in first.items()}
-
-        # a file that appears by being written in pieces is indexed whole
-        new = lib / "cam" / "rec.mp4"
-        new.parent.mkdir()
-        data = spare[0].read_bytes()
-        with new.open("wb") as f:
-            for i in range(0, len(data), 4096):
-                f.write(data[i : i + 4096])
-                f.flush()
-        digest = file_digest(spare[0])
-        w.until(lambda: committed(idx).get(str(new), (0, "", ""))[1:] == ("indexed", digest))
-
-        # renamed inside: same key, nothing encoded; moved out and deleted: removed
-        renamed = lib / "cam" / "renamed.mp4"
-        clips[0].rename(renamed)
-        clips[1].rename(tmp_path / "moved-out.mp4")
-        clips[2].unlink()
-        w.until(lambda: set(committed(idx)) == {str(renamed), str(clips[3]), str(new)})
-        assert committed(idx)[str(renamed)][0] == keys[str(clips[0])]
-        assert any(ln == f"moved {clips[0]} -> {renamed}" for ln in w.seen)
-
-        # a folder moved in is indexed; a bad file is recorded as failed, the watch goes on
-        shutil.copytree(tmp_path / "spare", tmp_path / "staging")
-        (tmp_path / "staging" / "bad.mp4").write_bytes(b"not a video")
-        (tmp_path / "staging").rename(lib / "in")
-        w.until(lambda: {p: v[1] for p, v in committed(idx).items()
-                         if p.startswith(str(lib / "in"))} == {
-            str(lib / "in" / "clip00.mp4"): "indexed", str(lib / "in" / "clip01.mp4"): "indexed",
-            str(lib / "in" / "bad.mp4"): "failed"})
-
+        # in one mode a serve follows the index from the start: it must answer from the
+        # watch's later commits
+        server = serve(idx, tmp_path) if mode == "events" else contextlib.nullcontext()
+        with server as s:
+            follow_the_library(w, lib, idx, clips, spare, tmp_path, s)
         w.proc.send_signal(signal.SIGTERM)
         assert w.proc.wait(timeout=DEADLINE) == 128 + signal.SIGTERM
         with VideoIndex.open(idx) as vi:
             assert vi.counts() == {"vectors": 5, "indexed": 5, "failed": 1}
     finally:
         w.close()
+
+
+def serve(idx: Path, tmp_path: Path) -> contextlib.AbstractContextManager[object]:
+    pytest.importorskip("fastapi")
+    from tests.serving import Server
+
+    return Server("--index", idx, log=tmp_path / "serve.log")
+
+
+def follow_the_library(w: WatchProcess, lib: Path, idx: Path, clips: list[Path],
+                       spare: list[Path], tmp_path: Path, server: object | None) -> None:
+    """Files appear, grow, are renamed, moved out, deleted, moved in; checked on the
+    committed index (and on what ``server``, if any, answers)."""
+    first = committed(idx)
+    assert sorted(first) == sorted(map(str, clips))
+    keys = {p: v[0] for p, v in first.items()}
+
+    # a file that appears by being written in pieces is indexed whole
+    new = lib / "cam" / "rec.mp4"
+    new.parent.mkdir()
+    data = spare[0].read_bytes()
+    with new.open("wb") as f:
+        for i in range(0, len(data), 4096):
+            f.write(data[i : i + 4096])
+            f.flush()
+    digest = file_digest(spare[0])
+    w.until(lambda: committed(idx).get(str(new), (0, "", ""))[1:] == ("indexed", digest))
+
+    # renamed inside: same key, nothing encoded; moved out and deleted: removed
+    renamed = lib / "cam" / "renamed.mp4"
+    clips[0].rename(renamed)
+    clips[1].rename(tmp_path / "moved-out.mp4")
+    clips[2].unlink()
+    w.until(lambda: set(committed(idx)) == {str(renamed), str(clips[3]), str(new)})
+    assert committed(idx)[str(renamed)][0] == keys[str(clips[0])]
+    assert any(ln == f"moved {clips[0]} -> {renamed}" for ln in w.seen)
+
+    # a folder moved in is indexed; a bad file is recorded as failed, the watch goes on
+    shutil.copytree(tmp_path / "spare", tmp_path / "staging")
+    (tmp_path / "staging" / "bad.mp4").write_bytes(b"not a video")
+    (tmp_path / "staging").rename(lib / "in")
+    w.until(lambda: {p: v[1] for p, v in committed(idx).items()
+                     if p.startswith(str(lib / "in"))} == {
+        str(lib / "in" / "clip00.mp4"): "indexed", str(lib / "in" / "clip01.mp4"): "indexed",
+        str(lib / "in" / "bad.mp4"): "failed"})
+
+    if server is not None:
+        httpx = pytest.importorskip("httpx")
+        from tests.serving import wait_until
+
+        gen = VideoIndex.committed_generation(idx)
+        indexed = {p for p, v in committed(idx).items() if v[1] == "indexed"}
+
+        def served() -> dict[str, Any]:
+            return httpx.post(f"{server.url}/v1/search",  # type: ignore[attr-defined]
+                              json={"query": "a box", "k": 100}, timeout=30).json()
+
+        wait_until(lambda: served()["generation"] >= gen, DEADLINE)
+        assert {h["path"] for h in served()["results"][0]["results"]} == indexed
 
 
 def test_files_settle_before_indexing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
