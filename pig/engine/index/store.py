@@ -604,8 +604,9 @@ class VideoIndex:
         except OSError:
             st = None
         key, _ = self._catalog.upsert(
-            p, status=FAILED, size=st and st.size, mtime_ns=st and st.mtime_ns, frames=frames,
-            error=reason, etag=st and st.etag,
+            p, status=FAILED, size=None if st is None else st.size,
+            mtime_ns=None if st is None else st.mtime_ns, frames=frames, error=reason,
+            etag=None if st is None else st.etag,
         )
         self._vectors.remove(self._catalog.drop_segments(key))
         self._dirty = True

@@ -55,15 +55,15 @@ def plan_sync(index: VideoIndex, scope: Iterable[str | os.PathLike[str]],
     discovery found there). A file not in the catalog whose size and content digest equal
     those of a missing indexed file is that file, moved; only such size matches are hashed.
     The other missing rows are to be removed."""
-    files = [sources.identity(f) for f in files]
-    missing = missing_under(index, scope, files)
+    found = [sources.identity(f) for f in files]
+    missing = missing_under(index, scope, found)
     pool: dict[tuple[int | None, str | None], list[FileRecord]] = {}
     for r in missing:
         if r.status == INDEXED and r.digest:
             pool.setdefault((r.size, r.digest), []).append(r)
     plan = SyncPlan()
     sizes = {size for size, _ in pool}
-    for path in files:
+    for path in found:
         if not pool:
             break
         try:

@@ -55,7 +55,7 @@ class _Events:
         self._paths: set[str] = set()
 
     def dispatch(self, event: Any) -> None:
-        """watchdog's handler entry point."""
+        """Note the paths of one watchdog event."""
         if event.event_type in ("opened", "closed_no_write"):
             return
         with self._lock:
@@ -109,13 +109,19 @@ class _ObjectPoller(threading.Thread):
 def _observer(roots: list[str], polling: bool, poll_seconds: float, events: _Events) -> Any:
     """watchdog's observer of the local ``roots`` (inotify, or polling)."""
     try:
+        from watchdog.events import FileSystemEvent, FileSystemEventHandler
         from watchdog.observers import Observer
         from watchdog.observers.polling import PollingObserver
     except ImportError:
         raise PigError("pig-engine watch needs watchdog: pip install 'pig-engine[watch]'") from None
+
+    class Handler(FileSystemEventHandler):
+        def on_any_event(self, event: FileSystemEvent) -> None:
+            events.dispatch(event)
+
     observer = PollingObserver(timeout=poll_seconds) if polling else Observer()
     for root in roots:
-        observer.schedule(events, root, recursive=True)
+        observer.schedule(Handler(), root, recursive=True)
     return observer
 
 
