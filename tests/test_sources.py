@@ -121,6 +121,19 @@ def test_s3_index_sync_replace_delete_move(fake_bundle: Bundle, s3: object, tmp_
     assert now["s3://videos/lib/moved/x.mp4"][0] == keys["s3://videos/lib/" + clips[2].name]
     assert "s3://videos/lib/" + clips[1].name not in now
 
+    # the library moves to another bucket: relocate, then sync finds nothing to do
+    fs.mkdir("archive")  # type: ignore[attr-defined]
+    for name in fs.find("videos/lib"):  # type: ignore[attr-defined]
+        fs.copy(name, "archive/" + name.split("/", 1)[1])  # type: ignore[attr-defined]
+    code, out, _ = run(capsys, "relocate", "--from", "s3://videos", "--to", "s3://archive",
+                       "--index", idx)
+    assert code == 0 and "relocated 4 files from s3://videos to s3://archive" in out
+    report = index_videos(["s3://archive/lib"], fake_bundle, idx, sync=True)
+    assert (report.indexed, report.moved, report.removed) == (0, 0, 0)
+    code, out, _ = run(capsys, "relocate", "--from", "s3://archive", "--to", "s3://videos",
+                       "--index", idx)
+    assert code == 0
+
     code, out, _ = run(capsys, "remove", "--index", idx, "s3://videos/lib/moved")
     assert code == 0 and out.strip() == "removed s3://videos/lib/moved/x.mp4"
     code, out, _ = run(capsys, "info", "--index", idx, "--files", "--json")

@@ -207,3 +207,26 @@ def test_sync_scores_match_a_fresh_index(fake_bundle: Bundle, tmp_path: Path) ->
             assert [h.path for h in ha] == [h.path for h in hb]
             np.testing.assert_allclose([h.score for h in ha], [h.score for h in hb],
                                        atol=SCORE_TOL["f16"])
+
+
+def test_catalog_from_before_etags(fake_bundle: Bundle, tmp_path: Path) -> None:
+    """A catalog written before the etag column: readers see None, the first writer adds it
+    (nothing else changes), sync and index go on as before."""
+    import sqlite3
+
+    lib = tmp_path / "lib"
+    clips = make_clips(lib, n=2)
+    idx = tmp_path / "idx"
+    index_videos([lib], fake_bundle, idx, options=OPTS)
+    db = sqlite3.connect(idx / "catalog.sqlite")
+    db.execute("ALTER TABLE files DROP COLUMN etag")
+    db.commit()
+    db.close()
+    with VideoIndex.open(idx) as vi:
+        assert [r.etag for r in vi.records()] == [None, None]
+    clips[0].rename(lib / "moved.mp4")
+    report = index_videos([lib], fake_bundle, idx, options=OPTS, sync=True, max_removal=None)
+    assert (report.moved, report.indexed) == (1, 0)
+    db = sqlite3.connect(idx / "catalog.sqlite")
+    assert "etag" in [row[1] for row in db.execute("PRAGMA table_info(files)")]
+    db.close()

@@ -442,20 +442,23 @@ def remove(index_dir: Path, paths: tuple[str, ...]) -> int:
 
 @cli.command()
 @_index
-@click.option("--from", "old", type=_PATH, required=True, help="the library's old folder")
-@click.option("--to", "new", type=_PATH, required=True, help="where it is now")
+@click.option("--from", "old", required=True, help="the library's old folder (or prefix)")
+@click.option("--to", "new", required=True, help="where it is now (a folder or a prefix such "
+              "as s3://bucket/videos)")
 @click.option("--no-check", is_flag=True, help="rewrite even where the new files are missing")
-def relocate(index_dir: Path, old: Path, new: Path, no_check: bool) -> int:
+def relocate(index_dir: Path, old: str, new: str, no_check: bool) -> int:
     """Rewrite the paths of the files under --from to lie under --to (a library moved to
-    another disk or mount), without encoding anything; refused unless every new path is a
-    file (--no-check: rewrite anyway)."""
+    another disk, mount or bucket), without encoding anything; refused unless every new
+    path is a file (--no-check: rewrite anyway)."""
+    from pig.engine.media.sources import identity
+
     with VideoIndex.open(index_dir, writable=True) as idx:
         pairs = idx.relocate(old, new, check=not no_check)
         if not pairs:
-            raise PigError(f"{display_path(old.absolute())}: no indexed file is at or under it")
+            raise PigError(f"{display_path(identity(old))}: no indexed file is at or under it")
         gen = idx.commit()
-    click.echo(f"relocated {len(pairs)} files from {display_path(old.absolute())} to "
-               f"{display_path(new.absolute())} (generation {gen})")
+    click.echo(f"relocated {len(pairs)} files from {display_path(identity(old))} to "
+               f"{display_path(identity(new))} (generation {gen})")
     return 0
 
 
