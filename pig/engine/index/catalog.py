@@ -117,6 +117,12 @@ def _from_db(raw: bytes) -> str:
     return raw.decode("utf-8", "surrogateescape")
 
 
+def _inside(folder: str) -> tuple[bytes, bytes]:
+    """The bounds of the paths inside ``folder``: ``lo <= path < hi``."""
+    lo = folder.rstrip(os.sep) + os.sep
+    return _to_db(lo) or b"", _to_db(lo[:-1] + chr(ord(os.sep) + 1)) or b""
+
+
 def _connect(target: str, *, uri: bool = False) -> sqlite3.Connection:
     db = sqlite3.connect(target, uri=uri, isolation_level=None, check_same_thread=False)
     db.text_factory = _from_db
@@ -251,11 +257,14 @@ class Catalog:
 
     def under(self, folder: str) -> list[FileRecord]:
         """Rows whose path lies inside ``folder``."""
-        lo = folder.rstrip(os.sep) + os.sep
-        hi = lo[:-1] + chr(ord(os.sep) + 1)
         sql = (f"SELECT {self._columns} FROM files WHERE path >= {_TEXT} AND path < {_TEXT} "
                "ORDER BY key")
-        return [FileRecord(*row) for row in self._db.execute(sql, (_to_db(lo), _to_db(hi)))]
+        return [FileRecord(*row) for row in self._db.execute(sql, _inside(folder))]
+
+    def count_under(self, folder: str) -> int:
+        """How many rows :meth:`under` gives (one index range scan)."""
+        sql = f"SELECT COUNT(*) FROM files WHERE path >= {_TEXT} AND path < {_TEXT}"
+        return int(self._db.execute(sql, _inside(folder)).fetchone()[0])
 
     def segment_counts(self) -> dict[int, int]:
         """Segments per file key (indexed files only)."""

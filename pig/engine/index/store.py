@@ -681,6 +681,11 @@ class VideoIndex:
         rec = self._catalog.lookup(p)
         return [rec] if rec else self._catalog.under(p)
 
+    def count_under(self, folder: str | os.PathLike[str]) -> int:
+        """How many catalog rows :meth:`under` gives."""
+        p = _abspath(folder)
+        return 1 if self._catalog.lookup(p) else self._catalog.count_under(p)
+
     def segment_counts(self) -> dict[int, int]:
         """Segments per indexed file key."""
         return self._catalog.segment_counts()

@@ -91,7 +91,7 @@ def check_mass_removal(index: VideoIndex, roots: Sequence[str | os.PathLike[str]
         return
     for root in roots:
         top = sources.identity(root)
-        total = len(index.under(top))
+        total = index.count_under(top)
         gone = sum(1 for p in removals if p == top or p.startswith(top.rstrip(os.sep) + os.sep))
         if gone and gone > max_share * total:
             raise PigError(
