@@ -18,6 +18,8 @@ SERVE = [
     "prometheus-client>=0.26,<0.27",
 ]
 RAY = "ray[data]==2.60.0"
+WATCH = "watchdog>=6,<8"  # pig-engine watch (tested with 7.1)
+S3 = "s3fs>=2025.9"  # s3:// sources (tested with 2026.9: it pins fsspec to its own version)
 
 setup(
     name="pig-engine",
@@ -48,6 +50,12 @@ setup(
         "ray": [RAY],
         # NVDEC decoding (pig.engine.media.nvdec): NVIDIA GPU hosts only
         "nvdec": ["pynvvideocodec==2.2.4"],
+        # `pig-engine watch`: file-system events (inotify) or polling
+        "watch": [WATCH],
+        # videos in object storage or behind URLs (fsspec): s3://, gs://, http(s)://
+        "s3": [S3],
+        "gcs": ["gcsfs>=2025.9"],
+        "http": ["aiohttp>=3.9,<4"],
         # --segments shots: PySceneDetect with its PyAV backend (av is a runtime dependency)
         "shots": ["scenedetect==0.7.2"],
         # TensorRT-RTX: same Python API, builds engines without a GPU (CPU-only AOT); runs
@@ -70,6 +78,9 @@ setup(
             "playwright>=1.65,<1.66",  # drives Debian's chromium; never `playwright install`
             RAY,
             "scenedetect==0.7.2",
+            WATCH,
+            S3,  # with aiohttp: the http(s):// tests too
+            "moto[server]>=5.1,<6",  # a real S3-compatible server on 127.0.0.1 for the tests
             # a real TensorRT builder in CI: every graph is parsed and AOT-compiled
             "tensorrt-rtx-cu12-bindings==1.7.1.116",
             "tensorrt-rtx-cu12-libs==1.7.1.116",

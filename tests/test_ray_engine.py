@@ -205,6 +205,23 @@ def test_killed_or_interrupted_driver_resumes(ray_session: str, fake_bundle: Bun
         assert vi.counts() == {"vectors": n, "indexed": n, "failed": 0}
 
 
+def test_ray_reads_urls(ray_session: str, fake_bundle: Bundle, tmp_path: Path) -> None:
+    """The Ray engine's decode tasks read the same sources (here http:// URLs)."""
+    from tests.test_sources import http_folder
+
+    clips = make_clips(tmp_path / "site", n=3)
+    with http_folder(tmp_path / "site") as base:
+        urls = [f"{base}/{c.name}" for c in clips]
+        got = index_videos(urls, fake_bundle, tmp_path / "ray", dtype="f32", engine=RayEngine())
+    want = index_videos(clips, fake_bundle, tmp_path / "local", dtype="f32")
+    assert (got.indexed, got.failed) == (want.indexed, want.failed) == (3, [])
+    with Searcher(tmp_path / "ray") as a, Searcher(tmp_path / "local") as b:
+        for ha, hb in zip(a.search(QUERIES, k=3, exact=True), b.search(QUERIES, k=3, exact=True),
+                          strict=True):
+            assert [h.path.rsplit("/", 1)[1] for h in ha] == [Path(h.path).name for h in hb]
+            assert max(abs(x.score - y.score) for x, y in zip(ha, hb, strict=True)) <= SCORE_TOL
+
+
 def test_without_ray_one_line(fake_bundle: Bundle, clip_dir: Path, tmp_path: Path,
                               monkeypatch: pytest.MonkeyPatch,
                               capsys: pytest.CaptureFixture[str]) -> None:

@@ -334,13 +334,21 @@ def test_videos_and_media(server: Server, index: Path, clips: list[Path],
             assert b"SECRET" not in body and b"root:" not in body
     conn.close()
 
-    # a catalog file that changed (or vanished) since indexing is not served
-    st = path.stat()
+    # a touched file (same content, new mtime) is still served; one whose content changed
+    # (same size, or another size) or that vanished since indexing is not
+    st, content = path.stat(), path.read_bytes()
     try:
         os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
         r = httpx.get(media)
-        assert r.status_code == 410 and "changed since it was indexed" in _error(r)["message"]
+        assert r.status_code == 200 and r.content == content
+        flipped = bytearray(content)
+        flipped[-1] ^= 0xFF
+        for changed in (bytes(flipped), content + b"x"):
+            path.write_bytes(changed)
+            r = httpx.get(media)
+            assert r.status_code == 410 and "changed since it was indexed" in _error(r)["message"]
     finally:
+        path.write_bytes(content)
         os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
         outside.unlink()
     assert httpx.get(media).status_code == 200

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import json
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,65 +48,77 @@ def cli() -> None:
     """PIG text-to-video retrieval: index videos, then search them with text."""
 
 
+_INDEXING: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
+    click.argument("paths", nargs=-1, required=True),  # local paths or URLs (s3://...)
+    click.option("--bundle", type=_PATH, required=True,
+                 help="bundle directory (pig-export --onnx)"),
+    _index,
+    click.option("--glob", default=None, help="file pattern inside folders (default: known video "
+                 "extensions), e.g. '*.mp4' or 'cam1/**'"),
+    _backend,
+    _precision,
+    click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True),
+    click.option("--workers", type=click.IntRange(1), default=2, show_default=True,
+                 help="decode + preprocess threads"),
+    click.option("--encoder-threads", type=click.IntRange(0), default=0, show_default=True,
+                 help="ONNX Runtime intra-op threads (0: one per core)"),
+    click.option("--decoder", type=click.Choice(DECODER_CHOICES), default="auto", show_default=True,
+                 help="video decoder: auto takes NVDEC on a GPU host with PyNvVideoCodec, else "
+                      "PyAV; NVDEC files it cannot take fall back to PyAV one by one"),
+    click.option("--dtype", type=click.Choice(DTYPES), default=None,
+                 help="vector storage of a new index (default f16)"),
+    click.option("--connectivity", type=click.IntRange(2), default=None, help="HNSW M"),
+    click.option("--expansion-add", type=click.IntRange(1), default=None,
+                 help="HNSW efConstruction"),
+    click.option("--expansion-search", type=click.IntRange(1), default=None, help="HNSW ef"),
+    click.option("--commit-every", type=click.FloatRange(0), default=10.0, show_default=True,
+                 help="seconds between commits (a crash loses at most this much work)"),
+    click.option("--retry-failed", is_flag=True, help="decode unchanged files that failed before"),
+    click.option("--segments", "segment_mode", type=click.Choice(MODES), default=None,
+                 help="segmenting of a new index: auto (whole video up to --whole-video-max-"
+                 "seconds, else windows), fixed windows, or shots (PySceneDetect) [default: auto, "
+                 "or the index's]"),
+    click.option("--segment-seconds", type=click.FloatRange(0), default=None,
+                 help="window length (implies --segments fixed unless given; 0: one whole-video "
+                 "segment per file) [default: 10]"),
+    click.option("--segment-stride-seconds", type=click.FloatRange(0, min_open=True), default=None,
+                 help="start a window every R seconds (< window: overlap) [default: the window]"),
+    click.option("--whole-video-max-seconds", type=click.FloatRange(0), default=None,
+                 help="auto: files up to this long are one whole-video segment [default: 30]"),
+    click.option("--shot-min-seconds", type=click.FloatRange(0), default=None,
+                 help="shots: shorter shots merge with a neighbour [default: 2]"),
+    click.option("--progress/--no-progress", default=None,
+                 help="progress bar (default: when stderr is a terminal)"),
+    click.option("--engine", type=click.Choice(["local", "ray"]), default="local",
+                 show_default=True,
+                 help="local: this process; ray: decode and encode on Ray Data"),
+    click.option("--ray-address", default=None, help="[ray] join this Ray cluster (bundle and "
+                 "videos on a filesystem shared by every node); default: start Ray here"),
+    click.option("--decode-cpus", type=click.IntRange(1), default=None,
+                 help="[ray] decode tasks at once (default: every free CPU)"),
+    click.option("--encoders", type=click.IntRange(1), default=1, show_default=True,
+                 help="[ray] encoder actors"),
+    click.option("--encoder-gpus", type=click.FloatRange(0), default=None,
+                 help="[ray] GPUs per encoder actor (default: 1 if the cluster has GPUs, else 0: "
+                 "ONNX Runtime on CPU)"),
+    click.option("--allow-mass-removal", is_flag=True,
+                 help="sync: remove the files gone from a folder even when they are more than "
+                 "half of its indexed files"),
+]
+
+
+def _indexing(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The options of every command that indexes (index, sync, watch)."""
+    for option in reversed(_INDEXING):
+        command = option(command)
+    return command
+
+
 @cli.command()
-@click.argument("paths", nargs=-1, required=True, type=_PATH)
-@click.option("--bundle", type=_PATH, required=True, help="bundle directory (pig-export --onnx)")
-@_index
-@click.option("--glob", default=None, help="file pattern inside folders (default: known video "
-              "extensions), e.g. '*.mp4' or 'cam1/**'")
-@_backend
-@_precision
-@click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True)
-@click.option("--workers", type=click.IntRange(1), default=2, show_default=True,
-              help="decode + preprocess threads")
-@click.option("--encoder-threads", type=click.IntRange(0), default=0, show_default=True,
-              help="ONNX Runtime intra-op threads (0: one per core)")
-@click.option("--decoder", type=click.Choice(DECODER_CHOICES), default="auto", show_default=True,
-              help="video decoder: auto takes NVDEC on a GPU host with PyNvVideoCodec, else "
-                   "PyAV; NVDEC files it cannot take fall back to PyAV one by one")
-@click.option("--dtype", type=click.Choice(DTYPES), default=None,
-              help="vector storage of a new index (default f16)")
-@click.option("--connectivity", type=click.IntRange(2), default=None, help="HNSW M")
-@click.option("--expansion-add", type=click.IntRange(1), default=None, help="HNSW efConstruction")
-@click.option("--expansion-search", type=click.IntRange(1), default=None, help="HNSW ef")
-@click.option("--commit-every", type=click.FloatRange(0), default=10.0, show_default=True,
-              help="seconds between commits (a crash loses at most this much work)")
-@click.option("--retry-failed", is_flag=True, help="decode unchanged files that failed before")
-@click.option("--segments", "segment_mode", type=click.Choice(MODES), default=None,
-              help="segmenting of a new index: auto (whole video up to --whole-video-max-"
-              "seconds, else windows), fixed windows, or shots (PySceneDetect) [default: auto, "
-              "or the index's]")
-@click.option("--segment-seconds", type=click.FloatRange(0), default=None,
-              help="window length (implies --segments fixed unless given; 0: one whole-video "
-              "segment per file) [default: 10]")
-@click.option("--segment-stride-seconds", type=click.FloatRange(0, min_open=True), default=None,
-              help="start a window every R seconds (< window: overlap) [default: the window]")
-@click.option("--whole-video-max-seconds", type=click.FloatRange(0), default=None,
-              help="auto: files up to this long are one whole-video segment [default: 30]")
-@click.option("--shot-min-seconds", type=click.FloatRange(0), default=None,
-              help="shots: shorter shots merge with a neighbour [default: 2]")
-@click.option("--progress/--no-progress", default=None,
-              help="progress bar (default: when stderr is a terminal)")
-@click.option("--engine", type=click.Choice(["local", "ray"]), default="local",
-              show_default=True, help="local: this process; ray: decode and encode on Ray Data")
-@click.option("--ray-address", default=None, help="[ray] join this Ray cluster (bundle and "
-              "videos on a filesystem shared by every node); default: start Ray here")
-@click.option("--decode-cpus", type=click.IntRange(1), default=None,
-              help="[ray] decode tasks at once (default: every free CPU)")
-@click.option("--encoders", type=click.IntRange(1), default=1, show_default=True,
-              help="[ray] encoder actors")
-@click.option("--encoder-gpus", type=click.FloatRange(0), default=None,
-              help="[ray] GPUs per encoder actor (default: 1 if the cluster has GPUs, else 0: "
-              "ONNX Runtime on CPU)")
-def index(paths: tuple[Path, ...], bundle: Path, index_dir: Path, glob: str | None,
-          backend: str, precision: str | None, batch_size: int, workers: int,
-          encoder_threads: int, decoder: str, dtype: str | None, connectivity: int | None,
-          expansion_add: int | None, expansion_search: int | None, commit_every: float,
-          retry_failed: bool, segment_mode: str | None, segment_seconds: float | None,
-          segment_stride_seconds: float | None, whole_video_max_seconds: float | None,
-          shot_min_seconds: float | None, progress: bool | None, engine: str,
-          ray_address: str | None, decode_cpus: int | None, encoders: int,
-          encoder_gpus: float | None) -> int:
+@_indexing
+@click.option("--sync", "sync_", is_flag=True,
+              help="also remove files gone from PATHS and recognise moved ones (pig-engine sync)")
+def index(sync_: bool, **kw: Any) -> int:
     """Embed the videos in PATHS (files and folders) into an index.
 
     Incremental and resumable: unchanged files are skipped, changed ones re-embedded. Videos
@@ -113,32 +126,86 @@ def index(paths: tuple[Path, ...], bundle: Path, index_dir: Path, glob: str | No
     folders that cannot be read (skipped; what an earlier run indexed there is kept).
     The segmenting options are fixed when the index is created; a later run that gives
     different ones is refused. With --engine ray, --workers does not apply (--decode-cpus
-    does).
+    does). Indexed files under PATHS that are gone from disk are counted; --sync (or
+    `pig-engine sync`) removes them.
     """
+    if kw["allow_mass_removal"] and not sync_:
+        raise PigError("--allow-mass-removal applies to removals: give it with --sync (or use "
+                       "pig-engine sync)")
+    return _run_index(kw, sync=sync_)
+
+
+@cli.command()
+@_indexing
+def sync(**kw: Any) -> int:
+    """Make the index equal to PATHS: index new and changed files, recognise moved and
+    renamed ones by content (their vectors are kept, nothing is encoded again), treat a
+    touch or a copy with the same content as unchanged, and remove the files under PATHS
+    that are gone. Refuses to remove more than half of a folder's indexed files (an
+    unmounted disk?) unless --allow-mass-removal."""
+    return _run_index(kw, sync=True)
+
+
+@cli.command()
+@_indexing
+@click.option("--settle-seconds", type=click.FloatRange(0), default=5.0, show_default=True,
+              help="index a new or changed file once its size and mtime stayed this long")
+@click.option("--polling", is_flag=True, help="look at the folders every --poll-seconds "
+              "instead of waiting for file-system events (network mounts: NFS, SMB, FUSE)")
+@click.option("--poll-seconds", type=click.FloatRange(0.1), default=2.0, show_default=True)
+def watch(settle_seconds: float, polling: bool, poll_seconds: float, **kw: Any) -> int:
+    """Sync the folders PATHS into the index, then follow them: new files once they stop
+    growing, changes, moves and deletions; commits every --commit-every seconds (a serve on
+    the same index picks them up). Runs until SIGTERM or Ctrl-C, which commit and exit
+    143 or 130."""
+    from pig.engine.ingest.watch import WatchOptions, watch_folders
+
+    args = _run_args(kw)
+    del args["progress"]
+    signum = watch_folders(
+        args.pop("paths"), args.pop("bundle"), args.pop("index_dir"), say=click.echo,
+        watch=WatchOptions(settle_seconds=settle_seconds, polling=polling,
+                           poll_seconds=poll_seconds, max_removal=args.pop("max_removal")),
+        **args)
+    return 128 + signum
+
+
+def _run_args(kw: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of an indexing run (index_videos, watch) from the options of
+    :data:`_INDEXING`."""
     from pig.engine.bundle import Bundle
     from pig.engine.ingest.local_runner import local_engine
     from pig.engine.ingest.options import PipelineOptions
-    from pig.engine.ingest.run import index_videos
+    from pig.engine.ingest.sync import MAX_REMOVAL
 
     run_on = local_engine
-    if engine == "ray":
+    if kw["engine"] == "ray":
         from pig.engine.ingest.ray_runner import RayEngine, RayOptions
 
-        run_on = RayEngine(RayOptions(address=ray_address, decode_cpus=decode_cpus,
-                                      encoders=encoders, encoder_gpus=encoder_gpus))
-
-    options = PipelineOptions(batch_size=batch_size, workers=workers,
-                              encoder_threads=encoder_threads, commit_seconds=commit_every,
-                              retry_failed=retry_failed, decoder=decoder)
-    segmenting = _segmenting(segment_mode, segment_seconds, segment_stride_seconds,
-                             whole_video_max_seconds, shot_min_seconds)
-    report = index_videos(
-        paths, Bundle.load(bundle), index_dir, glob=glob, backend=backend, precision=precision,
-        dtype=dtype, segmenting=segmenting, options=options, log=_log, engine=run_on,
-        usearch_settings={"connectivity": connectivity, "expansion_add": expansion_add,
-                          "expansion_search": expansion_search},
-        progress=sys.stderr.isatty() if progress is None else progress,
+        run_on = RayEngine(RayOptions(address=kw["ray_address"], decode_cpus=kw["decode_cpus"],
+                                      encoders=kw["encoders"], encoder_gpus=kw["encoder_gpus"]))
+    options = PipelineOptions(batch_size=kw["batch_size"], workers=kw["workers"],
+                              encoder_threads=kw["encoder_threads"],
+                              commit_seconds=kw["commit_every"],
+                              retry_failed=kw["retry_failed"], decoder=kw["decoder"])
+    segmenting = _segmenting(kw["segment_mode"], kw["segment_seconds"],
+                             kw["segment_stride_seconds"], kw["whole_video_max_seconds"],
+                             kw["shot_min_seconds"])
+    return dict(
+        paths=kw["paths"], bundle=Bundle.load(kw["bundle"]), index_dir=kw["index_dir"],
+        glob=kw["glob"], backend=kw["backend"], precision=kw["precision"], dtype=kw["dtype"],
+        segmenting=segmenting, options=options, log=_log, engine=run_on,
+        usearch_settings={k: kw[k] for k in ("connectivity", "expansion_add",
+                                              "expansion_search")},
+        progress=sys.stderr.isatty() if kw["progress"] is None else kw["progress"],
+        max_removal=None if kw["allow_mass_removal"] else MAX_REMOVAL,
     )
+
+
+def _run_index(kw: dict[str, Any], *, sync: bool) -> int:
+    from pig.engine.ingest.run import index_videos
+
+    report = index_videos(**_run_args(kw), sync=sync)
     click.echo(report.summary())
     if report.interrupted:
         return 128 + report.interrupted
@@ -247,9 +314,11 @@ def search(queries: tuple[str, ...], queries_file: Path | None, index_dirs: tupl
               help="how long a batch waits for more queries (0: takes what queued meanwhile)")
 @click.option("--max-queue", type=click.IntRange(1), default=512, show_default=True,
               help="requests waiting for the encoder; more get 503 + Retry-After")
+@click.option("--media-redirect", is_flag=True, help="media of videos indexed from s3://, "
+              "gs:// or https://: redirect to a presigned URL instead of proxying the bytes")
 def serve(index_dirs: tuple[Path, ...], host: str, port: int, bundle: Path | None, backend: str,
           precision: str | None, api_key_file: Path | None, insecure_no_auth: bool,
-          max_batch: int, max_wait_ms: float, max_queue: int) -> int:
+          max_batch: int, max_wait_ms: float, max_queue: int, media_redirect: bool) -> int:
     """HTTP search service on one index or several of one bundle searched as one (needs the
     serve extra); see README "Serving"."""
     from pig.engine.serve import missing_extra
@@ -263,7 +332,7 @@ def serve(index_dirs: tuple[Path, ...], host: str, port: int, bundle: Path | Non
                 precision=precision, api_key_file=api_key_file,
                 insecure_no_auth=insecure_no_auth, say=click.echo, log=_log,
                 options=ServeOptions(max_batch=max_batch, max_wait_ms=max_wait_ms,
-                                     max_queue=max_queue))
+                                     max_queue=max_queue, media_redirect=media_redirect))
     return 0
 
 
@@ -279,8 +348,7 @@ def _info(idx: VideoIndex) -> dict[str, Any]:
         "segmenting": {**m.segmenting, "description": idx.segmenting.describe()},
         "longest": {"path": display_path(longest[0], controls=False), "seconds": longest[1]}
         if longest else None,
-        "updated": datetime.datetime.fromtimestamp(m.updated, datetime.UTC).isoformat(
-            timespec="seconds"),
+        "updated": _iso(m.updated),
         "failed": [{"path": display_path(r.path, controls=False),
                     "error": display_path(r.error or "", controls=False)} for r in idx.failed()],
         "skipped": [{k: display_path(v, controls=False) for k, v in s.items()}
@@ -288,11 +356,40 @@ def _info(idx: VideoIndex) -> dict[str, Any]:
     }
 
 
+def _files(idx: VideoIndex) -> Iterator[dict[str, Any]]:
+    """One JSON-able row per catalog file, in key order."""
+    segments = idx.segment_counts()
+    for r in idx.records():
+        yield {"id": r.key, "path": display_path(r.path, controls=False), "status": r.status,
+               "segments": segments.get(r.key, 0), "size": r.size, "frames": r.frames,
+               "indexed_at": _iso(r.updated_at),
+               "error": None if r.error is None else display_path(r.error, controls=False)}
+
+
+def _iso(seconds: float) -> str:
+    return datetime.datetime.fromtimestamp(seconds, datetime.UTC).isoformat(timespec="seconds")
+
+
 @cli.command()
 @_index
-@click.option("--json", "as_json", is_flag=True, help="print one JSON object")
-def info(index_dir: Path, as_json: bool) -> int:
-    """Counts, settings, producing bundle and failed files of an index."""
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object (--files: one "
+              "JSON object per file)")
+@click.option("--files", "list_files", is_flag=True,
+              help="list the indexed files: status, segments, size, time indexed")
+def info(index_dir: Path, as_json: bool, list_files: bool) -> int:
+    """Counts, settings, producing bundle and failed files of an index; --files lists every
+    file."""
+    if list_files:
+        with VideoIndex.open(index_dir, view=True) as idx:
+            for row in _files(idx):
+                if as_json:
+                    click.echo(json.dumps(row))
+                else:
+                    why = f"  {display_path(row['error'])}" if row["error"] else ""
+                    click.echo(f"{row['status']:<8} {row['segments']:>5} seg "
+                               f"{row['size'] if row['size'] is not None else '-':>12} B  "
+                               f"{row['indexed_at']}  {display_path(row['path'])}{why}")
+        return 0
     with VideoIndex.open(index_dir, view=True) as idx:
         d = _info(idx)
     if as_json:
@@ -326,19 +423,43 @@ def info(index_dir: Path, as_json: bool) -> int:
 
 @cli.command()
 @_index
-@click.argument("paths", nargs=-1, required=True, type=_PATH)
-def remove(index_dir: Path, paths: tuple[Path, ...]) -> int:
-    """Remove files (or every file under a folder) from the index."""
+@click.argument("paths", nargs=-1, required=True)
+def remove(index_dir: Path, paths: tuple[str, ...]) -> int:
+    """Remove files (or every file under a folder or prefix) from the index."""
+    from pig.engine.media.sources import identity
+
     code = 0
     with VideoIndex.open(index_dir, writable=True) as idx:
         for p in paths:
             removed = idx.remove([p])
             if not removed:
-                click.echo(f"{display_path(p.absolute())}: not in the index", err=True)
+                click.echo(f"{display_path(identity(p))}: not in the index", err=True)
                 code = EXIT_FAILED
             for r in removed:
                 click.echo(f"removed {display_path(r)}")
     return code
+
+
+@cli.command()
+@_index
+@click.option("--from", "old", required=True, help="the library's old folder (or prefix)")
+@click.option("--to", "new", required=True, help="where it is now (a folder or a prefix such "
+              "as s3://bucket/videos)")
+@click.option("--no-check", is_flag=True, help="rewrite even where the new files are missing")
+def relocate(index_dir: Path, old: str, new: str, no_check: bool) -> int:
+    """Rewrite the paths of the files under --from to lie under --to (a library moved to
+    another disk, mount or bucket), without encoding anything; refused unless every new
+    path is a file (--no-check: rewrite anyway)."""
+    from pig.engine.media.sources import identity
+
+    with VideoIndex.open(index_dir, writable=True) as idx:
+        pairs = idx.relocate(old, new, check=not no_check)
+        if not pairs:
+            raise PigError(f"{display_path(identity(old))}: no indexed file is at or under it")
+        gen = idx.commit()
+    click.echo(f"relocated {len(pairs)} files from {display_path(identity(old))} to "
+               f"{display_path(identity(new))} (generation {gen})")
+    return 0
 
 
 @cli.command()

@@ -6,3 +6,5 @@ MAX_QUERIES_PER_REQUEST = 256  # queries in one service request
 MAX_QUERIES_FILE_BYTES = 16 * 1024 * 1024  # `search --queries-file`
 MAX_QUERIES_FILE_LINES = 100_000
 MIN_SEGMENT_SECONDS = 0.1  # shortest segment window or stride (`index --segment-seconds`)
+# largest object (s3://, gs://, https://) copied to a temporary file for decoding
+MAX_SPOOL_BYTES = 64 * 2**30

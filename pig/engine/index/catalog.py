@@ -14,7 +14,6 @@ it writes nothing, and works in a folder it cannot write (see :func:`_open_snaps
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sqlite3
@@ -26,6 +25,7 @@ from typing import Any
 
 from pig.engine.host.fsutil import sqlite_out_of_space
 from pig.engine.media.regular_file import read_regular
+from pig.engine.media.sources import digest_blocks
 from pig.errors import IndexStoreError
 
 CATALOG_NAME = "catalog.sqlite"
@@ -42,7 +42,8 @@ CREATE TABLE IF NOT EXISTS files (
     status     TEXT    NOT NULL CHECK (status IN ('indexed', 'failed')),
     error      TEXT,
     added_at   REAL    NOT NULL,                   -- unix seconds
-    updated_at REAL    NOT NULL
+    updated_at REAL    NOT NULL,
+    etag       TEXT                                -- an object's ETag (URL sources)
 );
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS tombstones (key INTEGER PRIMARY KEY);  -- dead in the base vectors
@@ -60,6 +61,7 @@ CREATE TABLE IF NOT EXISTS segments (
 _LEGACY_SEGMENTS = ("(SELECT key, key AS file_key, 0 AS ordinal, 0.0 AS start_s, NULL AS end_s "
                     "FROM files WHERE status = 'indexed')")
 _COLUMNS = "key, path, size, mtime_ns, digest, frames, status, error, added_at, updated_at"
+_ETAG = "ALTER TABLE files ADD COLUMN etag TEXT"  # catalogs written before URL sources
 
 
 @dataclass(frozen=True)
@@ -88,15 +90,13 @@ class FileRecord:
     error: str | None
     added_at: float
     updated_at: float
+    etag: str | None = None  # an object's ETag (URL sources; None for local files)
 
 
 def file_digest(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
     """blake2b-256 of a regular file's content (at most the size it had when opened), read
     in ``chunk``-byte pieces; :class:`NotRegularFile` (an ``OSError``) for anything else."""
-    h = hashlib.blake2b(digest_size=32)
-    for block in read_regular(path, chunk):
-        h.update(block)
-    return h.hexdigest()
+    return digest_blocks(read_regular(path, chunk))
 
 
 # an ordinary or mode=ro connection that fails with these falls back to the next target
@@ -115,6 +115,12 @@ def _to_db(text: str | None) -> bytes | None:
 
 def _from_db(raw: bytes) -> str:
     return raw.decode("utf-8", "surrogateescape")
+
+
+def _inside(folder: str) -> tuple[bytes, bytes]:
+    """The bounds of the paths inside ``folder``: ``lo <= path < hi``."""
+    lo = folder.rstrip(os.sep) + os.sep
+    return _to_db(lo) or b"", _to_db(lo[:-1] + chr(ord(os.sep) + 1)) or b""
 
 
 def _connect(target: str, *, uri: bool = False) -> sqlite3.Connection:
@@ -203,6 +209,11 @@ class Catalog:
             ).fetchone()
             if writable and not has_table:
                 self._add_segments_table()
+            has_etag = any(row[1] == "etag"
+                           for row in self._db.execute("PRAGMA table_info(files)"))
+            if writable and not has_etag:
+                self._db.execute(_ETAG)
+            self._columns = _COLUMNS + (", etag" if has_etag or writable else ", NULL")
             self._segments = "segments" if has_table or writable else _LEGACY_SEGMENTS
         except (sqlite3.DatabaseError, TypeError, ValueError) as exc:
             if sqlite_out_of_space(exc, path.parent):
@@ -234,23 +245,31 @@ class Catalog:
         return row[0] if row else None
 
     def lookup(self, path: str) -> FileRecord | None:
-        row = self._db.execute(f"SELECT {_COLUMNS} FROM files WHERE path = {_TEXT}",
+        row = self._db.execute(f"SELECT {self._columns} FROM files WHERE path = {_TEXT}",
                                (_to_db(path),)).fetchone()
         return FileRecord(*row) if row else None
 
     def records(self, status: str | None = None) -> Iterator[FileRecord]:
         """All rows (or those with ``status``), ordered by key."""
         where, args = ("WHERE status = ?", (status,)) if status else ("", ())
-        cur = self._db.execute(f"SELECT {_COLUMNS} FROM files {where} ORDER BY key", args)
+        cur = self._db.execute(f"SELECT {self._columns} FROM files {where} ORDER BY key", args)
         yield from (FileRecord(*row) for row in cur)
 
     def under(self, folder: str) -> list[FileRecord]:
         """Rows whose path lies inside ``folder``."""
-        lo = folder.rstrip(os.sep) + os.sep
-        hi = lo[:-1] + chr(ord(os.sep) + 1)
-        sql = (f"SELECT {_COLUMNS} FROM files WHERE path >= {_TEXT} AND path < {_TEXT} "
+        sql = (f"SELECT {self._columns} FROM files WHERE path >= {_TEXT} AND path < {_TEXT} "
                "ORDER BY key")
-        return [FileRecord(*row) for row in self._db.execute(sql, (_to_db(lo), _to_db(hi)))]
+        return [FileRecord(*row) for row in self._db.execute(sql, _inside(folder))]
+
+    def count_under(self, folder: str) -> int:
+        """How many rows :meth:`under` gives (one index range scan)."""
+        sql = f"SELECT COUNT(*) FROM files WHERE path >= {_TEXT} AND path < {_TEXT}"
+        return int(self._db.execute(sql, _inside(folder)).fetchone()[0])
+
+    def segment_counts(self) -> dict[int, int]:
+        """Segments per file key (indexed files only)."""
+        sql = f"SELECT file_key, COUNT(*) FROM {self._segments} GROUP BY file_key"
+        return dict(self._db.execute(sql))
 
     def _rows_in(self, sql: str, keys: Iterable[int]) -> Iterator[Any]:
         """Rows of ``sql`` whose ``{marks}`` is the IN list of ``keys``, queried in chunks that
@@ -341,32 +360,40 @@ class Catalog:
         digest: str | None = None,
         frames: int | None = None,
         error: str | None = None,
+        etag: str | None = None,
     ) -> tuple[int, FileRecord | None]:
         """Insert or overwrite the row of ``path``; returns its key and the previous row."""
         now = time.time()
         old = self.lookup(path)
-        values = (size, mtime_ns, digest, frames, status, _to_db(error), now)
+        values = (size, mtime_ns, digest, frames, status, _to_db(error), now, etag)
         if old is None:
             cur = self._write(
                 "INSERT INTO files (path, size, mtime_ns, digest, frames, status, error, "
-                f"updated_at, added_at) VALUES ({_TEXT}, ?, ?, ?, ?, ?, {_TEXT}, ?, ?)",
+                f"updated_at, etag, added_at) VALUES ({_TEXT}, ?, ?, ?, ?, ?, {_TEXT}, ?, ?, ?)",
                 (_to_db(path), *values, now),
             )
             self._recount(None, status)
             return int(cur.lastrowid or 0), None
         self._write(
             "UPDATE files SET size = ?, mtime_ns = ?, digest = ?, frames = ?, status = ?, "
-            f"error = {_TEXT}, updated_at = ? WHERE key = ?",
+            f"error = {_TEXT}, updated_at = ?, etag = ? WHERE key = ?",
             (*values, old.key),
         )
         self._recount(old.status, status)
         return old.key, old
 
-    def touch(self, key: int, size: int, mtime_ns: int) -> None:
-        """Record a new size/mtime for a file whose content is unchanged."""
+    def rename(self, key: int, path: str, size: int | None, mtime_ns: int | None,
+               etag: str | None = None) -> None:
+        """Give row ``key`` a new path and stat: its key, segments and vectors stay."""
+        self._write(f"UPDATE files SET path = {_TEXT}, size = ?, mtime_ns = ?, etag = ?, "
+                    "updated_at = ? WHERE key = ?",
+                    (_to_db(path), size, mtime_ns, etag, time.time(), key))
+
+    def touch(self, key: int, size: int, mtime_ns: int | None, etag: str | None = None) -> None:
+        """Record a new size/mtime (and ETag) for a file whose content is unchanged."""
         self._write(
-            "UPDATE files SET size = ?, mtime_ns = ?, updated_at = ? WHERE key = ?",
-            (size, mtime_ns, time.time(), key),
+            "UPDATE files SET size = ?, mtime_ns = ?, etag = ?, updated_at = ? WHERE key = ?",
+            (size, mtime_ns, etag, time.time(), key),
         )
 
     def set_segments(self, file_key: int,

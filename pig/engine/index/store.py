@@ -68,6 +68,7 @@ from pig.engine.index.vectors import (
     VectorStore,
     check_unit_vectors,
 )
+from pig.engine.media import sources
 from pig.engine.media.segments import Segmenting
 from pig.errors import IndexStoreError
 
@@ -78,11 +79,18 @@ _PART_PREFIXES = ("base.", "delta.", "vectors.")  # vectors.* : files of format 
 
 
 def _abspath(path: str | os.PathLike[str]) -> str:
-    return os.path.abspath(os.fspath(path))
+    return sources.identity(path)
 
 
 def _is_under(path: str, top: str) -> bool:
     return path == top or path.startswith(top.rstrip(os.sep) + os.sep)
+
+
+def _is_regular(path: str) -> bool:
+    try:
+        return sources.stat(path) is not None
+    except OSError:
+        return False
 
 
 def _part_name(kind: str, generation: int) -> str:
@@ -100,10 +108,11 @@ class Entry:
 
     path: str
     size: int
-    mtime_ns: int
+    mtime_ns: int | None
     digest: str
     frames: int
     spans: tuple[SegmentSpan, ...] = WHOLE_FILE
+    etag: str | None = None  # an object's ETag (URL sources)
 
     @classmethod
     def from_file(
@@ -516,24 +525,28 @@ class VideoIndex:
         if rec is None:
             return Plan(p, "embed", "new")
         try:
-            st = os.stat(p)
+            st = sources.stat(p)
         except OSError:
+            st = None
+        if st is None:
             return Plan(p, "embed", "retry" if rec.status == FAILED else "changed")
-        same_stat = (rec.size, rec.mtime_ns) == (st.st_size, st.st_mtime_ns)
+        same_stat = sources.same((rec.size, rec.mtime_ns, rec.etag), st)
         if rec.status == FAILED:
             if same_stat and not retry_failed:
                 return Plan(p, "skip", "failed")
             return Plan(p, "embed", "retry")
         if same_stat:
             return Plan(p, "skip", "unchanged")
+        if sources.is_url(p) and st.size != rec.size:
+            return Plan(p, "embed", "changed")  # its digest comes with the copy decoded
         try:
-            digest = file_digest(p)
+            digest = sources.digest(p)
         except OSError:  # gone, unreadable or no longer a regular file: the worker says why
             return Plan(p, "embed", "changed")
         if digest != rec.digest:
-            return Plan(p, "embed", "changed", digest)
+            return Plan(p, "embed", "changed", None if sources.is_url(p) else digest)
         self._require_writable()
-        self._catalog.touch(rec.key, st.st_size, st.st_mtime_ns)
+        self._catalog.touch(rec.key, st.size, st.mtime_ns, st.etag)
         self._dirty = True
         return Plan(p, "skip", "touched", digest)
 
@@ -569,6 +582,7 @@ class VideoIndex:
                 mtime_ns=e.mtime_ns,
                 digest=e.digest,
                 frames=e.frames,
+                etag=e.etag,
             )
             keys.append(key)
             dropped, new = self._catalog.set_segments(key, e.spans)
@@ -586,12 +600,13 @@ class VideoIndex:
         self._require_writable()
         p = _abspath(path)
         try:
-            st = os.stat(p)
-            size, mtime = st.st_size, st.st_mtime_ns
+            st = sources.stat(p)
         except OSError:
-            size = mtime = None
+            st = None
         key, _ = self._catalog.upsert(
-            p, status=FAILED, size=size, mtime_ns=mtime, frames=frames, error=reason
+            p, status=FAILED, size=None if st is None else st.size,
+            mtime_ns=None if st is None else st.mtime_ns, frames=frames, error=reason,
+            etag=None if st is None else st.etag,
         )
         self._vectors.remove(self._catalog.drop_segments(key))
         self._dirty = True
@@ -610,6 +625,70 @@ class VideoIndex:
         self._vectors.remove(vector_keys)
         self._dirty = self._dirty or bool(removed)
         return [r.path for r in removed.values()]
+
+    def move(self, old: str | os.PathLike[str], new: str | os.PathLike[str],
+             new_stat: sources.SourceStat | None = None) -> None:
+        """Record that the file indexed at ``old`` is now at ``new`` with the same content:
+        its key, segments and vectors (and whatever else hangs on them) stay; ``new_stat``
+        (size, mtime_ns) defaults to ``new``'s. Pending until commit."""
+        self._require_writable()
+        src, dst = _abspath(old), _abspath(new)
+        rec = self._catalog.lookup(src)
+        if rec is None:
+            raise IndexStoreError(f"{self.path}: {src} is not in the index")
+        if self._catalog.lookup(dst) is not None:
+            raise IndexStoreError(f"{self.path}: {dst} is already in the index")
+        st = new_stat or sources.stat(dst)
+        if st is None:
+            raise IndexStoreError(f"{self.path}: {dst} does not exist")
+        self._catalog.rename(rec.key, dst, st.size, st.mtime_ns, st.etag)
+        self._dirty = True
+
+    def relocate(self, old_prefix: str | os.PathLike[str], new_prefix: str | os.PathLike[str],
+                 *, check: bool = True) -> list[tuple[str, str]]:
+        """Rewrite the paths of the files at or under ``old_prefix`` to lie under
+        ``new_prefix`` (a library moved to another mount), without encoding; returns the
+        (old, new) pairs. ``check``: refuse unless every new path is a regular file. A new
+        path already in the index is refused. Pending until commit."""
+        self._require_writable()
+        src, dst = _abspath(old_prefix), _abspath(new_prefix)
+        rec = self._catalog.lookup(src)
+        rows = [rec] if rec else self._catalog.under(src)
+        pairs = [(r, dst + r.path[len(src):]) for r in rows]
+        moving = {r.path for r in rows}
+        taken = next((new for _, new in pairs
+                      if new not in moving and self._catalog.lookup(new) is not None), None)
+        if taken is not None:
+            raise IndexStoreError(f"{self.path}: {taken} is already in the index")
+        gone = [new for _, new in pairs if not _is_regular(new)] if check else []
+        if gone:
+            raise IndexStoreError(
+                f"{gone[0]}: no such file ({len(gone)} of the {len(pairs)} new paths are "
+                "missing); check --to, or give --no-check to rewrite the paths anyway")
+        # through temporary names, so that prefixes that nest or swap never collide; size and
+        # mtime stay those of the indexed file: a copy's new mtime is checked (content digest)
+        # by the next sync
+        for r, _ in pairs:
+            self._catalog.rename(r.key, f"relocating:{r.key}", r.size, r.mtime_ns, r.etag)
+        for r, new in pairs:
+            self._catalog.rename(r.key, new, r.size, r.mtime_ns, r.etag)
+        self._dirty = self._dirty or bool(pairs)
+        return [(r.path, new) for r, new in pairs]
+
+    def under(self, folder: str | os.PathLike[str]) -> list[FileRecord]:
+        """The catalog rows at ``folder`` (a file) or inside it."""
+        p = _abspath(folder)
+        rec = self._catalog.lookup(p)
+        return [rec] if rec else self._catalog.under(p)
+
+    def count_under(self, folder: str | os.PathLike[str]) -> int:
+        """How many catalog rows :meth:`under` gives."""
+        p = _abspath(folder)
+        return 1 if self._catalog.lookup(p) else self._catalog.count_under(p)
+
+    def segment_counts(self) -> dict[int, int]:
+        """Segments per indexed file key."""
+        return self._catalog.segment_counts()
 
     def record_skipped(self, roots: Sequence[str | os.PathLike[str]],
                        skipped: Sequence[tuple[str, str]]) -> None:

@@ -23,6 +23,9 @@ class IndexReport:
     seconds: float = 0.0
     commits: int = 0
     interrupted: int = 0  # the signal (SIGINT, SIGTERM) that stopped the run early, or 0
+    moved: int = 0  # sync: files recognised at a new path (vectors kept)
+    removed: int = 0  # sync: files gone from the folders, removed from the index
+    missing: int = 0  # not a sync: indexed files under the folders missing on disk
 
     @property
     def videos_per_second(self) -> float:
@@ -37,6 +40,12 @@ class IndexReport:
             f"{sum(self.skipped.values())} skipped{f' ({skipped})' if skipped else ''}; "
             f"{self.seconds:.1f} s, {self.videos_per_second:.2f} videos/s; {self.segments} segments"
         ]
+        if self.moved or self.removed:
+            lines.append(f"sync: {self.moved} moved or renamed (kept, not encoded again), "
+                         f"{self.removed} removed (gone from the folders)")
+        if self.missing:
+            lines.append(f"{self.missing} indexed files under these folders are missing on "
+                         "disk: `pig-engine sync` removes them and recognises moved ones")
         if self.skipped.get("failed"):
             lines.append("(--retry-failed decodes files that failed before again)")
         lines += [f"failed: {display_path(path)}: {display_path(reason)}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +15,19 @@ from pig.engine.index.manifest import MANIFEST_NAME
 from pig.engine.ingest.local_runner import local_engine
 from pig.engine.ingest.options import PipelineOptions
 from pig.engine.ingest.report import IndexReport
+from pig.engine.ingest.sync import (
+    MAX_REMOVAL,
+    SyncPlan,
+    apply_sync,
+    check_mass_removal,
+    missing_under,
+    plan_sync,
+)
 from pig.engine.ingest.writer import Embed, run_plans
 from pig.engine.media import shots
 from pig.engine.media.decoders import choose_decoder
 from pig.engine.media.segments import Segmenting
-from pig.engine.media.walk import discover
+from pig.engine.media.walk import discover_sources
 
 Engine = Callable[..., contextlib.AbstractContextManager[tuple[dict[str, Any], Embed]]]
 """Opens the encode side of a run: ``engine(bundle, backend, precision, options, log)``
@@ -33,38 +41,79 @@ def index_videos(
     index_dir: str | os.PathLike[str],
     *,
     glob: str | None = None,
+    options: PipelineOptions | None = None,
+    progress: bool = False,
+    sync: bool = False,
+    max_removal: float | None = MAX_REMOVAL,
+    **opening: Any,
+) -> IndexReport:
+    """Discover ``paths``, open the engine (the encoder; default :func:`local_engine`) and
+    the index (created if missing), run; ``opening``: the keywords of :func:`open_run`.
+
+    What discovery passes over (folders that cannot be read, FIFOs, sockets, ...) is listed
+    in the report and recorded in the index manifest (``info`` shows it); the files under an
+    unreadable folder that an earlier run indexed stay in the index.
+
+    ``sync``: also make the index equal to ``paths`` (see :mod:`pig.engine.ingest.sync`):
+    moved files keep their vectors, files gone from the folders are removed, unless that is
+    more than ``max_removal`` of a folder's files (``None``: no limit). Without it, the
+    report counts the indexed files under ``paths`` that are missing on disk.
+    """
+    options = options or PipelineOptions()
+    paths = list(paths)
+    passed_over: list[tuple[str, str]] = []
+    files = discover_sources(paths, glob, lambda path, why: passed_over.append((path, why)))
+    plan, missing = SyncPlan(), 0
+
+    def inspect(existing: VideoIndex) -> None:  # planned (and refused) before the encoder opens
+        nonlocal plan, missing
+        if sync:
+            plan = plan_sync(existing, paths, files)
+            check_mass_removal(existing, paths, plan.removals, max_removal)
+        else:
+            missing = len(missing_under(existing, paths, files))
+
+    with open_run(bundle, index_dir, options=options, inspect=inspect, **opening) as (
+            index, embed):
+        index.record_skipped(paths, sorted(passed_over))
+        moves, removed = apply_sync(index, plan)
+        report = run_plans(index, files, options, embed, progress)
+    report.moved, report.removed, report.missing = len(moves), len(removed), missing
+    report.skipped_paths = sorted(passed_over)
+    return report
+
+
+@contextlib.contextmanager
+def open_run(
+    bundle: Bundle,
+    index_dir: str | os.PathLike[str],
+    *,
+    options: PipelineOptions,
     backend: str = "auto",
     precision: str | None = None,
     dtype: str | None = None,
     segmenting: Segmenting | None = None,
     usearch_settings: dict[str, int | None] | None = None,
-    options: PipelineOptions | None = None,
-    progress: bool = False,
     log: Callable[[str], None] | None = None,
     engine: Engine | None = None,
-) -> IndexReport:
-    """Discover ``paths``, open the engine (the encoder; default :func:`local_engine`) and
-    the index (created if missing), run.
+    inspect: Callable[[VideoIndex], None] | None = None,
+) -> Iterator[tuple[VideoIndex, Embed]]:
+    """The index open for writing (created if missing) and the engine's :data:`Embed`.
 
-    What discovery passes over (folders that cannot be read, FIFOs, sockets, ...) is listed
-    in the report and recorded in the index manifest (``info`` shows it); the files under an
-    unreadable folder that an earlier run indexed stay in the index. ``segmenting``: the
-    setting of a new index (default auto); for an existing one it must be the index's, or
-    ``None``.
+    Refuses a read-only folder, a foreign index, another ``segmenting`` (the setting of a new
+    index, default auto; ``None`` takes the index's) or an unavailable decoder before the
+    encoder opens (a TensorRT build takes minutes); ``inspect`` sees an existing index (a
+    reader) then too.
     """
-    options = options or PipelineOptions()
-    decoder = choose_decoder(options.decoder)  # refuse an unavailable one before any work
+    decoder = choose_decoder(options.decoder)
     engine = engine or local_engine
-    paths = list(paths)
-    passed_over: list[tuple[str, str]] = []
-    files = discover(paths, glob, lambda path, why: passed_over.append((path, why)))
-    # refuse a read-only folder or a foreign index before opening the encoder (a TensorRT
-    # build takes minutes)
     VideoIndex.check_writable(index_dir)
     if (Path(index_dir) / MANIFEST_NAME).is_file():
         with VideoIndex.open(index_dir, fingerprint=bundle.fingerprint, view=True) as existing:
             existing.require_segmenting(segmenting)
             segmenting = existing.segmenting
+            if inspect is not None:
+                inspect(existing)
     if segmenting is not None and segmenting.mode == "shots":
         shots.require()
     (log or log_stderr)(f"decoder: {decoder}")
@@ -75,7 +124,4 @@ def index_videos(
                 unit_vectors=bundle.unit_vectors,
                 **(usearch_settings or {}),
             ) as index:
-        index.record_skipped(paths, sorted(passed_over))
-        report = run_plans(index, files, options, embed, progress)
-    report.skipped_paths = sorted(passed_over)
-    return report
+        yield index, embed

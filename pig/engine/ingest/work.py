@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from pig.engine.index import Entry, Plan
+from pig.engine.media import sources
 from pig.engine.media.preprocess import preprocess_frames
 from pig.engine.media.segments import Segmenting
 from pig.engine.media.video import VideoSegment, WholeReader, read_segments
@@ -34,12 +36,12 @@ def decode_file(plan: Plan, recipe: PreprocessRecipe, segmenting: Segmenting,
     """
     spans, frames = [], 0
     try:
-        entry = Entry.from_file(plan.path, frames=0, digest=plan.digest)
-        for seg in read_segments(plan.path, recipe.num_frames, segmenting, threads=1,
-                                 sampling=recipe.sampling, whole_reader=whole_reader):
-            spans.append((seg.start_s, seg.end_s))
-            frames = seg.frame_count
-            yield seg
+        with _local(plan) as (local, entry):
+            for seg in read_segments(local, recipe.num_frames, segmenting, threads=1,
+                                     sampling=recipe.sampling, whole_reader=whole_reader):
+                spans.append((seg.start_s, seg.end_s))
+                frames = seg.frame_count
+                yield seg
     except VideoReadError as err:
         yield FileFailure(plan.path, err.reason)
         return
@@ -50,6 +52,17 @@ def decode_file(plan: Plan, recipe: PreprocessRecipe, segmenting: Segmenting,
         yield FileFailure(plan.path, f"unexpected {type(err).__name__}: {err}")
         return
     yield replace(entry, frames=frames, spans=tuple(spans))
+
+
+@contextlib.contextmanager
+def _local(plan: Plan) -> Iterator[tuple[str, Entry]]:
+    """A local file to decode for ``plan`` and its :class:`Entry` (stat and digest taken
+    before decoding): the file itself, or an object's spooled copy."""
+    if not sources.is_url(plan.path):
+        yield plan.path, Entry.from_file(plan.path, frames=0, digest=plan.digest)
+        return
+    with sources.spooled(plan.path) as (local, st, digest):
+        yield local, Entry(plan.path, st.size, st.mtime_ns, digest, 0, etag=st.etag)
 
 
 def preprocess_segment(segment: VideoSegment, recipe: PreprocessRecipe, out: np.ndarray,

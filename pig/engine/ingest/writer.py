@@ -112,13 +112,16 @@ added (the local pipeline), or raises ``KeyboardInterrupt`` at a safe point (Ray
 
 
 def run_plans(index: VideoIndex, files: Iterable[str | os.PathLike[str]],
-              options: PipelineOptions, embed: Embed, progress: bool = False) -> IndexReport:
+              options: PipelineOptions, embed: Embed, progress: bool = False,
+              stop: StopSignals | None = None, commit: bool = True) -> IndexReport:
     """Plan ``files`` against the catalog, hand the ones to embed to ``embed`` (an engine's
-    encode side: the local pipeline or Ray) with an :class:`IndexWriter`, commit at the end.
+    encode side: the local pipeline or Ray) with an :class:`IndexWriter`, commit at the end
+    (unless ``commit`` is False: the caller commits).
 
-    Ctrl-C or SIGTERM sets ``signum`` of the :class:`StopSignals` given to ``embed``; what is
-    added by the time it returns (or raises ``KeyboardInterrupt``) is committed and the report
-    says which signal stopped the run (``interrupted``)."""
+    Ctrl-C or SIGTERM sets ``signum`` of the :class:`StopSignals` given to ``embed`` (``stop``
+    when the caller installed its own); what is added by the time it returns (or raises
+    ``KeyboardInterrupt``) is committed and the report says which signal stopped the run
+    (``interrupted``)."""
     t0 = time.perf_counter()
     report = IndexReport()
     todo: list[Plan] = []
@@ -129,8 +132,9 @@ def run_plans(index: VideoIndex, files: Iterable[str | os.PathLike[str]],
             todo.append(plan)
         else:
             report.skipped[plan.reason] += 1
-    stop = StopSignals()
-    with stop.installed():
+    owned = stop is None
+    stop = stop or StopSignals()
+    with stop.installed() if owned else contextlib.nullcontext():
         if todo:
             with tqdm(total=len(todo), unit="video", desc="indexing", disable=not progress,
                       file=sys.stderr, smoothing=0.1) as bar:
@@ -151,9 +155,10 @@ def run_plans(index: VideoIndex, files: Iterable[str | os.PathLike[str]],
                     embed(todo, writer, stop)
                 except KeyboardInterrupt:  # a second signal (or an engine that stops at once)
                     stop.signum = stop.signum or signal.SIGINT
-        with stop.guarded():
-            index.commit()
+        if commit:
+            with stop.guarded():
+                index.commit()
+            report.commits += 1
     report.interrupted = stop.signum
-    report.commits += 1
     report.seconds = time.perf_counter() - t0
     return report

@@ -10,8 +10,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from pig.engine.display import display_path
+from pig.engine.media import sources
 from pig.engine.media.regular_file import not_regular
-from pig.errors import PigError
+from pig.errors import EnvironmentFault, PigError
 
 VIDEO_EXTENSIONS = frozenset({
     ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".m2ts",
@@ -20,10 +21,49 @@ VIDEO_EXTENSIONS = frozenset({
 
 
 def _wanted(path: Path, root: Path, glob: str | None) -> bool:
+    return _wanted_name(path.name, path.relative_to(root).as_posix(), glob)
+
+
+def _wanted_name(name: str, rel: str, glob: str | None) -> bool:
+    """By its ``name`` and its path ``rel`` relative to the walked root."""
     if glob is None:
-        return path.suffix.lower() in VIDEO_EXTENSIONS
-    rel = path.relative_to(root).as_posix()
-    return fnmatch.fnmatch(path.name, glob) or fnmatch.fnmatch(rel, glob)
+        return os.path.splitext(name)[1].lower() in VIDEO_EXTENSIONS
+    return fnmatch.fnmatch(name, glob) or fnmatch.fnmatch(rel, glob)
+
+
+def discover_sources(paths: Iterable[str | os.PathLike[str]], glob: str | None = None,
+                     on_skip: Callable[[str, str], None] | None = None) -> list[str]:
+    """:func:`discover` of the local paths, then the objects at or under the URLs among
+    ``paths`` (``s3://bucket/prefix``, ``https://host/video.mp4``; no hidden names)."""
+    paths = list(paths)
+    local = [p for p in paths if not sources.is_url(p)]
+    found = [str(p) for p in discover(local, glob, on_skip)] if local else []
+    for url in (os.fspath(p) for p in paths if sources.is_url(p)):
+        found += list_objects(url, glob)
+    return found
+
+
+def list_objects(url: str, glob: str | None = None) -> dict[str, sources.SourceStat]:
+    """The objects at or under ``url`` that discovery takes, with their stats; a store that
+    cannot be listed (network, credentials) is an :class:`EnvironmentFault`."""
+    try:
+        return sources.listing(url, lambda name, rel: _wanted_name(name, rel, glob) and not any(
+            part.startswith(".") for part in rel.split("/")))
+    except OSError as exc:
+        raise EnvironmentFault(f"{display_path(url)}: cannot list ({exc.strerror})") from None
+
+
+def wanted(path: str, roots: Iterable[str], glob: str | None = None) -> bool:
+    """Whether discovery of ``roots`` (absolute paths or URLs) takes the file or object
+    ``path`` by its name: inside one of them, no hidden name on the way, a video extension
+    or ``glob``."""
+    for root in roots:
+        top = root.rstrip("/") + "/"
+        if path.startswith(top):
+            rel = path[len(top):]
+            if not any(part.startswith(".") for part in rel.split("/")):
+                return _wanted_name(rel.rsplit("/", 1)[-1], rel, glob)
+    return False
 
 
 def _passed_over(path: Path) -> str | None:

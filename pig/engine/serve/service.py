@@ -26,6 +26,7 @@ Threads and what they touch:
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import os
 import sqlite3
@@ -37,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pig.engine.index import INDEXED, FileRecord, Hit, VideoIndex
+from pig.engine.index import INDEXED, FileRecord, Hit, VideoIndex, file_digest
 from pig.engine.index.catalog import SegmentRecord
 from pig.engine.index.shards import search_shards
 from pig.engine.query.search import Searcher
@@ -58,6 +59,7 @@ class ServeOptions:
     max_wait_ms: float = 0.0
     max_queue: int = 512  # requests waiting for the encoder; more get 503
     reload_seconds: float = 0.5  # how often the committed generation is checked
+    media_redirect: bool = False  # an object's media: redirect (presigned URL), not proxy
 
 
 @dataclass(frozen=True)
@@ -231,14 +233,29 @@ class Service:
 
 
 def media_file(record: FileRecord) -> tuple[Path, os.stat_result] | None:
-    """The file of ``record`` and its stat if it is still the regular file that was indexed
-    (same size and modification time), else None: a path is only ever taken from the catalog."""
+    """The file of ``record`` and its stat if it is still the regular file that was indexed,
+    else None: a path is only ever taken from the catalog. Same size and modification time
+    is the file; same size and another time (a ``touch``, a copy) is the file if its content
+    digest is the indexed one (hashed once per state of the file)."""
     path = Path(record.path)
     try:
         st = path.stat()
     except OSError:
         return None
-    if not stat.S_ISREG(st.st_mode) or (st.st_size, st.st_mtime_ns) != (record.size,
-                                                                          record.mtime_ns):
+    if not stat.S_ISREG(st.st_mode) or st.st_size != record.size:
+        return None
+    if st.st_mtime_ns != record.mtime_ns and not _same_content(
+            record.path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns,
+            record.digest):
         return None
     return path, st
+
+
+@functools.lru_cache(maxsize=4096)
+def _same_content(path: str, dev: int, ino: int, size: int, mtime_ns: int, ctime_ns: int,
+                  digest: str | None) -> bool:
+    """Whether ``path`` (in the state its stat fields name) holds content of ``digest``."""
+    try:
+        return digest is not None and file_digest(path) == digest
+    except OSError:
+        return False

@@ -5,7 +5,7 @@ from __future__ import annotations
 import mimetypes
 from typing import Annotated
 
-from fastapi import HTTPException, Query
+from fastapi import Header, HTTPException, Query
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, Response
 from pydantic import BeforeValidator
@@ -15,8 +15,10 @@ from starlette.types import Receive, Scope, Send
 
 from pig.engine.index import FileRecord
 from pig.engine.index.catalog import SegmentRecord
+from pig.engine.media import sources
 from pig.engine.serve.errors import error
 from pig.engine.serve.models import ErrorResponse, Segment, VideoRecord
+from pig.engine.serve.object_media import object_media
 from pig.engine.serve.routes import Context
 from pig.engine.serve.service import media_file
 
@@ -92,10 +94,16 @@ def register(ctx: Context) -> None:
     @api.get("/v1/videos/{video_id}/media", response_class=FileResponse, tags=["videos"],
              responses={200: {"content": {"video/*": {}}}, 206: {"description": "a Range"},
                         410: {"model": ErrorResponse}, 416: {"model": ErrorResponse}})
-    def media(video_id: VideoId, index: IndexPosition = None) -> Response:
+    def media(video_id: VideoId, index: IndexPosition = None,
+              range_header: Annotated[str | None, Header(alias="range")] = None) -> Response:
         """The indexed file itself, with HTTP Range support; only files in the catalog, and
-        only while they are the file that was indexed (same size and mtime), else 410."""
-        found = media_file(indexed(video_id, index)[1])
+        only while they are the file that was indexed (same size, and same mtime or same
+        content digest), else 410. An object (s3://, https://) is proxied, or redirected to
+        a presigned URL when the server runs with --media-redirect."""
+        rec = indexed(video_id, index)[1]
+        if sources.is_url(rec.path):
+            return object_media(rec, range_header, service.options.media_redirect)
+        found = media_file(rec)
         if found is None:
             raise HTTPException(410, f"video {video_id}: the file is missing or changed since "
                                 "it was indexed")
