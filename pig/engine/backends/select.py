@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from pig.engine.backends.accuracy import INT8_CPU, int8_cpu_verdict
 from pig.engine.backends.base import Backend, log_stderr
+from pig.engine.display import Detail
 from pig.engine.graphs import PRECISIONS, Branch
 from pig.engine.host import gpu as gpu_probe
 from pig.engine.trt import flavour as flavours
@@ -226,7 +227,8 @@ def open_backend(
 
     def open_one(c: Choice) -> Backend:
         opened = _row(c.backend, c.device).open(bundle, c.precision, branches, opts)
-        log(f"backend: {c} [device in use: {opened.device}]")
+        log(f"backend: {c.backend} {c.device} {c.precision} ({opened.device})")
+        log(Detail(f"  why: {c.reason}"))
         return opened
 
     *fallible, last = choose(bundle, backend, precision, branches, ort_device)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -70,13 +71,18 @@ def check_queries(queries: Sequence[str]) -> None:
 
 
 def read_queries_file(path: str | os.PathLike[str]) -> list[str]:
-    """The non-blank lines of a UTF-8 file (or FIFO), stripped. Reads at most
-    ``MAX_QUERIES_FILE_BYTES`` (+1 to tell a larger file) and refuses more than that or more
-    than ``MAX_QUERIES_FILE_LINES`` queries, so ``/dev/zero`` is refused, not read to the end."""
-    name = display_path(path)
+    """The non-blank lines of a UTF-8 file (or FIFO; ``-``: standard input), stripped. Reads
+    at most ``MAX_QUERIES_FILE_BYTES`` (+1 to tell a larger file) and refuses more than that or
+    more than ``MAX_QUERIES_FILE_LINES`` queries, so ``/dev/zero`` is refused, not read to the
+    end."""
+    stdin = os.fspath(path) == "-"
+    name = "standard input" if stdin else display_path(path)
     try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_QUERIES_FILE_BYTES + 1)
+        if stdin:
+            data = sys.stdin.buffer.read(MAX_QUERIES_FILE_BYTES + 1)
+        else:
+            with open(path, "rb") as f:
+                data = f.read(MAX_QUERIES_FILE_BYTES + 1)
     except OSError as err:
         raise PigError(f"{name}: cannot read queries ({err.strerror or err})") from None
     if len(data) > MAX_QUERIES_FILE_BYTES:
