@@ -16,6 +16,8 @@ from pig.engine.serve.routes import Context
 
 ASSETS = Path(str(files("fastapi_offline") / "static"))
 ASSETS_PATH = "/docs-assets"
+# ReDoc's footer shows a logo from its CDN: images from elsewhere are not loaded at all.
+OFFLINE = {"Content-Security-Policy": "img-src 'self' data:"}
 
 
 def register(ctx: Context) -> None:
@@ -29,16 +31,20 @@ def register(ctx: Context) -> None:
     @app.get("/docs", include_in_schema=False)
     def swagger(request: Request) -> HTMLResponse:
         spec, assets = urls(request)
-        return get_swagger_ui_html(
+        page = get_swagger_ui_html(
             openapi_url=spec, title=f"{app.title} - API",
             swagger_js_url=f"{assets}/swagger-ui-bundle.js",
             swagger_css_url=f"{assets}/swagger-ui.css",
             swagger_favicon_url=f"{assets}/favicon.png",
             swagger_ui_parameters={"validatorUrl": None})  # no online validator badge
+        page.headers.update(OFFLINE)
+        return page
 
     @app.get("/redoc", include_in_schema=False)
     def redoc(request: Request) -> HTMLResponse:
         spec, assets = urls(request)
-        return get_redoc_html(openapi_url=spec, title=f"{app.title} - API",
+        page = get_redoc_html(openapi_url=spec, title=f"{app.title} - API",
                               redoc_js_url=f"{assets}/redoc.standalone.js",
                               redoc_favicon_url=f"{assets}/favicon.png", with_google_fonts=False)
+        page.headers.update(OFFLINE)
+        return page
