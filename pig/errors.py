@@ -13,7 +13,6 @@ videos that failed         (recorded in the catalog)   1          --
 
 from __future__ import annotations
 
-
 EXIT_VIDEOS_FAILED = 1
 EXIT_USER_ERROR = 2
 EXIT_ENVIRONMENT = 3

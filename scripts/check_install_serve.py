@@ -41,7 +41,8 @@ def main() -> None:
     ap.add_argument("--index", required=True)
     ap.add_argument("--search", required=True, help="pig-engine search --json output")
     args = ap.parse_args()
-    cli = json.loads(open(args.search, encoding="utf-8").readline())
+    with open(args.search, encoding="utf-8") as f:
+        cli = json.loads(f.readline())
     proc = subprocess.Popen(["pig-engine", "serve", "--index", args.index, "--port", "0"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []

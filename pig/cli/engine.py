@@ -48,7 +48,7 @@ def _log(msg: str) -> None:
 
 def _set_verbose(_: click.Context, __: click.Parameter, value: bool) -> bool:
     global _VERBOSE
-    _VERBOSE = _VERBOSE or value
+    _VERBOSE = value
     return value
 
 
