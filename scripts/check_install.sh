@@ -15,7 +15,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 DEV=${DEV_VENV:-$ROOT/.venv}
 WORK=$(mkdir -p "${CHECK_INSTALL_DIR:-build/check-install}" && cd "${CHECK_INSTALL_DIR:-build/check-install}" && pwd)
-MODES=("${@:-newest}")
+MODES=("$@")
 [ $# -gt 0 ] || MODES=(newest lowest)
 UV="$DEV/bin/uv"
 BASE_PY=$("$DEV/bin/python" -c 'import sys; print(sys._base_executable)')
