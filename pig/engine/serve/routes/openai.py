@@ -76,7 +76,8 @@ def register(ctx: Context) -> None:
         return ModelList(data=[card(service)])
 
     @api.get("/v1/models/{model}", response_model=ModelCard, tags=["openai"])
-    def model(model: str = PathParam(description="its name or fingerprint")) -> ModelCard:
+    def model(model: str = PathParam(max_length=256, description="its name or fingerprint")
+              ) -> ModelCard:
         """The served model, by name or fingerprint; 404 for any other."""
         check_model(service, model)
         return card(service)
