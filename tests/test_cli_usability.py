@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import stat
 import subprocess
 import sys
@@ -144,3 +145,17 @@ def test_demo_closing_commands_work_in_a_fresh_shell(index: Path) -> None:
                               env={"PATH": "/usr/bin:/bin", "HOME": os.environ["HOME"]})
         assert done.returncode == 0, (command, done.stderr)
         assert done.stdout.startswith("query: a large green star"), done.stdout
+
+
+def test_moved_bundle_error_names_the_fix(fake_bundle: Bundle, clip_dir: Path, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    bundle = tmp_path / "bundle"
+    shutil.copytree(fake_bundle.dir, bundle)
+    code, _, err = run(capsys, "index", clip_dir, "--bundle", bundle, "--index", tmp_path / "i")
+    assert code == 0, err
+    bundle.rename(tmp_path / "moved")
+    code, _, err = run(capsys, "search", "--index", tmp_path / "i", "-q", "a red circle")
+    assert code == 2 and err.strip().endswith("if it moved, pass --bundle DIR"), err
+    code, _, err = run(capsys, "search", "--index", tmp_path / "i", "-q", "a red circle",
+                       "--bundle", tmp_path / "moved")
+    assert code == 0, err

@@ -46,7 +46,14 @@ def recorded_bundle(index: VideoIndex) -> Path:
 
 def bundle_for(index: VideoIndex, bundle_dir: str | os.PathLike[str] | None = None) -> Bundle:
     """``bundle_dir`` (or the one the index records), refused unless it made the index."""
-    bundle = Bundle.load(bundle_dir if bundle_dir is not None else recorded_bundle(index))
+    if bundle_dir is not None:
+        bundle = Bundle.load(bundle_dir)
+    else:
+        try:
+            bundle = Bundle.load(recorded_bundle(index))
+        except BundleError as err:
+            raise BundleError(f"{err}; the index {index.path} recorded this bundle: if it "
+                              "moved, pass --bundle DIR") from None
     if bundle.fingerprint != index.fingerprint:
         raise BundleError(
             f"{bundle.dir}: bundle {bundle.fingerprint[:16]} is not the model that built the "
