@@ -7,9 +7,9 @@
 #
 #   bash scripts/check_install.sh [newest] [lowest]     (default both; `make check-install`)
 #
-# The dev venv (DEV_VENV, default .venv) builds the wheel (the C++ extension, once for both)
-# and exports the demo bundle (pig-export needs torch; cached per checkpoint digest). uv
-# resolves and installs; its wheel cache (~/.cache/uv) makes a second run take a minute.
+# uv (from the dev venv, DEV_VENV, default .venv) builds the wheel (the C++ extension, once
+# for both), resolves and installs; its cache (~/.cache/uv) makes a second run take a minute.
+# The dev venv exports the demo bundle (pig-export needs torch; cached per checkpoint digest).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -24,7 +24,7 @@ dev() { PYTHONPATH="$ROOT" "$DEV/bin/python" "$@"; }
 
 say "building the wheel"
 rm -rf "$WORK/dist"
-dev -m pip wheel -q --no-deps --no-build-isolation -w "$WORK/dist" "$ROOT" >/dev/null
+"$UV" build -q --wheel --python "$BASE_PY" --out-dir "$WORK/dist" "$ROOT"  # isolated build
 WHEEL=$(ls "$WORK"/dist/pig_engine-*.whl)
 
 say "the demo bundle (exported once per checkpoint)"
