@@ -170,7 +170,8 @@ def test_auto_takes_fp32_when_bundle_has_no_fp16(bundle, fake_gpu, monkeypatch) 
 
 def test_explicit_precision_and_missing_precision(bundle, bundle_fp16, no_gpu) -> None:
     assert select.choose(bundle_fp16, "onnxruntime", "int8")[0].precision == "int8"
-    with pytest.raises(BackendUnavailable, match=r"no fp16 graphs \(bundle has fp32\)"):
+    with pytest.raises(BackendUnavailable, match=r"no fp16 graphs \(bundle has fp32\); make "
+                       r"them with pig-export --calibrate --precision fp16"):
         select.choose(bundle, "onnxruntime", "fp16")
     with pytest.raises(BackendUnavailable, match="unknown backend"):
         select.choose(bundle, "tvm")
