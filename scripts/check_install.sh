@@ -14,7 +14,8 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 DEV=${DEV_VENV:-$ROOT/.venv}
-WORK=$(mkdir -p "${CHECK_INSTALL_DIR:-build/check-install}" && cd "${CHECK_INSTALL_DIR:-build/check-install}" && pwd)
+WORK=$(realpath -m "${CHECK_INSTALL_DIR:-build/check-install}")  # absolute: the runs cd
+mkdir -p "$WORK"
 MODES=("$@")
 [ $# -gt 0 ] || MODES=(newest lowest)
 UV="$DEV/bin/uv"
