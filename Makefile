@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test test-fast bench demo lint clean
+.PHONY: install test test-fast check-install bench demo lint clean
 
 # (Re)install when the venv is missing or the build inputs changed.
 $(STAMP): setup.py pyproject.toml $(wildcard cpp_ext/*.cpp cpp_ext/*.h)
@@ -17,6 +17,12 @@ install: $(STAMP)
 
 test: install
 	$(BIN)/python -m pytest -q tests
+	bash scripts/check_install.sh
+
+# A user's install in fresh venvs (runtime + serve extra only) at the newest and the lowest
+# versions setup.py allows: index, search, serve, tokenizer parity. MODES="newest" for one.
+check-install: install
+	bash scripts/check_install.sh $(MODES)
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow" tests

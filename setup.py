@@ -10,12 +10,16 @@ preprocess_ext = Pybind11Extension(
     extra_compile_args=["-O3"],
 )
 
+# Every range below is tested at both ends: `make test` runs scripts/check_install.sh, which
+# installs the runtime + serve extra into fresh venvs at the newest versions the ranges allow
+# and at their lower bounds, and runs the user path there (docs/install.md).
 SERVE = [
     "fastapi>=0.165,<0.166",
     "uvicorn>=0.54,<0.55",
     "uvloop>=0.23,<0.24",
     "httptools>=0.9,<0.10",
     "prometheus-client>=0.26,<0.27",
+    "fastapi-offline>=1.7.7,<1.8",  # Swagger UI and ReDoc assets: /docs and /redoc offline
 ]
 RAY = "ray[data]==2.60.0"
 WATCH = "watchdog>=6,<8"  # pig-engine watch (tested with 7.1)
@@ -31,19 +35,19 @@ setup(
     ext_modules=[preprocess_ext],
     cmdclass={"build_ext": build_ext},
     install_requires=[
-        "numpy>=1.26",
-        "onnxruntime>=1.18",
-        "usearch>=2.12",
+        "numpy>=1.26,<2.5",
+        "onnxruntime>=1.18,<1.33",
+        "usearch>=2.12,<2.27",
         "xxhash==4.1.0",  # index file checksums (3+ GB/s; sha256 runs at ~0.5 GB/s here)
-        "av>=18,<19",
-        "tokenizers>=0.19",
-        "click>=8.1",
-        "tqdm>=4.66",
+        "av>=18,<18.2",
+        "tokenizers>=0.19,<0.24",
+        "click>=8.1,<8.6",
+        "tqdm>=4.66,<4.71",
     ],
     extras_require={
         # Export needs PyTorch; pinned so a fresh machine never pulls a CUDA build.
-        "export": ["torch==2.13.0", "onnx>=1.16", "onnxscript>=0.1"],
-        "gpu": ["tensorrt>=10", "cuda-python>=12", "onnxruntime-gpu>=1.18"],
+        "export": ["torch==2.13.0", "onnx>=1.23,<1.24", "onnxscript>=0.7,<0.8"],
+        "gpu": ["tensorrt>=10,<12", "cuda-python>=12,<14", "onnxruntime-gpu>=1.18,<1.33"],
         # `pig-engine serve`: the HTTP service (uvloop + httptools: uvicorn's fast loop/parser).
         "serve": SERVE,
         # `pig-engine index --engine ray`: every Ray node installs the runtime + this extra
@@ -63,19 +67,21 @@ setup(
         "trt-rtx": [
             "tensorrt-rtx-cu12-bindings==1.7.1.116",
             "tensorrt-rtx-cu12-libs==1.7.1.116",
-            "cuda-python>=12",
+            "cuda-python>=12,<14",
         ],
         "dev": [
-            "pytest>=8",
+            "pytest>=9.2,<9.3",
             "hypothesis==6.170.17",
-            "ruff>=0.5",
+            "ruff>=0.17,<0.18",
             "transformers==4.57.6",
             "decord==0.6.0",
-            "opencv-python-headless>=4.9",
+            "opencv-python-headless>=5.1,<5.2",
             *SERVE,
             "httpx>=0.28,<0.29",
             "schemathesis>=4.32,<4.33",
             "playwright>=1.65,<1.66",  # drives Debian's chromium; never `playwright install`
+            "openai>=3.63,<3.64",  # the official SDK against /v1/embeddings and /v1/models
+            "uv>=0.13,<0.14",  # the fresh-venv install check (scripts/check_install.sh)
             RAY,
             "scenedetect==0.7.2",
             WATCH,

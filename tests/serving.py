@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
-READY = re.compile(r"pig-engine serve: ready at (http://127\.0\.0\.1:\d+)")
+READY = re.compile(r"pig-engine serve: ready at (https?://127\.0\.0\.1:\d+)")
 
 
 class Server:

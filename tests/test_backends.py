@@ -13,6 +13,7 @@ from pig.engine.backends import select
 from pig.engine.backends.base import chunks
 from pig.engine.backends.onnxruntime import OrtBackend, OrtOptions
 from pig.engine.bundle import Bundle
+from pig.engine.display import Detail
 from pig.engine.host import gpu
 from pig.engine.trt import flavour
 from pig.errors import BackendUnavailable, BundleError
@@ -169,7 +170,8 @@ def test_auto_takes_fp32_when_bundle_has_no_fp16(bundle, fake_gpu, monkeypatch) 
 
 def test_explicit_precision_and_missing_precision(bundle, bundle_fp16, no_gpu) -> None:
     assert select.choose(bundle_fp16, "onnxruntime", "int8")[0].precision == "int8"
-    with pytest.raises(BackendUnavailable, match=r"no fp16 graphs \(bundle has fp32\)"):
+    with pytest.raises(BackendUnavailable, match=r"no fp16 graphs \(bundle has fp32\); make "
+                       r"them with pig-export --calibrate --precision fp16"):
         select.choose(bundle, "onnxruntime", "fp16")
     with pytest.raises(BackendUnavailable, match="unknown backend"):
         select.choose(bundle, "tvm")
@@ -196,7 +198,8 @@ def test_auto_falls_back_to_ort_when_tensorrt_fails(bundle_fp16, fake_gpu, monke
     assert be.name == "onnxruntime" and be.device == "CPUExecutionProvider"
     assert be.precision == "fp32"
     assert "TensorRT cannot be imported" in lines[0]
-    assert lines[-1].startswith("backend: onnxruntime (cpu, fp32)")
+    assert lines[-2] == "backend: onnxruntime cpu fp32 (CPUExecutionProvider)"
+    assert lines[-1].startswith("  why: auto") and isinstance(lines[-1], Detail)
 
 
 def test_explicit_tensorrt_failure_is_not_swallowed(bundle, fake_gpu, monkeypatch) -> None:

@@ -1,12 +1,11 @@
-"""ClipTokenizer: published CLIP ids, id-for-id parity with HF CLIPTokenizerFast, errors."""
+"""ClipTokenizer: published CLIP ids, id-for-id parity with HF CLIPTokenizerFast (its ids of the
+caption corpus, stored in tests/reference), errors."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,13 @@ import pytest
 from pig.engine.recipe import TokenizerSpec
 from pig.engine.tokenizer import ClipTokenizer, clip_merges, clip_vocab
 from pig.errors import BundleError, PigError
-from tests.tokenizer_corpus import captions
+from tests.tokenizer_corpus import (
+    REFERENCE_LENGTHS,
+    captions,
+    corpus_digest,
+    hf_ids,
+    reference_ids,
+)
 
 # Ids published for OpenAI CLIP's tokenizer (README examples, other ports' fixtures, and the
 # official-PIG reference input text 0); independent of this project's vocabulary derivation.
@@ -39,21 +44,12 @@ def corpus() -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def hf_encode(tmp_path_factory: pytest.TempPathFactory) -> Callable[[list[str], int], np.ndarray]:
-    """HF CLIPTokenizerFast built offline from the shipped data, called as PIG's collator does."""
-    from transformers import CLIPTokenizerFast
-
-    d = tmp_path_factory.mktemp("clip_vocab")
-    (d / "vocab.json").write_text(json.dumps(clip_vocab()), encoding="utf-8")
-    merges = "#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in clip_merges())
-    (d / "merges.txt").write_text(merges, encoding="utf-8")
-    hf = CLIPTokenizerFast(vocab_file=str(d / "vocab.json"), merges_file=str(d / "merges.txt"))
-
-    def encode(texts: list[str], max_length: int) -> np.ndarray:
-        return hf.batch_encode_plus(texts, max_length=max_length, padding="max_length",
-                                    truncation=True, return_tensors="np")["input_ids"]
-
-    return encode
+def reference() -> dict[int, np.ndarray]:
+    """HF CLIPTokenizerFast's ids of the corpus (tests/reference/clip_tokenizer_ids.npz)."""
+    digest, ids = reference_ids()
+    assert digest == corpus_digest(captions(2500)), \
+        "the corpus changed: python -m tests.tokenizer_corpus rewrites the reference ids"
+    return ids
 
 
 @pytest.mark.parametrize(("text", "body"), PUBLISHED_IDS.items())
@@ -73,13 +69,15 @@ def test_vocabulary_layout() -> None:
     assert len(clip_merges()) == 49152 - 256 - 2
 
 
-@pytest.mark.parametrize("max_length", [50, 77, 8])
+@pytest.mark.parametrize("max_length", REFERENCE_LENGTHS)
 def test_parity_with_hf_clip_tokenizer_fast(
-    corpus: list[str], hf_encode: Callable[[list[str], int], np.ndarray], max_length: int
+    corpus: list[str], reference: dict[int, np.ndarray], max_length: int
 ) -> None:
+    """Id for id against HF's ids of the corpus, on the installed ``tokenizers`` (the install
+    check runs this at both ends of the dependency range, where transformers is absent)."""
     spec = TokenizerSpec(max_length=max_length)
     ours = ClipTokenizer(spec).encode(corpus)
-    ref = hf_encode(corpus, max_length)
+    ref = reference[max_length]
     assert ours.dtype == np.int64 and ours.shape == (len(corpus), max_length)
     mismatch = [i for i in range(len(corpus)) if not np.array_equal(ours[i], ref[i])]
     assert not mismatch, f"{len(mismatch)} differ, first {corpus[mismatch[0]]!r}"
@@ -88,6 +86,14 @@ def test_parity_with_hf_clip_tokenizer_fast(
     assert truncated.sum() >= (100 if max_length <= 50 else 20)
     assert (ours[:, 2] == EOS).sum() >= 2  # empty / whitespace-only texts
     assert ((ours >= 256) & (ours < 512)).any()  # single-byte tokens at word ends
+
+
+def test_reference_ids_are_hf_output(corpus: list[str], reference: dict[int, np.ndarray]
+                                     ) -> None:
+    """The stored ids are what HF CLIPTokenizerFast (transformers) gives today."""
+    pytest.importorskip("transformers")
+    for max_length, ids in reference.items():
+        np.testing.assert_array_equal(hf_ids(corpus, max_length), ids)
 
 
 def test_pad_id_from_spec(corpus: list[str]) -> None:

@@ -9,7 +9,12 @@ zero-width characters, contractions, CLIP's special-token strings, mixed case, v
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
+from pathlib import Path
+
+import numpy as np
 
 SUBJECTS = ["a man", "a woman", "two kids", "the crowd", "a cat", "people", "a chef", "someone",
             "a dog", "the band", "an old lady", "a robot", "players", "a girl", "the anchor"]
@@ -104,3 +109,47 @@ def captions(n: int = 2500, seed: int = 20250914) -> list[str]:
     while len(out) < n:
         out.append(rng.choice(makers)(rng))
     return out[:n]
+
+
+# HF CLIPTokenizerFast's ids of ``captions()`` at these lengths, as uint16 (every id < 49408),
+# so parity is checked in environments without transformers (the fresh install check).
+REFERENCE_IDS = Path(__file__).parent / "reference" / "clip_tokenizer_ids.npz"
+REFERENCE_LENGTHS = (50, 77, 8)
+
+
+def corpus_digest(texts: list[str]) -> str:
+    return hashlib.sha256("\0".join(texts).encode("utf-8")).hexdigest()
+
+
+def hf_ids(texts: list[str], max_length: int) -> np.ndarray:
+    """HF CLIPTokenizerFast built offline from the shipped vocabulary, called as PIG's
+    collator calls it (needs transformers)."""
+    import tempfile
+
+    from transformers import CLIPTokenizerFast
+
+    from pig.engine.tokenizer import clip_merges, clip_vocab
+
+    with tempfile.TemporaryDirectory() as d:
+        vocab, merges = Path(d) / "vocab.json", Path(d) / "merges.txt"
+        vocab.write_text(json.dumps(clip_vocab()), encoding="utf-8")
+        merges.write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in clip_merges()),
+                          encoding="utf-8")
+        hf = CLIPTokenizerFast(vocab_file=str(vocab), merges_file=str(merges))
+        return hf.batch_encode_plus(texts, max_length=max_length, padding="max_length",
+                                    truncation=True, return_tensors="np")["input_ids"]
+
+
+def reference_ids() -> tuple[str, dict[int, np.ndarray]]:
+    """(digest of the corpus they were made from, {max_length: ids int64 [n, max_length]})."""
+    with np.load(REFERENCE_IDS) as z:
+        return str(z["corpus_sha256"]), {n: z[f"ids_{n}"].astype(np.int64)
+                                         for n in REFERENCE_LENGTHS}
+
+
+if __name__ == "__main__":  # python -m tests.tokenizer_corpus: rewrite REFERENCE_IDS with HF
+    texts = captions()
+    np.savez_compressed(REFERENCE_IDS, corpus_sha256=corpus_digest(texts),
+                        **{f"ids_{n}": hf_ids(texts, n).astype(np.uint16)
+                           for n in REFERENCE_LENGTHS})
+    print(f"wrote {REFERENCE_IDS}")

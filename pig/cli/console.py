@@ -9,6 +9,7 @@ Every script runs a click command through :func:`run`, so errors look and exit t
   a file name in it is shown escaped
   (:func:`~pig.engine.display.display_path`);
 - Ctrl-C prints ``<prog>: interrupted`` and exits 130;
+- ``--version`` prints ``<prog> X.Y.Z`` (the pig-engine release) and exits 0;
 - otherwise the exit code is what the command returns (0 when it returns nothing).
 """
 
@@ -21,6 +22,7 @@ import click
 
 from pig.engine.display import display_path
 from pig.errors import EXIT_USER_ERROR, PigError
+from pig.version import version
 
 __all__ = ["EXIT_USER_ERROR", "run"]
 EXIT_INTERRUPTED = 130
@@ -29,6 +31,9 @@ CONTEXT = {"help_option_names": ["-h", "--help"]}
 
 def run(command: click.Command, argv: list[str] | None, prog_name: str) -> NoReturn:
     """Run ``command`` on ``argv`` (default: ``sys.argv[1:]``) and exit with its code."""
+    if not any("--version" in p.opts for p in command.params):
+        click.version_option(version(), "--version", prog_name=prog_name,
+                             message="%(prog)s %(version)s")(command)
     try:
         code = command.main(args=argv, prog_name=prog_name, standalone_mode=False)
     except PigError as err:

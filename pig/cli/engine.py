@@ -18,7 +18,7 @@ import click
 
 from pig.cli import console
 from pig.engine.backends.select import BACKENDS
-from pig.engine.display import display_path
+from pig.engine.display import Detail, display_path
 from pig.engine.graphs import PRECISIONS
 from pig.engine.index import DTYPES, VideoIndex
 from pig.engine.index.store import GROUP_BY
@@ -39,8 +39,23 @@ _index = click.option("--index", "index_dir", type=_PATH, required=True,
                       help="index directory")
 
 
+_VERBOSE = False  # -v/--verbose: the reasons behind each choice (Detail lines) too
+
+
 def _log(msg: str) -> None:
-    click.echo(display_path(msg), err=True)
+    if _VERBOSE or not isinstance(msg, Detail):
+        click.echo(display_path(msg), err=True)
+
+
+def _set_verbose(_: click.Context, __: click.Parameter, value: bool) -> bool:
+    global _VERBOSE
+    _VERBOSE = value
+    return value
+
+
+_verbose = click.option("-v", "--verbose", is_flag=True, expose_value=False, is_eager=True,
+                        callback=_set_verbose,
+                        help="also say why each backend, precision and decoder was chosen")
 
 
 @click.group(context_settings=console.CONTEXT)
@@ -89,6 +104,7 @@ _INDEXING: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
                  help="shots: shorter shots merge with a neighbour [default: 2]"),
     click.option("--progress/--no-progress", default=None,
                  help="progress bar (default: when stderr is a terminal)"),
+    _verbose,
     click.option("--engine", type=click.Choice(["local", "ray"]), default="local",
                  show_default=True,
                  help="local: this process; ray: decode and encode on Ray Data"),
@@ -246,13 +262,15 @@ _indexes = click.option("--index", "index_dirs", type=_PATH, required=True, mult
 
 @cli.command()
 @click.option("--query", "-q", "queries", multiple=True, help="query text (repeatable)")
-@click.option("--queries-file", type=_PATH, default=None, help="one query per line")
+@click.option("--queries-file", type=_PATH, default=None,
+              help="one query per line ('-': standard input)")
 @_indexes
 @click.option("-k", "k", type=click.IntRange(1, MAX_K), default=10, show_default=True,
               help="hits per query (files with --group-by video)")
 @click.option("--group-by", type=click.Choice(GROUP_BY), default="video", show_default=True,
               help="video: one hit per file, its best segment; segment: raw segment hits")
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per query")
+@_verbose
 @click.option("--exact/--approximate", default=None,
               help="brute-force scan, or HNSW (default: scan up to 10k vectors, HNSW above)")
 @click.option("--bundle", type=_PATH, default=None,
@@ -314,25 +332,49 @@ def search(queries: tuple[str, ...], queries_file: Path | None, index_dirs: tupl
               help="how long a batch waits for more queries (0: takes what queued meanwhile)")
 @click.option("--max-queue", type=click.IntRange(1), default=512, show_default=True,
               help="requests waiting for the encoder; more get 503 + Retry-After")
+@click.option("--model-name", default=None,
+              help="the model's name in GET /v1/models and embeddings answers (default: the "
+                   "bundle folder's name; the bundle fingerprint is always accepted too)")
+@click.option("--access-log", is_flag=True, help="one line per request on stdout")
+@click.option("--ssl-certfile", type=_PATH, default=None,
+              help="serve HTTPS with this certificate chain (PEM; with --ssl-keyfile)")
+@click.option("--ssl-keyfile", type=_PATH, default=None,
+              help="the private key of --ssl-certfile (PEM)")
+@click.option("--root-path", default="",
+              help="the path prefix a reverse proxy serves this under, e.g. /pig")
+@click.option("--cors-origin", "cors_origins", multiple=True,
+              help="a browser origin allowed to call the API, e.g. https://app.example.com "
+                   "(repeatable; '*': any; default: none)")
 @click.option("--media-redirect", is_flag=True, help="media of videos indexed from s3://, "
               "gs:// or https://: redirect to a presigned URL instead of proxying the bytes")
+@_verbose
 def serve(index_dirs: tuple[Path, ...], host: str, port: int, bundle: Path | None, backend: str,
           precision: str | None, api_key_file: Path | None, insecure_no_auth: bool,
-          max_batch: int, max_wait_ms: float, max_queue: int, media_redirect: bool) -> int:
+          max_batch: int, max_wait_ms: float, max_queue: int, model_name: str | None,
+          access_log: bool, ssl_certfile: Path | None, ssl_keyfile: Path | None,
+          root_path: str, cors_origins: tuple[str, ...], media_redirect: bool) -> int:
     """HTTP search service on one index or several of one bundle searched as one (needs the
-    serve extra); see README "Serving"."""
+    serve extra); see docs/http-api.md."""
     from pig.engine.serve import missing_extra
 
     if why := missing_extra():
         raise PigError(why)
-    from pig.engine.serve.server import serve_index
+    from pig.engine.serve.server import HttpOptions, serve_index
     from pig.engine.serve.service import ServeOptions
 
+    if model_name is not None and not (model_name.strip() == model_name and model_name
+                                       and model_name.isprintable() and len(model_name) <= 256):
+        raise PigError(f"--model-name {model_name!r}: give a printable name without "
+                       "surrounding spaces (at most 256 characters)")
     serve_index(index_dirs, host=host, port=port, bundle_dir=bundle, backend=backend,
                 precision=precision, api_key_file=api_key_file,
                 insecure_no_auth=insecure_no_auth, say=click.echo, log=_log,
                 options=ServeOptions(max_batch=max_batch, max_wait_ms=max_wait_ms,
-                                     max_queue=max_queue, media_redirect=media_redirect))
+                                     max_queue=max_queue, model_name=model_name,
+                                     media_redirect=media_redirect),
+                http=HttpOptions(access_log=access_log, ssl_certfile=ssl_certfile,
+                                 ssl_keyfile=ssl_keyfile, root_path=root_path.rstrip("/"),
+                                 cors_origins=cors_origins))
     return 0
 
 
@@ -353,6 +395,7 @@ def _info(idx: VideoIndex) -> dict[str, Any]:
                     "error": display_path(r.error or "", controls=False)} for r in idx.failed()],
         "skipped": [{k: display_path(v, controls=False) for k, v in s.items()}
                     for s in m.skipped],
+        "backend": _backend_choice(idx),
     }
 
 
@@ -368,6 +411,19 @@ def _files(idx: VideoIndex) -> Iterator[dict[str, Any]]:
 
 def _iso(seconds: float) -> str:
     return datetime.datetime.fromtimestamp(seconds, datetime.UTC).isoformat(timespec="seconds")
+
+
+def _backend_choice(idx: VideoIndex) -> list[dict[str, str]] | dict[str, str]:
+    """What ``--backend auto`` would run for the index's bundle here, best first, with the
+    reasons (nothing is opened); or why it cannot tell."""
+    from pig.engine.backends.select import choose
+    from pig.engine.query.search import bundle_for
+
+    try:
+        return [{"backend": c.backend, "device": c.device, "precision": c.precision,
+                 "reason": c.reason} for c in choose(bundle_for(idx))]
+    except PigError as err:
+        return {"error": display_path(str(err), controls=False)}
 
 
 @cli.command()
@@ -418,6 +474,10 @@ def info(index_dir: Path, as_json: bool, list_files: bool) -> int:
         click.echo(f"failed      {display_path(f['path'])}: {display_path(f['error'])}")
     for f in d["skipped"]:
         click.echo(f"skipped     {display_path(f['path'])}: {display_path(f['reason'])}")
+    if isinstance(d["backend"], dict):
+        click.echo(f"backend     unknown here: {display_path(d['backend']['error'])}")
+    for c in d["backend"] if isinstance(d["backend"], list) else ():
+        click.echo(f"backend     {c['backend']} {c['device']} {c['precision']}: {c['reason']}")
     return 0
 
 

@@ -163,6 +163,9 @@ def cli(do_onnx: bool, checkpoint: Path | None, config: Path | None, assume_rele
             raise click.UsageError("--onnx needs --checkpoint")
         if config is not None and assume_released:
             raise click.UsageError("--config and --assume-released-b32 exclude each other")
+        from pig.engine.bundle import check_new_bundle_dir
+
+        check_new_bundle_dir(out)  # before the checkpoint is loaded (half a minute for B/32)
         run_onnx(checkpoint, config, assume_released, out)
     if calibrate:
         from pig.calibration.calibrate import calibrate_bundle

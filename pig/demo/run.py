@@ -17,7 +17,9 @@ A clip counts as correct when its attributes equal the query clip's (``pig.demo.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import shlex
 import shutil
 import subprocess
 import sys
@@ -175,11 +177,28 @@ def cli(heldout: int, shown: int) -> None:
     _say("\n[5/5] moments: long videos of 16 held-out clips each, indexed with segments")
     results = moments.evaluate(OUT / "heldout", clips, bundle, OUT, say=_say)
     _say(moments.format_results(results, r["R@1"]))
-    _say(f"\ndemo finished in {time.perf_counter() - t0:.0f} s. Try it yourself:\n"
-         f"  pig-engine search --index {OUT / 'index'} -k 5 "
-         "--query \"a large green star moves up on a black background\"\n"
-         f"  pig-engine search --index {OUT / 'index-aligned'} -k 5 --group-by segment "
-         "--query \"a large green star moves up on a black background\"")
+    _say(f"\ndemo finished in {time.perf_counter() - t0:.0f} s. " + try_it_yourself(
+        OUT / "index", OUT / "index-aligned"))
+
+
+def console_script(name: str) -> str:
+    """How to run the console script ``name`` of this interpreter's environment from a fresh
+    shell (its path; relative when it is under the working directory, e.g. .venv/bin/...)."""
+    path = Path(sys.executable).parent / name  # not resolved: a venv's python is a symlink
+    with contextlib.suppress(ValueError):
+        path = path.relative_to(Path.cwd())
+    return shlex.quote(str(path) if "/" in str(path) else f"./{path}")
+
+
+def try_it_yourself(index: Path, moments_index: Path,
+                    query: str = "a large green star moves up on a black background") -> str:
+    """The demo's closing lines: commands that work pasted into a fresh shell."""
+    exe, q = console_script("pig-engine"), shlex.quote(query)
+    return (f"Try it yourself (or run `source {console_script('activate')}` first, then just "
+            "pig-engine ...):\n"
+            f"  {exe} search --index {shlex.quote(str(index))} -k 5 --query {q}\n"
+            f"  {exe} search --index {shlex.quote(str(moments_index))} -k 5 --group-by segment "
+            f"--query {q}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -20,7 +20,7 @@ from pig.engine.graphs import BRANCHES
 from pig.engine.host.fsutil import write_json_atomic
 from pig.engine.media.regular_file import read_regular
 from pig.engine.recipe import PreprocessRecipe, TokenizerSpec
-from pig.errors import BundleError
+from pig.errors import BundleError, PigError
 
 FORMAT = "pig-bundle"
 FORMAT_VERSION = 1
@@ -74,6 +74,17 @@ def verify_file(path: Path, sha256: str, *, cached: bool = True) -> None:
     with contextlib.suppress(OSError):  # a read-only cache only costs the next start a hash
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.touch()
+
+
+def check_new_bundle_dir(out_dir: Path) -> None:
+    """Refuse an ``--out`` that ``pig-export --onnx`` cannot create a bundle in (checked
+    before the checkpoint is loaded: that can take half a minute)."""
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise PigError(f"--out {out_dir}: already exists and is not an empty directory; "
+                       "give a new folder (--calibrate and --trt add to an existing bundle)")
+    parent = next((p for p in out_dir.absolute().parents if p.exists()), Path("/"))
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PigError(f"--out {out_dir}: cannot create it ({parent} is not writable)")
 
 
 def fingerprint(manifest: dict[str, Any]) -> str:

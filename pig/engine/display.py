@@ -33,3 +33,8 @@ def display_path(name: str | bytes | os.PathLike[str], *, controls: bool = True)
         else:
             out.append(ch)
     return "".join(out)
+
+
+class Detail(str):
+    """A log line giving the reasons behind a choice (backend, decoder): the CLI shows it with
+    ``-v/--verbose`` only; the short line before it says what was chosen."""

@@ -79,8 +79,9 @@ def _build(max_length: int, pad_id: int) -> Tokenizer:
         pre_tokenizers.Split(Regex(CLIP_SPLIT_PATTERN), behavior="removed", invert=True),
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
     ])
+    # sep and cls positionally: tokenizers 0.23 renamed the keyword ``cls`` to ``cls_token``.
     tok.post_processor = processors.RobertaProcessing(
-        sep=(EOS_TOKEN, vocab[EOS_TOKEN]), cls=(BOS_TOKEN, vocab[BOS_TOKEN]),
+        (EOS_TOKEN, vocab[EOS_TOKEN]), (BOS_TOKEN, vocab[BOS_TOKEN]),
         trim_offsets=False, add_prefix_space=False)
     tok.add_special_tokens([AddedToken(t, normalized=True, special=True)
                             for t in (BOS_TOKEN, EOS_TOKEN)])
@@ -107,7 +108,7 @@ def _check_spec(spec: TokenizerSpec) -> None:
         raise BundleError("tokenizer spec: " + "; ".join(problems))
 
 
-def _raise_not_unicode(texts: list[str]) -> None:
+def _check_unicode(texts: list[str]) -> None:
     """Name the first text that cannot be UTF-8 encoded (lone surrogates, e.g. from argv)."""
     for i, text in enumerate(texts):
         try:
@@ -155,13 +156,10 @@ class ClipTokenizer:
         for i, text in enumerate(texts):
             if not isinstance(text, str):
                 raise TypeError(f"texts[{i}] must be str, got {type(text).__name__}")
-        try:
-            if parallel:
-                return self._tok.encode_batch(texts)
-            return [self._tok.encode(text) for text in texts]
-        except TypeError:
-            _raise_not_unicode(texts)
-            raise
+        _check_unicode(texts)  # tokenizers < 0.20 encodes a lone surrogate without a word
+        if parallel:
+            return self._tok.encode_batch(texts)
+        return [self._tok.encode(text) for text in texts]
 
     def encode_one(self, text: str) -> np.ndarray:
         """Token ids of one text, int64 ``[max_length]``."""

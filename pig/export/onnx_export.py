@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import shutil
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -33,11 +32,12 @@ from pig.engine.bundle import (
     FORMAT,
     FORMAT_VERSION,
     MANIFEST,
+    check_new_bundle_dir,
     fingerprint,
     sha256_file,
 )
 from pig.engine.graphs import BRANCHES, INPUT_NAMES, OUTPUT_NAMES, graph_file
-from pig.engine.host.fsutil import write_json_atomic
+from pig.engine.host.fsutil import make_temp_dir, write_json_atomic
 from pig.errors import PigError
 from pig.export.checkpoint import LoadedCheckpoint
 from pig.export.model import PigModel
@@ -158,10 +158,9 @@ def _no_stage(_: str) -> Iterator[None]:
 @contextlib.contextmanager
 def _staging(out_dir: Path) -> Iterator[Path]:
     """Build in a sibling temp dir; move into place only when everything passed."""
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise PigError(f"{out_dir}: already exists and is not an empty directory")
+    check_new_bundle_dir(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    tmp = make_temp_dir(out_dir.parent, f".{out_dir.name}.partial-")
     try:
         yield tmp
         if out_dir.exists():

@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING
 
 from pig.engine.backends.accuracy import INT8_CPU, int8_cpu_verdict
 from pig.engine.backends.base import Backend, log_stderr
-from pig.engine.graphs import PRECISIONS, Branch
+from pig.engine.display import Detail
+from pig.engine.graphs import CALIBRATED_PRECISIONS, PRECISIONS, Branch
 from pig.engine.host import gpu as gpu_probe
 from pig.engine.trt import flavour as flavours
 from pig.errors import BackendUnavailable
@@ -134,6 +135,8 @@ def _pick_precision(available: list[str], requested: str | None, preference: Seq
         if requested not in available:
             raise BackendUnavailable(
                 f"{bundle.dir}: no {requested} graphs (bundle has {', '.join(available) or 'none'})"
+                + (f"; make them with pig-export --calibrate --precision {requested} --out "
+                   f"{bundle.dir}" if requested in CALIBRATED_PRECISIONS else "")
             )
         return requested, "as requested"
     for p in preference:
@@ -226,7 +229,8 @@ def open_backend(
 
     def open_one(c: Choice) -> Backend:
         opened = _row(c.backend, c.device).open(bundle, c.precision, branches, opts)
-        log(f"backend: {c} [device in use: {opened.device}]")
+        log(f"backend: {c.backend} {c.device} {c.precision} ({opened.device})")
+        log(Detail(f"  why: {c.reason}"))
         return opened
 
     *fallible, last = choose(bundle, backend, precision, branches, ort_device)

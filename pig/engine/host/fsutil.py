@@ -33,13 +33,29 @@ def publish(tmp: Path, final: Path) -> None:
     fsync_dir(final.parent)
 
 
+def umask() -> int:
+    """The process's file mode creation mask (read by setting it and back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def make_temp_dir(parent: Path, prefix: str) -> Path:
+    """A new folder in ``parent`` (for staging) whose mode follows the umask, as ``mkdir``'s
+    would (``mkdtemp`` makes 0700: a service account or a Ray worker under another uid could
+    not read what is renamed from it)."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    os.chmod(tmp, 0o777 & ~umask())
+    return tmp
+
+
 def write_atomic(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data`` (temporary file beside it, fsync, rename, fsync dir)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), 0o644)  # mkstemp makes 0600 files
+            os.fchmod(f.fileno(), 0o666 & ~umask())  # as open() would; mkstemp makes 0600
             f.write(data)
         publish(Path(tmp), path)
     except BaseException:

@@ -10,6 +10,7 @@ from typing import Any
 
 from pig.engine.backends.base import log_stderr
 from pig.engine.bundle import Bundle
+from pig.engine.display import Detail
 from pig.engine.index import VideoIndex
 from pig.engine.index.manifest import MANIFEST_NAME
 from pig.engine.ingest.local_runner import local_engine
@@ -116,7 +117,9 @@ def open_run(
                 inspect(existing)
     if segmenting is not None and segmenting.mode == "shots":
         shots.require()
-    (log or log_stderr)(f"decoder: {decoder}")
+    say = log or log_stderr
+    say(f"decoder: {decoder.decoder.name}")
+    say(Detail(f"  why: {decoder.reason}"))
     with engine(bundle, backend, precision, options, log) as (info, embed), \
             VideoIndex.open_or_create(
                 index_dir, fingerprint=bundle.fingerprint, dim=bundle.embedding_dim,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -45,7 +46,14 @@ def recorded_bundle(index: VideoIndex) -> Path:
 
 def bundle_for(index: VideoIndex, bundle_dir: str | os.PathLike[str] | None = None) -> Bundle:
     """``bundle_dir`` (or the one the index records), refused unless it made the index."""
-    bundle = Bundle.load(bundle_dir if bundle_dir is not None else recorded_bundle(index))
+    if bundle_dir is not None:
+        bundle = Bundle.load(bundle_dir)
+    else:
+        try:
+            bundle = Bundle.load(recorded_bundle(index))
+        except BundleError as err:
+            raise BundleError(f"{err}; the index {index.path} recorded this bundle: if it "
+                              "moved, pass --bundle DIR") from None
     if bundle.fingerprint != index.fingerprint:
         raise BundleError(
             f"{bundle.dir}: bundle {bundle.fingerprint[:16]} is not the model that built the "
@@ -70,13 +78,18 @@ def check_queries(queries: Sequence[str]) -> None:
 
 
 def read_queries_file(path: str | os.PathLike[str]) -> list[str]:
-    """The non-blank lines of a UTF-8 file (or FIFO), stripped. Reads at most
-    ``MAX_QUERIES_FILE_BYTES`` (+1 to tell a larger file) and refuses more than that or more
-    than ``MAX_QUERIES_FILE_LINES`` queries, so ``/dev/zero`` is refused, not read to the end."""
-    name = display_path(path)
+    """The non-blank lines of a UTF-8 file (or FIFO; ``-``: standard input), stripped. Reads
+    at most ``MAX_QUERIES_FILE_BYTES`` (+1 to tell a larger file) and refuses more than that or
+    more than ``MAX_QUERIES_FILE_LINES`` queries, so ``/dev/zero`` is refused, not read to the
+    end."""
+    stdin = os.fspath(path) == "-"
+    name = "standard input" if stdin else display_path(path)
     try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_QUERIES_FILE_BYTES + 1)
+        if stdin:
+            data = sys.stdin.buffer.read(MAX_QUERIES_FILE_BYTES + 1)
+        else:
+            with open(path, "rb") as f:
+                data = f.read(MAX_QUERIES_FILE_BYTES + 1)
     except OSError as err:
         raise PigError(f"{name}: cannot read queries ({err.strerror or err})") from None
     if len(data) > MAX_QUERIES_FILE_BYTES:

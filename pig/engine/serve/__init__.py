@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 
-EXTRA_MODULES = ("fastapi", "uvicorn", "prometheus_client")
+EXTRA_MODULES = ("fastapi", "uvicorn", "prometheus_client", "fastapi_offline")
 
 
 def missing_extra() -> str:

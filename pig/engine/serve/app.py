@@ -19,6 +19,7 @@ from pig.engine.serve.metrics import RequestMetrics
 from pig.engine.serve.routes import GROUPS, Context
 from pig.engine.serve.service import Service
 from pig.errors import PigError
+from pig.version import version
 
 # The largest valid request: every query at the character limit, each character written as a
 # 12-byte JSON escape pair (\ud83d\ude00), plus the rest of the object.
@@ -29,7 +30,8 @@ def create_app(service: Service, api_key: str | None = None) -> FastLane:
     """The application serving ``service`` (the FastAPI app behind its :class:`FastLane`);
     ``api_key`` guards every data route."""
     app = FastAPI(title="pig-engine", summary="PIG text-to-video search",
-                  version="0.1.0", default_response_class=errors.Json)
+                  version=version(), default_response_class=errors.Json,
+                  docs_url=None, redoc_url=None)  # routes/docs.py: served offline
     app.state.draining = False
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
     app.add_middleware(RequestMetrics, metrics=service.metrics)

@@ -32,6 +32,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
+from pig.engine.serve.errors import route_path
 from pig.engine.serve.metrics import Metrics
 
 Endpoint = Callable[[Any], Awaitable[Response]]
@@ -76,7 +77,7 @@ class FastLane:
             raise TypeError("a hot endpoint is not a route of this router")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        hot = self._hot.get(scope["path"]) if scope["type"] == "http" else None
+        hot = self._hot.get(route_path(scope)) if scope["type"] == "http" else None
         if hot is None or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return

@@ -85,18 +85,24 @@ class SearchResponse(BaseModel):
 
 
 class EmbeddingsRequest(_Request):
-    """OpenAI-style: ``input`` is one text or a list of texts."""
+    """OpenAI's embeddings request: ``input`` is one text or a list of texts."""
 
     input: Annotated[Texts, BeforeValidator(lambda v: [v] if isinstance(v, str) else v,
                                             json_schema_input_type=Text | Texts)]
-    model: str | None = Field(None, description="if given, the served model's fingerprint")
-    encoding_format: Literal["float"] = "float"
+    model: str | None = Field(None, description="the served model: its name (GET /v1/models) "
+                              "or its bundle fingerprint")
+    encoding_format: Literal["float", "base64"] = Field(
+        "float", description="base64: each vector as little-endian float32 bytes, base64 "
+        "(what the OpenAI SDK asks for by default)")
+    dimensions: int | None = Field(None, ge=1, description="must equal the model's dimension "
+                                   "if given: its vectors are not trained to be truncated")
+    user: str | None = Field(None, max_length=256, description="accepted and ignored (OpenAI)")
 
 
 class Embedding(BaseModel):
     object: Literal["embedding"] = "embedding"
     index: int
-    embedding: list[float]
+    embedding: list[float] | str = Field(description="floats, or base64 of float32 bytes")
 
 
 class Usage(BaseModel):
@@ -107,8 +113,24 @@ class Usage(BaseModel):
 class EmbeddingsResponse(BaseModel):
     object: Literal["list"] = "list"
     data: list[Embedding]
-    model: str = Field(description="the bundle fingerprint")
+    model: str = Field(description="the served model's name")
     usage: Usage
+
+
+class ModelCard(BaseModel):
+    """A served model, as OpenAI's ``GET /v1/models`` lists one."""
+
+    id: str = Field(description="its name (--model-name; default: the bundle's folder name)")
+    object: Literal["model"] = "model"
+    created: int = Field(description="when its bundle was exported (Unix seconds)")
+    owned_by: str = "pig-engine"
+    fingerprint: str = Field(description="the bundle fingerprint, accepted as an alias of id")
+    dimensions: int = Field(description="length of its vectors")
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
 
 
 class Segment(BaseModel):
@@ -144,6 +166,8 @@ class ErrorBody(BaseModel):
     type: str
     message: str
     details: list[dict[str, Any]] | None = None
+    param: str | None = Field(None, description="OpenAI routes: the request field at fault")
+    code: str | None = Field(None, description="OpenAI routes: a machine-readable code")
 
 
 class ErrorResponse(BaseModel):

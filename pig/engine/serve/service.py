@@ -60,6 +60,12 @@ class ServeOptions:
     max_queue: int = 512  # requests waiting for the encoder; more get 503
     reload_seconds: float = 0.5  # how often the committed generation is checked
     media_redirect: bool = False  # an object's media: redirect (presigned URL), not proxy
+    model_name: str | None = None  # the name /v1/models lists (default: the bundle's folder)
+
+
+def default_model_name(bundle_dir: str | os.PathLike[str]) -> str:
+    """The served model's name when ``--model-name`` is not given: the bundle folder's."""
+    return Path(bundle_dir).resolve().name or "pig"
 
 
 @dataclass(frozen=True)
@@ -107,7 +113,11 @@ class Service:
         self.metrics = Metrics()
         self.searcher = Searcher(index_dirs, bundle_dir, backend, precision, log=log)
         self.index_dirs = [idx.path for idx in self.searcher.indexes]  # a hit's index: i
-        self.model = self.searcher.bundle.fingerprint
+        bundle = self.searcher.bundle
+        self.model = bundle.fingerprint
+        self.model_name = options.model_name or default_model_name(bundle.dir)
+        self.model_created = int((Path(bundle.dir) / "manifest.json").stat().st_mtime)
+        self.dim = bundle.embedding_dim
         self._index_lock = threading.Lock()
         self._reload_errors = [""] * len(self.index_dirs)  # the last one logged, per index
         self._publish_state()

@@ -296,7 +296,8 @@ def build_engines(
     """``pig-export --trt``: the plan of every branch the bundle has at ``precision``."""
     branches = [b for b in BRANCHES if precision in bundle.precisions(b)]
     if not branches:
-        raise BundleError(f"{bundle.dir}: no {precision} graphs in the bundle")
+        raise BundleError(f"{bundle.dir}: no {precision} graphs in the bundle; make them with "
+                          f"pig-export --calibrate --precision {precision} --out {bundle.dir}")
     return {
         b: ensure_plan(bundle, b, precision, profile, workspace, timing_cache, log=log,
                        targets=targets)[1]

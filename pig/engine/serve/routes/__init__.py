@@ -24,4 +24,4 @@ class Context:
     lane: FastLane
 
 
-GROUPS = ("search", "videos", "operations", "page")
+GROUPS = ("search", "openai", "videos", "operations", "page", "docs")

@@ -1,26 +1,22 @@
-"""``POST /v1/search`` and ``POST /v1/embeddings``: the hot routes."""
+"""``POST /v1/search``: a hot route (``/v1/embeddings`` is in :mod:`.openai`)."""
 
 from __future__ import annotations
 
-from fastapi import HTTPException
+from fastapi import Depends
 from fastapi.responses import Response
 
 from pig.engine.query.search import hit_json
-from pig.engine.serve.errors import Json
-from pig.engine.serve.models import (
-    EmbeddingsRequest,
-    EmbeddingsResponse,
-    SearchRequest,
-    SearchResponse,
-)
+from pig.engine.serve.errors import Json, require_json
+from pig.engine.serve.models import ErrorResponse, SearchRequest, SearchResponse
 from pig.engine.serve.routes import Context
-from pig.engine.serve.service import Encoded, Found, Job
+from pig.engine.serve.service import Found, Job
 
 
 def register(ctx: Context) -> None:
     service, api, lane = ctx.service, ctx.api, ctx.lane
 
-    @api.post("/v1/search", response_model=SearchResponse, tags=["search"])
+    @api.post("/v1/search", response_model=SearchResponse, tags=["search"],
+              dependencies=[Depends(require_json)], responses={415: {"model": ErrorResponse}})
     @lane.hot
     async def search(req: SearchRequest) -> Response:
         """Top ``k`` videos per query, the same hits as ``pig-engine search --json``."""
@@ -33,19 +29,3 @@ def register(ctx: Context) -> None:
                    for text, hits, cut in zip(texts, found.hits, found.truncated, strict=True)]
         return Json({"generation": found.generations[0], "generations": found.generations,
                      "results": results})
-
-    @api.post("/v1/embeddings", response_model=EmbeddingsResponse, tags=["search"])
-    @lane.hot
-    async def embeddings(req: EmbeddingsRequest) -> Response:
-        """Unit text vectors (OpenAI-style); ``model`` is the bundle fingerprint."""
-        if req.model is not None and req.model != service.model:
-            raise HTTPException(404, f"model {req.model!r} is not served here "
-                                f"(this server serves {service.model})")
-        enc = await service.submit(Job(list(req.input)))
-        if not isinstance(enc, Encoded):
-            raise TypeError(f"an embeddings job answered {type(enc).__name__}")
-        data = [{"object": "embedding", "index": i, "embedding": v}
-                for i, v in enumerate(enc.vectors.tolist())]
-        n = sum(enc.tokens)
-        return Json({"object": "list", "data": data, "model": service.model,
-                     "usage": {"prompt_tokens": n, "total_tokens": n}})

@@ -2,6 +2,8 @@
 "use strict";
 
 const KEY_STORE = "pig-api-key";
+// The API sits beside the page: "/" normally, the proxy's prefix behind --root-path.
+const BASE = new URL(".", location.href).pathname;
 const $ = (id) => document.getElementById(id);
 
 function apiKey() { return localStorage.getItem(KEY_STORE); }
@@ -9,7 +11,7 @@ function apiKey() { return localStorage.getItem(KEY_STORE); }
 function setKey(key) {
   localStorage.setItem(KEY_STORE, key);
   // <video> cannot send an Authorization header: the media route also reads this cookie.
-  document.cookie = `pig_api_key=${encodeURIComponent(key)}; path=/v1/videos; SameSite=Strict`;
+  document.cookie = `pig_api_key=${encodeURIComponent(key)}; path=${BASE}v1/videos; SameSite=Strict`;
 }
 
 function status(text, isError = false) {
@@ -31,7 +33,7 @@ function span(hit) {
 }
 
 // A catalog id is unique only within its index: the hit's index goes with it.
-function mediaUrl(hit) { return `/v1/videos/${hit.id}/media?index=${hit.index}`; }
+function mediaUrl(hit) { return `${BASE}v1/videos/${hit.id}/media?index=${hit.index}`; }
 
 function play(hit, item) {
   const start = hit.start_s ?? 0;
@@ -80,7 +82,7 @@ async function search(event) {
   const t0 = performance.now();
   let response;
   try {
-    response = await fetch("/v1/search", {
+    response = await fetch(`${BASE}v1/search`, {
       method: "POST", headers, body: JSON.stringify({ query, k: Number($("k").value) || 10 }),
     });
   } catch (err) {
