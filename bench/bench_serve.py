@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from pig.demo import run as demo
-from pig.engine.query.search import Searcher
+from pig.engine.query.engine import QueryEngine
 from tests.serving import Server
 
 REPO = Path(__file__).resolve().parent.parent
@@ -55,7 +55,7 @@ def demo_index() -> tuple[Path, list[str]]:
 def engine_alone(index: Path, captions: list[str], seconds: float = 2.0) -> dict[int, float]:
     """Queries/s of tokenize + encode + search (k=10) per batch size, in this process."""
     out = {}
-    with Searcher([index]) as searcher:
+    with QueryEngine([index]) as searcher:
         for batch in (1, 64):
             texts = (captions * (batch // len(captions) + 1))[:batch]
             searcher.search(texts, 10)  # warm-up

@@ -16,7 +16,7 @@ import pytest
 from pig import metrics
 from pig.cli.engine import main as engine_main
 from pig.demo import dataset, evaluate, run
-from pig.engine.query.search import Searcher
+from pig.engine.query.engine import QueryEngine
 
 HELDOUT = 300
 
@@ -34,7 +34,7 @@ def test_engine_search_r1_equals_evaluation(tmp_path: Path,
                      "--dtype", "f32"])
     assert stop.value.code == 0, capsys.readouterr()
 
-    with Searcher(idx) as searcher:  # full ranking: exact scan; R@1: the default HNSW top-10
+    with QueryEngine(idx) as searcher:  # full ranking: exact scan; R@1: the default HNSW top-10
         engine, _ = run.engine_ranks(searcher, clips, root, k=HELDOUT, exact=True)
         hnsw, _ = run.engine_ranks(searcher, clips, root, k=10, exact=False)
         auto, _ = run.engine_ranks(searcher, clips, root, k=10)  # 300 vectors: the exact scan

@@ -63,9 +63,9 @@ def one_line_error(err: str, *fragments: str) -> None:
 
 def answers(idx: Path, bundle: Bundle) -> list[tuple[str, float]]:
     """What the index answers now (exact search of one fixed query)."""
-    from pig.engine.query.search import Searcher
+    from pig.engine.query.engine import QueryEngine
 
-    with Searcher(idx, bundle.dir) as s:
+    with QueryEngine(idx, bundle.dir) as s:
         return [(h.path, round(h.score, 6)) for h in s.search(["a red circle"], k=50)[0]]
 
 

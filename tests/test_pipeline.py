@@ -22,7 +22,7 @@ from pig.engine.ingest.options import PipelineOptions
 from pig.engine.ingest.run import index_videos
 from pig.engine.media.preprocess import preprocess_frames
 from pig.engine.media.video import read_video
-from pig.engine.query.search import Searcher
+from pig.engine.query.engine import QueryEngine
 from pig.engine.tokenizer import ClipTokenizer
 from tests import clipgen
 from tests.fake_bundle import FakeSizes, write_bundle
@@ -88,7 +88,7 @@ def test_scores_equal_numpy_inner_products(fake_bundle: Bundle, clip_dir: Path,
     assert (report.files, report.indexed, report.failed) == (N_CLIPS, N_CLIPS, [])
     paths = sorted(clip_dir.glob("*.mp4"))
     expected = text_vectors(fake_bundle, QUERIES) @ fresh_vectors(fake_bundle, paths).T
-    with Searcher(tmp_path / "idx") as s:
+    with QueryEngine(tmp_path / "idx") as s:
         results = s.search(QUERIES, k=N_CLIPS, exact=True)
     for row, hits in zip(expected, results, strict=True):
         assert len(hits) == N_CLIPS
@@ -121,7 +121,7 @@ def test_incremental_touch_change_remove(fake_bundle: Bundle, tmp_path: Path) ->
     # the replaced vector is the new content's, under the same key
     q = text_vectors(fake_bundle, QUERIES)
     want = q @ fresh_vectors(fake_bundle, [clips[1]])[0]
-    with Searcher(idx) as s:
+    with QueryEngine(idx) as s:
         hits = [next(h for h in row if h.path == str(clips[1]))
                 for row in s.search(QUERIES, k=4, exact=True)]
     assert {h.key for h in hits} == {key_of[str(clips[1])]}
@@ -187,7 +187,7 @@ def test_foreign_bundle_is_refused(fake_bundle: Bundle, other_bundle: Bundle, cl
     with pytest.raises(IndexStoreError, match="not of the given bundle"):
         index_videos([clip_dir / "clip01.mp4"], other_bundle, idx)
     with pytest.raises(BundleError, match="not the model that built the index"):
-        Searcher(idx, other_bundle.dir)
+        QueryEngine(idx, other_bundle.dir)
 
 
 def test_discover(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ from pig.engine.ingest.options import PipelineOptions
 from pig.engine.ingest.report import IndexReport
 from pig.engine.ingest.run import index_videos
 from pig.engine.media.segments import Segmenting
-from pig.engine.query.search import Searcher
+from pig.engine.query.engine import QueryEngine
 from tests import clipgen
 from tests.test_cli import run, user_error
 from tests.test_pipeline import QUERIES, clip_dir, fake_bundle, make_clips
@@ -86,7 +86,7 @@ def _encoder_actors() -> list[int]:
 
 def _scores(index: Path) -> dict[tuple[str, str, int, float, float | None], float]:
     """Every segment's score per query, keyed by query, path, segment and span."""
-    with Searcher(index) as s:
+    with QueryEngine(index) as s:
         rows = s.search(QUERIES, k=1000, exact=True, group_by="segment")
     return {(q, h.path, h.segment, h.start_s, h.end_s): h.score
             for q, hits in zip(QUERIES, rows, strict=True) for h in hits}
@@ -215,7 +215,7 @@ def test_ray_reads_urls(ray_session: str, fake_bundle: Bundle, tmp_path: Path) -
         got = index_videos(urls, fake_bundle, tmp_path / "ray", dtype="f32", engine=RayEngine())
     want = index_videos(clips, fake_bundle, tmp_path / "local", dtype="f32")
     assert (got.indexed, got.failed) == (want.indexed, want.failed) == (3, [])
-    with Searcher(tmp_path / "ray") as a, Searcher(tmp_path / "local") as b:
+    with QueryEngine(tmp_path / "ray") as a, QueryEngine(tmp_path / "local") as b:
         for ha, hb in zip(a.search(QUERIES, k=3, exact=True), b.search(QUERIES, k=3, exact=True),
                           strict=True):
             assert [h.path.rsplit("/", 1)[1] for h in ha] == [Path(h.path).name for h in hb]

@@ -29,7 +29,8 @@ from pig.engine.media.segments import (
     windows,
 )
 from pig.engine.media.video import read_segments, read_video
-from pig.engine.query.search import HIT_FIELDS, Searcher, hit_json
+from pig.engine.query.engine import QueryEngine
+from pig.engine.query.search import HIT_FIELDS, hit_json
 from pig.errors import IndexStoreError, PigError
 from tests import clipgen
 from tests.fake_bundle import FakeSizes, write_bundle
@@ -390,9 +391,9 @@ def test_reindex_changed_segmented_file_and_hit_json(tmp_path: Path, bundle: Bun
     clipgen.make_clip(path, size=(48, 40), n_frames=100, fps=25)  # changed: now 4 s
     report = index_videos([videos], bundle, idx)
     assert (report.indexed, report.segments) == (1, 2)
-    with Searcher(idx) as s:
-        assert [(r.start_s, r.end_s) for r in s.index.segments_of(path)] == [(0, 2), (2, 4)]
-        assert s.index.counts()["vectors"] == 2
+    with QueryEngine(idx) as s:
+        assert [(r.start_s, r.end_s) for r in s.indexes[0].segments_of(path)] == [(0, 2), (2, 4)]
+        assert s.indexes[0].counts()["vectors"] == 2
         hit = s.search(["a box"], 1)[0][0]
         assert hit_json(1, hit) == {"rank": 1, "score": hit.score, "path": str(path),
                                     "id": hit.key, "start_s": hit.start_s,

@@ -21,7 +21,7 @@ import pytest
 from pig.engine.bundle import Bundle
 from pig.engine.index import VideoIndex
 from pig.engine.ingest.run import index_videos
-from pig.engine.query.search import Searcher
+from pig.engine.query.engine import QueryEngine
 from tests.test_cli import run
 from tests.test_pipeline import QUERIES, fake_bundle, make_clips
 
@@ -58,7 +58,7 @@ def s3() -> Iterator[object]:
 
 def scores(idx: Path) -> dict[str, np.ndarray]:
     """Each indexed file's scores against :data:`QUERIES`, by file name."""
-    with Searcher(idx) as s:
+    with QueryEngine(idx) as s:
         rows = s.search(QUERIES, k=100, exact=True)
     out: dict[str, list[float]] = {}
     for hits in rows:

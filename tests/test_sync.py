@@ -15,7 +15,7 @@ from pig.engine.bundle import Bundle
 from pig.engine.index import VideoIndex
 from pig.engine.ingest.options import PipelineOptions
 from pig.engine.ingest.run import index_videos
-from pig.engine.query.search import Searcher
+from pig.engine.query.engine import QueryEngine
 from pig.errors import PigError
 from tests.test_cli import run, user_error
 from tests.test_pipeline import QUERIES, SCORE_TOL, fake_bundle, make_clips
@@ -26,7 +26,7 @@ OPTS = PipelineOptions(batch_size=2)
 
 def vectors_by_key(idx: Path) -> dict[int, np.ndarray]:
     """Each file's score against :data:`QUERIES` (a stand-in for its stored vector)."""
-    with Searcher(idx) as s:
+    with QueryEngine(idx) as s:
         rows = s.search(QUERIES, k=100, exact=True)
     out: dict[int, list[float]] = {}
     for hits in rows:
@@ -73,7 +73,7 @@ def test_sync_moves_renames_touches_removes_and_adds(fake_bundle: Bundle, tmp_pa
     now = vectors_by_key(idx)
     for path in (clips[0], clips[3], clips[4]):
         np.testing.assert_array_equal(now[keys[str(path)]], before[keys[str(path)]])
-    with Searcher(idx) as s:
+    with QueryEngine(idx) as s:
         assert {h.path for h in s.search(["x"], k=10)[0]} == set(after.values())
     with VideoIndex.open(idx) as vi:
         assert vi.counts() == {"vectors": 4, "indexed": 4, "failed": 0}
@@ -201,7 +201,7 @@ def test_sync_scores_match_a_fresh_index(fake_bundle: Bundle, tmp_path: Path) ->
     assert (report.moved, report.indexed) == (3, 0)
     fresh = tmp_path / "fresh"
     index_videos([lib], fake_bundle, fresh, options=OPTS)
-    with Searcher(idx) as a, Searcher(fresh) as b:
+    with QueryEngine(idx) as a, QueryEngine(fresh) as b:
         for ha, hb in zip(a.search(QUERIES, k=3, exact=True), b.search(QUERIES, k=3, exact=True),
                           strict=True):
             assert [h.path for h in ha] == [h.path for h in hb]

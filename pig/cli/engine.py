@@ -22,9 +22,10 @@ from pig.engine.display import Detail, display_path
 from pig.engine.graphs import PRECISIONS
 from pig.engine.index import DTYPES, VideoIndex
 from pig.engine.index.store import GROUP_BY
-from pig.engine.limits import MAX_K
+from pig.engine.limits import MAX_K, MAX_MOMENTS, MAX_OFFSET
 from pig.engine.media.decoders import CHOICES as DECODER_CHOICES
 from pig.engine.media.segments import MODES, Segmenting, format_span, format_time
+from pig.engine.query.search import check_queries, read_queries_file
 from pig.errors import PigError
 
 EXIT_FAILED = 1
@@ -134,7 +135,10 @@ def _indexing(command: Callable[..., Any]) -> Callable[..., Any]:
 @_indexing
 @click.option("--sync", "sync_", is_flag=True,
               help="also remove files gone from PATHS and recognise moved ones (pig-engine sync)")
-def index(sync_: bool, **kw: Any) -> int:
+@click.option("--metadata", "metadata_file", type=_PATH, default=None,
+              help="user metadata per video: JSON lines or .csv with a 'path' field (filter "
+              "with --where 'meta.KEY ...'); a VIDEO.json beside a video is read too")
+def index(sync_: bool, metadata_file: Path | None, **kw: Any) -> int:
     """Embed the videos in PATHS (files and folders) into an index.
 
     Incremental and resumable: unchanged files are skipped, changed ones re-embedded. Videos
@@ -148,7 +152,10 @@ def index(sync_: bool, **kw: Any) -> int:
     if kw["allow_mass_removal"] and not sync_:
         raise PigError("--allow-mass-removal applies to removals: give it with --sync (or use "
                        "pig-engine sync)")
-    return _run_index(kw, sync=sync_)
+    from pig.engine.ingest.metadata import read_metadata
+
+    metadata = read_metadata(metadata_file) if metadata_file is not None else None
+    return _run_index(kw, sync=sync_, metadata=metadata)
 
 
 @cli.command()
@@ -218,10 +225,11 @@ def _run_args(kw: dict[str, Any]) -> dict[str, Any]:
     )
 
 
-def _run_index(kw: dict[str, Any], *, sync: bool) -> int:
+def _run_index(kw: dict[str, Any], *, sync: bool,
+               metadata: dict[str, dict[str, Any]] | None = None) -> int:
     from pig.engine.ingest.run import index_videos
 
-    report = index_videos(**_run_args(kw), sync=sync)
+    report = index_videos(**_run_args(kw), sync=sync, metadata=metadata)
     click.echo(report.summary())
     if report.interrupted:
         return 128 + report.interrupted
@@ -243,32 +251,41 @@ def _segmenting(mode: str | None, seconds: float | None, stride: float | None,
     )
 
 
-def _read_queries(queries: tuple[str, ...], queries_file: Path | None) -> list[str]:
-    """The queries, checked before the encoder is opened (which can take long)."""
-    from pig.engine.query.search import check_queries, read_queries_file
-
-    out = list(queries)
-    if queries_file is not None:
-        out += read_queries_file(queries_file)
-    if not out:
-        raise PigError("no query: give --query TEXT or --queries-file FILE")
-    check_queries(out)
-    return out
-
-
 _indexes = click.option("--index", "index_dirs", type=_PATH, required=True, multiple=True,
                         help="index directory (repeat to search several of one bundle as one)")
 
 
 @cli.command()
-@click.option("--query", "-q", "queries", multiple=True, help="query text (repeatable)")
+@click.option("--query", "-q", "queries", multiple=True, help="query text (repeatable: one "
+              "query each)")
 @click.option("--queries-file", type=_PATH, default=None,
               help="one query per line ('-': standard input)")
+@click.option("--like", "likes", multiple=True, metavar="PATH|@ID[:SEGMENT]",
+              help="query by example: a video or image file, or an indexed video (a hit's id, "
+              "optionally one segment) (repeatable: one query each)")
+@click.option("--not", "negatives", multiple=True, metavar="TEXT",
+              help="subtract this text from every query (repeatable)")
+@click.option("--combine", is_flag=True, help="all --query/--like make ONE query: their "
+              "weighted sum (see --weight)")
+@click.option("--weight", "weights", multiple=True, type=click.FloatRange(0, min_open=True),
+              help="with --combine: the weight of each --query, then each --like, in order "
+              "(default 1)")
+@click.option("--where", "where", multiple=True, metavar="EXPR",
+              help="filter, e.g. 'duration_s >= 60', 'path ~ /cams/lobby/*', "
+              "'meta.camera in [lobby, door]' (repeatable: all must hold)")
 @_indexes
 @click.option("-k", "k", type=click.IntRange(1, MAX_K), default=10, show_default=True,
               help="hits per query (files with --group-by video)")
+@click.option("--offset", type=click.IntRange(0, MAX_OFFSET), default=0, show_default=True,
+              help="skip this many hits (the next page: the offset an answer names)")
+@click.option("--min-score", type=click.FloatRange(-2, 2), default=None,
+              help="drop hits scoring below this")
 @click.option("--group-by", type=click.Choice(GROUP_BY), default="video", show_default=True,
               help="video: one hit per file, its best segment; segment: raw segment hits")
+@click.option("--moments", type=click.IntRange(1, MAX_MOMENTS), default=1, show_default=True,
+              help="with --group-by video: each file's N best segments (scored exactly)")
+@click.option("--merge-adjacent", is_flag=True,
+              help="with --moments: adjacent segments among them become one span")
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per query")
 @_verbose
 @click.option("--exact/--approximate", default=None,
@@ -277,38 +294,63 @@ _indexes = click.option("--index", "index_dirs", type=_PATH, required=True, mult
               help="bundle directory (default: the one recorded in the index)")
 @_backend
 @_precision
-def search(queries: tuple[str, ...], queries_file: Path | None, index_dirs: tuple[Path, ...],
-           k: int, group_by: str, as_json: bool, exact: bool | None, bundle: Path | None,
-           backend: str,
+def search(queries: tuple[str, ...], queries_file: Path | None, likes: tuple[str, ...],
+           negatives: tuple[str, ...], combine: bool, weights: tuple[float, ...],
+           where: tuple[str, ...], index_dirs: tuple[Path, ...], k: int, offset: int,
+           min_score: float | None, group_by: str, moments: int, merge_adjacent: bool,
+           as_json: bool, exact: bool | None, bundle: Path | None, backend: str,
            precision: str | None) -> int:
-    """Find the videos (and the moments in them) that best match each query text.
+    """Find the videos (and the moments in them) that best match each query: a text, or an
+    example (--like); see docs/search.md.
 
     With several --index, a hit's line shows [N] before its path: the position of its index
     (from 0), the ``index`` field of --json."""
-    from pig.engine.query.search import Searcher, hit_json
+    from pig.engine.query.engine import QueryEngine
+    from pig.engine.query.filters import parse_where
+    from pig.engine.query.request import Example, Request, Term
+    from pig.engine.query.search import answer_json
 
-    texts = _read_queries(queries, queries_file)
-    with Searcher(index_dirs, bundle, backend, precision, log=_log) as searcher:
-        results = searcher.search(texts, k, exact=exact, group_by=group_by)
-        cut = searcher.truncated(texts)
-        length = searcher.bundle.tokenizer_spec.max_length
-    for i, (text, hits, truncated) in enumerate(zip(texts, results, cut, strict=True), 1):
-        if truncated:
+    texts = list(queries) + (read_queries_file(queries_file) if queries_file else [])
+    if not texts and not likes:
+        raise PigError("no query: give --query TEXT, --queries-file FILE or --like EXAMPLE")
+    check_queries(texts)
+    terms = [Term(text=t) for t in texts] + [Term(like=Example.parse(x)) for x in likes]
+    if weights and not combine:
+        raise PigError("--weight: only with --combine (the weights of one combined query)")
+    if len(weights) > len(terms):
+        raise PigError(f"--weight: {len(weights)} weights for {len(terms)} terms")
+    terms = [Term(t.text, t.like, w) for t, w in
+             zip(terms, [*weights, *[1.0] * (len(terms) - len(weights))], strict=True)]
+    groups = [tuple(terms)] if combine else [(t,) for t in terms]
+    filt = parse_where(where)
+    requests = [Request(g, tuple(Term(text=n) for n in negatives), filt, k, offset, min_score,
+                        group_by, exact, moments, merge_adjacent) for g in groups]
+    with QueryEngine(index_dirs, bundle, backend, precision, log=_log) as engine:
+        answers = engine.run(requests)
+        length = engine.bundle.tokenizer_spec.max_length
+    for i, (request, answer) in enumerate(zip(requests, answers, strict=True), 1):
+        if answer.truncated:
             _log(f"note: query {i} is longer than the model's text length ({length} tokens "
                  "with BOS/EOS): only its beginning was searched")
-        rows = [hit_json(r, h) for r, h in enumerate(hits, 1)]
+        row = answer_json(request, answer)
         if as_json:
-            click.echo(json.dumps({"query": text, "truncated": truncated, "results": rows}))
+            click.echo(json.dumps(row))
             continue
-        click.echo(f"query: {display_path(text)}")
-        for row in rows:
-            span = format_span(row["start_s"], row["end_s"])
-            shard = f"[{row['index']}] " if len(index_dirs) > 1 else ""
-            click.echo(f"{row['rank']:>4}  {row['score']:.4f}  {span:>13}  {shard}"
-                       f"{display_path(row['path'])}")
-        if not rows:
-            click.echo("   (the indexes are empty)" if len(index_dirs) > 1
-                       else "   (index is empty)")
+        click.echo(f"query: {display_path(row['query'])}")
+        for hit in row["results"]:
+            span = format_span(hit["start_s"], hit["end_s"])
+            shard = f"[{hit['index']}] " if len(index_dirs) > 1 else ""
+            click.echo(f"{hit['rank']:>4}  {hit['score']:.4f}  {span:>13}  {shard}"
+                       f"{display_path(hit['path'])}")
+            for m in hit.get("moments", []):  # the file's best spans
+                span = format_span(m["start_s"], m["end_s"])
+                click.echo(f"{'':>4}  {m['score']:.4f}  {span:>13}  moment")
+        if not row["results"]:
+            click.echo("   (no hits)" if offset or min_score is not None or where else
+                       "   (the indexes are empty)" if len(index_dirs) > 1 else
+                       "   (index is empty)")
+        if row["next"] is not None:
+            _log(f"note: query {i} has more hits: --offset {row['next']}")
     return 0
 
 
@@ -533,6 +575,69 @@ def compact(index_dir: Path) -> int:
                    f"tombstones + delta {before['delta']} -> base {idx.storage()['base']} "
                    f"(generation {gen})")
     return 0
+
+
+@cli.command()
+@_index
+@click.argument("paths", nargs=-1, type=_PATH)
+@click.option("--set", "assign", multiple=True, metavar="KEY=VALUE",
+              help="set a metadata key of PATHS (VALUE: a number, true/false, or text)")
+@click.option("--unset", multiple=True, metavar="KEY", help="remove a metadata key of PATHS")
+@click.option("--metadata", "metadata_file", type=_PATH, default=None,
+              help="replace the metadata of the files it names (JSON lines or .csv, 'path')")
+def tag(index_dir: Path, paths: tuple[Path, ...], assign: tuple[str, ...],
+        unset: tuple[str, ...], metadata_file: Path | None) -> int:
+    """Change the user metadata of indexed videos (filter on it: --where 'meta.KEY ...')."""
+    from pig.engine.ingest.metadata import read_metadata
+    from pig.engine.query.filters import check_field
+
+    changes: dict[str, Any] = {}
+    for item in assign:
+        key, eq, raw = item.partition("=")
+        if not eq:
+            raise PigError(f"--set {item!r}: expected KEY=VALUE")
+        check_field(f"meta.{key}")
+        changes[key] = _meta_value(raw)
+    for key in unset:
+        check_field(f"meta.{key}")
+    if (assign or unset) and not paths:
+        raise PigError("--set/--unset: name the videos (PATHS)")
+    if not (assign or unset or metadata_file):
+        raise PigError("nothing to change: give --set, --unset or --metadata")
+    todo = read_metadata(metadata_file) if metadata_file is not None else {}
+    with VideoIndex.open(index_dir, writable=True) as idx:
+        missing = []
+        for path, meta in todo.items():
+            if not idx.set_meta(path, meta):
+                missing.append(path)
+        for p in paths:
+            found = idx.lookup(p)
+            if found is None:
+                missing.append(str(p))
+                continue
+            meta = {**idx.facts([found.key])[found.key]["meta"], **changes}
+            for key in unset:
+                meta.pop(key, None)
+            idx.set_meta(p, meta)
+        for path in missing:
+            _log(f"not in the index: {path}")
+    changed = len(todo) + len(paths) - len(missing)
+    click.echo(f"tagged {changed} video{'s' if changed != 1 else ''}")
+    return EXIT_FAILED if missing else 0
+
+
+def _meta_value(raw: str) -> Any:
+    """A --set value: an integer, a finite number, true/false, or else the text."""
+    if raw in ("true", "false"):
+        return raw == "true"
+    for kind in (int, float):
+        try:
+            value = kind(raw)
+        except ValueError:
+            continue
+        if value == value and abs(value) != float("inf"):
+            return value
+    return raw
 
 
 @cli.command("restore-manifest")

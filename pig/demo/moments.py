@@ -30,7 +30,7 @@ from pig.demo import synth
 from pig.engine.bundle import Bundle
 from pig.engine.ingest.run import index_videos
 from pig.engine.media.segments import Segmenting, format_span
-from pig.engine.query.search import Searcher
+from pig.engine.query.engine import QueryEngine
 from pig.errors import PigError
 
 PER_VIDEO = 16
@@ -81,7 +81,7 @@ def iou(a: tuple[float, float], b: tuple[float, float]) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def moment_metrics(searcher: Searcher, layout: dict[str, list[Placed]]) -> dict[str, float]:
+def moment_metrics(searcher: QueryEngine, layout: dict[str, list[Placed]]) -> dict[str, float]:
     """Moment R@1 at IoU >= 0.5 / 0.7 and file-level R@1 (percent) over every caption."""
     placed = [p for ps in layout.values() for p in ps]
     seg_hits = searcher.search([p.clip.caption for p in placed], 1, group_by="segment")
@@ -120,7 +120,7 @@ def evaluate(clips_root: Path, clips: list[synth.Clip], bundle: Bundle, out: Pat
                               dtype="f32", log=lambda _: None)
         if report.failed:
             raise PigError(f"{index_dir}: long demo videos failed to index: {report.failed}")
-        with Searcher(index_dir, log=lambda _: None) as searcher:
+        with QueryEngine(index_dir, log=lambda _: None) as searcher:
             results[f"{name}: {setting.describe()}"] = moment_metrics(searcher, layout)
             if name == "aligned":
                 example = layout[next(iter(layout))][5]
@@ -155,7 +155,7 @@ def cli(heldout: int) -> None:
     clips = run.ensure_clips(run.OUT / "heldout", heldout)
     bundle = run.ensure_bundle(*run.model_files(), run.BUNDLE)
     run.ensure_index(run.OUT / "heldout", clips, bundle, run.OUT / "index")
-    with Searcher(run.OUT / "index", log=lambda _: None) as searcher:
+    with QueryEngine(run.OUT / "index", log=lambda _: None) as searcher:
         ranks, _ = run.engine_ranks(searcher, clips, run.OUT / "heldout", k=10)
     results = evaluate(run.OUT / "heldout", clips, bundle, run.OUT)
     print(format_results(results, 100 * float(np.mean(ranks <= 1))))

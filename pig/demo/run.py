@@ -18,12 +18,14 @@ A clip counts as correct when its attributes equal the query clip's (``pig.demo.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import shlex
 import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -35,7 +37,8 @@ from pig.demo.evaluate import RULE
 from pig.engine.bundle import Bundle, sha256_file
 from pig.engine.index import VideoIndex
 from pig.engine.ingest.run import index_videos
-from pig.engine.query.search import Searcher
+from pig.engine.query.engine import QueryEngine
+from pig.engine.query.request import Example, Request, Term
 from pig.errors import PigError
 
 MODEL = Path("models/pig-tiny")
@@ -121,9 +124,9 @@ def ensure_index(clips_root: Path, clips: list[synth.Clip], bundle: Bundle,
 Top = list[list[tuple[float, synth.Clip]]]
 
 
-def engine_ranks(searcher: Searcher, clips: list[synth.Clip], root: Path, k: int,
+def engine_ranks(searcher: QueryEngine, clips: list[synth.Clip], root: Path, k: int,
                  exact: bool | None = None) -> tuple[np.ndarray, Top]:
-    """Per caption, through ``Searcher.search``: the rank of the best correct clip by the
+    """Per caption, through ``QueryEngine.search``: the rank of the best correct clip by the
     evaluation's rule (1 + wrong clips scoring >= it, so ties count against; ``k + 1`` when no
     correct clip is in the top ``k``) and the top-``k`` (score, clip) list."""
     by_path = {str((root / c.path).absolute()): c for c in clips}
@@ -137,6 +140,31 @@ def engine_ranks(searcher: Searcher, clips: list[synth.Clip], root: Path, k: int
             s >= best and not ok for (s, _), ok in zip(top, correct, strict=True)))
         tops.append(top)
     return np.asarray(ranks), tops
+
+
+def example_agreement(engine: QueryEngine, clips: list[synth.Clip], root: Path,
+                      k: int = 10) -> dict[str, tuple[float, float]]:
+    """Query by example (``--like @ID``) with every clip: per attribute of the captions
+    (shape, colour, ...; ``all``: every one, the same caption), the share of its ``k``
+    nearest other clips that have the query clip's, and that share by chance."""
+    by_path = {str((root / c.path).absolute()): c for c in clips}
+    index = engine.indexes[0]
+    ids = [index.lookup(root / c.path).key for c in clips]  # type: ignore[union-attr]
+    answers = engine.run([Request((Term(like=Example(id=i)),), k=k + 1) for i in ids])
+    names = [f.name for f in dataclasses.fields(synth.ClipSpec)][:5]
+    facts: dict[str, Callable[[synth.Clip], object]] = {
+        **{n: (lambda c, n=n: getattr(c.spec, n)) for n in names},
+        "all": lambda c: c.spec.key()}
+    out = {}
+    for name, fact in facts.items():
+        values = [fact(c) for c in clips]
+        shares = []
+        for clip, key, answer in zip(clips, ids, answers, strict=True):
+            near = [by_path[h.path] for h in answer.hits if h.key != key][:k]
+            shares.append(np.mean([fact(c) == fact(clip) for c in near]))
+        chance = np.mean([(values.count(v) - 1) / (len(values) - 1) for v in values])
+        out[name] = (float(np.mean(shares)), float(chance))
+    return out
 
 
 def show(clips: list[synth.Clip], tops: Top, shown: int,
@@ -160,12 +188,17 @@ def cli(heldout: int, shown: int) -> None:
     checkpoint, config = model_files()
     bundle = ensure_bundle(checkpoint, config, BUNDLE)
     ensure_index(OUT / "heldout", clips, bundle, OUT / "index")
-    with Searcher(OUT / "index", log=lambda _: None) as searcher:
+    with QueryEngine(OUT / "index", log=lambda _: None) as searcher:
         ranks, tops = engine_ranks(searcher, clips, OUT / "heldout", k=10)
+        agreement = example_agreement(searcher, clips, OUT / "heldout")
     r = {f"R@{k}": 100 * float(np.mean(ranks <= k)) for k in (1, 5, 10)}
     _say(f"[4/5] {len(clips)} captions searched with pig-engine (k=10): "
          + ", ".join(f"{name} {v:.1f}%" for name, v in r.items())
          + f" (chance R@1 ~{100 / len(clips):.1f}%); {RULE}")
+    _say("      query by example (--like @ID, each clip), share of its 10 nearest other "
+         "clips with its ...: " + ", ".join(f"{name} {100 * share:.0f}% (chance "
+                                            f"{100 * chance:.0f}%)"
+                                            for name, (share, chance) in agreement.items()))
     report = MODEL / "eval_report.json"
     if report.is_file() and heldout == json.loads(report.read_text()).get(
             "heldout_clips"):

@@ -8,3 +8,6 @@ MAX_QUERIES_FILE_LINES = 100_000
 MIN_SEGMENT_SECONDS = 0.1  # shortest segment window or stride (`index --segment-seconds`)
 # largest object (s3://, gs://, https://) copied to a temporary file for decoding
 MAX_SPOOL_BYTES = 64 * 2**30
+MAX_OFFSET = 10_000  # `search --offset`: pages reach this deep
+MAX_TERMS = 16  # texts + examples + negatives in one query
+MAX_MOMENTS = 100  # `search --moments`: spans per file

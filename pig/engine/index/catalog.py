@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from pig.engine.host.fsutil import sqlite_out_of_space
 from pig.engine.media.regular_file import read_regular
 from pig.engine.media.sources import digest_blocks
@@ -43,7 +45,13 @@ CREATE TABLE IF NOT EXISTS files (
     error      TEXT,
     added_at   REAL    NOT NULL,                   -- unix seconds
     updated_at REAL    NOT NULL,
-    etag       TEXT                                -- an object's ETag (URL sources)
+    etag       TEXT,                               -- an object's ETag (URL sources)
+    duration_s REAL,                               -- end of the last frame, seconds
+    width      INTEGER,                            -- decoded frame size
+    height     INTEGER,
+    fps        REAL,                               -- average frame rate
+    codec      TEXT,                               -- FFmpeg codec name
+    meta       TEXT                                -- user metadata: a JSON object
 );
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS tombstones (key INTEGER PRIMARY KEY);  -- dead in the base vectors
@@ -57,11 +65,23 @@ CREATE TABLE IF NOT EXISTS segments (
     end_s    REAL,                               -- NULL: unknown (whole file)
     UNIQUE (file_key, ordinal)
 )"""
+# one small JPEG per segment (pig.engine.media.thumbnails), keyed like the segment
+_THUMBNAILS_TABLE = """
+CREATE TABLE IF NOT EXISTS thumbnails (
+    key   INTEGER PRIMARY KEY,  -- segments.key
+    image BLOB    NOT NULL      -- JPEG
+)"""
 # what a catalog without the segments table holds: one whole-file segment per indexed file
 _LEGACY_SEGMENTS = ("(SELECT key, key AS file_key, 0 AS ordinal, 0.0 AS start_s, NULL AS end_s "
                     "FROM files WHERE status = 'indexed')")
 _COLUMNS = "key, path, size, mtime_ns, digest, frames, status, error, added_at, updated_at"
 _ETAG = "ALTER TABLE files ADD COLUMN etag TEXT"  # catalogs written before URL sources
+# Columns added after format 2's first catalogs (stream facts and user metadata, for filters);
+# a writer adds the missing ones on open (:meth:`Catalog._add_fact_columns`), a reader of an
+# older catalog reads them as NULL.
+FACT_COLUMNS = {"duration_s": "REAL", "width": "INTEGER", "height": "INTEGER", "fps": "REAL",
+                "codec": "TEXT", "meta": "TEXT"}
+_FACTS_FILLED = "facts_filled"  # meta row: an upgraded catalog's facts were filled once
 
 
 @dataclass(frozen=True)
@@ -121,12 +141,45 @@ def _inside(folder: str) -> tuple[bytes, bytes]:
     """The bounds of the paths inside ``folder``: ``lo <= path < hi``."""
     lo = folder.rstrip(os.sep) + os.sep
     return _to_db(lo) or b"", _to_db(lo[:-1] + chr(ord(os.sep) + 1)) or b""
+def _folder(path: str | None) -> str | None:
+    return None if path is None else os.path.dirname(path)
+
+
+def _name(path: str | None) -> str | None:
+    return None if path is None else os.path.basename(path)
+
+
+def _extension(path: str | None) -> str | None:
+    return None if path is None else os.path.splitext(path)[1][1:].lower()
 
 
 def _connect(target: str, *, uri: bool = False) -> sqlite3.Connection:
     db = sqlite3.connect(target, uri=uri, isolation_level=None, check_same_thread=False)
     db.text_factory = _from_db
+    for fn in (_folder, _name, _extension):
+        db.create_function(f"pig{fn.__name__}", 1, fn, deterministic=True)
     return db
+
+
+# The fields a filter may name (pig.engine.query.filters), as SQL over ``files f`` joined with
+# ``segments s``, and their kind: "text" (compared as text; ``~`` globs), "number", "time"
+# (unix seconds; an ISO date is accepted). ``meta.KEY`` fields read the JSON of ``f.meta``.
+FIELDS: dict[str, tuple[str, str]] = {
+    "path": ("f.path", "text"),
+    "folder": ("pig_folder(f.path)", "text"),
+    "name": ("pig_name(f.path)", "text"),
+    "extension": ("pig_extension(f.path)", "text"),
+    "size": ("f.size", "number"),
+    "mtime": ("f.mtime_ns / 1e9", "time"),
+    "duration_s": ("f.duration_s", "number"),
+    "width": ("f.width", "number"),
+    "height": ("f.height", "number"),
+    "fps": ("f.fps", "number"),
+    "codec": ("f.codec", "text"),
+    "start_s": ("s.start_s", "number"),
+    "end_s": ("s.end_s", "number"),
+}
+META_PREFIX = "meta."
 
 
 def _reader_targets(path: Path) -> list[str]:
@@ -215,6 +268,16 @@ class Catalog:
                 self._db.execute(_ETAG)
             self._columns = _COLUMNS + (", etag" if has_etag or writable else ", NULL")
             self._segments = "segments" if has_table or writable else _LEGACY_SEGMENTS
+            have = {row[1] for row in self._db.execute("PRAGMA table_info(files)")}
+            if writable and not have >= FACT_COLUMNS.keys():
+                self._add_fact_columns(have)
+                have |= FACT_COLUMNS.keys()
+            self._facts = [c for c in FACT_COLUMNS if c in have]  # a reader's older catalog
+            if writable:
+                self._db.execute(_THUMBNAILS_TABLE)  # additive: older catalogs gain it
+            self._thumbnails = writable or bool(self._db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'thumbnails'"
+            ).fetchone())
         except (sqlite3.DatabaseError, TypeError, ValueError) as exc:
             if sqlite_out_of_space(exc, path.parent):
                 raise IndexStoreError(f"{path}: no space left on device") from None
@@ -227,8 +290,9 @@ class Catalog:
             stale.unlink(missing_ok=True)
         db = sqlite3.connect(path, isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
-        db.executescript(_SCHEMA + _SEGMENTS_TABLE + ";\n"
-                         "INSERT INTO meta VALUES ('generation', '0');")
+        db.executescript(_SCHEMA + _SEGMENTS_TABLE + ";\n" + _THUMBNAILS_TABLE + ";\n"
+                         "INSERT INTO meta VALUES ('generation', '0');\n"
+                         f"INSERT INTO meta VALUES ('{_FACTS_FILLED}', '1');")
         db.close()
         return cls(path, writable=True)
 
@@ -239,7 +303,76 @@ class Catalog:
         self._db.execute(f"INSERT INTO segments SELECT * FROM {_LEGACY_SEGMENTS}")
         self._db.execute("COMMIT")
 
+    def _add_fact_columns(self, have: set[str]) -> None:
+        """Upgrade a catalog written before the fact columns (atomic, idempotent): add them,
+        durations from the segments; :meth:`unfilled` lists the files whose stream facts the
+        writer should read (once: until :meth:`facts_filled`)."""
+        self._db.execute("BEGIN IMMEDIATE")
+        for name, kind in FACT_COLUMNS.items():
+            if name not in have:
+                self._db.execute(f"ALTER TABLE files ADD COLUMN {name} {kind}")
+        self._db.execute(f"UPDATE files SET duration_s = (SELECT MAX(end_s) FROM {self._segments} "
+                         "s WHERE s.file_key = files.key) WHERE duration_s IS NULL")
+        self._db.execute(f"INSERT OR REPLACE INTO meta VALUES ('{_FACTS_FILLED}', '0')")
+        self._db.execute("COMMIT")
+
     # --- reads -------------------------------------------------------------------------
+    def unfilled(self) -> list[FileRecord] | None:
+        """Indexed files of an upgraded catalog whose stream facts were never read (None:
+        nothing to do)."""
+        if self._meta(_FACTS_FILLED) != "0":
+            return None
+        return [r for r in self.records(INDEXED) if self.facts([r.key])[r.key]["codec"] is None]
+
+    def facts(self, keys: Iterable[int]) -> dict[int, dict[str, Any]]:
+        """Stream facts and user metadata (``meta``: a dict) of files ``keys`` (missing
+        columns of an older catalog read as None)."""
+        cols = ", ".join(self._facts) or "NULL"
+        out = {}
+        for key, *values in self._rows_in(f"SELECT key, {cols} FROM files WHERE key IN "
+                                          "({marks})", keys):
+            row = dict.fromkeys(FACT_COLUMNS) | dict(zip(self._facts, values, strict=False))
+            row["meta"] = json.loads(row["meta"]) if row["meta"] else {}
+            out[key] = row
+        return out
+
+    def matching(self, where: str, params: list[Any]) -> np.ndarray:
+        """Sorted int64 vector keys of the indexed segments for which the SQL condition
+        ``where`` (over ``files f`` and ``segments s``, see :data:`FIELDS`) holds."""
+        sql = (f"SELECT s.key FROM {self._segments} s JOIN files f ON f.key = s.file_key "
+               f"WHERE f.status = 'indexed' AND ({where}) ORDER BY s.key")
+        if not set(self._facts) >= FACT_COLUMNS.keys():  # an older catalog: facts are NULL
+            for name in FACT_COLUMNS.keys() - set(self._facts):
+                sql = sql.replace(f"f.{name}", "NULL")
+        try:
+            keys = [k for (k,) in self._db.execute(sql, params)]
+        except sqlite3.OperationalError as exc:  # e.g. a glob pattern SQLite refuses
+            raise IndexStoreError(f"{self.path}: cannot apply the filter ({exc})") from None
+        return np.asarray(keys, dtype=np.int64)
+
+    def summary(self, top: int = 20) -> dict[str, Any]:
+        """What the indexed files are: their count, segments, total duration (seconds, of
+        those that know it), and the ``top`` extensions, codecs and folders by files."""
+        def counts(expr: str) -> dict[str, int]:
+            sql = (f"SELECT {expr} AS v, COUNT(*) AS n FROM files f WHERE status = 'indexed' "
+                   f"GROUP BY v ORDER BY n DESC, v LIMIT {int(top)}")
+            return {str(v) if v is not None else "": n for v, n in self._db.execute(sql)}
+
+        files, duration = self._db.execute(
+            f"SELECT COUNT(*), SUM({'f.duration_s' if 'duration_s' in self._facts else 'NULL'})"
+            " FROM files f WHERE status = 'indexed'").fetchone()
+        return {"files": files, "segments": self.segment_count(), "duration_s": duration or 0.0,
+                "extensions": counts("pig_extension(f.path)"),
+                "codecs": counts("f.codec" if "codec" in self._facts else "NULL"),
+                "folders": counts("pig_folder(f.path)")}
+
+    def segment_key(self, file_key: int, ordinal: int) -> int | None:
+        """The vector key of segment ``ordinal`` of file ``file_key`` (None: no such)."""
+        row = self._db.execute(f"SELECT s.key FROM {self._segments} s JOIN files f ON "
+                               "f.key = s.file_key WHERE s.file_key = ? AND s.ordinal = ? "
+                               "AND f.status = 'indexed'", (file_key, ordinal)).fetchone()
+        return None if row is None else int(row[0])
+
     def _meta(self, name: str) -> str | None:
         row = self._db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
         return row[0] if row else None
@@ -389,6 +522,25 @@ class Catalog:
                     "updated_at = ? WHERE key = ?",
                     (_to_db(path), size, mtime_ns, etag, time.time(), key))
 
+    def set_facts(self, key: int, facts: dict[str, Any]) -> None:
+        """Set stream facts (``FACT_COLUMNS`` but ``meta``) of file ``key``."""
+        names = [n for n in facts if n != "meta"]
+        unknown = set(names) - FACT_COLUMNS.keys()
+        if unknown:
+            raise ValueError(f"unknown fact columns {sorted(unknown)}")
+        if names:
+            self._write(f"UPDATE files SET {', '.join(f'{n} = ?' for n in names)} "
+                        "WHERE key = ?", (*(facts[n] for n in names), key))
+
+    def facts_filled(self) -> None:
+        """Note that an upgraded catalog's stream facts were read (see :meth:`unfilled`)."""
+        self._write(f"INSERT OR REPLACE INTO meta VALUES ('{_FACTS_FILLED}', '1')")
+
+    def set_meta(self, key: int, meta: dict[str, Any]) -> None:
+        """Replace the user metadata of file ``key`` (a JSON object)."""
+        self._write("UPDATE files SET meta = ? WHERE key = ?",
+                    (json.dumps(meta, ensure_ascii=False, sort_keys=True) if meta else None, key))
+
     def touch(self, key: int, size: int, mtime_ns: int | None, etag: str | None = None) -> None:
         """Record a new size/mtime (and ETag) for a file whose content is unchanged."""
         self._write(
@@ -411,15 +563,29 @@ class Catalog:
         return old, new
 
     def drop_segments(self, file_key: int) -> list[int]:
-        """Delete the segments of ``file_key``; returns their vector keys."""
+        """Delete the segments of ``file_key`` (and their thumbnails); returns their keys."""
         old = self.segment_keys([file_key])
+        self._write("DELETE FROM thumbnails WHERE key IN (SELECT key FROM segments WHERE "
+                    "file_key = ?)", (file_key,))
         self._write("DELETE FROM segments WHERE file_key = ?", (file_key,))
         return old
+
+    def set_thumbnails(self, keys: Iterable[int], images: Iterable[bytes | None]) -> None:
+        """Keep the thumbnail of each segment ``keys`` (None: none was made)."""
+        self._write_many("INSERT OR REPLACE INTO thumbnails VALUES (?, ?)",
+                         [(k, im) for k, im in zip(keys, images, strict=True) if im])
+
+    def thumbnail(self, key: int) -> bytes | None:
+        """The JPEG thumbnail of segment ``key`` (None: none, or a catalog made before)."""
+        if not self._thumbnails:
+            return None
+        row = self._db.execute("SELECT image FROM thumbnails WHERE key = ?", (key,)).fetchone()
+        return None if row is None else bytes(row[0])
 
     def delete(self, keys: Iterable[int]) -> None:
         """Delete files (and their segments)."""
         for k in keys:
-            self._write("DELETE FROM segments WHERE file_key = ?", (k,))
+            self.drop_segments(k)
             for (status,) in self._write("DELETE FROM files WHERE key = ? RETURNING status",
                                          (k,)).fetchall():
                 self._recount(status, None)

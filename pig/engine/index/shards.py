@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pig.engine.index.store import Hit, VideoIndex
+from pig.engine.index.vectors import Subset
 from pig.errors import IndexStoreError
 
 
@@ -29,12 +30,16 @@ def search_shards(
     *,
     exact: bool | None = None,
     group_by: str = "video",
+    allowed: Sequence[Subset | None] | None = None,
 ) -> list[list[Hit]]:
     """Top ``k`` per query over all ``indexes``: the merge of each index's top ``k`` by score
     (exact per index top-k merged is the exact top-k of the union; a file lives in one index,
     so grouping by video stays right). Ties keep index order. Each hit's ``index`` is its
-    index's position in ``indexes``."""
-    per_index = [idx.search(queries, k, exact=exact, group_by=group_by) for idx in indexes]
+    index's position in ``indexes``. ``allowed``: per index, the only segment keys to search
+    (a filter's :meth:`VideoIndex.matching`), or None."""
+    admit = allowed if allowed is not None else [None] * len(indexes)
+    per_index = [idx.search(queries, k, exact=exact, group_by=group_by, allowed=a)
+                 for idx, a in zip(indexes, admit, strict=True)]
     if len(indexes) == 1:  # its hits as they are (index 0)
         return per_index[0]
     return [

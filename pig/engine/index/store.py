@@ -43,7 +43,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
@@ -64,6 +64,7 @@ from pig.engine.index.lock import LOCK_NAME, DirLock
 from pig.engine.index.manifest import DTYPES, MANIFEST_NAME, IndexManifest
 from pig.engine.index.vectors import (
     PartMissingError,
+    Subset,
     VectorSet,
     VectorStore,
     check_unit_vectors,
@@ -74,6 +75,8 @@ from pig.errors import IndexStoreError
 
 _OPEN_RETRIES = 100  # a reader racing writers' commits retries with the newer generation
 EXACT_SEARCH_MAX = 10_000  # auto mode scans up to this many vectors (bench_search: ~1 ms)
+FILTER_CACHE = 64  # filters whose matching segments a reader keeps ...
+FILTER_CACHE_BYTES = 512 << 20  # ... and at most this much of them (keys and codes)
 COMPACT_RATIO = 0.1  # a commit compacts when delta + tombstones pass this share of the base
 _PART_PREFIXES = ("base.", "delta.", "vectors.")  # vectors.* : files of format 1
 
@@ -113,6 +116,9 @@ class Entry:
     frames: int
     spans: tuple[SegmentSpan, ...] = WHOLE_FILE
     etag: str | None = None  # an object's ETag (URL sources)
+    facts: dict[str, Any] = field(default_factory=dict)  # stream facts (catalog FACT_COLUMNS)
+    thumbnails: tuple[bytes | None, ...] = ()  # a JPEG per span (pig.engine.media.thumbnails)
+    meta: dict[str, Any] | None = None  # user metadata to set (None: keep the recorded one)
 
     @classmethod
     def from_file(
@@ -156,6 +162,18 @@ class Hit:
     start_s: float = 0.0
     end_s: float | None = None
     index: int = 0
+    moments: tuple[Moment, ...] = ()  # grouped by video with moments: the file's best spans
+
+
+@dataclass(frozen=True, slots=True)
+class Moment:
+    """A span of a file that matches a query: its segments' ordinals (several when adjacent
+    hits were merged), from the first's start to the last's end, and the best score."""
+
+    segments: tuple[int, ...]
+    start_s: float
+    end_s: float | None
+    score: float
 
 
 GROUP_BY = ("video", "segment")
@@ -183,6 +201,8 @@ class VideoIndex:
         self._lock = lock
         self.view = view
         self._dirty = False
+        self._filter_cache: dict[tuple[str, tuple[Any, ...]], Subset] = {}
+        self._summary: dict[str, Any] | None = None
 
     # --- opening -------------------------------------------------------------------------
     @classmethod
@@ -306,6 +326,7 @@ class VideoIndex:
                     _remove_stale(d, keep=vectors.files())
                     if manifest.generation != catalog.generation:  # crash after commit point
                         idx._write_manifest()
+                idx._fill_facts()
             except BaseException:
                 idx.close()
                 raise
@@ -494,7 +515,78 @@ class VideoIndex:
         rows = self._catalog.segments(self._catalog.segment_keys([rec.key]))
         return sorted(rows.values(), key=lambda r: r.ordinal)
 
+    def _fill_facts(self) -> None:
+        """Stream facts of the files of a catalog upgraded by this writer, read from the files
+        that are still the ones indexed (pending until commit)."""
+        from pig.engine.media.video import stream_facts  # PyAV, only for an upgrade
+
+        todo = self._catalog.unfilled()
+        if todo is None:
+            return
+        for rec in todo:
+            with contextlib.suppress(OSError):
+                st = os.stat(rec.path)
+                if (st.st_size, st.st_mtime_ns) == (rec.size, rec.mtime_ns):
+                    facts = stream_facts(rec.path)
+                    if facts:
+                        self._catalog.set_facts(rec.key, facts)
+        self._catalog.facts_filled()
+        self._dirty = True
+
     # --- catalog queries -----------------------------------------------------------------
+    def facts(self, keys: Sequence[int]) -> dict[int, dict[str, Any]]:
+        """Stream facts and user metadata (``meta``) of files ``keys`` (hits' ``key``)."""
+        return self._catalog.facts(keys)
+
+    def set_meta(self, path: str | os.PathLike[str], meta: dict[str, Any]) -> bool:
+        """Replace the user metadata of the indexed or failed file ``path`` (pending until
+        commit); False when the catalog has no such file."""
+        self._require_writable()
+        rec = self.lookup(path)
+        if rec is None:
+            return False
+        self._catalog.set_meta(rec.key, meta)
+        self._dirty = True
+        return True
+
+    def matching(self, where: str, params: Sequence[Any]) -> Subset:
+        """The segments a filter admits (``where``: SQL over the catalog's ``FIELDS``, built
+        by :mod:`pig.engine.query.filters`), for :meth:`search`'s ``allowed``. A reader keeps
+        the last ones (up to ``FILTER_CACHE`` entries and ``FILTER_CACHE_BYTES`` with their
+        codes): its generation never changes."""
+        if self.writable:
+            return Subset(self._catalog.matching(where, list(params)))
+        cache_key = (where, tuple(params))
+        found = self._filter_cache.pop(cache_key, None)
+        if found is None:
+            found = Subset(self._catalog.matching(where, list(params)))
+        self._filter_cache[cache_key] = found  # the newest last
+        while len(self._filter_cache) > FILTER_CACHE or (
+                len(self._filter_cache) > 1 and sum(
+                    s.nbytes for s in self._filter_cache.values()) > FILTER_CACHE_BYTES):
+            self._filter_cache.pop(next(iter(self._filter_cache)))
+        return found
+
+    def summary(self) -> dict[str, Any]:
+        """What is indexed (:meth:`Catalog.summary`); a reader computes it once."""
+        if self.writable or self._summary is None:
+            self._summary = self._catalog.summary()
+        return self._summary
+
+    def thumbnail(self, file_key: int, ordinal: int) -> bytes | None:
+        """The JPEG thumbnail of segment ``ordinal`` of the indexed file ``file_key``."""
+        key = self._catalog.segment_key(file_key, ordinal)
+        return None if key is None else self._catalog.thumbnail(key)
+
+    def segment_key(self, file_key: int, ordinal: int) -> int | None:
+        """The vector key of segment ``ordinal`` of the indexed file ``file_key``."""
+        return self._catalog.segment_key(file_key, ordinal)
+
+    def vectors_of(self, keys: Sequence[int]) -> np.ndarray:
+        """The stored vectors of segment ``keys`` as float32 ``[N, dim]`` (as stored: f16/i8
+        carry their quantisation error)."""
+        return self._vectors.get(np.asarray(keys, dtype=np.int64))
+
     def lookup(self, path: str | os.PathLike[str]) -> FileRecord | None:
         """The catalog row of ``path`` (made absolute), or None."""
         return self._catalog.lookup(_abspath(path))
@@ -585,7 +677,12 @@ class VideoIndex:
                 etag=e.etag,
             )
             keys.append(key)
+            self._catalog.set_facts(key, {"duration_s": e.spans[-1][1], **e.facts})
+            if e.meta is not None:
+                self._catalog.set_meta(key, e.meta)
             dropped, new = self._catalog.set_segments(key, e.spans)
+            if e.thumbnails:
+                self._catalog.set_thumbnails(new, e.thumbnails)
             replaced += dropped
             vector_keys += new
         self._vectors.remove(replaced)
@@ -707,7 +804,7 @@ class VideoIndex:
     # --- search --------------------------------------------------------------------------
     def search(
         self, queries: Any, k: int = 10, *, exact: bool | None = None,
-        group_by: str = "video",
+        group_by: str = "video", allowed: Subset | None = None,
     ) -> list[list[Hit]]:
         """Top ``k`` hits per query (unit float [Q, dim] or [dim]), best first.
 
@@ -718,14 +815,16 @@ class VideoIndex:
         brute-force scan, ``False`` HNSW, and ``None`` (default) the scan up to
         ``EXACT_SEARCH_MAX`` vectors, where it costs about a millisecond and HNSW saves
         nothing, HNSW above. Changes not yet committed are visible to the writer that made them.
+        ``allowed``: only the segments of a filter (:meth:`matching`), searched as
+        :meth:`VectorSet.search` says.
         """
         if group_by not in GROUP_BY:
             raise IndexStoreError(f"unknown group_by {group_by!r} (choose from {GROUP_BY})")
         q = check_unit_vectors(queries, self.dim, str(self.path))
         if exact is None:
             exact = len(self._vectors) <= EXACT_SEARCH_MAX
-        total = len(self._vectors)
-        fetch = k
+        total = len(self._vectors) if allowed is None else len(allowed.keys)
+        fetch = min(k, total)
         if group_by == "video":  # first guess from the last commit's segments per file
             c = self.manifest.counts
             fetch = min(total, k * max(1, -(-c.get("vectors", 0) // max(c.get("indexed", 1), 1))))
@@ -733,7 +832,8 @@ class VideoIndex:
         pending = list(range(len(q)))
         out: list[list[Hit]] = [[] for _ in range(len(q))]
         while pending:
-            found = self._vectors.search(q[pending], fetch, exact)
+            found = (self._vectors.search(q[pending], fetch, exact) if allowed is None
+                     else self._vectors.search(q[pending], fetch, exact, allowed))
             keys, scores, counts = (a.tolist() for a in found)  # Python ints and floats
             rows = self._catalog.segment_rows(
                 {key for row, n in zip(keys, counts, strict=True) for key in row[:n]})

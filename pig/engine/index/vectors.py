@@ -25,12 +25,18 @@ import pig.engine.host.native  # noqa: F401  (must precede usearch: see the modu
 
 # isort: split
 from usearch.index import Index
+from usearch.index import search as brute_force
 
 from pig.errors import IndexStoreError
 
 UNIT_NORM_TOL = 1e-3  # |‖v‖ - 1| allowed for "unit" vectors (fp16/int8 engines normalise in fp32)
 EF_REF_N = 50_000  # HNSW ef stays as configured up to this many vectors (see search_expansion)
 EF_EXPONENT = 0.6
+_NUMPY = {"f16": np.float16, "f32": np.float32, "i8": np.int8}  # storage dtype -> numpy
+# A filtered search scans the admitted vectors exactly when they are at most this many
+# times the candidates HNSW would be asked for (2k / share): an HNSW search computes about
+# M x 2 distances per candidate (M 16), the scan one per admitted vector.
+SCAN_RATIO = 32
 
 
 def check_unit_vectors(vectors: Any, dim: int, where: str, *, unit: bool = True) -> np.ndarray:
@@ -62,6 +68,19 @@ def quantize_i8(x: np.ndarray) -> np.ndarray:
     """
     scale = 127.0 / np.maximum(np.abs(x).max(axis=1, keepdims=True), 1e-12)
     return np.rint(x * scale).astype(np.int8)
+
+
+@dataclass
+class Subset:
+    """The vector keys a filter admits (sorted) and, once an exact scan read them, their
+    stored codes (kept for the next scan of the same subset)."""
+
+    keys: np.ndarray
+    codes: np.ndarray | None = None
+
+    @property
+    def nbytes(self) -> int:
+        return self.keys.nbytes + (0 if self.codes is None else self.codes.nbytes)
 
 
 class VectorStore:
@@ -135,7 +154,7 @@ class VectorStore:
             raise IndexStoreError(f"{path}: vectors file has dim {store.index.ndim}, not {dim}")
         return store
 
-    def _encode(self, x: np.ndarray) -> np.ndarray:
+    def encode(self, x: np.ndarray) -> np.ndarray:
         return quantize_i8(x) if self.dtype == "i8" else x
 
     def __len__(self) -> int:
@@ -144,7 +163,7 @@ class VectorStore:
     def add(self, keys: np.ndarray, x: np.ndarray, *, encoded: bool = False) -> None:
         """Add float32 unit vectors (or, ``encoded=True``, codes as this store keeps them)."""
         if len(keys):
-            self.index.add(keys.astype(np.uint64), x if encoded else self._encode(x))
+            self.index.add(keys.astype(np.uint64), x if encoded else self.encode(x))
 
     def remove(self, keys: list[int]) -> None:
         if keys:
@@ -177,7 +196,7 @@ class VectorStore:
         q = len(queries)
         if not exact:
             self.index.expansion_search = search_expansion(len(self.index), self.expansion)
-        m = self.index.search(self._encode(queries), k, exact=exact)
+        m = self.index.search(self.encode(queries), k, exact=exact)
         # usearch returns Matches (no counts, 1-D) for a single query, BatchMatches otherwise
         counts = np.asarray(getattr(m, "counts", [len(m.keys)]), dtype=np.int64).reshape(q)
         keys = np.asarray(m.keys, dtype=np.int64).reshape(q, -1)
@@ -356,14 +375,73 @@ class VectorSet:
             self.pending_tombstones |= dead
 
     # --- search --------------------------------------------------------------------------
+    def codes(self, keys: np.ndarray) -> np.ndarray:
+        """The stored codes (f16/i8/f32 as kept) of live ``keys`` (all present), ``[N, dim]``."""
+        out = np.empty((len(keys), self._blank.index.ndim), _NUMPY[self._blank.dtype])
+        in_delta = self.delta.contains(keys.tolist())
+        for store, rows in ((self.delta, in_delta), (self.base, ~in_delta)):
+            if rows.any():
+                assert store is not None, "a key with no live vector"
+                out[rows] = store.codes(keys[rows])
+        return out
+
+    def get(self, keys: np.ndarray) -> np.ndarray:
+        """The live vectors of ``keys`` as float32 ``[N, dim]`` (unit rows for i8, whose codes
+        carry a per-row scale)."""
+        out = self.codes(keys).astype(np.float32)
+        if self._blank.dtype == "i8":
+            out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        return out
+
     def search(
-        self, queries: np.ndarray, k: int, exact: bool
+        self, queries: np.ndarray, k: int, exact: bool, allowed: Subset | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Top ``k`` live vectors per query over base and delta (see :meth:`VectorStore.search`)."""
+        """Top ``k`` live vectors per query over base and delta (see :meth:`VectorStore.search`).
+
+        ``allowed``: only those keys. Chosen by their measured share of the vectors: HNSW
+        is asked for ``2k / share`` candidates (x4 more while a query has fewer than ``k``
+        admitted ones); when the admitted vectors are at most ``SCAN_RATIO`` times that many
+        (a selective filter), or with ``exact``, they are scanned exactly instead (usearch's
+        brute-force kernel over their codes, read once and kept in the subset).
+        """
+        if allowed is not None:
+            return self._search_allowed(queries, k, exact, allowed)
         parts = [self.delta.search(queries, k, exact)]
         if self.base is not None:
             parts.append(self._search_base(queries, k, exact))
         return merge_top_k(parts, k)
+
+    def _search_allowed(self, queries: np.ndarray, k: int, exact: bool, subset: Subset
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        q, total, allowed = len(queries), len(self), subset.keys
+        k = min(k, len(allowed))
+        if k <= 0 or total == 0:
+            return _empty(q)
+        if len(allowed) == total and not exact:  # everything: no filter to apply
+            return self.search(queries, k, exact)
+        want = min(total, math.ceil(2 * k * total / len(allowed)))
+        if exact or len(allowed) <= SCAN_RATIO * want:
+            if subset.codes is None:
+                subset.codes = self.codes(allowed)
+            codes = subset.codes
+            m = brute_force(codes, self._blank.encode(queries).astype(codes.dtype), k,
+                            metric=self._blank.settings["metric"], exact=True, threads=1)
+            counts = np.asarray(getattr(m, "counts", [len(m.keys)]), np.int64).reshape(q)
+            rows = np.asarray(m.keys, np.int64).reshape(q, -1)
+            with np.errstate(invalid="ignore"):
+                scores = (1.0 - np.asarray(m.distances, np.float32)).reshape(q, -1)
+            return allowed[np.clip(rows, 0, len(allowed) - 1)], scores, counts
+        while True:
+            keys, scores, counts = self.search(queries, want, False)
+            cols = np.arange(keys.shape[1])[None, :]
+            pos = np.searchsorted(allowed, keys).clip(0, len(allowed) - 1)
+            ok = (cols < counts[:, None]) & (allowed[pos] == keys)
+            if (ok.sum(1) >= k).all() or want >= total:
+                break
+            want = min(total, 4 * want)
+        order = np.argsort(~ok, axis=1, kind="stable")[:, :k]  # allowed hits first, in order
+        n = np.minimum(ok.sum(1), k)
+        return np.take_along_axis(keys, order, 1), np.take_along_axis(scores, order, 1), n
 
     def _search_base(
         self, queries: np.ndarray, k: int, exact: bool

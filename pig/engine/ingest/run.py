@@ -14,6 +14,7 @@ from pig.engine.display import Detail
 from pig.engine.index import VideoIndex
 from pig.engine.index.manifest import MANIFEST_NAME
 from pig.engine.ingest.local_runner import local_engine
+from pig.engine.ingest.metadata import sidecar
 from pig.engine.ingest.options import PipelineOptions
 from pig.engine.ingest.report import IndexReport
 from pig.engine.ingest.sync import (
@@ -25,7 +26,7 @@ from pig.engine.ingest.sync import (
     plan_sync,
 )
 from pig.engine.ingest.writer import Embed, run_plans
-from pig.engine.media import shots
+from pig.engine.media import shots, sources
 from pig.engine.media.decoders import choose_decoder
 from pig.engine.media.segments import Segmenting
 from pig.engine.media.walk import discover_sources
@@ -46,6 +47,7 @@ def index_videos(
     progress: bool = False,
     sync: bool = False,
     max_removal: float | None = MAX_REMOVAL,
+    metadata: dict[str, dict[str, Any]] | None = None,
     **opening: Any,
 ) -> IndexReport:
     """Discover ``paths``, open the engine (the encoder; default :func:`local_engine`) and
@@ -59,12 +61,20 @@ def index_videos(
     moved files keep their vectors, files gone from the folders are removed, unless that is
     more than ``max_removal`` of a folder's files (``None``: no limit). Without it, the
     report counts the indexed files under ``paths`` that are missing on disk.
+
+    ``metadata`` (absolute path -> user metadata, :func:`read_metadata`) and the sidecar
+    ``VIDEO.json`` of each discovered local file replace the user metadata of those files
+    once the run is done (also of files that were already indexed).
     """
     options = options or PipelineOptions()
     paths = list(paths)
     passed_over: list[tuple[str, str]] = []
     files = discover_sources(paths, glob, lambda path, why: passed_over.append((path, why)))
     plan, missing = SyncPlan(), 0
+    tags = dict(metadata or {})
+    for f in files:
+        if not sources.is_url(f) and (meta := sidecar(f)) is not None:
+            tags.setdefault(os.path.abspath(f), meta)
 
     def inspect(existing: VideoIndex) -> None:  # planned (and refused) before the encoder opens
         nonlocal plan, missing
@@ -79,6 +89,10 @@ def index_videos(
         index.record_skipped(paths, sorted(passed_over))
         moves, removed = apply_sync(index, plan)
         report = run_plans(index, files, options, embed, progress)
+        for path, meta in tags.items():
+            if not index.set_meta(path, meta):
+                (opening.get("log") or log_stderr)(f"metadata: {path}: not in the index "
+                                                   "(ignored)")
     report.moved, report.removed, report.missing = len(moves), len(removed), missing
     report.skipped_paths = sorted(passed_over)
     return report

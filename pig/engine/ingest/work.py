@@ -6,13 +6,15 @@ import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
+import av
 import numpy as np
 
 from pig.engine.index import Entry, Plan
 from pig.engine.media import sources
 from pig.engine.media.preprocess import preprocess_frames
 from pig.engine.media.segments import Segmenting
-from pig.engine.media.video import VideoSegment, WholeReader, read_segments
+from pig.engine.media.thumbnails import thumbnail
+from pig.engine.media.video import VideoSegment, WholeReader, read_segments, stream_facts
 from pig.engine.recipe import PreprocessRecipe
 from pig.errors import VideoReadError
 
@@ -34,13 +36,15 @@ def decode_file(plan: Plan, recipe: PreprocessRecipe, segmenting: Segmenting,
     then the file's :class:`Entry` (stat and digest taken before decoding, one span per
     segment), or a :class:`FileFailure` instead: the segments yielded so far are then void.
     """
-    spans, frames = [], 0
+    spans, frames, thumbs = [], 0, []
     try:
         with _local(plan) as (local, entry):
+            facts = stream_facts(local)
             for seg in read_segments(local, recipe.num_frames, segmenting, threads=1,
                                      sampling=recipe.sampling, whole_reader=whole_reader):
                 spans.append((seg.start_s, seg.end_s))
                 frames = seg.frame_count
+                thumbs.append(_thumbnail(seg))
                 yield seg
     except VideoReadError as err:
         yield FileFailure(plan.path, err.reason)
@@ -51,7 +55,16 @@ def decode_file(plan: Plan, recipe: PreprocessRecipe, segmenting: Segmenting,
     except Exception as err:  # an unforeseen decoder error must not stop the run
         yield FileFailure(plan.path, f"unexpected {type(err).__name__}: {err}")
         return
-    yield replace(entry, frames=frames, spans=tuple(spans))
+    yield replace(entry, frames=frames, spans=tuple(spans), facts=facts,
+                  thumbnails=tuple(thumbs))
+
+
+def _thumbnail(segment: VideoSegment) -> bytes | None:
+    """The segment's thumbnail; None if it cannot be made (the file still indexes)."""
+    try:
+        return thumbnail(segment.frames)
+    except (av.error.FFmpegError, ValueError):
+        return None
 
 
 @contextlib.contextmanager

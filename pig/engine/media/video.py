@@ -43,6 +43,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -586,3 +587,17 @@ def _duration(container: av.container.InputContainer, stream: av.VideoStream) ->
     if container.duration is not None:
         return container.duration / av.time_base
     return None
+
+
+def stream_facts(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """What the container header says of the video stream of ``path`` (no decoding):
+    ``width``, ``height``, ``fps`` (average rate; None when unknown) and ``codec`` (FFmpeg's
+    name); an empty dict for a file that cannot be read (the decoder says why elsewhere)."""
+    try:
+        with _opened(Path(path)) as container:
+            stream = _video_stream(container, Path(path))
+            cc, rate = stream.codec_context, stream.average_rate
+            return {"width": cc.width or None, "height": cc.height or None,
+                    "fps": float(rate) if rate else None, "codec": cc.name}
+    except VideoReadError:
+        return {}

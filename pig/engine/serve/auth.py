@@ -33,14 +33,15 @@ def auth_dependencies(key: ApiKey | None) -> list[Any]:
         return []
     bearer = HTTPBearer(auto_error=False, description="the key in --api-key-file")
     cookie = APIKeyCookie(name=MEDIA_COOKIE, auto_error=False,
-                          description="the same key, for <video> elements (media only)")
+                          description="the same key, for <video> and <img> elements (media and "
+                          "thumbnails only)")
 
     async def require_key(  # defaults, not Annotated: the closure's names stay unresolved
             request: Request,
             header: HTTPAuthorizationCredentials | None = Depends(bearer),  # noqa: B008
             cookie_key: str | None = Depends(cookie)) -> None:
         given = header.credentials if header is not None else None
-        if given is None and request.url.path.endswith("/media"):
+        if given is None and request.url.path.endswith(("/media", "/thumbnail")):
             given = cookie_key
         if not key.accepts(given):
             raise HTTPException(401, "missing or wrong API key (Authorization: Bearer <key>)",

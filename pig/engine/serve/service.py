@@ -1,4 +1,4 @@
-"""What the routes call: one :class:`Searcher` over one index or several (shards of one
+"""What the routes call: one :class:`QueryEngine` over one index or several (shards of one
 bundle fingerprint, searched as one), each kept at its newest committed generation, and the
 micro-batcher in front of the encoder.
 
@@ -8,8 +8,8 @@ Threads and what they touch:
   read from; the worker, the one serial resource, is spared that work, and a text the
   tokenizer refuses fails its own request, not a batch);
 * the batcher's worker is the only caller of the text encoder (a TensorRT context has one
-  stream; ONNX Runtime sessions are used from one thread), and it runs the batch's index
-  searches;
+  stream; ONNX Runtime sessions are used from one thread), and it runs the batch's
+  :meth:`QueryEngine.execute` (query vectors, filters, index searches, pages);
 * the indexes (each a read-only usearch view plus a SQLite snapshot) are used under
   ``_index_lock`` only, by the worker's searches, by catalog look-ups (``/v1/videos``) and by
   the swap to a new generation; usearch is not safe for a search concurrent with a change of
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import itertools
 import os
 import sqlite3
 import stat
@@ -35,13 +34,14 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from pig.engine.index import INDEXED, FileRecord, Hit, VideoIndex, file_digest
+from pig.engine.index import INDEXED, FileRecord, VideoIndex, file_digest
 from pig.engine.index.catalog import SegmentRecord
-from pig.engine.index.shards import search_shards
-from pig.engine.query.search import Searcher
+from pig.engine.query.engine import Prepared, QueryEngine
+from pig.engine.query.request import Answer, Request
 from pig.engine.serve.batcher import MicroBatcher
 from pig.engine.serve.metrics import Metrics
 from pig.errors import PigError
@@ -69,23 +69,12 @@ def default_model_name(bundle_dir: str | os.PathLike[str]) -> str:
 
 
 @dataclass(frozen=True)
-class Job:
-    """One request's work: ``k`` None embeds only; otherwise search with ``k``, ``exact``
-    and ``group_by``."""
+class _Queued:
+    """A job as queued: its texts' token ids ``[n, L]`` (and truncation flags) for an
+    embeddings job (``prepared`` None), or its search requests, prepared."""
 
-    texts: list[str]
-    k: int | None = None
-    exact: bool | None = None
-    group_by: str = "video"
-
-
-@dataclass(frozen=True)
-class _Tokenized:
-    """A job with its texts' token ids ``[n, L]`` and truncation flags, as queued."""
-
-    job: Job
     ids: np.ndarray
-    truncated: list[bool]
+    prepared: list[Prepared] | None = None
 
 
 @dataclass(frozen=True)
@@ -97,8 +86,7 @@ class Encoded:
 @dataclass(frozen=True)
 class Found:
     generations: list[int]  # per index, in --index order
-    hits: list[list[Hit]]
-    truncated: list[bool]  # per query: longer than the model's text length (cut there)
+    answers: list[Answer]  # per request
 
 
 class Service:
@@ -111,9 +99,9 @@ class Service:
         self.options = options
         self.log = log or (lambda _msg: None)
         self.metrics = Metrics()
-        self.searcher = Searcher(index_dirs, bundle_dir, backend, precision, log=log)
-        self.index_dirs = [idx.path for idx in self.searcher.indexes]  # a hit's index: i
-        bundle = self.searcher.bundle
+        self.engine = QueryEngine(index_dirs, bundle_dir, backend, precision, log=log)
+        self.index_dirs = [idx.path for idx in self.engine.indexes]  # a hit's index: i
+        bundle = self.engine.bundle
         self.model = bundle.fingerprint
         self.model_name = options.model_name or default_model_name(bundle.dir)
         self.model_created = int((Path(bundle.dir) / "manifest.json").stat().st_mtime)
@@ -121,7 +109,7 @@ class Service:
         self._index_lock = threading.Lock()
         self._reload_errors = [""] * len(self.index_dirs)  # the last one logged, per index
         self._publish_state()
-        self.batcher: MicroBatcher[_Tokenized, Encoded | Found] = MicroBatcher(
+        self.batcher: MicroBatcher[_Queued, Encoded | Found] = MicroBatcher(
             self._run, max_batch=options.max_batch, max_wait_s=options.max_wait_ms / 1000,
             max_queue=options.max_queue)
         self.metrics.track_queue(lambda: self.batcher.depth)
@@ -130,68 +118,101 @@ class Service:
         self._watcher.start()
 
     # --- what the routes call ------------------------------------------------------------
-    def submit(self, job: Job) -> asyncio.Future[Encoded | Found]:
-        """Tokenize ``job`` and queue it for the batcher (raises QueueFull / Closed instead of
-        queueing, PigError for a text the tokenizer refuses); call it on the event loop that
-        awaits the result."""
+    def submit(self, job: list[str] | list[Request]) -> asyncio.Future[Encoded | Found]:
+        """Tokenize ``job`` (texts to embed, or search requests) and queue it for the batcher
+        (raises QueueFull / Closed instead of queueing, PigError for a text the tokenizer
+        refuses); call it on the event loop that awaits the result. A search request may
+        name a file as an example only if the catalog holds it."""
         with self.metrics.stage("tokenize"):
-            ids, cut = self.searcher.tokenizer.tokenize(job.texts, parallel=False)
-        return self.batcher.submit(_Tokenized(job, ids, cut), len(job.texts))
+            if all(isinstance(j, str) for j in job):
+                ids, _ = self.engine.tokenizer.tokenize(job, parallel=False)  # type: ignore[arg-type]
+                item = _Queued(ids)
+            else:
+                prepared = [self.engine.prepare(r, files=False) for r in job]  # type: ignore[arg-type]
+                item = _Queued(np.concatenate([p.ids for p in prepared]), prepared)
+        return self.batcher.submit(item, max(1, len(item.ids)))
 
     def state(self) -> list[tuple[int, int]]:
         """(generation, vectors) being served, per index in ``index_dirs`` order."""
         with self._index_lock:
-            return [(idx.generation, idx.counts()["vectors"]) for idx in self.searcher.indexes]
+            return [(idx.generation, idx.counts()["vectors"]) for idx in self.engine.indexes]
 
     def video(self, index: int, key: int) -> tuple[FileRecord, list[SegmentRecord]] | None:
         """The catalog row and segments of an indexed video with ``key`` in the served
         generation of the index at position ``index`` (a hit's ``index``; in range)."""
         with self._index_lock:
-            idx = self.searcher.indexes[index]
+            idx = self.engine.indexes[index]
             rec = idx.record(key)
             if rec is None or rec.status != INDEXED:
                 return None
             return rec, idx.segments_of(rec.path)
+
+    def library(self) -> dict[str, Any]:
+        """What the served indexes hold (:meth:`VideoIndex.summary`, summed over them)."""
+        with self._index_lock:
+            parts = [idx.summary() for idx in self.engine.indexes]
+        out: dict[str, Any] = {"files": 0, "segments": 0, "duration_s": 0.0}
+        for part in parts:
+            for name in out:
+                out[name] += part[name]
+            for name in ("extensions", "codecs", "folders"):
+                for value, n in part[name].items():
+                    out.setdefault(name, {})[value] = out.get(name, {}).get(value, 0) + n
+        return out
+
+    def thumbnail(self, index: int, key: int, segment: int) -> bytes | None:
+        """The JPEG thumbnail of segment ``segment`` of the indexed video ``key`` in the
+        served generation of the index at position ``index`` (in range)."""
+        with self._index_lock:
+            return self.engine.indexes[index].thumbnail(key, segment)
 
     def close(self) -> None:
         """Finish the queued requests, stop the threads, close the searcher."""
         self._stop.set()
         self.batcher.close()
         self._watcher.join()
-        self.searcher.close()
+        self.engine.close()
 
     # --- the batcher's worker ------------------------------------------------------------
-    def _run(self, queued: list[_Tokenized]) -> list[Encoded | Found]:
-        """One encoder call for every text of the queued jobs, then one search of the indexes
-        per distinct (k, exact, group_by) among the search jobs."""
-        jobs = [item.job for item in queued]
+    def _run(self, queued: list[_Queued]) -> list[Encoded | Found | BaseException]:
+        """One encoder call for every text of the queued jobs, then one
+        :meth:`QueryEngine.execute` for every search request among them."""
+        m, engine = self.metrics, self.engine
         ids = np.concatenate([item.ids for item in queued])
-        m, s = self.metrics, self.searcher
         with m.stage("encode"):
-            vectors = s.encoder.encode_text(ids)
+            vectors = engine.encode(ids)
         m.batch_size.observe(len(ids))
-        eos = s.tokenizer.spec.eos_id
+        eos = engine.tokenizer.spec.eos_id
         tokens = (np.argmax(ids == eos, axis=1) + 1).tolist()
-        bounds = np.cumsum([0, *(len(job.texts) for job in jobs)])
-        rows = [slice(int(a), int(b)) for a, b in itertools.pairwise(bounds)]
-        out: list[Encoded | Found | None] = [None] * len(jobs)
-        groups: dict[tuple[int, bool | None, str], list[int]] = {}
-        for i, job in enumerate(jobs):
-            if job.k is None:
-                out[i] = Encoded(vectors[rows[i]], tokens[rows[i]])
-            else:
-                groups.setdefault((job.k, job.exact, job.group_by), []).append(i)
-        with m.stage("search"), self._index_lock:
-            generations = [idx.generation for idx in s.indexes]
-            for (k, exact, group_by), members in groups.items():
-                q = np.concatenate([vectors[rows[i]] for i in members])
-                hits = search_shards(s.indexes, q, k, exact=exact, group_by=group_by)
-                start = 0
-                for i in members:
-                    n = len(jobs[i].texts)
-                    out[i] = Found(generations, hits[start:start + n], queued[i].truncated)
-                    start += n
-        return out  # type: ignore[return-value]
+        out: list[Encoded | Found | BaseException] = []
+        prepared, parts, owners = [], [], []
+        start = 0
+        for i, item in enumerate(queued):
+            rows = slice(start, start + len(item.ids))
+            start = rows.stop
+            if item.prepared is None:
+                out.append(Encoded(vectors[rows], tokens[rows]))
+                continue
+            out.append(Found([], []))
+            at = rows.start
+            for p in item.prepared:
+                prepared.append(p)
+                parts.append(vectors[at:at + len(p.ids)])
+                owners.append(i)
+                at += len(p.ids)
+        if prepared:
+            with m.stage("search"), self._index_lock:
+                generations = [idx.generation for idx in engine.indexes]
+                answers = engine.execute(prepared, parts)
+            for i, answer in zip(owners, answers, strict=True):
+                found = out[i]
+                if isinstance(found, Found):
+                    if isinstance(answer, PigError):
+                        out[i] = answer
+                    else:
+                        found.answers.append(answer)
+                        found.generations[:] = generations
+        return out
 
     # --- live generations ----------------------------------------------------------------
     def _publish_state(self) -> list[tuple[int, int]]:
@@ -221,7 +242,7 @@ class Service:
     def _reload(self, position: int) -> None:
         """Swap in the index at ``position`` if a newer generation was committed there."""
         directory = self.index_dirs[position]
-        current = self.searcher.indexes[position].generation  # only this thread changes it
+        current = self.engine.indexes[position].generation  # only this thread changes it
         if VideoIndex.committed_generation(directory) == current:
             return
         fresh = VideoIndex.open(directory, view=True)
@@ -233,7 +254,7 @@ class Service:
             fresh.close()
             return
         with self._index_lock:
-            old = self.searcher.replace_index(position, fresh)
+            old = self.engine.replace_index(position, fresh)
         old.close()
         self._reload_errors[position] = ""
         self.metrics.reloads.labels(str(position), "ok").inc()

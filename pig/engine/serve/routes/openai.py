@@ -26,7 +26,7 @@ from pig.engine.serve.models import (
     ModelList,
 )
 from pig.engine.serve.routes import Context
-from pig.engine.serve.service import Encoded, Job, Service
+from pig.engine.serve.service import Encoded, Service
 
 
 def card(service: Service) -> ModelCard:
@@ -56,7 +56,7 @@ def register(ctx: Context) -> None:
                            f"{service.dim} dimensions and are not trained to be truncated; "
                            f"omit dimensions (or give {service.dim})", param="dimensions",
                            code="unsupported_dimensions")
-        enc = await service.submit(Job(list(req.input)))
+        enc = await service.submit(list(req.input))
         if not isinstance(enc, Encoded):
             raise TypeError(f"an embeddings job answered {type(enc).__name__}")
         if req.encoding_format == "base64":

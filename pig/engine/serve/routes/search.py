@@ -5,11 +5,11 @@ from __future__ import annotations
 from fastapi import Depends
 from fastapi.responses import Response
 
-from pig.engine.query.search import hit_json
+from pig.engine.query.search import answer_json
 from pig.engine.serve.errors import Json, require_json
 from pig.engine.serve.models import ErrorResponse, SearchRequest, SearchResponse
 from pig.engine.serve.routes import Context
-from pig.engine.serve.service import Found, Job
+from pig.engine.serve.service import Found
 
 
 def register(ctx: Context) -> None:
@@ -20,12 +20,10 @@ def register(ctx: Context) -> None:
     @lane.hot
     async def search(req: SearchRequest) -> Response:
         """Top ``k`` videos per query, the same hits as ``pig-engine search --json``."""
-        texts = req.texts()
-        found = await service.submit(Job(texts, req.k, req.exact, req.group_by))
+        requests = req.requests()
+        found = await service.submit(requests)
         if not isinstance(found, Found):
             raise TypeError(f"a search job answered {type(found).__name__}")
-        results = [{"query": text, "truncated": cut,
-                    "results": [hit_json(r, h) for r, h in enumerate(hits, 1)]}
-                   for text, hits, cut in zip(texts, found.hits, found.truncated, strict=True)]
         return Json({"generation": found.generations[0], "generations": found.generations,
-                     "results": results})
+                     "results": [answer_json(r, a) for r, a in
+                                 zip(requests, found.answers, strict=True)]})

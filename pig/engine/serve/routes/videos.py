@@ -1,4 +1,5 @@
-"""``GET /v1/videos/{id}`` (a catalog record) and ``/v1/videos/{id}/media`` (the file)."""
+"""``GET /v1/videos/{id}`` (a catalog record), ``/v1/videos/{id}/media`` (the file) and
+``/v1/videos/{id}/thumbnail`` (a segment's thumbnail)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from pig.engine.index import FileRecord
 from pig.engine.index.catalog import SegmentRecord
 from pig.engine.media import sources
 from pig.engine.serve.errors import error
-from pig.engine.serve.models import ErrorResponse, Segment, VideoRecord
+from pig.engine.serve.models import ErrorResponse, Library, Segment, VideoRecord
 from pig.engine.serve.object_media import object_media
 from pig.engine.serve.routes import Context
 from pig.engine.serve.service import media_file
@@ -33,6 +34,8 @@ def _digits(value: object) -> object:
 
 VideoId = Annotated[int, PathParam(ge=1, le=MAX_ID, description="catalog id (a hit's id)"),
                     BeforeValidator(_digits)]
+SegmentOrdinal = Annotated[int, Query(ge=0, le=MAX_ID, description="the hit's segment"),
+                          BeforeValidator(_digits)]
 IndexPosition = Annotated[int | None, Query(
     ge=0, description="the hit's index field: position of its index in the --index list; "
     "required when several indexes are served, else 0"), BeforeValidator(_digits)]
@@ -110,3 +113,21 @@ def register(ctx: Context) -> None:
         path, st = found
         media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         return MediaResponse(path, media_type=media_type, stat_result=st)
+
+    @api.get("/v1/videos/{video_id}/thumbnail", response_class=Response, tags=["videos"],
+             responses={200: {"content": {"image/jpeg": {}}}, 404: {"model": ErrorResponse}})
+    def thumbnail(video_id: VideoId, segment: SegmentOrdinal = 0,
+                  index: IndexPosition = None) -> Response:
+        """The small JPEG kept at index time for a segment of an indexed video (404 when the
+        segment has none: indexed before thumbnails were kept)."""
+        position, rec, _ = indexed(video_id, index)
+        image = service.thumbnail(position, rec.key, segment)
+        if image is None:
+            raise HTTPException(404, f"video {video_id}: no thumbnail of segment {segment}")
+        return Response(image, media_type="image/jpeg")
+
+    @api.get("/v1/library", response_model=Library, tags=["videos"])
+    def library() -> Library:
+        """What is indexed: files, segments, total duration, the most common extensions,
+        codecs and folders (what the search page shows before a search)."""
+        return Library(**service.library())
