@@ -465,6 +465,30 @@ def test_tag_changes_metadata_and_filters_follow(fake_bundle: Bundle, tmp_path: 
     assert code == 2 and "bad.jsonl:1: metadata key 'camera'" in user_error(err)
 
 
+def test_thumbnails_and_metadata_follow_a_move(fake_bundle: Bundle, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    clips = make_clips(tmp_path / "lib" / "a", n=2)
+    Path(f"{clips[0]}.json").write_text('{"camera": "lobby"}')
+    idx = tmp_path / "idx"
+    code, _, err = run(capsys, "index", tmp_path / "lib", "--bundle", fake_bundle.dir,
+                       "--index", idx)
+    assert code == 0, err
+    with VideoIndex.open(idx, view=True) as before:
+        key = before.lookup(clips[0]).key  # type: ignore[union-attr]
+        thumb, facts = before.thumbnail(key, 0), before.facts([key])[key]
+    assert thumb and facts["meta"] == {"camera": "lobby"}
+    moved = tmp_path / "lib" / "b" / "moved.mp4"
+    moved.parent.mkdir()
+    clips[0].rename(moved)
+    code, _, err = run(capsys, "sync", tmp_path / "lib", "--bundle", fake_bundle.dir,
+                       "--index", idx)
+    assert code == 0, err
+    with VideoIndex.open(idx, view=True) as after:
+        rec = after.lookup(moved)
+        assert rec is not None and rec.key == key
+        assert after.thumbnail(key, 0) == thumb and after.facts([key])[key] == facts
+
+
 def test_old_catalog_gains_the_columns_on_first_write(fake_bundle: Bundle, index: Path,
                                                       tmp_path: Path) -> None:
     old = tmp_path / "old"
