@@ -35,7 +35,7 @@ import av
 import numpy as np
 
 from bench.bench_search import _build as cached_search_index
-from pig.demo import run as demo
+from pig.demo import steps as demo
 from pig.engine.backends import open_backend
 from pig.engine.backends.onnxruntime import OrtOptions
 from pig.engine.bundle import Bundle

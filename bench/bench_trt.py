@@ -24,10 +24,10 @@ SPEC = Path(__file__).resolve().parent.parent / "tests" / "reference" / "weights
 
 
 def _demo(out: Path) -> Path:
-    from pig.demo import run
+    from pig.demo import steps
 
-    checkpoint, config = run.model_files()
-    return Path(run.ensure_bundle(checkpoint, config, out).dir)
+    checkpoint, config = steps.model_files()
+    return Path(steps.ensure_bundle(checkpoint, config, out).dir)
 
 
 def _full(out: Path) -> Path:

@@ -62,11 +62,11 @@ class Inputs:
 def _demo_bundle(scratch: Path) -> tuple[Bundle, Inputs]:
     """The demo model exported + calibrated, and its held-out clips decoded."""
     from pig.calibration.calibrate import calibrate_bundle
-    from pig.demo import dataset, run
+    from pig.demo import dataset, steps
 
-    checkpoint, config = run.model_files()
-    bundle = run.ensure_bundle(checkpoint, config, scratch / "bundle")
-    clips = run.ensure_clips(scratch / "heldout", HELDOUT)
+    checkpoint, config = steps.model_files()
+    bundle = steps.ensure_bundle(checkpoint, config, scratch / "bundle")
+    clips = steps.ensure_clips(scratch / "heldout", HELDOUT)
     calibrate_bundle(bundle.dir, max_videos=32, eval_data=scratch / "heldout",
                      echo=lambda _: None)
     bundle = Bundle.load(Path(bundle.dir))

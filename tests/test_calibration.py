@@ -324,11 +324,11 @@ def test_int8_cpu_on_the_demo_model(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     600: video cosine mean 0.99995 (min 0.99965), text 0.99998 (0.99994), selector same set
     0.862, R@1 80.3 = fp32. Asked: a few times those errors, and R@1 within the 1 point that
     ``auto`` requires, which ``auto`` then confirms from the written report."""
-    from pig.demo import run
+    from pig.demo import steps
     from pig.engine.backends import select
 
-    checkpoint, config = run.model_files()
-    bundle = run.ensure_bundle(checkpoint, config, tmp_path / "demo")
+    checkpoint, config = steps.model_files()
+    bundle = steps.ensure_bundle(checkpoint, config, tmp_path / "demo")
     evals = demo_heldout(bundle.recipe, bundle.tokenizer_spec, count=120)
     report = calibrate_bundle(bundle.dir, precisions=["int8-cpu"], eval_data=evals,
                               echo=lambda _: None)

@@ -998,11 +998,11 @@ def _calibrated_copy(src, dest, max_videos: int, max_captions: int, evals: int):
 def demo_bundle(tmp_path_factory):
     """The shipped demo model (models/pig-tiny) exported by pig-export --onnx, with every
     precision graph calibration writes."""
-    from pig.demo import run
+    from pig.demo import steps
 
     tmp = tmp_path_factory.mktemp("demo")
-    checkpoint, config = run.model_files()
-    fp32 = run.ensure_bundle(checkpoint, config, tmp / "fp32")
+    checkpoint, config = steps.model_files()
+    fp32 = steps.ensure_bundle(checkpoint, config, tmp / "fp32")
     return _calibrated_copy(Path(fp32.dir), tmp / "bundle", 4, 32, 4)
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from pig.cli import console
+from pig import console
 from pig.engine.backends.select import BACKENDS
 from pig.engine.display import Detail, display_path
 from pig.engine.graphs import PRECISIONS
@@ -545,7 +545,7 @@ def restore_manifest(index_dir: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point (errors: :mod:`pig.cli.console`)."""
+    """Console entry point (errors: :mod:`pig.console`)."""
     console.run(cli, argv, "pig-engine")
 
 

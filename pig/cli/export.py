@@ -4,7 +4,7 @@ One command whose action flags run in a fixed order on the same ``--out`` bundle
 ``--onnx`` (checkpoint -> fp32 graphs + manifest, :mod:`pig.export`), then further actions
 (``--calibrate``, :mod:`pig.calibration`; ``--trt``, :mod:`pig.engine.trt`) that read the bundle
 ``--onnx`` wrote or that already exists. It lives above the three packages it drives. Errors:
-:mod:`pig.cli.console`.
+:mod:`pig.console`.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from typing import Any
 
 import click
 
+from pig import console
 from pig.calibration.options import calibrate_options
-from pig.cli import console
 from pig.engine.graphs import (
     BRANCHES,
     CALIBRATED_PRECISIONS,

@@ -24,7 +24,7 @@ from typing import Any
 import click
 import numpy as np
 
-from pig.cli import console
+from pig import console
 from pig.demo import dataset, synth
 from pig.metrics import retrieval_metrics, retrieval_ranks
 
@@ -194,7 +194,7 @@ def cli(checkpoint: Path, config: Path, data: Path, bundle: Path | None, baselin
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``pig-eval`` (errors: :mod:`pig.cli.console`)."""
+    """``pig-eval`` (errors: :mod:`pig.console`)."""
     console.run(cli, argv, "pig-eval")
 
 

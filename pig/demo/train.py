@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from pig.cli import console
+from pig import console
 from pig.demo import augment, dataset, synth
 from pig.engine.tokenizer import ClipTokenizer
 from pig.export.config import PigConfig
@@ -327,7 +327,7 @@ def cli(data: Path, out: Path, clip_vip_steps: int, clip_vip_lr: float, steps: i
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m pig.demo.train`` (errors: :mod:`pig.cli.console`)."""
+    """``python -m pig.demo.train`` (errors: :mod:`pig.console`)."""
     console.run(cli, argv, "python -m pig.demo.train")
 
 

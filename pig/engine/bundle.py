@@ -18,7 +18,7 @@ from typing import Any
 from pig.engine.display import display_path
 from pig.engine.graphs import BRANCHES
 from pig.engine.host.fsutil import write_json_atomic
-from pig.engine.media.regular_file import read_regular
+from pig.engine.host.regular_file import read_regular
 from pig.engine.recipe import PreprocessRecipe, TokenizerSpec
 from pig.errors import BundleError, PigError
 

@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Protocol, Self, runtime_checkable
 
 import numpy as np
-
-
-def log_stderr(msg: str) -> None:
-    """Default progress/log sink of backend selection and TensorRT builds."""
-    print(msg, file=sys.stderr, flush=True)
 
 
 @runtime_checkable

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pig.engine.backends.accuracy import INT8_CPU, int8_cpu_verdict
-from pig.engine.backends.base import Backend, log_stderr
-from pig.engine.display import Detail
+from pig.engine.backends.base import Backend
+from pig.engine.display import Detail, log_stderr
 from pig.engine.graphs import CALIBRATED_PRECISIONS, PRECISIONS, Branch
 from pig.engine.host import gpu as gpu_probe
 from pig.engine.trt import flavour as flavours

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from pig.engine.host.fsutil import sqlite_out_of_space
-from pig.engine.media.regular_file import read_regular
+from pig.engine.host.regular_file import read_regular
 from pig.engine.media.sources import digest_blocks
 from pig.errors import IndexStoreError
 

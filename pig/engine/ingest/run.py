@@ -8,9 +8,8 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from pig.engine.backends.base import log_stderr
 from pig.engine.bundle import Bundle
-from pig.engine.display import Detail
+from pig.engine.display import Detail, log_stderr
 from pig.engine.index import VideoIndex
 from pig.engine.index.manifest import MANIFEST_NAME
 from pig.engine.ingest.local_runner import local_engine

@@ -49,7 +49,7 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from pig.engine.host.cpus import available_cpus
-from pig.engine.media.regular_file import fd_path, open_regular
+from pig.engine.host.regular_file import fd_path, open_regular
 from pig.engine.media.segments import Segmenting, Span, spans_for
 from pig.errors import VideoReadError
 

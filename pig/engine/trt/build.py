@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pig.engine.backends.base import log_stderr
+from pig.engine.display import log_stderr
 from pig.engine.graphs import BRANCHES, OUTPUT_NAME, Branch
 from pig.engine.host import gpu as gpu_probe
 from pig.engine.host.fsutil import write_atomic
