@@ -37,7 +37,6 @@ import numpy as np
 from bench.bench_search import _build as cached_search_index
 from pig.demo import steps as demo
 from pig.engine.backends import open_backend
-from pig.engine.backends.onnxruntime import OrtOptions
 from pig.engine.bundle import Bundle
 from pig.engine.index import VideoIndex
 from pig.engine.ingest.options import PipelineOptions
@@ -115,7 +114,7 @@ def encoder_only(b: Bundle, files: list[Path], batch: int, threads: int) -> floa
     x = np.stack([preprocess_frames(read_video(f, b.recipe.num_frames).frames, b.recipe)
                   for f in files[:batch]])
     with open_backend(b, "onnxruntime", "fp32", branches=("video",),
-                      ort_options=OrtOptions(threads=threads), log=lambda _: None) as enc:
+                      threads=threads, log=lambda _: None) as enc:
         return _rate(lambda: len(enc.encode_video(x)))
 
 

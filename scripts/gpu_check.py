@@ -37,7 +37,8 @@ sys.path.insert(0, str(ROOT))
 
 from pig.engine.backends.base import Backend  # noqa: E402
 from pig.engine.backends.onnxruntime import OrtBackend  # noqa: E402
-from pig.engine.backends.select import ort_cuda_missing, trt_missing  # noqa: E402
+from pig.engine.backends.onnxruntime import cuda_missing as ort_cuda_missing  # noqa: E402
+from pig.engine.backends.tensorrt import missing as trt_missing  # noqa: E402
 from pig.engine.bundle import Bundle  # noqa: E402
 from pig.engine.graphs import PRECISIONS  # noqa: E402
 from pig.engine.host import gpu  # noqa: E402

@@ -37,7 +37,6 @@ from typing import Any
 import numpy as np
 
 from pig.engine.backends import Backend, open_backend
-from pig.engine.backends.onnxruntime import OrtOptions
 from pig.engine.bundle import Bundle
 from pig.engine.index import Entry, Plan, VideoIndex
 from pig.engine.ingest.options import PipelineOptions
@@ -251,7 +250,7 @@ def local_engine(bundle: Bundle, backend: str, precision: str | None, options: P
     """This process: decode threads and one encoder (:class:`Pipeline`)."""
     kwargs: dict[str, Any] = {"log": log} if log is not None else {}
     encoder = open_backend(bundle, backend, precision, branches=("video",),
-                           ort_options=OrtOptions(threads=options.encoder_threads), **kwargs)
+                           threads=options.encoder_threads, **kwargs)
     try:
         info = {"bundle": str(Path(bundle.dir).resolve()), "backend": encoder.name,
                 "device": encoder.device, "precision": encoder.precision}

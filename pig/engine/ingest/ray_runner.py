@@ -46,7 +46,6 @@ from typing import Any
 
 import numpy as np
 
-from pig.engine.backends.onnxruntime import OrtOptions
 from pig.engine.backends.select import choose, open_backend
 from pig.engine.bundle import Bundle
 from pig.engine.index import Entry, Plan
@@ -146,8 +145,8 @@ class _Encoder:
         bundle = Bundle.load(bundle_dir)
         self.dim = bundle.embedding_dim
         self.encoder = open_backend(bundle, choice.backend, choice.precision,
-                                    branches=("video",), ort_device=choice.device,
-                                    ort_options=OrtOptions(threads=threads), log=lambda _: None)
+                                    branches=("video",), device=choice.device, threads=threads,
+                                    log=lambda _: None)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         ok = batch["segment"] >= 0
