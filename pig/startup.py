@@ -47,4 +47,4 @@ def pig_export() -> None:
 
 
 def pig_eval() -> None:
-    _run("pig-eval", "pig.demo.evaluate", whole_run=False)
+    _run("pig-eval", "pig.cli.eval", whole_run=False)

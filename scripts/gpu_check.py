@@ -68,8 +68,9 @@ def _demo_bundle(scratch: Path) -> tuple[Bundle, Inputs]:
     checkpoint, config = steps.model_files()
     bundle = steps.ensure_bundle(checkpoint, config, scratch / "bundle")
     clips = steps.ensure_clips(scratch / "heldout", HELDOUT)
-    calibrate_bundle(bundle.dir, max_videos=32, eval_data=scratch / "heldout",
-                     echo=lambda _: None)
+    calibrate_bundle(bundle.dir, dataset.DemoClips("train", 256),
+                     dataset.DemoClips("heldout", HELDOUT, folder=scratch / "heldout"),
+                     max_videos=32, log=lambda _: None)
     bundle = Bundle.load(Path(bundle.dir))
     pixels = dataset.clip_pixels(scratch / "heldout", clips, bundle.recipe)
     ids = dataset.caption_ids(clips, bundle.tokenizer_spec)

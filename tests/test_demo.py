@@ -37,7 +37,7 @@ def test_evaluate_reports_every_row_and_the_baseline_ablation(tmp_path, capsys) 
     """pig-eval on 24 generated held-out clips with the shipped model; given as its own
     ``--baseline`` the ablation row must equal the model's own CLIP-ViP row."""
     from pig.demo import steps
-    from pig.demo.evaluate import main
+    from pig.cli.eval import main
 
     steps.ensure_clips(tmp_path / "data", 24)
     checkpoint, config = steps.model_files()
@@ -58,7 +58,7 @@ def test_evaluate_reports_every_row_and_the_baseline_ablation(tmp_path, capsys) 
 
 
 def test_evaluate_reports_a_folder_without_manifest_in_one_line(tmp_path, capsys) -> None:
-    from pig.demo.evaluate import main
+    from pig.cli.eval import main
 
     with pytest.raises(SystemExit) as exit_info:
         main(["--checkpoint", str(tmp_path / "missing.pt"), "--data", str(tmp_path)])

@@ -980,17 +980,16 @@ def _calibrated_copy(src, dest, max_videos: int, max_captions: int, evals: int):
     import shutil
 
     from pig.calibration.calibrate import calibrate_bundle
-    from pig.calibration.data import demo_heldout
+    from pig.demo.dataset import DemoClips
     from pig.engine.bundle import MANIFEST
 
     dest.mkdir(parents=True)
     shutil.copy(src / MANIFEST, dest)
     for name in ("video.onnx", "text.onnx"):
         (dest / name).hardlink_to(src / name)  # a symlink would leave the bundle
-    bundle = Bundle.load(dest)
-    calibrate_bundle(dest, max_videos=max_videos, max_captions=max_captions,
-                     eval_data=demo_heldout(bundle.recipe, bundle.tokenizer_spec, count=evals),
-                     echo=lambda _: None)
+    calibrate_bundle(dest, DemoClips("train", max(max_videos, max_captions)),
+                     DemoClips("heldout", evals), max_videos=max_videos,
+                     max_captions=max_captions, log=lambda _: None)
     return dest
 
 
