@@ -31,7 +31,7 @@ setup(
     description="Production inference for PIG text-to-video retrieval: ONNX, TensorRT, usearch.",
     python_requires=">=3.11",
     packages=find_packages(include=["pig", "pig.*"]),
-    package_data={"pig": ["data/*"], "pig.engine.serve": ["static/*"]},
+    package_data={"pig": ["data/*", "*.pyi"], "pig.engine.serve": ["static/*"]},
     ext_modules=[preprocess_ext],
     cmdclass={"build_ext": build_ext},
     install_requires=[
@@ -90,6 +90,14 @@ setup(
             # a real TensorRT builder in CI: every graph is parsed and AOT-compiled
             "tensorrt-rtx-cu12-bindings==1.7.1.116",
             "tensorrt-rtx-cu12-libs==1.7.1.116",
+            # make lint: the import layers, types and the documentation site
+            "import-linter>=2.16,<2.17",
+            "mypy>=2.4,<2.5",
+            "types-tqdm>=4.70,<4.71",
+            "mkdocs>=1.6,<1.7",
+            "mkdocs-material>=9.8,<9.9",
+            # make bench: the figures in docs/figures/
+            "matplotlib>=3.11,<3.12",
         ],
     },
     entry_points={

@@ -17,7 +17,7 @@ import os
 import signal
 from collections.abc import Callable
 
-_SIGNALS = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
+_SIGNALS: dict[int, str] = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
 
 
 def _exit_now(prog: str) -> Callable[[int, object], None]:

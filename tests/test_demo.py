@@ -36,8 +36,8 @@ def test_mp4_bytes_are_reproducible(tmp_path) -> None:
 def test_evaluate_reports_every_row_and_the_baseline_ablation(tmp_path, capsys) -> None:
     """pig-eval on 24 generated held-out clips with the shipped model; given as its own
     ``--baseline`` the ablation row must equal the model's own CLIP-ViP row."""
-    from pig.demo import steps
     from pig.cli.eval import main
+    from pig.demo import steps
 
     steps.ensure_clips(tmp_path / "data", 24)
     checkpoint, config = steps.model_files()

@@ -73,12 +73,12 @@ def embed(bundle: Bundle, precisions: list[str], data: CaptionedVideos,
         for p, session in video_sessions.items():
             parts[p].append(_run(session, INPUT_NAMES["video"], x, batch))
 
-    for video in data.videos(bundle.recipe, max_videos):
-        if video.pixels is None:
-            skipped.append(video.error)
+    for item in data.videos(bundle.recipe, max_videos):
+        if item.pixels is None:
+            skipped.append(item.error)
             continue
-        keys.append(video.key)
-        pending.append(video.pixels)
+        keys.append(item.key)
+        pending.append(item.pixels)
         if len(pending) == batch:
             flush()
     if pending:

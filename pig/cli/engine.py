@@ -234,8 +234,9 @@ def _segmenting(mode: str | None, seconds: float | None, stride: float | None,
     if all(v is None for v in (mode, seconds, stride, whole_max, shot_min)):
         return None
     default = Segmenting()
+    chosen = mode or ("fixed" if seconds is not None else "auto")
     return Segmenting(
-        mode=mode or ("fixed" if seconds is not None else "auto"),  # type: ignore[arg-type]
+        mode=chosen,  # type: ignore[arg-type]  # a click.Choice of the modes
         seconds=default.seconds if seconds is None else seconds,
         stride=stride,
         whole_max=default.whole_max if whole_max is None else whole_max,

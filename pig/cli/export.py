@@ -43,7 +43,7 @@ def stage(name: str) -> Iterator[None]:
     click.echo(f" {time.perf_counter() - t0:.1f} s")
 
 
-def _human(n: int) -> str:
+def _human(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"

@@ -138,7 +138,7 @@ class Bundle:
         self.unit_vectors = unit
 
     @classmethod
-    def load(cls, root: str | Path) -> Bundle:
+    def load(cls, root: str | os.PathLike[str]) -> Bundle:
         root = Path(root)
         path = root / MANIFEST
         try:

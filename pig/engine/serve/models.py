@@ -41,7 +41,7 @@ class SearchRequest(_Request):
     k: int = Field(10, ge=1, le=MAX_K, description="hits per query")
     exact: bool | None = Field(
         None, description="true: brute-force scan; false: HNSW; null: scan up to 10k vectors")
-    group_by: Literal[GROUP_BY] = Field(  # type: ignore[valid-type]
+    group_by: Literal[GROUP_BY] = Field(  # type: ignore[valid-type]  # a tuple of literals
         "video", description="video: one hit per file (its best segment); segment: raw segments")
 
     @model_validator(mode="after")

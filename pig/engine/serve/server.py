@@ -34,7 +34,7 @@ from pig.engine.serve.fastlane import FastLane
 from pig.engine.serve.service import ServeOptions, Service
 from pig.errors import PigError
 
-DRAIN_SECONDS = 30.0
+DRAIN_SECONDS = 30
 ACCESS_FORMAT = '%(asctime)s %(client_addr)s "%(request_line)s" %(status_code)s'
 
 

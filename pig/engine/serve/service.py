@@ -191,7 +191,7 @@ class Service:
                     n = len(jobs[i].texts)
                     out[i] = Found(generations, hits[start:start + n], queued[i].truncated)
                     start += n
-        return out  # type: ignore[return-value]
+        return out  # type: ignore[return-value]  # every slot is filled above
 
     # --- live generations ----------------------------------------------------------------
     def _publish_state(self) -> list[tuple[int, int]]:
