@@ -1,7 +1,14 @@
 """Build and install pig-engine: Python packages, console scripts and the C++ extension."""
 
+import re
+from pathlib import Path
+
 from pybind11.setup_helpers import Pybind11Extension, build_ext
 from setuptools import find_packages, setup
+
+# the version is written once, in pig/__init__.py (read as text: nothing is imported here)
+VERSION = re.search(r'^__version__ = "([^"]+)"$',
+                    (Path(__file__).parent / "pig" / "__init__.py").read_text(), re.M).group(1)
 
 preprocess_ext = Pybind11Extension(
     "pig._preprocess",
@@ -27,7 +34,7 @@ S3 = "s3fs>=2025.9"  # s3:// sources (tested with 2026.9: it pins fsspec to its 
 
 setup(
     name="pig-engine",
-    version="0.1.0",
+    version=VERSION,
     description="Production inference for PIG text-to-video retrieval: ONNX, TensorRT, usearch.",
     python_requires=">=3.11",
     packages=find_packages(include=["pig", "pig.*"]),
