@@ -34,6 +34,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from bench import results
 from bench.bench_search import _build as cached_search_index
 from pig.demo import steps as demo
 from pig.engine.backends import open_backend
@@ -146,6 +147,7 @@ def throughput_table(bundles: list[str], n_clips: int) -> None:
             "320x240 10 s": discover([generated_clips(n_clips)])[:n_clips]}
     print(f"{'clips':<14} {'n':>5} {'bundle':<6} {'workers':>7} {'ort thr':>7} {'e2e v/s':>8} "
           f"{'enc v/s':>8} {'dec v/s':>8} {'e2e/enc':>8} {'e2e/min':>8}")
+    points: list[dict[str, object]] = []
     for name in bundles:
         b = bundle(name)
         sweep_n = SWEEP_CLIPS[name]
@@ -160,6 +162,11 @@ def throughput_table(bundles: list[str], n_clips: int) -> None:
                 print(f"{set_name:<14} {len(subset):>5} {name:<6} {opts.workers:>7} "
                       f"{opts.encoder_threads or 'all':>7} {e2e:>8.1f} {enc:>8.1f} {dec:>8.1f} "
                       f"{e2e / enc:>8.2f} {e2e / min(enc, dec):>8.2f}", flush=True)
+                points.append({"bundle": name, "clips": set_name, "n": len(subset),
+                               "workers": opts.workers,
+                               "ort_threads": opts.encoder_threads or "all", "e2e": e2e,
+                               "enc": enc, "dec": dec, "default": opts == PipelineOptions()})
+    results.record("indexing", points)
 
 
 def search_latency(b: Bundle) -> None:
