@@ -102,7 +102,6 @@ setup(
             "mypy>=2.4,<2.5",
             "types-tqdm>=4.70,<4.71",
             "mkdocs>=1.6,<1.7",
-            "mkdocs-material>=9.8,<9.9",
             # make bench: the figures in docs/figures/
             "matplotlib>=3.11,<3.12",
         ],
