@@ -6,7 +6,7 @@ Each calibrated precision of :data:`pig.engine.graphs.PRECISION_TABLE` has one r
 data. Each graph is checked (``onnx.checker`` full check), written as ``<branch>.<precision>.onnx``
 and registered in the manifest with its sha256 and provenance (method, tool versions,
 calibration source and counts, settings, date). The accuracy report against fp32, which runs
-every graph in ONNX Runtime, is printed and written to ``accuracy_report.json``.
+every graph in ONNX Runtime, is written to ``accuracy_report.json`` and returned.
 """
 
 from __future__ import annotations

@@ -95,10 +95,11 @@ def torch_embeddings(model: Any, pixels: np.ndarray, ids: np.ndarray,
 
 def ort_embeddings(bundle_dir: Path, pixels: np.ndarray, ids: np.ndarray) -> dict[str, np.ndarray]:
     """Unit vectors from the bundle's fp32 graphs in ONNX Runtime (CPU)."""
-    from pig.engine.backends.onnxruntime import OrtBackend
+    from pig.engine.backends import open_backend
     from pig.engine.bundle import Bundle
 
-    with OrtBackend(Bundle.load(bundle_dir), precision="fp32", device="cpu") as backend:
+    with open_backend(Bundle.load(bundle_dir), "onnxruntime", "fp32", device="cpu",
+                      log=lambda _: None) as backend:
         return {"pig": backend.encode_video(np.ascontiguousarray(pixels)),
                 "text": backend.encode_text(ids)}
 
