@@ -49,10 +49,17 @@ def search_curve(data: dict[str, Any]) -> Path:
         line = ax.plot([p["p50_ms"] for p in pts], [p["recall"] for p in pts], marker="o",
                        markersize=3, label=f"{n:,} vectors")[0]
         for p in pts:
+            auto = p["auto"]
+            ax.annotate(f"ef {p['ef']}" + (" (default)" if auto else ""),
+                        (p["p50_ms"], p["recall"]), fontsize=7, textcoords="offset points",
+                        xytext=(-40, 7) if auto else (4, -9))
             if p["auto"]:
                 ax.plot(p["p50_ms"], p["recall"], marker="*", markersize=11,
                         color=line.get_color())
     ax.set_xscale("log")
+    ticks = plt.matplotlib.ticker.FormatStrFormatter("%g")
+    ax.xaxis.set_major_formatter(ticks)
+    ax.xaxis.set_minor_formatter(ticks)
     ax.set_xlabel("p50 latency per query, ms (log)")
     ax.set_ylabel("recall@10 against exact search")
     ax.set_title(f"HNSW search: recall against latency as ef grows (* default; "
