@@ -88,13 +88,13 @@ def run_calibrate(out: Path, precisions: Sequence[str], calib_data: Path | None,
                   calib_captions: Path | None, eval_data: Path | None, captions: Path | None,
                   max_eval_videos: int | None, method: str, max_videos: int) -> None:
     """Write the precision graphs and print the accuracy report."""
-    from pig.calibration.calibrate import calibrate_bundle
+    from pig.calibration.calibrate import PASSES, calibrate_bundle
     from pig.calibration.report import format_report
     from pig.cli.datasets import calibration_data, evaluation_set
 
     evaluation = evaluation_set(eval_data, captions, "--eval-data")
     calibration = calibration_data(calib_data, calib_captions, evaluation, max(max_videos, 256))
-    if calibration is evaluation:
+    if calibration is evaluation and any(PASSES[p].needs_data for p in precisions):
         click.echo("note: calibrating on the evaluation videos (--calib-data not given)")
     report = calibrate_bundle(out, calibration, evaluation, precisions, method,
                               max_videos=max_videos, max_eval_videos=max_eval_videos,
