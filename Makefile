@@ -33,8 +33,12 @@ bench: install
 demo: install
 	$(BIN)/python -m pig.demo.run
 
+# style, the import layers (pyproject.toml), types, and the documentation site
 lint: install
 	$(BIN)/ruff check pig tests bench scripts
+	$(BIN)/lint-imports
+	$(BIN)/mypy
+	$(BIN)/mkdocs build --strict --quiet --site-dir $(CURDIR)/site
 
 clean:
-	rm -rf build *.egg-info pig/*.so demo_out .pytest_cache
+	rm -rf build *.egg-info pig/*.so demo_out .pytest_cache .mypy_cache site

@@ -1,7 +1,14 @@
 """Build and install pig-engine: Python packages, console scripts and the C++ extension."""
 
+import re
+from pathlib import Path
+
 from pybind11.setup_helpers import Pybind11Extension, build_ext
 from setuptools import find_packages, setup
+
+# the version is written once, in pig/__init__.py (read as text: nothing is imported here)
+VERSION = re.search(r'^__version__ = "([^"]+)"$',
+                    (Path(__file__).parent / "pig" / "__init__.py").read_text(), re.M).group(1)
 
 preprocess_ext = Pybind11Extension(
     "pig._preprocess",
@@ -27,11 +34,11 @@ S3 = "s3fs>=2025.9"  # s3:// sources (tested with 2026.9: it pins fsspec to its 
 
 setup(
     name="pig-engine",
-    version="0.1.0",
+    version=VERSION,
     description="Production inference for PIG text-to-video retrieval: ONNX, TensorRT, usearch.",
     python_requires=">=3.11",
     packages=find_packages(include=["pig", "pig.*"]),
-    package_data={"pig": ["data/*"], "pig.engine.serve": ["static/*"]},
+    package_data={"pig": ["data/*", "*.pyi"], "pig.engine.serve": ["static/*"]},
     ext_modules=[preprocess_ext],
     cmdclass={"build_ext": build_ext},
     install_requires=[
@@ -50,7 +57,7 @@ setup(
         "gpu": ["tensorrt>=10,<12", "cuda-python>=12,<14", "onnxruntime-gpu>=1.18,<1.33"],
         # `pig-engine serve`: the HTTP service (uvloop + httptools: uvicorn's fast loop/parser).
         "serve": SERVE,
-        # `pig-engine index --engine ray`: every Ray node installs the runtime + this extra
+        # `pig-engine index --runner ray`: every Ray node installs the runtime + this extra
         "ray": [RAY],
         # NVDEC decoding (pig.engine.media.nvdec): NVIDIA GPU hosts only
         "nvdec": ["pynvvideocodec==2.2.4"],
@@ -90,6 +97,13 @@ setup(
             # a real TensorRT builder in CI: every graph is parsed and AOT-compiled
             "tensorrt-rtx-cu12-bindings==1.7.1.116",
             "tensorrt-rtx-cu12-libs==1.7.1.116",
+            # make lint: the import layers, types and the documentation site
+            "import-linter>=2.16,<2.17",
+            "mypy>=2.4,<2.5",
+            "types-tqdm>=4.70,<4.71",
+            "mkdocs>=1.6,<1.7",
+            # make bench: the figures in docs/figures/
+            "matplotlib>=3.11,<3.12",
         ],
     },
     entry_points={

@@ -28,6 +28,9 @@ def main(argv: list[str]) -> int:
             failed.append(name)
             print(f"{name} failed: {type(exc).__name__}: {exc}")
         print(f"--- {name}: {time.perf_counter() - t0:.1f} s", flush=True)
+    from bench import figures
+
+    figures.main()  # docs/figures/ from the points recorded (this run's and earlier ones)
     return 1 if failed else 0
 
 

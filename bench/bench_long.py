@@ -25,7 +25,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from pig.demo import run as demo
+from pig.demo import steps as demo
 from pig.engine.bundle import Bundle
 from pig.engine.ingest.options import PipelineOptions
 from pig.engine.ingest.run import index_videos
@@ -77,7 +77,7 @@ def decode_all(path: Path, threads: int = 1) -> float:
 
 _CHILD = """
 import resource, sys, time
-from pig.demo import run as demo
+from pig.demo import steps as demo
 from pig.engine.bundle import Bundle
 from pig.engine.ingest.options import PipelineOptions
 from pig.engine.ingest.run import index_videos

@@ -34,10 +34,10 @@ from pathlib import Path
 import av
 import numpy as np
 
+from bench import results
 from bench.bench_search import _build as cached_search_index
-from pig.demo import run as demo
+from pig.demo import steps as demo
 from pig.engine.backends import open_backend
-from pig.engine.backends.onnxruntime import OrtOptions
 from pig.engine.bundle import Bundle
 from pig.engine.index import VideoIndex
 from pig.engine.ingest.options import PipelineOptions
@@ -115,7 +115,7 @@ def encoder_only(b: Bundle, files: list[Path], batch: int, threads: int) -> floa
     x = np.stack([preprocess_frames(read_video(f, b.recipe.num_frames).frames, b.recipe)
                   for f in files[:batch]])
     with open_backend(b, "onnxruntime", "fp32", branches=("video",),
-                      ort_options=OrtOptions(threads=threads), log=lambda _: None) as enc:
+                      threads=threads, log=lambda _: None) as enc:
         return _rate(lambda: len(enc.encode_video(x)))
 
 
@@ -147,6 +147,7 @@ def throughput_table(bundles: list[str], n_clips: int) -> None:
             "320x240 10 s": discover([generated_clips(n_clips)])[:n_clips]}
     print(f"{'clips':<14} {'n':>5} {'bundle':<6} {'workers':>7} {'ort thr':>7} {'e2e v/s':>8} "
           f"{'enc v/s':>8} {'dec v/s':>8} {'e2e/enc':>8} {'e2e/min':>8}")
+    points: list[dict[str, object]] = []
     for name in bundles:
         b = bundle(name)
         sweep_n = SWEEP_CLIPS[name]
@@ -161,6 +162,11 @@ def throughput_table(bundles: list[str], n_clips: int) -> None:
                 print(f"{set_name:<14} {len(subset):>5} {name:<6} {opts.workers:>7} "
                       f"{opts.encoder_threads or 'all':>7} {e2e:>8.1f} {enc:>8.1f} {dec:>8.1f} "
                       f"{e2e / enc:>8.2f} {e2e / min(enc, dec):>8.2f}", flush=True)
+                points.append({"bundle": name, "clips": set_name, "n": len(subset),
+                               "workers": opts.workers,
+                               "ort_threads": opts.encoder_threads or "all", "e2e": e2e,
+                               "enc": enc, "dec": dec, "default": subset is files})
+    results.record("indexing", points)
 
 
 def search_latency(b: Bundle) -> None:

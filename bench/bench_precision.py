@@ -8,7 +8,7 @@
    ``bench/bench_int8_cpu.py``). R@1/5/10 on the demo held-out clips; all calibrated on the
    same demo training clips. (ModelOpt was measured once by hand: it cannot share this
    environment, see the ``why`` field of an INT8 manifest entry.)
-2. Official-reference random weights, full B/32 config: the report on the reference inputs,
+2. Official-reference random weights, full B/32 config: the report on 16 demo held-out clips,
    cosine against the official reference outputs, and CPU latency per video at batch 1 as a
    ratio to fp32 in the same run (ORT's CPU provider has few fp16/int8 kernels for these ops:
    the graphs are meant for TensorRT, the ratio only shows the CPU cost of checking them).
@@ -25,11 +25,12 @@ import numpy as np
 import onnx
 
 from pig.calibration.calibrate import calibrate_bundle
-from pig.calibration.data import EvalSet, demo_heldout, demo_set
+from pig.calibration.data import calibration_set
 from pig.calibration.fp16 import convert_fp16
 from pig.calibration.int8 import quantize_int8, weight_nodes
 from pig.calibration.int8_cpu import quantize_int8_cpu
 from pig.calibration.report import accuracy_report, cosine, format_report, run_graph
+from pig.demo.dataset import DemoClips
 from pig.engine.bundle import Bundle
 from pig.engine.graphs import INPUT_NAMES, OUTPUT_NAME, TOPK_INDICES
 from pig.export.checkpoint import LoadedCheckpoint, load_checkpoint
@@ -90,15 +91,15 @@ def demo_model(tmp: Path) -> None:
     t0 = time.perf_counter()
     export_bundle(load_checkpoint(ckpt, load_args(DEMO_MODEL / "args.json")), tmp / "demo")
     bundle = Bundle.load(tmp / "demo")
-    cal = demo_set(bundle.recipe, bundle.tokenizer_spec)
+    cal = calibration_set(DemoClips("train", 256), bundle.recipe, bundle.tokenizer_spec)
     for precision, make in VARIANTS.items():
         for branch, name in INPUT_NAMES.items():
             data = cal.pixel_values if branch == "video" else cal.input_ids
             model = make(onnx.load(str(bundle.graph_path(branch, "fp32"))), name, data)
             onnx.save(model, bundle.dir / f"{branch}.{precision}.onnx")
             bundle.set_graph(branch, precision, f"{branch}.{precision}.onnx")
-    evals = demo_heldout(bundle.recipe, bundle.tokenizer_spec,
-                         DEMO_DATA if (DEMO_DATA / "clips.jsonl").is_file() else None)
+    evals = DemoClips("heldout", 600,
+                      folder=DEMO_DATA if (DEMO_DATA / "clips.jsonl").is_file() else None)
     report = accuracy_report(bundle, list(VARIANTS), evals)
     print(f"demo model {ckpt.relative_to(ROOT)}: calibrated on {len(cal.pixel_values)} "
           f"training clips / {len(cal.input_ids)} captions ({time.perf_counter() - t0:.0f} s)")
@@ -129,8 +130,9 @@ def full_reference(tmp: Path) -> None:
     del model
     pixels, ids = spec_inputs(load_spec(SPEC))
     lines: list[str] = []
-    calibrate_bundle(root, eval_data=EvalSet(pixels, ids, "official reference inputs"),
-                     echo=lines.append)
+    report = calibrate_bundle(root, DemoClips("train", 256), DemoClips("heldout", 16),
+                              log=lines.append)
+    lines.append(format_report(report))
     print(f"official-reference random weights, full config ({time.perf_counter() - t0:.0f} s)")
     print("\n".join(line for line in lines if not line.startswith("wrote ")))
     with np.load(ROOT / "tests" / "reference" / "reference_outputs_full.npz") as ref:

@@ -1,4 +1,4 @@
-"""``--engine ray`` vs the local pipeline: Ray's overhead at 2 CPUs (target >= 0.8 of local).
+"""``--runner ray`` vs the local pipeline: Ray's overhead at 2 CPUs (target >= 0.8 of local).
 
 Both index the same clips into a fresh index with the demo bundle (``bundles/pig-tiny``,
 ONNX Runtime CPU fp32) and batch 8: local with its defaults (2 decode threads + the encoder),
@@ -28,10 +28,10 @@ from pig.engine.media.walk import discover
 RAY_CPUS = 2
 
 
-def _rate(b: Bundle, files: list[Path], engine: object | None) -> float:
+def _rate(b: Bundle, files: list[Path], runner: object | None) -> float:
     with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
         report = index_videos(files, b, Path(tmp) / "index", options=PipelineOptions(),
-                              log=lambda _: None, engine=engine)  # type: ignore[arg-type]
+                              log=lambda _: None, runner=runner)  # type: ignore[arg-type]
     assert not report.failed and report.indexed == len(files), report.summary()
     return report.videos_per_second
 
@@ -39,7 +39,7 @@ def _rate(b: Bundle, files: list[Path], engine: object | None) -> float:
 def main() -> None:
     import ray
 
-    from pig.engine.ingest.ray_runner import RayEngine
+    from pig.engine.ingest.ray_runner import RayRunner
 
     n = int(os.environ.get("PIG_BENCH_RAY_CLIPS", "480"))
     CACHE.mkdir(parents=True, exist_ok=True)
@@ -54,13 +54,13 @@ def main() -> None:
         local, remote = [], []
         for _ in range(2):
             local.append(_rate(b, files, None))
-            remote.append(_rate(b, files, RayEngine()))
+            remote.append(_rate(b, files, RayRunner()))
     finally:
         ray.shutdown()
         shutil.rmtree(temp, ignore_errors=True)
     print(f"{os.cpu_count()} CPUs; {n} clips 320x240 10 s; demo bundle, batch 8; Ray of "
           f"{RAY_CPUS} CPUs started in {startup:.1f} s (not in the figures)")
-    print(f"{'engine':<8} {'v/s runs':>16} {'best v/s':>9}")
+    print(f"{'runner':<8} {'v/s runs':>16} {'best v/s':>9}")
     for name, rates in (("local", local), ("ray", remote)):
         print(f"{name:<8} {' '.join(f'{r:7.1f}' for r in rates):>16} {max(rates):>9.1f}")
     print(f"ray / local: {max(remote) / max(local):.2f} (target >= 0.8)", flush=True)

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench import results
 from pig.engine.index import Entry, VideoIndex
 from pig.engine.index import vectors as vectors_mod
 from pig.engine.index.vectors import fd_checksum
@@ -150,8 +151,10 @@ def _row(n: int, dtype: str, q: np.ndarray, truth: np.ndarray) -> tuple[str, flo
 EF_CURVE = (64, 128, 256, 384, 512)
 
 
-def _curve(n: int, q: np.ndarray) -> None:
-    """Recall@10 vs exact and p50 per fixed ef, then the default rule (``auto``)."""
+def _curve(n: int, q: np.ndarray) -> list[dict[str, object]]:
+    """Recall@10 vs exact and p50 per fixed ef, then the default rule (``auto``); returns
+    the points of the documentation's figure."""
+    points: list[dict[str, object]] = []
     d, _, _ = _build(n, "f16")
     with VideoIndex.open(d, view=True) as idx:
         ex_found = np.asarray([[h.key for h in hits] for hits in idx.search(q, 10, exact=True)])
@@ -164,8 +167,12 @@ def _curve(n: int, q: np.ndarray) -> None:
             found = [[h.key for h in hits] for hits in idx.search(q, 10, exact=False)]
             p50 = np.percentile(_latency_ms(idx, q, exact=False), 50)
             label = f"auto={auto}" if ef is None else str(ef)
-            print(f"{n:>8} {label:>9} {recall_at(found, ex_found):>8.4f} {p50:>7.3f}", flush=True)
+            recall = recall_at(found, ex_found)
+            print(f"{n:>8} {label:>9} {recall:>8.4f} {p50:>7.3f}", flush=True)
+            points.append({"n": n, "ef": auto if ef is None else ef, "auto": ef is None,
+                           "recall": float(recall), "p50_ms": float(p50)})
         vectors_mod.EF_EXPONENT, base.expansion = rule, configured
+    return points
 
 
 def _commits(n: int) -> None:
@@ -240,8 +247,7 @@ def main() -> None:
     print("\nHNSW expansion (ef) vs recall@10 (vs exact, f16) and p50 ms; auto = the default "
           "rule (search_expansion)")
     print(f"{'n':>8} {'ef':>9} {'R@10 ex':>8} {'p50 ms':>7}")
-    for n in built:
-        _curve(n, q)
+    results.record("search_curve", [p for n in built for p in _curve(n, q)])
     print("\ncommit of 1,000 new vectors (3 in a row: delta 1k, 2k, 3k) and compaction, s; "
           "open = writer open incl. checksum of the base; xxh3 = checksum of the base alone")
     print(f"{'n':>8} {'base MB':>8} {'open s':>7} {'xxh3 s':>8} {'c1':>6} {'c2':>6} {'c3':>6} "

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pig.demo import run as demo
+from pig.demo import steps as demo
 from pig.engine.query.engine import QueryEngine
 from tests.serving import Server
 

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from pig.calibration.calibrate import calibrate_bundle
-from pig.calibration.data import demo_heldout
+from pig.demo.dataset import DemoClips
 from pig.engine.bundle import Bundle
 from pig.engine.graphs import BRANCHES
 from pig.engine.trt.build import ensure_plan
@@ -24,10 +24,10 @@ SPEC = Path(__file__).resolve().parent.parent / "tests" / "reference" / "weights
 
 
 def _demo(out: Path) -> Path:
-    from pig.demo import run
+    from pig.demo import steps
 
-    checkpoint, config = run.model_files()
-    return Path(run.ensure_bundle(checkpoint, config, out).dir)
+    checkpoint, config = steps.model_files()
+    return Path(steps.ensure_bundle(checkpoint, config, out).dir)
 
 
 def _full(out: Path) -> Path:
@@ -48,10 +48,8 @@ def _full(out: Path) -> Path:
 
 
 def _report(name: str, root: Path, cache: Path) -> None:
-    bundle = Bundle.load(root)
-    calibrate_bundle(root, max_videos=4, max_captions=32,
-                     eval_data=demo_heldout(bundle.recipe, bundle.tokenizer_spec, count=4),
-                     echo=lambda _: None)
+    calibrate_bundle(root, DemoClips("train", 32), DemoClips("heldout", 4), max_videos=4,
+                     max_captions=32, log=lambda _: None)
     bundle = Bundle.load(root)
     print(f"\n{name}: {'graph':<6} {'prec':<5} {'build s':>8} {'x fp32':>7} {'ONNX MiB':>9} "
           f"{'engine MiB':>11} {'x fp32':>7}")

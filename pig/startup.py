@@ -17,19 +17,19 @@ import os
 import signal
 from collections.abc import Callable
 
-_SIGNALS = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
+from pig import signals
 
 
 def _exit_now(prog: str) -> Callable[[int, object], None]:
     def handler(signum: int, frame: object) -> None:
-        os.write(2, f"{prog}: {_SIGNALS.get(signum, 'stopped')}\n".encode())
+        os.write(2, f"{prog}: {signals.said(signum)}\n".encode())
         os._exit(128 + signum)
 
     return handler
 
 
 def _run(prog: str, module: str, *, whole_run: bool) -> None:
-    for signum in _SIGNALS:
+    for signum in signals.STOP_SIGNALS:
         signal.signal(signum, _exit_now(prog))
     main = importlib.import_module(module).main
     if not whole_run:
@@ -47,4 +47,4 @@ def pig_export() -> None:
 
 
 def pig_eval() -> None:
-    _run("pig-eval", "pig.demo.evaluate", whole_run=False)
+    _run("pig-eval", "pig.cli.eval", whole_run=False)

@@ -37,7 +37,8 @@ sys.path.insert(0, str(ROOT))
 
 from pig.engine.backends.base import Backend  # noqa: E402
 from pig.engine.backends.onnxruntime import OrtBackend  # noqa: E402
-from pig.engine.backends.select import ort_cuda_missing, trt_missing  # noqa: E402
+from pig.engine.backends.onnxruntime import cuda_missing as ort_cuda_missing  # noqa: E402
+from pig.engine.backends.tensorrt import missing as trt_missing  # noqa: E402
 from pig.engine.bundle import Bundle  # noqa: E402
 from pig.engine.graphs import PRECISIONS  # noqa: E402
 from pig.engine.host import gpu  # noqa: E402
@@ -62,13 +63,14 @@ class Inputs:
 def _demo_bundle(scratch: Path) -> tuple[Bundle, Inputs]:
     """The demo model exported + calibrated, and its held-out clips decoded."""
     from pig.calibration.calibrate import calibrate_bundle
-    from pig.demo import dataset, run
+    from pig.demo import dataset, steps
 
-    checkpoint, config = run.model_files()
-    bundle = run.ensure_bundle(checkpoint, config, scratch / "bundle")
-    clips = run.ensure_clips(scratch / "heldout", HELDOUT)
-    calibrate_bundle(bundle.dir, max_videos=32, eval_data=scratch / "heldout",
-                     echo=lambda _: None)
+    checkpoint, config = steps.model_files()
+    bundle = steps.ensure_bundle(checkpoint, config, scratch / "bundle")
+    clips = steps.ensure_clips(scratch / "heldout", HELDOUT)
+    calibrate_bundle(bundle.dir, dataset.DemoClips("train", 256),
+                     dataset.DemoClips("heldout", HELDOUT, folder=scratch / "heldout"),
+                     max_videos=32, log=lambda _: None)
     bundle = Bundle.load(Path(bundle.dir))
     pixels = dataset.clip_pixels(scratch / "heldout", clips, bundle.recipe)
     ids = dataset.caption_ids(clips, bundle.tokenizer_spec)

@@ -54,7 +54,7 @@ def test_auto_picks_int8_cpu_within_one_point(bundle: Bundle, no_gpu: None) -> N
 
 @pytest.mark.parametrize(("entry", "why"), [
     ({"dR@1": -1.1}, "int8-cpu R@1 -1.1 pt against fp32 in accuracy_report.json (more than 1 pt)"),
-    ({"dR@1": None}, "accuracy_report.json has no demo R@1 for int8-cpu"),
+    ({"dR@1": None}, "accuracy_report.json has no R@1 for int8-cpu"),
     ({"sha256_video": "0" * 64}, "accuracy_report.json was made for other int8-cpu graphs (video)"),
     ({"sha256_text": None}, "accuracy_report.json was made for other int8-cpu graphs (text)"),
 ])
@@ -95,7 +95,7 @@ def test_int8_cpu_never_on_a_gpu_backend(bundle: Bundle, monkeypatch: pytest.Mon
     with pytest.raises(BackendUnavailable, match="int8-cpu graphs are made for ONNX Runtime"):
         select.choose(bundle, "tensorrt", "int8-cpu")
     with pytest.raises(BackendUnavailable, match="not onnxruntime/cuda"):
-        select.choose(bundle, "onnxruntime", "int8-cpu", ort_device="cuda")
+        select.choose(bundle, "onnxruntime", "int8-cpu", device="cuda")
     _report(bundle)
     choices = select.choose(bundle, "auto")  # GPU candidates keep their own preference
     assert [c.precision for c in choices] == ["fp16", "fp16", "int8-cpu"]

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import sys
 import types
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from pig.engine.backends import select
-from pig.engine.backends.base import chunks
+from pig.engine.backends.base import Row, Settings, chunks, fastest
 from pig.engine.backends.onnxruntime import OrtBackend, OrtOptions
 from pig.engine.bundle import Bundle
 from pig.engine.display import Detail
@@ -209,6 +211,54 @@ def test_explicit_tensorrt_failure_is_not_swallowed(bundle, fake_gpu, monkeypatc
     monkeypatch.setitem(sys.modules, "cuda.cudart", None)
     with pytest.raises(BackendUnavailable, match="needs cuda-python"):
         select.open_backend(bundle, "tensorrt", log=lambda _: None)
+
+
+@dataclass(frozen=True)
+class _FakeOptions:
+    level: int = 0
+
+
+class _FakeBackend(OrtBackend):
+    """A CPU backend registered by one row, as an OpenVINO backend would be."""
+
+    name = "fake"
+
+    def __init__(self, bundle: Bundle, precision: str, branches: Sequence[str],
+                 settings: Settings) -> None:
+        super().__init__(bundle, precision, "cpu", branches)  # type: ignore[arg-type]
+        self.settings = settings
+
+
+def test_a_backend_is_one_row(bundle: Bundle, no_gpu: None,
+                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A new row (anywhere, even after the fallback) is chosen by auto before the fallback,
+    opens with its own options object, and the fallback is the row marked so."""
+    row = Row("fake", "cpu", lambda: "", fastest("fp32"), _FakeBackend, _FakeOptions)
+    monkeypatch.setattr(select, "ROWS", (*select.ROWS, row))
+    choices = select.choose(bundle)
+    assert [(c.backend, c.device) for c in choices] == [("fake", "cpu"),
+                                                        ("onnxruntime", "cpu")]
+    (explicit,) = select.choose(bundle, "fake")
+    assert (explicit.backend, explicit.precision) == ("fake", "fp32")
+    mine, ort = _FakeOptions(level=3), OrtOptions(max_batch=2)
+    with select.open_backend(bundle, threads=2, options=[ort, mine], log=lambda _: None) as be:
+        assert isinstance(be, _FakeBackend)
+        assert be.settings.find(_FakeOptions) is mine and be.settings.threads == 2
+    with select.open_backend(bundle, "onnxruntime", options=[ort, mine],
+                             log=lambda _: None) as be:
+        assert isinstance(be, OrtBackend) and be.options is ort  # each takes its own
+    with select.open_backend(bundle, "onnxruntime", threads=3, log=lambda _: None) as be:
+        assert isinstance(be, OrtBackend) and be.options.threads == 3
+    monkeypatch.setattr(select, "ROWS", tuple(reversed(select.ROWS)))  # order is preference
+    assert select.choose(bundle)[-1].backend == "onnxruntime"
+
+
+def test_options_and_devices_are_checked(bundle: Bundle, no_gpu: None) -> None:
+    with pytest.raises(TypeError, match="dict is no backend's options"):
+        select.open_backend(bundle, options=[{"threads": 2}], log=lambda _: None)
+    with pytest.raises(BackendUnavailable, match="tensorrt has no cpu device"):
+        select.choose(bundle, "tensorrt", device="cpu")
+    assert Settings().find(OrtOptions) is None
 
 
 def test_runtime_modules_do_not_import_torch(tmp_path: Path) -> None:

@@ -32,12 +32,13 @@ from onnx import numpy_helper
 from test_onnx_export import CONSTANT_INPUTS, TRT_SUPPORTED_OPS
 
 from pig.calibration.calibrate import calibrate_bundle
-from pig.calibration.data import demo_heldout
+from pig.calibration.data import CaptionedFolder
 from pig.calibration.fp16 import fp32_islands
 from pig.calibration.int8 import weight_axis, weight_nodes
 from pig.calibration.int8_cpu import INT8_CPU_OPS
-from pig.calibration.report import REPORT, cosine, run_graph
+from pig.calibration.report import REPORT, cosine, format_report, run_graph
 from pig.demo import synth
+from pig.demo.dataset import DemoClips
 from pig.engine.bundle import MANIFEST, Bundle, sha256_file
 from pig.errors import PigError
 
@@ -49,17 +50,17 @@ FLOAT, HALF = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
 
 @pytest.fixture(scope="module")
 def calib_inputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """4 demo training clips (+ one undecodable file) and a captions file."""
+    """4 demo training clips (+ one undecodable file) and their video,caption CSV."""
     root = tmp_path_factory.mktemp("calib")
-    videos, captions = root / "videos", root / "captions.txt"
+    videos, captions = root / "videos", root / "captions.csv"
     settings = synth.RenderSettings()
-    lines = []
+    lines = ["video,caption"]
     for i in range(4):
         clip, frames = synth.make_clip(0, "train", i)
         synth.write_mp4(videos / f"clip{i}.mp4", frames, settings.fps, settings.crf)
-        lines.append(clip.caption)
+        lines.append(f'clip{i}.mp4,"{clip.caption}"')
     (videos / "broken.mp4").write_bytes(b"not a video")
-    captions.write_text("\n".join([*lines, "", "a red circle moves left"]) + "\n")
+    captions.write_text("\n".join([*lines, "", "broken.mp4,a red circle moves left"]) + "\n")
     return videos, captions
 
 
@@ -72,12 +73,10 @@ def calibrated(small_bundle: Path, calib_inputs: tuple[Path, Path],
     shutil.copy(small_bundle / MANIFEST, root)
     for name in ("video.onnx", "text.onnx"):
         os.link(small_bundle / name, root / name)  # graphs must lie inside the bundle
-    bundle = Bundle.load(root)
-    evals = demo_heldout(bundle.recipe, bundle.tokenizer_spec, count=6)
     log: list[str] = []
     videos, captions = calib_inputs
-    report = calibrate_bundle(root, videos, captions, max_videos=8, eval_data=evals,
-                              echo=log.append)
+    report = calibrate_bundle(root, CaptionedFolder(videos, captions), DemoClips("heldout", 6),
+                              max_videos=8, log=log.append)
     return root, report, "\n".join(log)
 
 
@@ -190,7 +189,7 @@ def test_int8_qdq_placement(calibrated: tuple[Path, Any, str]) -> None:
 
 
 def test_int8_accuracy_and_report(calibrated: tuple[Path, dict[str, Any], str]) -> None:
-    root, report, log = calibrated
+    root, report, _ = calibrated
     assert json.loads((root / REPORT).read_text()) == report
     assert report["videos"] == 6 and report["runtime"].startswith("onnxruntime")
     int8, fp16 = report["precisions"]["int8"], report["precisions"]["fp16"]
@@ -205,9 +204,10 @@ def test_int8_accuracy_and_report(calibrated: tuple[Path, dict[str, Any], str]) 
         assert 0.0 <= entry["topk_same_order"] <= entry["topk_same_set"] <= 1.0
         assert {"R@1", "R@5", "R@10", "dR@1"} <= entry.keys()
     assert "R@1" in report["fp32"]
-    header = next(line for line in log.splitlines() if line.startswith("precision"))
-    assert header.split()[:3] == ["precision", "vid", "cos"]
-    assert any(line.startswith("int8 ") for line in log.splitlines())
+    table = format_report(report).splitlines()
+    header = next(line for line in table if line.startswith("precision"))
+    assert header.split()[:3] == ["precision", "vid", "cos"] and header.split()[-1] == "MdR"
+    assert any(line.startswith("int8 ") for line in table)
 
 
 def test_int8_cpu_quantizes_only_weight_gemms_and_runs_integer_kernels(
@@ -264,7 +264,7 @@ def test_manifest_records_graphs_and_provenance(calibrated: tuple[Path, Any, str
             assert e["created"] and {"onnx", "onnxruntime"} <= e["versions"].keys()
         cal = bundle.graph_entry(branch, "int8")["calibration"]
         assert cal["videos"] == 4 and cal["videos_skipped"] == 1 and cal["captions"] == 5
-        assert cal["videos_source"].endswith("videos") and "max |x|" in cal["activations"]
+        assert cal["source"].endswith("captions.csv") and "max |x|" in cal["activations"]
         assert "per output channel" in cal["weights"]
         assert bundle.graph_entry(branch, "fp16")["fp32_islands"]["LayerNormalization"] > 0
         cpu = bundle.graph_entry(branch, "int8-cpu")
@@ -279,16 +279,18 @@ def test_user_errors_name_the_file(small_bundle: Path, calib_inputs: tuple[Path,
     (tmp_path / "empty.txt").write_text("\n \n")
     (tmp_path / "novideo").mkdir()
     (tmp_path / "novideo" / "x.mp4").write_bytes(b"junk")
-    cases = [((videos, None), "both --videos and --captions"),
-             ((videos, tmp_path / "missing.txt"), "missing.txt: cannot read captions"),
-             ((videos, tmp_path / "empty.txt"), "empty.txt: no captions"),
-             ((tmp_path / "novideo", captions), "novideo: no decodable video"),
-             ((captions, captions), "not a folder of calibration videos")]
+    (tmp_path / "novideo.csv").write_text("video,caption\nx.mp4,a clip\n")
+    cases = [((videos, tmp_path / "missing.txt"), "missing.txt: cannot read captions"),
+             ((videos, tmp_path / "empty.txt"), "empty.txt:1: expected a header"),
+             ((tmp_path / "novideo", tmp_path / "novideo.csv"), "novideo.csv: no readable video"),
+             ((captions, captions), "not a folder of videos")]
     for (v, c), match in cases:
         with pytest.raises(PigError, match=match):
-            calibrate_bundle(small_bundle, v, c, precisions=["int8"], echo=lambda _: None)
+            data = CaptionedFolder(v, c)
+            calibrate_bundle(small_bundle, data, data, precisions=["int8"], log=lambda _: None)
     with pytest.raises(PigError, match="unknown precision 'int4'"):
-        calibrate_bundle(small_bundle, precisions=["int4"])
+        calibrate_bundle(small_bundle, DemoClips("train", 1), DemoClips("heldout", 1),
+                         precisions=["int4"])
     assert sorted(p.name for p in small_bundle.iterdir()) == [MANIFEST, "text.onnx",
                                                               "video.onnx"]
 
@@ -312,10 +314,10 @@ def test_pig_export_calibrate_cli(small_bundle: Path, tmp_path: Path,
     assert Bundle.load(root).precisions("text") == ["fp32", "fp16"]
     assert json.loads((root / REPORT).read_text())["videos"] == 4
     with pytest.raises(SystemExit) as stop:
-        main(["--out", str(root), "--calibrate", "--videos", str(tmp_path)])
+        main(["--out", str(root), "--calibrate", "--calib-data", str(tmp_path)])
     assert stop.value.code == 2
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "needs both --videos and --captions" in err
+    assert err.count("\n") == 0 and "needs both --calib-data and --calib-captions" in err
 
 
 @pytest.mark.slow
@@ -324,14 +326,13 @@ def test_int8_cpu_on_the_demo_model(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     600: video cosine mean 0.99995 (min 0.99965), text 0.99998 (0.99994), selector same set
     0.862, R@1 80.3 = fp32. Asked: a few times those errors, and R@1 within the 1 point that
     ``auto`` requires, which ``auto`` then confirms from the written report."""
-    from pig.demo import run
+    from pig.demo import steps
     from pig.engine.backends import select
 
-    checkpoint, config = run.model_files()
-    bundle = run.ensure_bundle(checkpoint, config, tmp_path / "demo")
-    evals = demo_heldout(bundle.recipe, bundle.tokenizer_spec, count=120)
-    report = calibrate_bundle(bundle.dir, precisions=["int8-cpu"], eval_data=evals,
-                              echo=lambda _: None)
+    checkpoint, config = steps.model_files()
+    bundle = steps.ensure_bundle(checkpoint, config, tmp_path / "demo")
+    report = calibrate_bundle(bundle.dir, DemoClips("train", 1), DemoClips("heldout", 120),
+                              precisions=["int8-cpu"], log=lambda _: None)
     cpu = report["precisions"]["int8-cpu"]
     assert cpu["video_cosine_mean"] >= 0.9995 and cpu["video_cosine_min"] >= 0.998
     assert cpu["text_cosine_mean"] >= 0.9995 and cpu["text_cosine_min"] >= 0.998

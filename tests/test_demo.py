@@ -36,11 +36,11 @@ def test_mp4_bytes_are_reproducible(tmp_path) -> None:
 def test_evaluate_reports_every_row_and_the_baseline_ablation(tmp_path, capsys) -> None:
     """pig-eval on 24 generated held-out clips with the shipped model; given as its own
     ``--baseline`` the ablation row must equal the model's own CLIP-ViP row."""
-    from pig.demo import run
-    from pig.demo.evaluate import main
+    from pig.cli.eval import main
+    from pig.demo import steps
 
-    run.ensure_clips(tmp_path / "data", 24)
-    checkpoint, config = run.model_files()
+    steps.ensure_clips(tmp_path / "data", 24)
+    checkpoint, config = steps.model_files()
     report_path = tmp_path / "report.json"
     with pytest.raises(SystemExit) as stop:
         main(["--checkpoint", str(checkpoint), "--config", str(config), "--data",
@@ -58,7 +58,7 @@ def test_evaluate_reports_every_row_and_the_baseline_ablation(tmp_path, capsys) 
 
 
 def test_evaluate_reports_a_folder_without_manifest_in_one_line(tmp_path, capsys) -> None:
-    from pig.demo.evaluate import main
+    from pig.cli.eval import main
 
     with pytest.raises(SystemExit) as exit_info:
         main(["--checkpoint", str(tmp_path / "missing.pt"), "--data", str(tmp_path)])

@@ -15,7 +15,7 @@ import pytest
 
 from pig import metrics
 from pig.cli.engine import main as engine_main
-from pig.demo import dataset, evaluate, run
+from pig.demo import dataset, evaluate, steps
 from pig.engine.query.engine import QueryEngine
 
 HELDOUT = 300
@@ -25,9 +25,9 @@ HELDOUT = 300
 def test_engine_search_r1_equals_evaluation(tmp_path: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     root = tmp_path / "heldout"
-    clips = run.ensure_clips(root, HELDOUT)
-    checkpoint, config = run.model_files()
-    bundle = run.ensure_bundle(checkpoint, config, tmp_path / "bundle")
+    clips = steps.ensure_clips(root, HELDOUT)
+    checkpoint, config = steps.model_files()
+    bundle = steps.ensure_bundle(checkpoint, config, tmp_path / "bundle")
     idx = tmp_path / "index"
     with pytest.raises(SystemExit) as stop:  # f32 storage: scores are the fp32 inner products
         engine_main(["index", str(root), "--bundle", str(bundle.dir), "--index", str(idx),
@@ -35,9 +35,9 @@ def test_engine_search_r1_equals_evaluation(tmp_path: Path,
     assert stop.value.code == 0, capsys.readouterr()
 
     with QueryEngine(idx) as searcher:  # full ranking: exact scan; R@1: the default HNSW top-10
-        engine, _ = run.engine_ranks(searcher, clips, root, k=HELDOUT, exact=True)
-        hnsw, _ = run.engine_ranks(searcher, clips, root, k=10, exact=False)
-        auto, _ = run.engine_ranks(searcher, clips, root, k=10)  # 300 vectors: the exact scan
+        engine, _ = steps.engine_ranks(searcher, clips, root, k=HELDOUT, exact=True)
+        hnsw, _ = steps.engine_ranks(searcher, clips, root, k=10, exact=False)
+        auto, _ = steps.engine_ranks(searcher, clips, root, k=10)  # 300 vectors: the exact scan
     pixels = dataset.clip_pixels(root, clips, bundle.recipe)
     ort = evaluate.ort_embeddings(bundle.dir, pixels, dataset.caption_ids(clips))
     sim = ort["text"] @ ort["pig"].T

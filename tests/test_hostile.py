@@ -140,8 +140,8 @@ def test_display_path() -> None:
 
 def test_fifo_and_device_do_not_hang_hashing_or_decoding(tmp_path: Path) -> None:
     from pig.engine.bundle import sha256_file
+    from pig.engine.host.regular_file import NotRegularFile
     from pig.engine.index.catalog import file_digest
-    from pig.engine.media.regular_file import NotRegularFile
     from pig.engine.media.video import read_video
     from pig.errors import VideoReadError
 

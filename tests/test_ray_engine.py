@@ -1,4 +1,4 @@
-"""``pig-engine index --engine ray`` on a real local Ray (2 CPUs), one session for the module.
+"""``pig-engine index --runner ray`` on a real local Ray (2 CPUs), one session for the module.
 
 Ray vs local equality, bad files, a killed encoder actor, a killed or interrupted driver.
 """
@@ -32,7 +32,7 @@ from tests.test_pipeline import QUERIES, clip_dir, fake_bundle, make_clips
 __all__ = ["clip_dir", "fake_bundle"]  # fixtures shared with test_pipeline
 
 ray = pytest.importorskip("ray")
-from pig.engine.ingest.ray_runner import INSTALL, RayEngine  # noqa: E402
+from pig.engine.ingest.ray_runner import INSTALL, RayRunner  # noqa: E402
 
 SCORE_TOL = 1e-5  # f32 storage; batched vs other-batched encoding differs by fp32 reduction order
 
@@ -115,7 +115,7 @@ def test_ray_equals_local_segments_and_bad_files(ray_session: str, fake_bundle: 
                          segmenting=setting, options=PipelineOptions(batch_size=4))
     opts = PipelineOptions(batch_size=3)
     got = index_videos([folder], fake_bundle, tmp_path / "ray", dtype="f32", segmenting=setting,
-                       options=opts, engine=RayEngine())
+                       options=opts, runner=RayRunner())
     assert got.segments == local.segments == len(good) + 5 + 4  # 8.4 s: the rest joins
     assert (got.files, got.indexed) == (local.files, local.indexed) == (9, local.indexed)
     assert sorted(got.failed) == sorted(local.failed) and len(got.failed) >= 2  # same reasons
@@ -125,10 +125,10 @@ def test_ray_equals_local_segments_and_bad_files(ray_session: str, fake_bundle: 
     assert max(abs(have[k] - want[k]) for k in want) <= SCORE_TOL
     with VideoIndex.open(tmp_path / "ray", view=True) as vi:
         assert vi.counts()["vectors"] == local.segments
-        assert vi.manifest.bundle_producers[-1]["engine"] == "ray"
+        assert vi.manifest.bundle_producers[-1]["runner"] == "ray"
     # the driver plans against the catalog as the local pipeline does
     again = index_videos([folder], fake_bundle, tmp_path / "ray", options=opts,
-                         engine=RayEngine())
+                         runner=RayRunner())
     assert (again.indexed, dict(again.skipped)) == (0, {"unchanged": local.indexed,
                                                         "failed": len(local.failed)})
 
@@ -143,7 +143,7 @@ def test_killed_encoder_actor_is_restarted(ray_session: str, fake_bundle: Bundle
     def target() -> None:
         try:
             result.append(index_videos([tmp_path / "clips"], fake_bundle, idx,
-                                       engine=RayEngine(),
+                                       runner=RayRunner(),
                                        options=PipelineOptions(batch_size=1, commit_seconds=0)))
         except BaseException as err:
             result.append(err)
@@ -172,7 +172,7 @@ def test_killed_encoder_actor_is_restarted(ray_session: str, fake_bundle: Bundle
 def _driver(ray_session: str, fake_bundle: Bundle, clips: Path, idx: Path
             ) -> subprocess.Popen[str]:
     argv = [sys.executable, "-m", "pig.cli.engine", "index", str(clips), "--bundle",
-            str(fake_bundle.dir), "--index", str(idx), "--engine", "ray", "--ray-address",
+            str(fake_bundle.dir), "--index", str(idx), "--runner", "ray", "--ray-address",
             ray_session, "--batch-size", "1", "--commit-every", "0"]
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -198,7 +198,7 @@ def test_killed_or_interrupted_driver_resumes(ray_session: str, fake_bundle: Bun
     kept = _committed(idx)
     assert 2 <= kept < n, (kept, out)
     # the rerun completes the rest: nothing indexed twice, nothing lost
-    rerun = index_videos([clips], fake_bundle, idx, engine=RayEngine())
+    rerun = index_videos([clips], fake_bundle, idx, runner=RayRunner())
     assert (rerun.indexed, rerun.failed, dict(rerun.skipped)) == (n - kept, [],
                                                                   {"unchanged": kept})
     with VideoIndex.open(idx, view=True) as vi:
@@ -212,7 +212,7 @@ def test_ray_reads_urls(ray_session: str, fake_bundle: Bundle, tmp_path: Path) -
     clips = make_clips(tmp_path / "site", n=3)
     with http_folder(tmp_path / "site") as base:
         urls = [f"{base}/{c.name}" for c in clips]
-        got = index_videos(urls, fake_bundle, tmp_path / "ray", dtype="f32", engine=RayEngine())
+        got = index_videos(urls, fake_bundle, tmp_path / "ray", dtype="f32", runner=RayRunner())
     want = index_videos(clips, fake_bundle, tmp_path / "local", dtype="f32")
     assert (got.indexed, got.failed) == (want.indexed, want.failed) == (3, [])
     with QueryEngine(tmp_path / "ray") as a, QueryEngine(tmp_path / "local") as b:
@@ -227,9 +227,9 @@ def test_without_ray_one_line(fake_bundle: Bundle, clip_dir: Path, tmp_path: Pat
                               capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
     code, _, err = run(capsys, "index", clip_dir, "--bundle", fake_bundle.dir, "--index",
-                       tmp_path / "idx", "--engine", "ray")
+                       tmp_path / "idx", "--runner", "ray")
     assert code == 2
-    assert user_error(err) == ("pig-engine: error: --engine ray needs Ray Data, not installed "
+    assert user_error(err) == ("pig-engine: error: --runner ray needs Ray Data, not installed "
                                f"here: {INSTALL}")
     assert not (tmp_path / "idx").exists()
 
@@ -242,6 +242,6 @@ def test_bundle_unreadable_on_a_node_is_one_error(ray_session: str, fake_bundle:
     moved = Bundle.load(shutil.copytree(fake_bundle.dir, tmp_path / "b"))
     shutil.rmtree(moved.dir)  # loaded here, gone where the workers look
     with pytest.raises(PigError) as err:
-        index_videos([clip_dir], moved, tmp_path / "idx", engine=RayEngine())
+        index_videos([clip_dir], moved, tmp_path / "idx", runner=RayRunner())
     assert str(err.value).startswith(f"{moved.dir}: ") and str(err.value).endswith(SHARED)
     assert "\n" not in str(err.value)

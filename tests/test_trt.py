@@ -980,17 +980,16 @@ def _calibrated_copy(src, dest, max_videos: int, max_captions: int, evals: int):
     import shutil
 
     from pig.calibration.calibrate import calibrate_bundle
-    from pig.calibration.data import demo_heldout
+    from pig.demo.dataset import DemoClips
     from pig.engine.bundle import MANIFEST
 
     dest.mkdir(parents=True)
     shutil.copy(src / MANIFEST, dest)
     for name in ("video.onnx", "text.onnx"):
         (dest / name).hardlink_to(src / name)  # a symlink would leave the bundle
-    bundle = Bundle.load(dest)
-    calibrate_bundle(dest, max_videos=max_videos, max_captions=max_captions,
-                     eval_data=demo_heldout(bundle.recipe, bundle.tokenizer_spec, count=evals),
-                     echo=lambda _: None)
+    calibrate_bundle(dest, DemoClips("train", max(max_videos, max_captions)),
+                     DemoClips("heldout", evals), max_videos=max_videos,
+                     max_captions=max_captions, log=lambda _: None)
     return dest
 
 
@@ -998,11 +997,11 @@ def _calibrated_copy(src, dest, max_videos: int, max_captions: int, evals: int):
 def demo_bundle(tmp_path_factory):
     """The shipped demo model (models/pig-tiny) exported by pig-export --onnx, with every
     precision graph calibration writes."""
-    from pig.demo import run
+    from pig.demo import steps
 
     tmp = tmp_path_factory.mktemp("demo")
-    checkpoint, config = run.model_files()
-    fp32 = run.ensure_bundle(checkpoint, config, tmp / "fp32")
+    checkpoint, config = steps.model_files()
+    fp32 = steps.ensure_bundle(checkpoint, config, tmp / "fp32")
     return _calibrated_copy(Path(fp32.dir), tmp / "bundle", 4, 32, 4)
 
 

@@ -1,31 +1,156 @@
-"""Calibration inputs, read through the engine's own data path.
+"""Captioned videos for calibration and the accuracy report, read through the engine's data path.
 
-Frames: ``pig.engine.media.walk.discover`` -> ``pig.engine.media.video.read_video`` (PyAV, official
-linspace sampling) -> ``pig.engine.media.preprocess.preprocess_frames`` (the C++ resize + normalise)
-with the bundle's recipe; captions: ``pig.engine.tokenizer.ClipTokenizer`` with the bundle's
-tokenizer spec. So the calibration ranges are those of what ``pig-engine index`` / ``search``
-will feed the graphs. The default set ("demo") is rendered from the training split of the
-synthetic demo clips (``pig.demo.synth``), never from the held-out clips the report evaluates.
+One small protocol, :class:`CaptionedVideos`, and two providers: :class:`CaptionedFolder`
+(a user's folder of videos and a captions file, ``video,caption`` CSV or JSON lines) and
+``pig.demo.dataset.DemoClips`` (the synthetic demo clips). Frames go through
+``pig.engine.media.video.read_video`` (PyAV, official linspace sampling) and
+``pig.engine.media.preprocess.preprocess_frames`` (the C++ resize + normalise) with the
+bundle's recipe; captions through ``pig.engine.tokenizer.ClipTokenizer`` with its tokenizer
+spec. So calibration ranges and accuracy figures are those of what ``pig-engine index`` /
+``search`` feed the graphs.
 """
 
 from __future__ import annotations
 
-import tempfile
+import csv
+import io
+import json
+from collections.abc import Hashable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import numpy as np
 
+from pig.engine.host.regular_file import open_regular
 from pig.engine.media.preprocess import preprocess_frames
 from pig.engine.media.video import read_video
-from pig.engine.media.walk import discover
 from pig.engine.recipe import PreprocessRecipe, TokenizerSpec
 from pig.engine.tokenizer import ClipTokenizer
 from pig.errors import PigError, VideoReadError
 
-DEMO = "demo"
 T = TypeVar("T")
+MAX_CAPTIONS_BYTES = 64 << 20  # a captions file larger than this is refused, not read
+CAPTION_COLUMNS = ("video", "caption")
+
+
+@dataclass(frozen=True)
+class Video:
+    """One video of a set: its key, and its ``pixel_values`` ``[T, 3, S, S]`` float32, or
+    ``None`` and why it could not be read (``error``: ``"path: reason"``)."""
+
+    key: Hashable
+    pixels: np.ndarray | None
+    error: str = ""
+
+
+class CaptionedVideos(Protocol):
+    """Videos and captions; a caption's key names the video it describes (keys equal for
+    interchangeable videos), or is ``None`` where the set pairs nothing (calibration only)."""
+
+    source: str  # what the report names as its data
+
+    def captions(self) -> list[tuple[Hashable | None, str]]:
+        """Every ``(video key, caption)`` of the set, in a fixed order."""
+        ...
+
+    def videos(self, recipe: PreprocessRecipe, limit: int | None = None) -> Iterator[Video]:
+        """At most ``limit`` videos (evenly spread over the set), read one at a time."""
+        ...
+
+
+def spread(items: list[T], limit: int | None) -> list[T]:
+    """At most ``limit`` items evenly spread over ``items`` (keeps order)."""
+    if limit is None or len(items) <= limit:
+        return items
+    return [items[i] for i in np.linspace(0, len(items) - 1, limit).astype(int)]
+
+
+def read_captions(path: Path) -> list[tuple[str, str]]:
+    """``(video, caption)`` rows of a captions file: CSV with a ``video,caption`` header
+    (more columns are ignored), or JSON lines of ``{"video": ..., "caption": ...}``."""
+    try:
+        with open_regular(path) as (fd, st):
+            if st.st_size > MAX_CAPTIONS_BYTES:
+                raise PigError(f"{path}: captions file over {MAX_CAPTIONS_BYTES >> 20} MiB")
+            with open(fd, "rb", closefd=False) as f:
+                text = f.read(st.st_size).decode("utf-8-sig")
+    except OSError as err:
+        raise PigError(f"{path}: cannot read captions ({err.strerror or err})") from None
+    except UnicodeDecodeError:
+        raise PigError(f"{path}: captions file is not UTF-8") from None
+    rows = _json_lines(path, text) if text.lstrip().startswith("{") else _csv(path, text)
+    if not rows:
+        raise PigError(f"{path}: no captions (expected a video,caption CSV or JSON lines)")
+    return rows
+
+
+def _row(path: Path, line: int, video: object, caption: object) -> tuple[str, str]:
+    if not isinstance(video, str) or not video.strip():
+        raise PigError(f"{path}:{line}: no video name")
+    if not isinstance(caption, str) or not caption.strip():
+        raise PigError(f"{path}:{line}: no caption")
+    return video.strip(), caption.strip()
+
+
+def _json_lines(path: Path, text: str) -> list[tuple[str, str]]:
+    rows = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            raise PigError(f"{path}:{n}: not a JSON object") from None
+        if not isinstance(obj, dict):
+            raise PigError(f"{path}:{n}: not a JSON object")
+        rows.append(_row(path, n, obj.get("video"), obj.get("caption")))
+    return rows
+
+
+def _csv(path: Path, text: str) -> list[tuple[str, str]]:
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = [h.strip().lower() for h in next(reader, [])]
+    if not set(CAPTION_COLUMNS) <= set(header):
+        raise PigError(f"{path}:1: expected a header with the columns video,caption "
+                       f"(or JSON lines), got {','.join(header)[:80]!r}")
+    iv, ic = header.index("video"), header.index("caption")
+    rows = []
+    for fields in reader:
+        if not any(f.strip() for f in fields):
+            continue
+        if len(fields) <= max(iv, ic):
+            raise PigError(f"{path}:{reader.line_num}: expected video,caption")
+        rows.append(_row(path, reader.line_num, fields[iv], fields[ic]))
+    return rows
+
+
+def read_pixels(path: Path, recipe: PreprocessRecipe) -> np.ndarray:
+    """``pixel_values`` ``[T, 3, S, S]`` float32 of one video, as the engine reads it."""
+    return preprocess_frames(read_video(path, recipe.num_frames).frames, recipe)
+
+
+class CaptionedFolder:
+    """A user's captioned videos: ``folder`` and a captions file naming videos relative to it
+    (several captions per video are fine). A video's key is its name in the file."""
+
+    def __init__(self, folder: Path, captions: Path) -> None:
+        if not folder.is_dir():
+            raise PigError(f"{folder}: not a folder of videos")
+        self.folder = folder
+        self._rows = read_captions(captions)
+        self.source = f"{folder} with {captions}"
+
+    def captions(self) -> list[tuple[Hashable | None, str]]:
+        return list(self._rows)
+
+    def videos(self, recipe: PreprocessRecipe, limit: int | None = None) -> Iterator[Video]:
+        for name in spread(list(dict.fromkeys(v for v, _ in self._rows)), limit):
+            path = self.folder / name
+            try:
+                yield Video(name, read_pixels(path, recipe))
+            except VideoReadError as err:
+                yield Video(name, None, str(err))
 
 
 @dataclass
@@ -34,116 +159,27 @@ class CalibrationSet:
 
     pixel_values: np.ndarray
     input_ids: np.ndarray
-    source: str  # the videos folder, or "demo"
-    captions_source: str
-    skipped: list[str] = field(default_factory=list)  # "path: reason" of undecodable videos
+    source: str
+    skipped: list[str] = field(default_factory=list)  # "path: reason" of unreadable videos
 
     def provenance(self) -> dict[str, object]:
-        return {"videos_source": self.source, "captions_source": self.captions_source,
-                "videos": len(self.pixel_values), "captions": len(self.input_ids),
-                "videos_skipped": len(self.skipped)}
+        return {"source": self.source, "videos": len(self.pixel_values),
+                "captions": len(self.input_ids), "videos_skipped": len(self.skipped)}
 
 
-def _spread(items: list[T], limit: int) -> list[T]:
-    """At most ``limit`` items evenly spread over ``items`` (keeps order)."""
-    if len(items) <= limit:
-        return items
-    return [items[i] for i in np.linspace(0, len(items) - 1, limit).astype(int)]
-
-
-def read_captions(path: Path, limit: int) -> list[str]:
-    """Non-empty lines of a UTF-8 text file, one caption per line."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as err:
-        raise PigError(f"{path}: cannot read captions ({err})") from None
-    captions = [s.strip() for s in lines if s.strip()]
-    if not captions:
-        raise PigError(f"{path}: no captions (expected one caption per line)")
-    return _spread(captions, limit)
-
-
-def read_videos(videos: Path, recipe: PreprocessRecipe, limit: int
-                ) -> tuple[np.ndarray, list[str]]:
-    """Preprocessed ``pixel_values`` of up to ``limit`` videos under ``videos``, and the
-    videos that could not be decoded (``"path: reason"``)."""
-    if not videos.is_dir():
-        raise PigError(f"{videos}: not a folder of calibration videos")
-    paths = _spread(discover([videos]), limit)
-    out, skipped = [], []
-    for path in paths:
-        try:
-            frames = read_video(path, recipe.num_frames).frames
-        except VideoReadError as err:
-            skipped.append(str(err))
-            continue
-        out.append(preprocess_frames(frames, recipe))
-    if not out:
-        raise PigError(f"{videos}: no decodable video among {len(paths)} file(s)"
+def calibration_set(data: CaptionedVideos, recipe: PreprocessRecipe, spec: TokenizerSpec,
+                    max_videos: int = 64, max_captions: int = 256) -> CalibrationSet:
+    """At most ``max_videos`` videos and ``max_captions`` captions of ``data``, evenly
+    spread, as model inputs; an error when no video can be read."""
+    pixels, skipped = [], []
+    for video in data.videos(recipe, max_videos):
+        if video.pixels is None:
+            skipped.append(video.error)
+        else:
+            pixels.append(video.pixels)
+    if not pixels:
+        raise PigError(f"{data.source}: no readable video"
                        + (f" (first: {skipped[0]})" if skipped else ""))
-    return np.stack(out), skipped
-
-
-def from_files(videos: Path, captions: Path, recipe: PreprocessRecipe, spec: TokenizerSpec,
-               max_videos: int = 64, max_captions: int = 256) -> CalibrationSet:
-    """The user's calibration set: a folder of videos and a captions file."""
-    texts = read_captions(captions, max_captions)
-    pixels, skipped = read_videos(videos, recipe, max_videos)
-    return CalibrationSet(pixels, ClipTokenizer(spec).encode(texts), str(videos),
-                          str(captions), skipped)
-
-
-def demo_set(recipe: PreprocessRecipe, spec: TokenizerSpec, videos: int = 64,
-             captions: int = 256, seed: int = 0) -> CalibrationSet:
-    """Training-split demo clips ``0..videos-1`` rendered to mp4 in a temporary folder, read
-    back through the engine path; their captions plus further training captions."""
-    from pig.demo import synth
-
-    settings = synth.RenderSettings()
-    texts = []
-    with tempfile.TemporaryDirectory(prefix="pig-calib-") as tmp:
-        for i in range(max(videos, captions)):
-            clip, frames = synth.make_clip(seed, "train", i)
-            texts.append(clip.caption)
-            if i < videos:
-                synth.write_mp4(Path(tmp) / clip.path, frames, settings.fps, settings.crf)
-        pixels, skipped = read_videos(Path(tmp), recipe, videos)
-    return CalibrationSet(pixels, ClipTokenizer(spec).encode(texts[:captions]), DEMO, DEMO,
+    texts = spread([c for _, c in data.captions()], max_captions)
+    return CalibrationSet(np.stack(pixels), ClipTokenizer(spec).encode(texts), data.source,
                           skipped)
-
-
-@dataclass
-class EvalSet:
-    """Inputs the accuracy report runs; ``keys`` (one per video, caption i describes video
-    i) make it a retrieval set, as in ``pig.demo.evaluate``."""
-
-    pixel_values: np.ndarray
-    input_ids: np.ndarray
-    source: str
-    keys: list[tuple[str, ...]] | None = None
-
-
-def demo_heldout(recipe: PreprocessRecipe, spec: TokenizerSpec, data: Path | None = None,
-                 count: int = 600, seed: int = 0) -> EvalSet:
-    """The demo's held-out clips with their captions: from ``data`` (a ``pig.demo.synth``
-    output folder) when given, else the first ``count`` rendered to a temporary folder."""
-    from pig.demo import dataset, synth
-
-    if data is not None:
-        clips = synth.load_manifest(data, "heldout")[:count]
-        if not clips:
-            raise PigError(f"{data}: no held-out clips in {synth.MANIFEST}")
-        pixels = np.asarray(dataset.clip_pixels(data, clips, recipe))
-        source = f"{data} (held-out split)"
-    else:
-        settings = synth.RenderSettings()
-        with tempfile.TemporaryDirectory(prefix="pig-heldout-") as tmp:
-            clips = []
-            for i in range(count):
-                clip, frames = synth.make_clip(seed, "heldout", i)
-                synth.write_mp4(Path(tmp) / clip.path, frames, settings.fps, settings.crf)
-                clips.append(clip)
-            pixels = dataset.read_pixels(Path(tmp), clips, recipe)
-        source = f"demo held-out clips 0..{count - 1} (seed {seed})"
-    return EvalSet(pixels, dataset.caption_ids(clips, spec), source,
-                   [c.spec.key() for c in clips])

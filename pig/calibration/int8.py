@@ -106,8 +106,9 @@ def insert_qdq(model: onnx.ModelProto, amax: dict[str, float]) -> onnx.ModelProt
             x, w = node.input[0], node.input[1]
             if x not in act_dq:
                 q, dq = f"{x}__q", f"{x}__dq"
-                new_inits += [numpy_helper.from_array(_scale(np.float32(amax[x])), f"{x}__scale"),
-                              numpy_helper.from_array(np.int8(0), f"{x}__zero")]
+                new_inits += [numpy_helper.from_array(_scale(np.array(amax[x], np.float32)),
+                                                      f"{x}__scale"),
+                              numpy_helper.from_array(np.array(0, np.int8), f"{x}__zero")]
                 nodes += [helper.make_node("QuantizeLinear", [x, f"{x}__scale", f"{x}__zero"],
                                            [q], name=f"{x}__quantize"),
                           helper.make_node("DequantizeLinear", [q, f"{x}__scale", f"{x}__zero"],

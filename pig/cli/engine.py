@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from pig.cli import console
+from pig import console
 from pig.engine.backends.select import BACKENDS
 from pig.engine.display import Detail, display_path
 from pig.engine.graphs import PRECISIONS
@@ -106,7 +106,7 @@ _INDEXING: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
     click.option("--progress/--no-progress", default=None,
                  help="progress bar (default: when stderr is a terminal)"),
     _verbose,
-    click.option("--engine", type=click.Choice(["local", "ray"]), default="local",
+    click.option("--runner", type=click.Choice(["local", "ray"]), default="local",
                  show_default=True,
                  help="local: this process; ray: decode and encode on Ray Data"),
     click.option("--ray-address", default=None, help="[ray] join this Ray cluster (bundle and "
@@ -145,7 +145,7 @@ def index(sync_: bool, metadata_file: Path | None, **kw: Any) -> int:
     that cannot be decoded are recorded with the reason, listed, and give exit code 1; so do
     folders that cannot be read (skipped; what an earlier run indexed there is kept).
     The segmenting options are fixed when the index is created; a later run that gives
-    different ones is refused. With --engine ray, --workers does not apply (--decode-cpus
+    different ones is refused. With --runner ray, --workers does not apply (--decode-cpus
     does). Indexed files under PATHS that are gone from disk are counted; --sync (or
     `pig-engine sync`) removes them.
     """
@@ -197,15 +197,15 @@ def _run_args(kw: dict[str, Any]) -> dict[str, Any]:
     """The keyword arguments of an indexing run (index_videos, watch) from the options of
     :data:`_INDEXING`."""
     from pig.engine.bundle import Bundle
-    from pig.engine.ingest.local_runner import local_engine
+    from pig.engine.ingest.local_runner import open_local
     from pig.engine.ingest.options import PipelineOptions
     from pig.engine.ingest.sync import MAX_REMOVAL
 
-    run_on = local_engine
-    if kw["engine"] == "ray":
-        from pig.engine.ingest.ray_runner import RayEngine, RayOptions
+    run_on = open_local
+    if kw["runner"] == "ray":
+        from pig.engine.ingest.ray_runner import RayOptions, RayRunner
 
-        run_on = RayEngine(RayOptions(address=kw["ray_address"], decode_cpus=kw["decode_cpus"],
+        run_on = RayRunner(RayOptions(address=kw["ray_address"], decode_cpus=kw["decode_cpus"],
                                       encoders=kw["encoders"], encoder_gpus=kw["encoder_gpus"]))
     options = PipelineOptions(batch_size=kw["batch_size"], workers=kw["workers"],
                               encoder_threads=kw["encoder_threads"],
@@ -217,7 +217,7 @@ def _run_args(kw: dict[str, Any]) -> dict[str, Any]:
     return dict(
         paths=kw["paths"], bundle=Bundle.load(kw["bundle"]), index_dir=kw["index_dir"],
         glob=kw["glob"], backend=kw["backend"], precision=kw["precision"], dtype=kw["dtype"],
-        segmenting=segmenting, options=options, log=_log, engine=run_on,
+        segmenting=segmenting, options=options, log=_log, runner=run_on,
         usearch_settings={k: kw[k] for k in ("connectivity", "expansion_add",
                                               "expansion_search")},
         progress=sys.stderr.isatty() if kw["progress"] is None else kw["progress"],
@@ -242,8 +242,9 @@ def _segmenting(mode: str | None, seconds: float | None, stride: float | None,
     if all(v is None for v in (mode, seconds, stride, whole_max, shot_min)):
         return None
     default = Segmenting()
+    chosen = mode or ("fixed" if seconds is not None else "auto")
     return Segmenting(
-        mode=mode or ("fixed" if seconds is not None else "auto"),  # type: ignore[arg-type]
+        mode=chosen,  # type: ignore[arg-type]  # a click.Choice of the modes
         seconds=default.seconds if seconds is None else seconds,
         stride=stride,
         whole_max=default.whole_max if whole_max is None else whole_max,
@@ -650,7 +651,7 @@ def restore_manifest(index_dir: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point (errors: :mod:`pig.cli.console`)."""
+    """Console entry point (errors: :mod:`pig.console`)."""
     console.run(cli, argv, "pig-engine")
 
 

@@ -4,7 +4,7 @@ One command whose action flags run in a fixed order on the same ``--out`` bundle
 ``--onnx`` (checkpoint -> fp32 graphs + manifest, :mod:`pig.export`), then further actions
 (``--calibrate``, :mod:`pig.calibration`; ``--trt``, :mod:`pig.engine.trt`) that read the bundle
 ``--onnx`` wrote or that already exists. It lives above the three packages it drives. Errors:
-:mod:`pig.cli.console`.
+:mod:`pig.console`.
 """
 
 from __future__ import annotations
@@ -12,14 +12,14 @@ from __future__ import annotations
 import contextlib
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import click
 
+from pig import console
 from pig.calibration.options import calibrate_options
-from pig.cli import console
 from pig.engine.graphs import (
     BRANCHES,
     CALIBRATED_PRECISIONS,
@@ -43,7 +43,7 @@ def stage(name: str) -> Iterator[None]:
     click.echo(f" {time.perf_counter() - t0:.1f} s")
 
 
-def _human(n: int) -> str:
+def _human(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -82,6 +82,24 @@ def run_onnx(checkpoint: Path, config: Path | None, assume_released: bool, out: 
                f"video {p['video_max_abs']:.2e}, clip {p['video_clip_max_abs']:.2e}, "
                f"text {p['text_max_abs']:.2e}; top-k indices "
                f"{'identical' if p['topk_indices_equal'] else 'DIFFER'}")
+
+
+def run_calibrate(out: Path, precisions: Sequence[str], calib_data: Path | None,
+                  calib_captions: Path | None, eval_data: Path | None, captions: Path | None,
+                  max_eval_videos: int | None, method: str, max_videos: int) -> None:
+    """Write the precision graphs and print the accuracy report."""
+    from pig.calibration.calibrate import PASSES, calibrate_bundle
+    from pig.calibration.report import format_report
+    from pig.cli.datasets import calibration_data, evaluation_set
+
+    evaluation = evaluation_set(eval_data, captions, "--eval-data")
+    calibration = calibration_data(calib_data, calib_captions, evaluation, max(max_videos, 256))
+    if calibration is evaluation and any(PASSES[p].needs_data for p in precisions):
+        click.echo("note: calibrating on the evaluation videos (--calib-data not given)")
+    report = calibrate_bundle(out, calibration, evaluation, precisions, method,
+                              max_videos=max_videos, max_eval_videos=max_eval_videos,
+                              log=click.echo)
+    click.echo(format_report(report))
 
 
 def _batch_profile(_ctx: click.Context, _param: click.Parameter, text: str) -> BatchProfile:
@@ -168,11 +186,8 @@ def cli(do_onnx: bool, checkpoint: Path | None, config: Path | None, assume_rele
         check_new_bundle_dir(out)  # before the checkpoint is loaded (half a minute for B/32)
         run_onnx(checkpoint, config, assume_released, out)
     if calibrate:
-        from pig.calibration.calibrate import calibrate_bundle
-
-        calibrate_bundle(out, precisions=CALIBRATED_PRECISIONS if precision == "all" else
-                         (precision,),
-                         **calibration)
+        run_calibrate(out, CALIBRATED_PRECISIONS if precision == "all" else (precision,),
+                      **calibration)
     if do_trt:
         run_trt(out, precision, batch_profile, workspace_gib, targets)
 

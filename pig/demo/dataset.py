@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Hashable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from pig.calibration import data as cdata
+from pig.demo import synth
 from pig.demo.synth import Clip
-from pig.engine.media.preprocess import preprocess_frames
-from pig.engine.media.video import read_video
 from pig.engine.recipe import PreprocessRecipe, TokenizerSpec
 from pig.engine.tokenizer import ClipTokenizer
+from pig.errors import PigError, VideoReadError
 
 
 def _cache_path(root: Path, clips: Sequence[Clip], recipe: PreprocessRecipe) -> Path:
@@ -33,8 +35,7 @@ def read_pixels(root: Path, clips: Sequence[Clip], recipe: PreprocessRecipe) -> 
     shape = (len(clips), recipe.num_frames, 3, recipe.size, recipe.size)
     out = np.empty(shape, dtype=np.float32)
     for i, clip in enumerate(clips):
-        frames = read_video(root / clip.path, recipe.num_frames).frames
-        out[i] = preprocess_frames(frames, recipe)
+        out[i] = cdata.read_pixels(root / clip.path, recipe)
     return out
 
 
@@ -52,3 +53,41 @@ def clip_pixels(root: Path, clips: Sequence[Clip], recipe: PreprocessRecipe) -> 
 def caption_ids(clips: Sequence[Clip], spec: TokenizerSpec | None = None) -> np.ndarray:
     """CLIP token ids int64 ``[N, L]`` of the clips' captions."""
     return ClipTokenizer(spec or TokenizerSpec()).encode([c.caption for c in clips])
+
+
+class DemoClips:
+    """The synthetic demo clips as captioned videos (:class:`pig.calibration.data.CaptionedVideos`):
+    clips ``0..count-1`` of ``split`` (``train`` for calibration, ``heldout`` for evaluation),
+    from ``folder`` (a ``pig.demo.synth`` output) when given, else rendered as they are read.
+    A clip's key is its attribute tuple: clips sharing every attribute are interchangeable."""
+
+    def __init__(self, split: str, count: int, seed: int = 0, folder: Path | None = None
+                 ) -> None:
+        self.split, self.seed, self.folder = split, seed, folder
+        if folder is not None:
+            self._clips = synth.load_manifest(folder, split)[:count]
+            if not self._clips:
+                raise PigError(f"{folder}: no {split} clips in {synth.MANIFEST}")
+            self.source = f"{folder} ({split} split)"
+        else:
+            self._clips = [synth.make_clip(seed, split, i)[0] for i in range(count)]
+            self.source = f"demo {split} clips 0..{count - 1} (seed {seed})"
+
+    def captions(self) -> list[tuple[Hashable | None, str]]:
+        return [(c.spec.key(), c.caption) for c in self._clips]
+
+    def videos(self, recipe: PreprocessRecipe, limit: int | None = None) -> Iterator[cdata.Video]:
+        chosen = cdata.spread(list(enumerate(self._clips)), limit)
+        with tempfile.TemporaryDirectory(prefix="pig-demo-clips-") as tmp:
+            for i, clip in chosen:
+                path = (self.folder or Path(tmp)) / clip.path
+                if self.folder is None:
+                    settings = synth.RenderSettings()
+                    synth.write_mp4(path, synth.make_clip(self.seed, self.split, i)[1],
+                                    settings.fps, settings.crf)
+                try:
+                    yield cdata.Video(clip.spec.key(), cdata.read_pixels(path, recipe))
+                except VideoReadError as err:
+                    yield cdata.Video(clip.spec.key(), None, str(err))
+                if self.folder is None:
+                    path.unlink()

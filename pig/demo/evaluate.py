@@ -8,8 +8,8 @@ upcast), (b) the exported fp32 ONNX bundle in ONNX Runtime, (c) the plain CLIP-V
 objective only (``python -m pig.demo.train --steps 0``). Clips that share every attribute are
 interchangeable: retrieving any of them counts as correct.
 
-``python -m pig.demo.evaluate --checkpoint models/pig-tiny/pig_tiny.pt --config
-models/pig-tiny/args.json --data demo_out/synth --bundle bundles/pig-tiny --report report.json``
+``pig-eval --checkpoint models/pig-tiny/pig_tiny.pt --config models/pig-tiny/args.json
+--data demo_out/synth --bundle bundles/pig-tiny --report report.json`` (:mod:`pig.cli.eval`).
 """
 
 from __future__ import annotations
@@ -21,10 +21,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import click
 import numpy as np
 
-from pig.cli import console
 from pig.demo import dataset, synth
 from pig.metrics import retrieval_metrics, retrieval_ranks
 
@@ -97,10 +95,11 @@ def torch_embeddings(model: Any, pixels: np.ndarray, ids: np.ndarray,
 
 def ort_embeddings(bundle_dir: Path, pixels: np.ndarray, ids: np.ndarray) -> dict[str, np.ndarray]:
     """Unit vectors from the bundle's fp32 graphs in ONNX Runtime (CPU)."""
-    from pig.engine.backends.onnxruntime import OrtBackend
+    from pig.engine.backends import open_backend
     from pig.engine.bundle import Bundle
 
-    with OrtBackend(Bundle.load(bundle_dir), precision="fp32", device="cpu") as backend:
+    with open_backend(Bundle.load(bundle_dir), "onnxruntime", "fp32", device="cpu",
+                      log=lambda _: None) as backend:
         return {"pig": backend.encode_video(np.ascontiguousarray(pixels)),
                 "text": backend.encode_text(ids)}
 
@@ -157,46 +156,18 @@ def evaluate(checkpoint: Path, config: Path, data: Path, bundle: Path | None,
     return report
 
 
-_PATH = click.Path(path_type=Path)
-
-
-@click.command(context_settings=console.CONTEXT, help=__doc__.splitlines()[0])
-@click.option("--checkpoint", type=_PATH, default=Path("models/pig-tiny/pig_tiny.pt"),
-              show_default=True)
-@click.option("--config", type=_PATH, default=Path("models/pig-tiny/args.json"),
-              show_default=True)
-@click.option("--data", type=_PATH, default=Path("demo_out/synth"), show_default=True,
-              help="output of python -m pig.demo.synth")
-@click.option("--bundle", type=_PATH, default=None,
-              help="pig-export --onnx output; adds the ONNX Runtime fp32 row")
-@click.option("--baseline", type=_PATH, default=None,
-              help="a checkpoint trained with the CLIP-ViP objective only (same config); adds "
-                   "its CLIP-ViP vector as the ablation row")
-@click.option("--report", "report_path", type=_PATH, default=None,
-              help="write the report as JSON here")
-def cli(checkpoint: Path, config: Path, data: Path, bundle: Path | None, baseline: Path | None,
-        report_path: Path | None) -> None:
-    report = evaluate(checkpoint, config, data, bundle, baseline)
-    print(f"{report['heldout_clips']} held-out clips ({report['distinct_attribute_combinations']} "
-          f"attribute combinations); {RULE}")
-    print(format_table(report["metrics"]))
-    print("top-1 attribute errors (% of queries):")
+def format_demo_report(report: dict[str, Any]) -> str:
+    """The printed form of :func:`evaluate`'s report."""
+    lines = [f"{report['heldout_clips']} held-out clips "
+             f"({report['distinct_attribute_combinations']} attribute combinations); {RULE}",
+             format_table(report["metrics"]), "top-1 attribute errors (% of queries):"]
     for name, errs in report["top1_attribute_errors_percent"].items():
-        print(f"  {name:<28}" + " ".join(f"{k}={v:.1f}" for k, v in errs.items()))
-    print("caption prefers its clip over the same clip in the opposite direction (PIG, PyTorch):")
-    print("  " + "  ".join(f"{k} {v['percent']:.1f}% of {v['queries']}"
-                           for k, v in report["direction_twin_accuracy"].items() if v["queries"]))
+        lines.append(f"  {name:<28}" + " ".join(f"{k}={v:.1f}" for k, v in errs.items()))
+    lines.append("caption prefers its clip over the same clip in the opposite direction "
+                 "(PIG, PyTorch):")
+    lines.append("  " + "  ".join(f"{k} {v['percent']:.1f}% of {v['queries']}"
+                                  for k, v in report["direction_twin_accuracy"].items()
+                                  if v["queries"]))
     if "ort_vs_torch" in report:
-        print("ONNX Runtime vs PyTorch:", json.dumps(report["ort_vs_torch"]))
-    if report_path is not None:
-        report_path.parent.mkdir(parents=True, exist_ok=True)
-        report_path.write_text(json.dumps(report, indent=2) + "\n")
-
-
-def main(argv: list[str] | None = None) -> None:
-    """``pig-eval`` (errors: :mod:`pig.cli.console`)."""
-    console.run(cli, argv, "pig-eval")
-
-
-if __name__ == "__main__":
-    main()
+        lines.append("ONNX Runtime vs PyTorch: " + json.dumps(report["ort_vs_torch"]))
+    return "\n".join(lines)

@@ -25,8 +25,8 @@ import av
 import click
 import numpy as np
 
-from pig.cli import console
-from pig.demo import synth
+from pig import console
+from pig.demo import steps, synth
 from pig.engine.bundle import Bundle
 from pig.engine.ingest.run import index_videos
 from pig.engine.media.segments import Segmenting, format_span
@@ -150,19 +150,17 @@ def format_results(results: dict[str, dict[str, float]], clip_r1: float) -> str:
 @click.option("--heldout", type=click.IntRange(1), default=600, show_default=True,
               help="held-out clips to use")
 def cli(heldout: int) -> None:
-    from pig.demo import run
-
-    clips = run.ensure_clips(run.OUT / "heldout", heldout)
-    bundle = run.ensure_bundle(*run.model_files(), run.BUNDLE)
-    run.ensure_index(run.OUT / "heldout", clips, bundle, run.OUT / "index")
-    with QueryEngine(run.OUT / "index", log=lambda _: None) as searcher:
-        ranks, _ = run.engine_ranks(searcher, clips, run.OUT / "heldout", k=10)
-    results = evaluate(run.OUT / "heldout", clips, bundle, run.OUT)
+    clips = steps.ensure_clips(steps.OUT / "heldout", heldout)
+    bundle = steps.ensure_bundle(*steps.model_files(), steps.BUNDLE)
+    steps.ensure_index(steps.OUT / "heldout", clips, bundle, steps.OUT / "index")
+    with QueryEngine(steps.OUT / "index", log=lambda _: None) as searcher:
+        ranks, _ = steps.engine_ranks(searcher, clips, steps.OUT / "heldout", k=10)
+    results = evaluate(steps.OUT / "heldout", clips, bundle, steps.OUT)
     print(format_results(results, 100 * float(np.mean(ranks <= 1))))
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m pig.demo.moments`` (errors: :mod:`pig.cli.console`)."""
+    """``python -m pig.demo.moments`` (errors: :mod:`pig.console`)."""
     console.run(cli, argv, "python -m pig.demo.moments")
 
 

@@ -22,7 +22,7 @@ import av
 import click
 import numpy as np
 
-from pig.cli import console
+from pig import console
 from pig.errors import PigError
 
 SHAPES = ("circle", "square", "triangle", "star", "diamond", "cross")
@@ -350,7 +350,7 @@ def cli(out: Path, train: int, heldout: int, seed: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m pig.demo.synth`` (errors: :mod:`pig.cli.console`)."""
+    """``python -m pig.demo.synth`` (errors: :mod:`pig.console`)."""
     console.run(cli, argv, "python -m pig.demo.synth")
 
 

@@ -40,6 +40,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import click
 import numpy as np
@@ -47,7 +48,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from pig.cli import console
+from pig import console
 from pig.demo import augment, dataset, synth
 from pig.engine.tokenizer import ClipTokenizer
 from pig.export.config import PigConfig
@@ -190,7 +191,7 @@ def train(
     log_every: int = 50,
     monitor: Callable[[PigModel], dict[str, float]] | None = None,
     progress: bool = False,
-) -> list[dict[str, float]]:
+) -> list[dict[str, Any]]:
     """Run ``s.steps`` optimiser steps in place; returns the logged history.
 
     Every step draws ``s.batch`` clips, mirrors and reverses them at random and captions them
@@ -209,7 +210,7 @@ def train(
     logit_scale = model.encoder.clipmodel.logit_scale
     stream = OBJECTIVES.index(s.objective)  # each stage draws its own batches and augmentations
     rng = np.random.default_rng([s.seed, 1, stream])
-    history = []
+    history: list[dict[str, Any]] = []
     model.train()
     t0 = time.perf_counter()
     draws = batches(len(pixels), s.batch, [s.seed, stream])
@@ -292,7 +293,7 @@ _D = TrainSettings()
               help="print held-out R@1 at every log step (slower; same weights)")
 def cli(data: Path, out: Path, clip_vip_steps: int, clip_vip_lr: float, steps: int, batch: int,
         lr: float, seed: int, threads: int, log_every: int, monitor: bool) -> None:
-    common = {"batch": batch, "seed": seed, "threads": threads}
+    common: dict[str, Any] = {"batch": batch, "seed": seed, "threads": threads}
     stages = [TrainSettings(steps=clip_vip_steps, lr=clip_vip_lr, objective="clip-vip",
                             **common),
               TrainSettings(steps=steps, lr=lr, **common)]
@@ -308,7 +309,7 @@ def cli(data: Path, out: Path, clip_vip_steps: int, clip_vip_lr: float, steps: i
     model = make_model(cfg, seed)
     evaluate = heldout_monitor(data, cfg)
     tokenize = ClipTokenizer(cfg.tokenizer_spec()).encode
-    log = []
+    log: list[dict[str, Any]] = []
     for st in stages:
         t0 = time.perf_counter()
         history = train(model, pixels, [c.spec for c in clips], tokenize, st, log_every,
@@ -327,7 +328,7 @@ def cli(data: Path, out: Path, clip_vip_steps: int, clip_vip_lr: float, steps: i
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m pig.demo.train`` (errors: :mod:`pig.cli.console`)."""
+    """``python -m pig.demo.train`` (errors: :mod:`pig.console`)."""
     console.run(cli, argv, "python -m pig.demo.train")
 
 

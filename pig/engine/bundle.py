@@ -18,7 +18,7 @@ from typing import Any
 from pig.engine.display import display_path
 from pig.engine.graphs import BRANCHES
 from pig.engine.host.fsutil import write_json_atomic
-from pig.engine.media.regular_file import read_regular
+from pig.engine.host.regular_file import read_regular
 from pig.engine.recipe import PreprocessRecipe, TokenizerSpec
 from pig.errors import BundleError, PigError
 
@@ -138,7 +138,7 @@ class Bundle:
         self.unit_vectors = unit
 
     @classmethod
-    def load(cls, root: str | Path) -> Bundle:
+    def load(cls, root: str | os.PathLike[str]) -> Bundle:
         root = Path(root)
         path = root / MANIFEST
         try:

@@ -1,4 +1,5 @@
-"""How a file name (or any text that carries one) is shown to a person or written as JSON.
+"""How a file name (or any text that carries one) is shown to a person or written as JSON,
+and where progress lines go by default.
 
 A POSIX file name is bytes: it may hold bytes that are not UTF-8 (Python keeps them as lone
 surrogates, ``os.fsdecode``'s ``surrogateescape``), newlines and other control characters.
@@ -8,6 +9,7 @@ Printing such a name raw fails (``UnicodeEncodeError``) or forges output lines.
 from __future__ import annotations
 
 import os
+import sys
 import unicodedata
 
 _ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
@@ -38,3 +40,8 @@ def display_path(name: str | bytes | os.PathLike[str], *, controls: bool = True)
 class Detail(str):
     """A log line giving the reasons behind a choice (backend, decoder): the CLI shows it with
     ``-v/--verbose`` only; the short line before it says what was chosen."""
+
+
+def log_stderr(msg: str) -> None:
+    """The default sink of progress lines (backend choice, TensorRT builds, the decoder)."""
+    print(msg, file=sys.stderr, flush=True)

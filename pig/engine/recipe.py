@@ -55,8 +55,8 @@ class PreprocessRecipe:
             num_frames=_bounded_int(d, "num_frames", MAX_FRAMES),
             size=_bounded_int(d, "size", MAX_SIZE),
             mode=d["mode"],
-            mean=tuple(float(v) for v in d["mean"]),  # type: ignore[arg-type]
-            std=tuple(float(v) for v in d["std"]),  # type: ignore[arg-type]
+            mean=tuple(float(v) for v in d["mean"]),  # type: ignore[arg-type]  # len: below
+            std=tuple(float(v) for v in d["std"]),  # type: ignore[arg-type]  # len: below
             sampling=d.get("sampling", "linspace"),
         )
         if recipe.mode not in get_args(ResizeMode) or recipe.sampling != "linspace":

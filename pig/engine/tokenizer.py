@@ -52,7 +52,7 @@ def clip_merges() -> tuple[tuple[str, str], ...]:
     pairs = [tuple(line.split(" ")) for line in lines[1:]]
     if lines[:1] != ["#version: 0.2"] or any(len(p) != 2 for p in pairs):
         raise PigError(f"{path}: not a CLIP merges file; reinstall pig-engine")
-    return tuple(pairs)  # type: ignore[arg-type]
+    return tuple(pairs)  # type: ignore[arg-type]  # pairs of two, checked above
 
 
 @cache

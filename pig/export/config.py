@@ -198,7 +198,7 @@ def infer_from_shapes(shapes: Mapping[str, Sequence[int]],
     patch = shape(VISION + "embeddings.patch_embedding.weight")[-1]
     vw, tw = shape(VISION + "embeddings.class_embedding")[0], \
         shape(TEXT + "embeddings.token_embedding.weight")[1]
-    sized = dict(
+    sized: dict[str, Any] = dict(
         vision_width=vw,
         vision_layers=_count_layers(shapes, VISION),
         vision_mlp=shape(VISION + "encoder.layers.0.mlp.fc1.weight")[0],
@@ -222,8 +222,8 @@ def infer_from_shapes(shapes: Mapping[str, Sequence[int]],
     if gw != sized["embed_dim"]:
         raise CheckpointError(f"generator width {gw} differs from the projection dim "
                               f"{sized['embed_dim']}: not a PIG checkpoint this engine supports")
-    free = dict(vision_heads=vw // HEAD_WIDTH or 1, text_heads=tw // HEAD_WIDTH or 1,
-                gen_heads=gw // HEAD_WIDTH or 1)
+    free: dict[str, Any] = dict(vision_heads=vw // HEAD_WIDTH or 1,
+                                text_heads=tw // HEAD_WIDTH or 1, gen_heads=gw // HEAD_WIDTH or 1)
     if args is not None:
         free.update(_from_args(args, sized))
     return PigConfig(**sized, **free)

@@ -10,7 +10,7 @@ one-hot of the first EOS, and the fusioner computed for each video's own pseudo-
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import torch
 from torch import Tensor, nn
@@ -210,7 +210,7 @@ class VisionTransformer(nn.Module):
         """-> last hidden state [B, N, W] and the last layer's global-query probabilities."""
         x = self.pre_layrnorm(self.embeddings(pixel_values))
         probs = x.new_empty(0)
-        for layer in self.encoder.layers:
+        for layer in cast(list[EncoderLayer], self.encoder.layers):
             a, probs = self.block_attention(layer.self_attn, layer.layer_norm1(x))
             x = x + a
             x = x + layer.mlp(layer.layer_norm2(x))

@@ -58,6 +58,8 @@ class VideoGraph(nn.Module):
     The retrieval vector is the unit PIG vector, or ``clip_unit + alpha * fused_unit`` for the
     two-matrix variant (:meth:`PigModel.retrieval_vector`)."""
 
+    special_tokens: Tensor  # a buffer
+
     def __init__(self, model: PigModel) -> None:
         super().__init__()
         self.model = model

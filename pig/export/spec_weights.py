@@ -14,7 +14,7 @@ from typing import Any
 import click
 import numpy as np
 
-from pig.cli import console
+from pig import console
 from pig.errors import PigError
 
 
@@ -94,7 +94,7 @@ def cli(spec: Path, config: str, out: Path, dtype: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Dev CLI (errors: :mod:`pig.cli.console`)."""
+    """Dev CLI (errors: :mod:`pig.console`)."""
     console.run(cli, argv, "python -m pig.export.spec_weights")
 
 

@@ -1,18 +1,22 @@
-"""The backend interface shared by ONNX Runtime and TensorRT, and batch splitting."""
+"""The backend interface shared by ONNX Runtime and TensorRT, the row that registers a
+backend on a device (:class:`Row`), and batch splitting."""
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from types import TracebackType
-from typing import Protocol, Self, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, Self, TypeVar, runtime_checkable
 
 import numpy as np
 
+from pig.engine.graphs import Branch
+from pig.errors import BackendUnavailable
 
-def log_stderr(msg: str) -> None:
-    """Default progress/log sink of backend selection and TensorRT builds."""
-    print(msg, file=sys.stderr, flush=True)
+if TYPE_CHECKING:
+    from pig.engine.bundle import Bundle
+
+_Options = TypeVar("_Options")
 
 
 @runtime_checkable
@@ -54,6 +58,63 @@ class Backend(Protocol):
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None: ...
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What every opener is handed. ``threads``: CPU threads an encoder may use (0: one per
+    core), the one knob every backend understands. ``options``: backend-specific option
+    objects (e.g. ``OrtOptions``, ``TrtOptions``); each backend takes the one of its own type
+    and ignores the others, so a caller can pass several without knowing which will run."""
+
+    threads: int = 0
+    options: tuple[object, ...] = ()
+
+    def find(self, kind: type[_Options]) -> _Options | None:
+        """The option object of type ``kind``, if one was given."""
+        return next((o for o in self.options if isinstance(o, kind)), None)
+
+
+PickPrecision = Callable[["Bundle", Sequence[str]], tuple[str, str]]
+"""``(bundle, precisions present) -> (precision auto takes, why)``."""
+Opener = Callable[["Bundle", str, Sequence[Branch], Settings], Backend]
+"""``(bundle, precision, branches, settings) -> opened backend``."""
+
+
+@dataclass(frozen=True)
+class Row:
+    """One backend on one device, as :mod:`pig.engine.backends.select` lists them.
+
+    ``missing``: why it cannot run here ("" if it can), decided without importing TensorRT or
+    CUDA before a GPU was found. ``pick``: the precision ``auto`` takes on it. ``options``:
+    the type of its option objects (see :class:`Settings`). ``fallback``: runs on every host;
+    ``auto`` ends with it.
+    """
+
+    backend: str  # the --backend value
+    device: str  # "cuda" | "cpu"
+    missing: Callable[[], str]
+    pick: PickPrecision
+    open: Opener
+    options: type
+    fallback: bool = False
+    label: str = ""  # how errors name it (default backend/device)
+
+    @property
+    def name(self) -> str:
+        return self.label or f"{self.backend}/{self.device}"
+
+
+def fastest(*order: str) -> PickPrecision:
+    """A :data:`PickPrecision` that takes the first of ``order`` the bundle has."""
+    def pick(bundle: Bundle, available: Sequence[str]) -> tuple[str, str]:
+        for p in order:
+            if p in available:
+                return p, ("fastest precision in the bundle for this device "
+                           f"({'/'.join(available)})")
+        raise BackendUnavailable(f"{bundle.dir}: no graph for the requested branches")
+
+    return pick
 
 
 class Closable:

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from pig.engine.backends.base import Closable, run_in_chunks
+from pig.engine.backends.accuracy import pick_on_cpu
+from pig.engine.backends.base import Closable, Row, Settings, fastest, run_in_chunks
 from pig.engine.graphs import BRANCHES, INPUT_NAMES, OUTPUT_NAME, Branch
 from pig.engine.host import gpu as gpu_probe
 from pig.errors import BackendUnavailable
@@ -149,3 +150,33 @@ class OrtBackend(Closable):
 
     def _release(self) -> None:
         self._sessions.clear()  # ONNX Runtime frees a session with its last reference
+
+
+def cuda_missing() -> str:
+    """Why ONNX Runtime cannot use CUDA here ("" if its CUDA provider is available)."""
+    gpu, why = gpu_probe.gpu_or_none()
+    if gpu is None:
+        return why
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        return f"onnxruntime {ort.__version__} has no CUDA provider"
+    return ""
+
+
+def _opener(device: Device) -> Callable[[Bundle, str, Sequence[Branch], Settings], OrtBackend]:
+    def open_ort(bundle: Bundle, precision: str, branches: Sequence[Branch],
+                 settings: Settings) -> OrtBackend:
+        options = settings.find(OrtOptions) or OrtOptions(threads=settings.threads)
+        return OrtBackend(bundle, precision, device, branches, options)
+
+    return open_ort
+
+
+ROWS = (
+    Row("onnxruntime", "cuda", cuda_missing, fastest("fp16", "fp32"), _opener("cuda"),
+        OrtOptions),
+    # the fallback: fp32, or a CPU-only precision (int8-cpu) its accuracy report allows
+    Row("onnxruntime", "cpu", lambda: "", pick_on_cpu, _opener("cpu"), OrtOptions,
+        fallback=True),
+)

@@ -1,1 +1,2 @@
-"""The host: CPUs, the GPU probe, durable file writes, native library loading."""
+"""The host: CPUs, the GPU probe, durable file writes, regular-file reads, native library
+loading."""

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from pig.engine.host.fsutil import sqlite_out_of_space
-from pig.engine.media.regular_file import read_regular
+from pig.engine.host.regular_file import read_regular
 from pig.engine.media.sources import digest_blocks
 from pig.errors import IndexStoreError
 
@@ -255,7 +255,7 @@ class Catalog:
                 self._db.execute("PRAGMA journal_mode=WAL")
             else:
                 self._db = _open_snapshot(path)
-            self.generation = int(self._meta("generation"))
+            self.generation = int(self._meta("generation"))  # type: ignore[arg-type]  # None: caught
             self._counts: dict[str, int] | None = None  # kept up to date once counted
             has_table = self._db.execute(
                 "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'segments'"

@@ -6,7 +6,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from pig.engine.host.fsutil import write_atomic
 from pig.engine.media.segments import WHOLE, Segmenting
@@ -91,7 +91,7 @@ class IndexManifest:
 
 def _check_fields(m: IndexManifest) -> None:
     """ValueError naming the first field of a read manifest with a wrong type or value."""
-    def is_int(v: Any) -> bool:
+    def is_int(v: Any) -> TypeGuard[int]:
         return isinstance(v, int) and not isinstance(v, bool)
 
     if m.dtype not in DTYPES or m.metric != "ip" or not is_int(m.dim) or m.dim <= 0:

@@ -238,7 +238,7 @@ class VideoIndex:
                                   "vectors are not unit length; use f16 or f32")
         if dim <= 0:
             raise IndexStoreError(f"{d}: embedding dimension must be positive, got {dim}")
-        settings = VectorStore.settings(
+        settings = VectorStore.usearch_settings(
             dtype, connectivity, expansion_add, expansion_search, str(d)
         )
         if d.exists() and not d.is_dir():
@@ -922,7 +922,12 @@ class VideoIndex:
 def _best_per_file(hits: list[Hit]) -> list[Hit]:
     """The first (best) hit of each file, in order."""
     seen: set[int] = set()
-    return [h for h in hits if not (h.key in seen or seen.add(h.key))]
+    best = []
+    for h in hits:
+        if h.key not in seen:
+            seen.add(h.key)
+            best.append(h)
+    return best
 
 
 def _hit(row: tuple[int, str, int, float, float | None], score: float) -> Hit:

@@ -93,7 +93,7 @@ class VectorStore:
         self.expansion = int(settings["expansion_search"])  # the configured (minimum) ef
 
     @staticmethod
-    def settings(
+    def usearch_settings(
         dtype: str,
         connectivity: int | None,
         expansion_add: int | None,
@@ -195,7 +195,8 @@ class VectorStore:
             return _empty(len(queries))
         q = len(queries)
         if not exact:
-            self.index.expansion_search = search_expansion(len(self.index), self.expansion)
+            ef = search_expansion(len(self.index), self.expansion)
+            self.index.expansion_search = ef  # type: ignore[misc]  # the stub lacks its setter
         m = self.index.search(self.encode(queries), k, exact=exact)
         # usearch returns Matches (no counts, 1-D) for a single query, BatchMatches otherwise
         counts = np.asarray(getattr(m, "counts", [len(m.keys)]), dtype=np.int64).reshape(q)

@@ -11,7 +11,7 @@ and threads let a worker preprocess straight into the shared batch input buffer:
 A slot holds one segment (``[T, 3, S, S]``); a file's segments may span several batches. The
 main thread keeps a file's segment vectors until all of them are encoded and adds the file
 with all of its segments at once, so a commit (or a crash) has a file whole or not at all.
-The per-file work, :func:`decode_file`, is shared with the other indexing engines.
+The per-file work, :func:`decode_file`, is shared with the Ray runner.
 
 A small pool of batch buffers bounds memory and is the back-pressure between the stages: a
 worker waits for a free buffer only when every buffer is queued for, or in, the encoder.
@@ -37,17 +37,17 @@ from typing import Any
 import numpy as np
 
 from pig.engine.backends import Backend, open_backend
-from pig.engine.backends.onnxruntime import OrtOptions
 from pig.engine.bundle import Bundle
 from pig.engine.index import Entry, Plan, VideoIndex
 from pig.engine.ingest.options import PipelineOptions
 from pig.engine.ingest.report import IndexReport
 from pig.engine.ingest.work import FileFailure, decode_file, preprocess_segment
-from pig.engine.ingest.writer import Embed, IndexWriter, StopSignals, run_plans
+from pig.engine.ingest.writer import Embed, IndexWriter, run_plans
 from pig.engine.media.decoders import choose_decoder
 from pig.engine.media.segments import Segmenting
 from pig.engine.media.video import VideoSegment
 from pig.engine.recipe import PreprocessRecipe
+from pig.signals import StopSignals
 
 
 @dataclass(frozen=True)
@@ -239,19 +239,13 @@ class Pipeline:
             assembler.task_done()
 
 
-Engine = Callable[..., contextlib.AbstractContextManager[tuple[dict[str, Any], Embed]]]
-"""Opens the encode side of a run: ``engine(bundle, backend, precision, options, log)``
-gives the producer facts recorded in the index (bundle, backend, precision) and the
-:data:`Embed` that runs the planned files."""
-
-
 @contextlib.contextmanager
-def local_engine(bundle: Bundle, backend: str, precision: str | None, options: PipelineOptions,
+def open_local(bundle: Bundle, backend: str, precision: str | None, options: PipelineOptions,
                  log: Callable[[str], None] | None) -> Iterator[tuple[dict[str, Any], Embed]]:
     """This process: decode threads and one encoder (:class:`Pipeline`)."""
     kwargs: dict[str, Any] = {"log": log} if log is not None else {}
     encoder = open_backend(bundle, backend, precision, branches=("video",),
-                           ort_options=OrtOptions(threads=options.encoder_threads), **kwargs)
+                           threads=options.encoder_threads, **kwargs)
     try:
         info = {"bundle": str(Path(bundle.dir).resolve()), "backend": encoder.name,
                 "device": encoder.device, "precision": encoder.precision}

@@ -1,4 +1,4 @@
-"""``pig-engine index --engine ray``: the decode and encode stages on Ray Data.
+"""``pig-engine index --runner ray``: the decode and encode stages on Ray Data.
 
 ::
 
@@ -17,12 +17,12 @@ The per-file work is :func:`pig.engine.ingest.work.decode_file` and
 :func:`~pig.engine.ingest.work.preprocess_segment`, the functions the local workers call, so
 segments and failure reasons are the same; a file a worker cannot read comes back as that
 file's failure. The driver alone writes the index, so
-a killed driver leaves the last commit and a rerun (either engine) does the rest; a result
+a killed driver leaves the last commit and a rerun (either runner) does the rest; a result
 that arrives twice (a retried task) is added once. Encoder actors are restarted by Ray when
 they die and their batches retried (Ray Data's actor defaults: ``max_restarts=-1``,
 ``max_task_retries=-1``); decode tasks are retried (``max_retries``).
 
-Ray is imported only here, when the engine is used. Without an address Ray starts in this
+Ray is imported only here, when this runner is used. Without an address Ray starts in this
 process (on this machine); with one it joins that cluster, whose every node needs
 pig-engine with the ``ray`` extra and the bundle and videos at the same paths (a shared
 filesystem).
@@ -46,17 +46,17 @@ from typing import Any
 
 import numpy as np
 
-from pig.engine.backends.onnxruntime import OrtOptions
 from pig.engine.backends.select import choose, open_backend
 from pig.engine.bundle import Bundle
 from pig.engine.index import Entry, Plan
 from pig.engine.ingest.options import PipelineOptions
 from pig.engine.ingest.work import FileFailure, decode_file, preprocess_segment
-from pig.engine.ingest.writer import Embed, IndexWriter, StopSignals
+from pig.engine.ingest.writer import Embed, IndexWriter
 from pig.engine.media.segments import Segmenting
 from pig.engine.media.video import VideoSegment
 from pig.engine.recipe import PreprocessRecipe
 from pig.errors import PigError
+from pig.signals import StopSignals
 
 INSTALL = "pip install 'pig-engine[ray]' (ray[data]==2.60.0)"
 SHARED = ("the bundle and the videos must be readable at the same paths on every Ray node "
@@ -86,7 +86,7 @@ def _import_ray() -> Any:
         import ray
         import ray.data
     except ImportError:
-        raise PigError(f"--engine ray needs Ray Data, not installed here: {INSTALL}") from None
+        raise PigError(f"--runner ray needs Ray Data, not installed here: {INSTALL}") from None
     return ray
 
 
@@ -146,8 +146,8 @@ class _Encoder:
         bundle = Bundle.load(bundle_dir)
         self.dim = bundle.embedding_dim
         self.encoder = open_backend(bundle, choice.backend, choice.precision,
-                                    branches=("video",), ort_device=choice.device,
-                                    ort_options=OrtOptions(threads=threads), log=lambda _: None)
+                                    branches=("video",), device=choice.device, threads=threads,
+                                    log=lambda _: None)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         ok = batch["segment"] >= 0
@@ -239,8 +239,8 @@ def _embed(ray: Any, bundle: Bundle, choice: _Choice, options: PipelineOptions,
         batches.close()
         _wait_for_executors()
         # An exception on its way out keeps this frame and its locals alive until it is
-        # handled (after ray.shutdown() for one that leaves the engine) or, in a reference
-        # cycle, until the GC runs: drop the Ray Data objects now (see RayEngine.__call__).
+        # handled (after ray.shutdown() for one that leaves the runner) or, in a reference
+        # cycle, until the GC runs: drop the Ray Data objects now (see RayRunner.__call__).
         ds = batches = batch = None
 
 
@@ -273,8 +273,8 @@ def _shared_error(what: str, err: BaseException) -> PigError:
     return PigError(f"{what}: {_user_error(err) or err} (on a Ray node); {SHARED}")
 
 
-class RayEngine:
-    """An :data:`pig.engine.ingest.run.Engine` running the encode side on Ray Data."""
+class RayRunner:
+    """A :data:`pig.engine.ingest.writer.Runner` running the encode side on Ray Data."""
 
     def __init__(self, options: RayOptions | None = None) -> None:
         self.options = options or RayOptions()
@@ -307,7 +307,7 @@ class RayEngine:
                     f"{self.options.encoders} encoder(s) x {gpus:g} GPU: {choice.backend} "
                     f"({choice.device}, {choice.precision}) as chosen on {choice.node}")
             info = {"bundle": str(Path(bundle.dir).resolve()), "backend": choice.backend,
-                    "device": choice.device, "precision": choice.precision, "engine": "ray"}
+                    "device": choice.device, "precision": choice.precision, "runner": "ray"}
             yield info, partial(_embed, ray, bundle, choice, options, self.options, gpus)
         finally:
             if started:

@@ -8,12 +8,11 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from pig.engine.backends.base import log_stderr
 from pig.engine.bundle import Bundle
-from pig.engine.display import Detail
+from pig.engine.display import Detail, log_stderr
 from pig.engine.index import VideoIndex
 from pig.engine.index.manifest import MANIFEST_NAME
-from pig.engine.ingest.local_runner import local_engine
+from pig.engine.ingest.local_runner import open_local
 from pig.engine.ingest.metadata import sidecar
 from pig.engine.ingest.options import PipelineOptions
 from pig.engine.ingest.report import IndexReport
@@ -25,16 +24,11 @@ from pig.engine.ingest.sync import (
     missing_under,
     plan_sync,
 )
-from pig.engine.ingest.writer import Embed, run_plans
+from pig.engine.ingest.writer import Embed, Runner, run_plans
 from pig.engine.media import shots, sources
 from pig.engine.media.decoders import choose_decoder
 from pig.engine.media.segments import Segmenting
 from pig.engine.media.walk import discover_sources
-
-Engine = Callable[..., contextlib.AbstractContextManager[tuple[dict[str, Any], Embed]]]
-"""Opens the encode side of a run: ``engine(bundle, backend, precision, options, log)``
-gives the producer facts recorded in the index (bundle, backend, precision) and the
-:data:`Embed` that runs the planned files."""
 
 
 def index_videos(
@@ -50,7 +44,8 @@ def index_videos(
     metadata: dict[str, dict[str, Any]] | None = None,
     **opening: Any,
 ) -> IndexReport:
-    """Discover ``paths``, open the engine (the encoder; default :func:`local_engine`) and
+    """Discover ``paths``, open the runner (the encoder; default
+    :func:`~pig.engine.ingest.local_runner.open_local`) and
     the index (created if missing), run; ``opening``: the keywords of :func:`open_run`.
 
     What discovery passes over (folders that cannot be read, FIFOs, sockets, ...) is listed
@@ -110,10 +105,10 @@ def open_run(
     segmenting: Segmenting | None = None,
     usearch_settings: dict[str, int | None] | None = None,
     log: Callable[[str], None] | None = None,
-    engine: Engine | None = None,
+    runner: Runner | None = None,
     inspect: Callable[[VideoIndex], None] | None = None,
 ) -> Iterator[tuple[VideoIndex, Embed]]:
-    """The index open for writing (created if missing) and the engine's :data:`Embed`.
+    """The index open for writing (created if missing) and the runner's :data:`Embed`.
 
     Refuses a read-only folder, a foreign index, another ``segmenting`` (the setting of a new
     index, default auto; ``None`` takes the index's) or an unavailable decoder before the
@@ -121,7 +116,7 @@ def open_run(
     reader) then too.
     """
     decoder = choose_decoder(options.decoder)
-    engine = engine or local_engine
+    runner = runner or open_local
     VideoIndex.check_writable(index_dir)
     if (Path(index_dir) / MANIFEST_NAME).is_file():
         with VideoIndex.open(index_dir, fingerprint=bundle.fingerprint, view=True) as existing:
@@ -134,7 +129,7 @@ def open_run(
     say = log or log_stderr
     say(f"decoder: {decoder.decoder.name}")
     say(Detail(f"  why: {decoder.reason}"))
-    with engine(bundle, backend, precision, options, log) as (info, embed), \
+    with runner(bundle, backend, precision, options, log) as (info, embed), \
             VideoIndex.open_or_create(
                 index_dir, fingerprint=bundle.fingerprint, dim=bundle.embedding_dim,
                 bundle_info=info, dtype=dtype, segmenting=segmenting,

@@ -26,10 +26,11 @@ from pig.engine.index import VideoIndex
 from pig.engine.ingest.options import PipelineOptions
 from pig.engine.ingest.run import open_run
 from pig.engine.ingest.sync import MAX_REMOVAL, apply_sync, check_mass_removal, plan_sync
-from pig.engine.ingest.writer import Embed, StopSignals, run_plans
+from pig.engine.ingest.writer import Embed, run_plans
 from pig.engine.media import sources
 from pig.engine.media.walk import discover, discover_sources, list_objects, wanted
 from pig.errors import PigError
+from pig.signals import StopSignals
 
 TICK_SECONDS = 0.2  # how often pending files are looked at (and a signal is noticed)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, replace
 
 import av
@@ -29,7 +29,7 @@ class FileFailure:
 
 def decode_file(plan: Plan, recipe: PreprocessRecipe, segmenting: Segmenting,
                 whole_reader: WholeReader | None = None
-                ) -> Iterator[VideoSegment | Entry | FileFailure]:
+                ) -> Generator[VideoSegment | Entry | FileFailure, None, None]:
     """The per-file work of every indexing engine (one decode pass, bounded memory).
 
     Yields each segment's sampled frames (:class:`~pig.engine.media.video.VideoSegment`, in order),

@@ -1,4 +1,5 @@
-"""The driver's side of a run: stop signals, the index's one writer, planning, commits."""
+"""The driver's side of a run: the index's one writer, planning, commits (stop signals:
+:class:`pig.signals.StopSignals`)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,9 @@ import contextlib
 import os
 import signal
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -17,52 +18,7 @@ from pig.engine.index import Entry, Plan, VideoIndex
 from pig.engine.ingest.options import PipelineOptions
 from pig.engine.ingest.report import IndexReport
 from pig.engine.ingest.work import FileFailure
-
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
-class StopSignals:
-    """Ctrl-C (SIGINT) or SIGTERM sets :attr:`signum` instead of raising mid-update: the run
-    stops taking new files, encodes and adds what is in flight (the last partial batch too)
-    and commits. A second signal raises ``KeyboardInterrupt`` at once, but never inside a
-    :meth:`guarded` update (it is raised when the update ends). Signals are handled by the
-    main thread only; elsewhere this does nothing."""
-
-    def __init__(self) -> None:
-        self.signum = 0
-        self._guarded = False
-        self._pending = False
-
-    def _handle(self, signum: int, frame: object) -> None:
-        if not self.signum:
-            self.signum = signum
-        elif self._guarded:
-            self._pending = True
-        else:
-            raise KeyboardInterrupt
-
-    @contextlib.contextmanager
-    def installed(self) -> Iterator[None]:
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        previous = {s: signal.signal(s, self._handle) for s in STOP_SIGNALS}
-        try:
-            yield
-        finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
-
-    @contextlib.contextmanager
-    def guarded(self) -> Iterator[None]:
-        self._guarded = True
-        try:
-            yield
-        finally:
-            self._guarded = False
-        if self._pending:
-            self._pending = False
-            raise KeyboardInterrupt
+from pig.signals import StopSignals
 
 
 class IndexWriter:
@@ -106,15 +62,21 @@ class IndexWriter:
 
 
 Embed = Callable[[list[Plan], IndexWriter, StopSignals], None]
-"""An engine's encode side: embeds the planned files through the writer. Once the signals'
+"""A runner's encode side: embeds the planned files through the writer. Once the signals'
 ``signum`` is set (Ctrl-C, SIGTERM) it takes no new files and returns when those in flight are
 added (the local pipeline), or raises ``KeyboardInterrupt`` at a safe point (Ray)."""
+
+
+Runner = Callable[..., contextlib.AbstractContextManager[tuple[dict[str, Any], Embed]]]
+"""Opens the encode side of a run (``--runner local|ray``): ``runner(bundle, backend,
+precision, options, log)`` gives the producer facts recorded in the index (bundle, backend,
+precision) and the :data:`Embed` that runs the planned files."""
 
 
 def run_plans(index: VideoIndex, files: Iterable[str | os.PathLike[str]],
               options: PipelineOptions, embed: Embed, progress: bool = False,
               stop: StopSignals | None = None, commit: bool = True) -> IndexReport:
-    """Plan ``files`` against the catalog, hand the ones to embed to ``embed`` (an engine's
+    """Plan ``files`` against the catalog, hand the ones to embed to ``embed`` (a runner's
     encode side: the local pipeline or Ray) with an :class:`IndexWriter`, commit at the end
     (unless ``commit`` is False: the caller commits).
 
@@ -153,7 +115,7 @@ def run_plans(index: VideoIndex, files: Iterable[str | os.PathLike[str]],
                 writer = IndexWriter(index, report, options.commit_seconds, advance, stop)
                 try:
                     embed(todo, writer, stop)
-                except KeyboardInterrupt:  # a second signal (or an engine that stops at once)
+                except KeyboardInterrupt:  # a second signal (or a runner that stops at once)
                     stop.signum = stop.signum or signal.SIGINT
         if commit:
             with stop.guarded():

@@ -79,7 +79,7 @@ def choose_decoder(name: str = "auto") -> DecoderChoice:
         if why:
             raise DecoderUnavailable(f"decoder {name} unavailable: {why}")
         return DecoderChoice(DECODERS[name], "as requested")
-    skipped = []
+    skipped: list[str] = []
     for candidate in AUTO_ORDER:
         why = DECODERS[candidate].missing()
         if not why:

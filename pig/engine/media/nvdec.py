@@ -75,7 +75,7 @@ def _host_rgb(frame: Any, height: int, width: int) -> np.ndarray:
     except (AttributeError, BufferError, TypeError, RuntimeError):
         size = height * width * 3  # DLPack absent: read the packed RGB plane by address
         buf = (ctypes.c_uint8 * size).from_address(frame.GetPtrToPlane(0))
-        arr = np.frombuffer(buf, dtype=np.uint8)
+        arr = np.frombuffer(memoryview(buf), dtype=np.uint8)
     return np.array(arr, dtype=np.uint8).reshape(height, width, 3)
 
 

@@ -31,8 +31,8 @@ from pathlib import PurePosixPath
 from typing import Any, NoReturn
 
 from pig.engine.display import display_path
+from pig.engine.host.regular_file import read_regular
 from pig.engine.limits import MAX_SPOOL_BYTES
-from pig.engine.media.regular_file import read_regular
 from pig.errors import PigError
 
 # URL scheme -> the package fsspec needs for it (the extra that installs it)

@@ -43,14 +43,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from pig.engine.host.cpus import available_cpus
-from pig.engine.media.regular_file import fd_path, open_regular
+from pig.engine.host.regular_file import fd_path, open_regular
 from pig.engine.media.segments import Segmenting, Span, spans_for
 from pig.errors import VideoReadError
 
@@ -220,7 +220,7 @@ def _video_stream(container: av.container.InputContainer, path: Path) -> av.Vide
         raise VideoReadError(path, f"no video stream ({what})")
     if stream.codec_context is None:
         raise VideoReadError(path, f"unsupported video codec {stream.codec.name!r}")
-    return stream
+    return cast(av.VideoStream, stream)  # best("video") finds video streams only
 
 
 def _read(container: av.container.InputContainer, path: Path, num_frames: int,
@@ -260,7 +260,7 @@ def _frame_count(path: Path, index: _Index) -> int:
     return n
 
 
-def _decoder(stream: av.VideoStream, threads: int) -> av.codec.context.CodecContext:
+def _decoder(stream: av.VideoStream, threads: int) -> av.VideoCodecContext:
     cc = stream.codec_context
     cc.thread_type = "AUTO"
     cc.thread_count = threads
@@ -339,7 +339,7 @@ def _segment_plans(spans: list[Span], times: np.ndarray, num_frames: int,
     return plans
 
 
-def _decode_segments(cc: av.codec.context.CodecContext, packets: Iterable[av.Packet],
+def _decode_segments(cc: av.VideoCodecContext, packets: Iterable[av.Packet],
                      index: _Index, plans: list[tuple[Span, np.ndarray]], path: Path,
                      n: int) -> Iterator[VideoSegment]:
     """Decode front to back, yielding each segment as soon as its frames are out and dropping
@@ -386,7 +386,8 @@ def _demux(container: av.container.InputContainer, stream: av.VideoStream,
         order = np.argsort(np.array(pts, dtype=np.int64), kind="stable")
         rank = np.empty(len(pts), dtype=np.int64)
         rank[order] = np.arange(len(pts))
-        mapping: dict[int, int] | None = {p: int(r) for p, r in zip(pts, rank, strict=True)}
+        mapping: dict[int, int] | None = {
+            p: int(r) for p, r in zip(pts, rank, strict=True) if p is not None}  # all are
         ordered: np.ndarray | None = np.array(pts, dtype=np.int64)[order]
     else:
         rank = np.full(len(pts), -1, dtype=np.int64)
@@ -402,7 +403,7 @@ class _Collector:
     at all. Without pts, frames are numbered in output order (valid from the stream start).
     """
 
-    def __init__(self, cc: av.codec.context.CodecContext, index: _Index,
+    def __init__(self, cc: av.VideoCodecContext, index: _Index,
                  targets: np.ndarray) -> None:
         self.cc = cc
         self.pts_to_frame = index.pts_to_frame
@@ -413,7 +414,7 @@ class _Collector:
     def feed(self, packet: av.Packet | None) -> None:
         pts_to_frame = self.pts_to_frame
         if pts_to_frame is not None and packet is not None:
-            wanted = pts_to_frame.get(packet.pts) in self.wanted
+            wanted = packet.pts is not None and pts_to_frame.get(packet.pts) in self.wanted
             self.cc.skip_frame = "DEFAULT" if wanted else "NONREF"
         for frame in self.cc.decode(packet):
             if pts_to_frame is None:
@@ -428,7 +429,7 @@ class _Collector:
         return len(self.got) == len(self.wanted)
 
 
-def _decode_sequential(cc: av.codec.context.CodecContext, packets: Iterable[av.Packet],
+def _decode_sequential(cc: av.VideoCodecContext, packets: Iterable[av.Packet],
                        index: _Index, targets: np.ndarray) -> _Collector:
     """Decode from the first packet until every target frame has come out."""
     collector = _Collector(cc, index, targets)
@@ -441,7 +442,7 @@ def _decode_sequential(cc: av.codec.context.CodecContext, packets: Iterable[av.P
     return collector
 
 
-def _decode_sparse(cc: av.codec.context.CodecContext, index: _Index,
+def _decode_sparse(cc: av.VideoCodecContext, index: _Index,
                    targets: np.ndarray) -> _Collector:
     """Start decoding at the keyframe before a target when that skips more than
     ``SEEK_MIN_GAP`` packets (``SEEK_MIN_GAP_ONE_THREAD`` for a single-threaded decoder)."""
@@ -479,7 +480,7 @@ def _decode_sparse_parallel(container: av.container.InputContainer, stream: av.V
         contexts = [_decoder(stream, 1)]
         for _ in range(workers - 1):
             other = stack.enter_context(av.open(container.name, metadata_errors="ignore"))
-            contexts.append(_decoder(other.streams[stream.index], 1))
+            contexts.append(_decoder(cast(av.VideoStream, other.streams[stream.index]), 1))
         with ThreadPoolExecutor(workers, thread_name_prefix="pig-decode") as pool:
             parts = list(pool.map(lambda w: _decode_sparse(contexts[w], index,
                                                            targets[share == w]),

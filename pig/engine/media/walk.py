@@ -10,8 +10,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from pig.engine.display import display_path
+from pig.engine.host.regular_file import not_regular
 from pig.engine.media import sources
-from pig.engine.media.regular_file import not_regular
 from pig.errors import EnvironmentFault, PigError
 
 VIDEO_EXTENSIONS = frozenset({

@@ -4,6 +4,7 @@ route groups of :mod:`pig.engine.serve.routes` (one module each), behind the fas
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 from fastapi import APIRouter, FastAPI
 from fastapi.exceptions import RequestValidationError
@@ -35,9 +36,11 @@ def create_app(service: Service, api_key: str | None = None) -> FastLane:
     app.state.draining = False
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
     app.add_middleware(RequestMetrics, metrics=service.metrics)
-    app.add_exception_handler(RequestValidationError, errors.validation_error)  # type: ignore[arg-type]
-    app.add_exception_handler(StarletteHTTPException, errors.http_error)  # type: ignore[arg-type]
-    app.add_exception_handler(PigError, errors.pig_error)  # type: ignore[arg-type]
+    handlers: list[tuple[type[Exception], Any]] = [  # Any: each takes its own exception type
+        (RequestValidationError, errors.validation_error),
+        (StarletteHTTPException, errors.http_error), (PigError, errors.pig_error)]
+    for exc, handler in handlers:
+        app.add_exception_handler(exc, handler)
     app.add_exception_handler(QueueFull, errors.unavailable)
     app.add_exception_handler(Closed, errors.unavailable)
     app.add_exception_handler(Exception, errors.internal)

@@ -20,7 +20,7 @@ import contextlib
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -48,7 +48,7 @@ class MicroBatcher(Generic[T, R]):
     """One worker thread running ``run(values) -> results`` (one result or exception per
     value, in order) on batches of queued items; see the module docstring."""
 
-    def __init__(self, run: Callable[[list[T]], list[R | BaseException]], *, max_batch: int,
+    def __init__(self, run: Callable[[list[T]], Sequence[R | BaseException]], *, max_batch: int,
                  max_wait_s: float, max_queue: int, name: str = "pig-batcher") -> None:
         if max_batch < 1 or max_queue < 1 or max_wait_s < 0:
             raise ValueError("max_batch and max_queue must be >= 1, max_wait_s >= 0")
@@ -100,7 +100,8 @@ class MicroBatcher(Generic[T, R]):
                 if left <= 0:
                     break
                 self._cond.wait(left)
-            batch, size = [], 0
+            batch: list[_Item[T, R]] = []
+            size = 0
             while self._queue and (not batch or size + self._queue[0].size <= self.max_batch):
                 item = self._queue.popleft()
                 self._queued_size -= item.size
@@ -133,4 +134,4 @@ def _settle(settled: list[tuple[asyncio.Future[R], object]]) -> None:
         if isinstance(result, BaseException):
             future.set_exception(result)
         else:
-            future.set_result(result)  # type: ignore[arg-type]
+            future.set_result(result)  # type: ignore[arg-type]  # an R: not an exception

@@ -100,7 +100,7 @@ class SearchRequest(_Request):
                                     description="drop hits scoring below")
     exact: bool | None = Field(
         None, description="true: brute-force scan; false: HNSW; null: scan up to 10k vectors")
-    group_by: Literal[GROUP_BY] = Field(  # type: ignore[valid-type]
+    group_by: Literal[GROUP_BY] = Field(  # type: ignore[valid-type]  # a tuple of literals
         "video", description="video: one hit per file (its best segment); segment: raw segments")
     moments: int = Field(1, ge=1, le=MAX_MOMENTS, description="group_by video: each file's "
                          "N best segments (scored exactly)")

@@ -13,10 +13,8 @@ import contextlib
 import copy
 import ipaddress
 import os
-import signal
 import socket
 import ssl
-import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
@@ -29,12 +27,13 @@ import uvicorn.config
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp
 
+from pig import signals
 from pig.engine.serve.app import create_app
 from pig.engine.serve.fastlane import FastLane
 from pig.engine.serve.service import ServeOptions, Service
 from pig.errors import PigError
 
-DRAIN_SECONDS = 30.0
+DRAIN_SECONDS = 30
 ACCESS_FORMAT = '%(asctime)s %(client_addr)s "%(request_line)s" %(status_code)s'
 
 
@@ -127,16 +126,8 @@ class _Server(uvicorn.Server):
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
-        if threading.current_thread() is not threading.main_thread():
+        with signals.handling(self.handle_exit):
             yield
-            return
-        previous = {s: signal.signal(s, self.handle_exit) for s in (signal.SIGINT,
-                                                                     signal.SIGTERM)}
-        try:
-            yield
-        finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self._app.state.draining = True

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pig.engine.backends.base import log_stderr
+from pig.engine.display import log_stderr
 from pig.engine.graphs import BRANCHES, OUTPUT_NAME, Branch
 from pig.engine.host import gpu as gpu_probe
 from pig.engine.host.fsutil import write_atomic
@@ -82,7 +82,7 @@ def _logger(trt: Any, log: Log) -> Any:
     severity = base.Severity
     errors = (severity.ERROR, severity.INTERNAL_ERROR)
 
-    class Lines(base):  # type: ignore[misc, valid-type]
+    class Lines(base):  # type: ignore[misc, valid-type]  # a class found at run time
         def __init__(self) -> None:
             base.__init__(self)
             self.errors: list[str] = []
@@ -112,9 +112,9 @@ def _progress_monitor(trt: Any, log: Log) -> Any | None:
     if base is None:
         return None
 
-    class StageLines(base):  # type: ignore[misc, valid-type]
+    class StageLines(base):  # type: ignore[misc, valid-type]  # a class found at run time
         def __init__(self) -> None:
-            base.__init__(self)
+            super().__init__()
             self.started: dict[str, float] = {}
 
         def phase_start(self, phase_name: str, parent_phase: str | None, num_steps: int) -> None:
