@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import operator
 import shlex
 import sys
 import time
@@ -59,7 +60,7 @@ def example_agreement(engine: QueryEngine, clips: list[synth.Clip], root: Path,
     answers = engine.run([Request((Term(like=Example(id=i)),), k=k + 1) for i in ids])
     names = [f.name for f in dataclasses.fields(synth.ClipSpec)][:5]
     facts: dict[str, Callable[[synth.Clip], object]] = {
-        **{n: (lambda c, n=n: getattr(c.spec, n)) for n in names},
+        **{n: operator.attrgetter(f"spec.{n}") for n in names},
         "all": lambda c: c.spec.key()}
     out = {}
     for name, fact in facts.items():

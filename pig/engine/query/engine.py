@@ -104,17 +104,16 @@ class QueryEngine:
         array per request, its texts' rows); a request that cannot be answered gets its
         error, the others their answers."""
         out: list[Answer | PigError] = []
-        queries: list[np.ndarray | None] = []
-        for p, v in zip(prepared, vectors, strict=True):
+        queries: dict[int, np.ndarray] = {}  # the requests that have a query vector
+        for i, (p, v) in enumerate(zip(prepared, vectors, strict=True)):
             try:
-                queries.append(self._query_vector(p, v))
+                queries[i] = self._query_vector(p, v)
                 out.append(Answer([], p.truncated, None))
             except PigError as err:
-                queries.append(None)
                 out.append(err)
         groups: dict[tuple[Any, ...], list[int]] = {}
         for i, p in enumerate(prepared):
-            if queries[i] is not None:
+            if i in queries:
                 r = p.request
                 sql = r.where.sql() if r.where else None
                 key = (r.offset + r.k + 1, r.exact, r.group_by,
@@ -124,7 +123,7 @@ class QueryEngine:
             try:
                 allowed = None if sql is None else [idx.matching(sql[0], sql[1])
                                                     for idx in self.indexes]
-                q = np.stack([queries[i] for i in members])  # type: ignore[misc]
+                q = np.stack([queries[i] for i in members])
                 found = search_shards(self.indexes, q, fetch, exact=exact, group_by=group_by,
                                       allowed=allowed)
             except PigError as err:

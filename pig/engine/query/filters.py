@@ -15,7 +15,7 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from pig.engine.index.catalog import FIELDS, META_PREFIX
 from pig.errors import PigError
@@ -61,7 +61,7 @@ class Filter:
                 params += [_sql_value(c.field, v) for v in values]
             else:
                 parts.append(f"{expr} {OPERATORS[c.op][1]} ?")
-                params.append(_sql_value(c.field, c.value))
+                params.append(_sql_value(c.field, cast(Scalar, c.value)))  # parsed: a scalar
         return " AND ".join(parts) or "1", params
 
     def to_json(self) -> dict[str, dict[str, Any]]:

@@ -29,7 +29,7 @@ def hit_json(rank: int, hit: Hit) -> dict[str, Any]:
     ``start_s``, ``end_s``, ``score``), best first."""
     values = (rank, hit.score, display_path(hit.path, controls=False), hit.key, hit.start_s,
               hit.end_s, hit.segment, hit.index)
-    out = dict(zip(HIT_FIELDS, values, strict=True))
+    out: dict[str, Any] = dict(zip(HIT_FIELDS, values, strict=True))
     if hit.moments:
         out["moments"] = [{"segments": list(m.segments), "start_s": m.start_s,
                            "end_s": m.end_s, "score": m.score} for m in hit.moments]

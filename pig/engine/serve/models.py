@@ -122,12 +122,12 @@ class SearchRequest(_Request):
         where = parse_json(self.filter)
         negatives = tuple(Term(text=n) if isinstance(n, str) else n.term() for n in self.not_)
         if self.terms is not None:
-            groups = [tuple(t.term() for t in self.terms)]
+            groups: list[tuple[Term, ...]] = [tuple(t.term() for t in self.terms)]
         else:
             texts = [self.query] if self.query is not None else list(self.queries or [])
             likes = [self.like] if isinstance(self.like, Like) else list(self.like or [])
-            groups = [(Term(text=t),) for t in texts] + [(Term(like=x.example()),)
-                                                         for x in likes]
+            groups = [(Term(text=t),) for t in texts]
+            groups += [(Term(like=x.example()),) for x in likes]
         return [Request(terms, negatives, where, self.k, self.offset, self.min_score,
                         self.group_by, self.exact, self.moments, self.merge_adjacent)
                 for terms in groups]
