@@ -259,12 +259,13 @@ class TrtBackend(Closable):
         self._engines: dict[Branch, _Engine] = {}
         self._held = ExitStack()  # released in reverse order of setup by close()
         try:
-            # CUDA first: a driver too old for this CUDA, or a GPU CUDA cannot open, is
-            # refused here in a second, not after a long engine build
-            self._cuda = Cuda(gpu)
             with _step("importing TensorRT"):
                 flavour = import_tensorrt(gpu)
             flavour.check_runs_on(gpu)  # e.g. TensorRT-RTX on a Hopper GPU: refused, named
+            # CUDA before any build: a driver too old for this CUDA, or a GPU CUDA cannot
+            # open, is refused here in a second, not after a long engine build
+            with _step("opening CUDA"):
+                self._cuda = Cuda(gpu)
             self.precision = precision
             self.flavour = flavour.label  # "TensorRT 10.9.0" / "TensorRT-RTX 1.7.1.116"
             with _step("building the TensorRT engines"):
