@@ -146,7 +146,7 @@ def test_cuda_selects_the_probed_card_by_bus_id(rt, trt_env) -> None:  # noqa: F
 
 
 def test_enqueue_failure_is_one_line(rt, trt_env, monkeypatch) -> None:  # noqa: F811
-    trt, root = trt_env
+    _, root = trt_env
     with _open(root) as be:
         ctx = be._engines["video"].context
         monkeypatch.setattr(type(ctx), "execute_async_v3", lambda self, stream: False)
