@@ -19,7 +19,7 @@ from pig.engine.host import gpu as gpu_probe
 from pig.engine.host.fsutil import write_atomic
 from pig.engine.trt.build import DEFAULT_WORKSPACE, ensure_plan, import_tensorrt
 from pig.engine.trt.cache import Target
-from pig.engine.trt.cuda import Cuda, DeviceBuffer, PinnedBuffer
+from pig.engine.trt.cuda import Cuda, DeviceBuffer, PinnedBuffer, import_cudart
 from pig.engine.trt.profiles import BatchProfile
 from pig.errors import BackendUnavailable, GpuFault, PigError
 
@@ -259,6 +259,7 @@ class TrtBackend(Closable):
         self._engines: dict[Branch, _Engine] = {}
         self._held = ExitStack()  # released in reverse order of setup by close()
         try:
+            import_cudart()  # a missing cuda-python is named before TensorRT's questions
             with _step("importing TensorRT"):
                 flavour = import_tensorrt(gpu)
             flavour.check_runs_on(gpu)  # e.g. TensorRT-RTX on a Hopper GPU: refused, named
