@@ -7,6 +7,7 @@ released while waiting on the GPU; the GPU extras' CUDA-major check."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -299,3 +300,61 @@ def test_a_pin_of_another_cuda_fails_the_check() -> None:
     assert chk.problems("gpu-cu12", 12, report) == [
         "gpu-cu12: onnxruntime-gpu 1.31.1 is built for CUDA [13], not 12"]
     assert chk.problems("gpu-cu13", 13, report) == []
+
+
+# --- the GPU check script's CPU-runnable parts -------------------------------------------------
+
+def _gpu_check() -> types.ModuleType:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "scripts" / "gpu_check.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gpu_check_dry_run_writes_json(tmp_path: Path) -> None:
+    """--dry-run: clips made and decoded by the PyAV reference, GPU parts skipped, JSON
+    written, exit 0; the colour cases are told apart by the stream facts."""
+    out = tmp_path / "gpu_check.json"
+    done = subprocess.run(
+        [sys.executable, "scripts/gpu_check.py", "--dry-run", "--json", str(out),
+         "--only", "host", "cuda", "nvdec", "torch"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "CUDA_VISIBLE_DEVICES": "-1"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    results = json.loads(out.read_text())
+    assert results["failures"] == [] and results["host"]["gpu"] is None
+    assert results["cuda"]["skipped"] == results["torch"]["skipped"] == "dry run"
+    nv = results["nvdec"]
+    assert nv["h264_bt709_bframes.mp4"]["unsupported"] == ""
+    assert nv["h264_bt709_bframes.mp4"]["all_frames"] == {"reference_frames": 61}
+    assert nv["h264_untagged.mp4"]["unsupported"].startswith("colour matrix 2")
+    assert nv["h264_full_range.mp4"]["unsupported"].startswith("pixel format 'yuvj420p'")
+
+
+def test_gpu_check_verdict_and_budget() -> None:
+    gc = _gpu_check()
+    results = {
+        "torch": {"parity": {"fp16": {"pass": False, "cos_min": 0.99, "cos_mean": 0.995},
+                             "bf16": {"pass": True, "cos_min": 0.995}}},
+        "nvdec": {"missing": "", "a.mp4": {"T12": {"decoder": "nvdec", "indices_equal": True,
+                                                   "mean_levels": 7.5}},
+                  "b.mp4": {"T12": {"decoder": "pyav (nvdec: colour ...)"}}},
+        "cuda": {"error": "GpuFault: CUDA error 35"},
+    }
+    bad = gc.verdict(results)
+    assert len(bad) == 3 and bad[0].startswith("cuda: GpuFault")
+    assert "torch fp16: cosine 0.990000 < 0.999" in bad
+    assert bad[2].startswith("nvdec a.mp4 T12")
+    assert set(gc.THRESHOLDS) == {"fp32", "tf32", "fp16", "bf16"}
+    assert gc.THRESHOLDS["fp32"] > gc.THRESHOLDS["tf32"] > gc.THRESHOLDS["fp16"] \
+        > gc.THRESHOLDS["bf16"]
+
+    def boom() -> dict:
+        raise RuntimeError("no NVDEC")
+
+    ran = gc.run_sections([("a", lambda: {"x": 1}), ("b", boom), ("c", lambda: {})], 1e9)
+    assert ran["a"]["x"] == 1 and ran["b"]["error"] == "RuntimeError: no NVDEC"
+    late = gc.run_sections([("a", lambda: {})], -1.0)
+    assert late["a"]["skipped"].startswith("time budget")
