@@ -358,3 +358,14 @@ def test_gpu_check_verdict_and_budget() -> None:
     assert ran["a"]["x"] == 1 and ran["b"]["error"] == "RuntimeError: no NVDEC"
     late = gc.run_sections([("a", lambda: {})], -1.0)
     assert late["a"]["skipped"].startswith("time budget")
+
+
+def test_uuid_as_signed_chars_is_the_same_card(rt, trt_env) -> None:  # noqa: F811
+    """cuda-python may give ``cudaUUID_t.bytes`` as signed chars: still the probed card."""
+    _, root = trt_env
+    raw = bytes.fromhex(H100.uuid.removeprefix("GPU-").replace("-", ""))
+    signed = [b - 256 if b > 127 else b for b in raw]
+    rt.cudaGetDeviceProperties = lambda dev: (0, SimpleNamespace(
+        name=b"NVIDIA H100 80GB HBM3", major=9, minor=0, uuid=SimpleNamespace(bytes=signed)))
+    with _open(root) as be:
+        assert be.name == "tensorrt"

@@ -126,10 +126,12 @@ def _nvml(selector: str | None) -> GpuInfo:
         call("nvmlDeviceGetMemoryInfo", handle, ctypes.byref(mem))
         driver = ctypes.create_string_buffer(80)
         call("nvmlSystemGetDriverVersion", driver, 80)
+        # identity: where NVML cannot say (e.g. a MIG instance), CUDA's device 0 is used as is
         uuid = ctypes.create_string_buffer(96)
-        call("nvmlDeviceGetUUID", handle, uuid, 96)
+        if lib.nvmlDeviceGetUUID(handle, uuid, 96) != _NVML_SUCCESS:
+            uuid.value = b""
         pci = _PciInfo()
-        call("nvmlDeviceGetPciInfo_v3", handle, ctypes.byref(pci))
+        found_pci = lib.nvmlDeviceGetPciInfo_v3(handle, ctypes.byref(pci)) == _NVML_SUCCESS
     finally:
         lib.nvmlShutdown()
     return GpuInfo(
@@ -139,7 +141,7 @@ def _nvml(selector: str | None) -> GpuInfo:
         driver_version=driver.value.decode(),
         source="nvml",
         uuid=uuid.value.decode(),
-        pci_bus_id=bus_id(pci.domain, pci.bus, pci.device),
+        pci_bus_id=bus_id(pci.domain, pci.bus, pci.device) if found_pci else "",
     )
 
 

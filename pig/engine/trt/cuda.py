@@ -74,7 +74,7 @@ class Cuda:
         self.device = self._device_of(gpu)
         self.check(self.rt.cudaSetDevice(self.device), "cudaSetDevice")
         self.check(self.rt.cudaFree(0), "CUDA initialisation")  # creates the context now
-        if gpu is not None and gpu.uuid:
+        if gpu is not None and gpu.uuid.startswith("GPU-"):  # not for MIG instances
             self._check_uuid(gpu)
         self._sync = _driver_sync()
 
@@ -93,11 +93,12 @@ class Cuda:
     def _check_uuid(self, gpu: GpuInfo) -> None:
         props = self.check(self.rt.cudaGetDeviceProperties(self.device), "device properties")
         raw = getattr(getattr(props, "uuid", None), "bytes", None)
-        if not raw:
-            return
-        uuid = bytes(raw[:16]).hex() if isinstance(raw, bytes | bytearray) else str(raw)
+        try:  # bytes, or a sequence of (signed) chars
+            uuid = bytes(int(b) & 0xFF for b in raw[:16]).hex() if raw is not None else ""
+        except (TypeError, ValueError):
+            uuid = ""
         want = gpu.uuid.removeprefix("GPU-").replace("-", "").lower()
-        if want and uuid.replace("-", "").lower() != want:
+        if len(uuid) == 32 and uuid != want:
             raise GpuFault(f"CUDA device {self.device} is not {gpu} ({gpu.uuid}): the GPU "
                            "probe and CUDA disagree on the card")
 
@@ -142,7 +143,7 @@ class Cuda:
 
     def event(self) -> Any:
         """An event without timing (cheapest to record and wait on)."""
-        flags = self.rt.cudaEventDisableTiming
+        flags = getattr(self.rt, "cudaEventDisableTiming", 2)
         return self.check(self.rt.cudaEventCreateWithFlags(flags), "cudaEventCreate")
 
     def destroy_event(self, event: Any) -> None:
