@@ -31,6 +31,29 @@ SERVE = [
 RAY = "ray[data]==2.60.0"
 WATCH = "watchdog>=6,<8"  # pig-engine watch (tested with 7.1)
 S3 = "s3fs>=2025.9"  # s3:// sources (tested with 2026.9: it pins fsspec to its own version)
+# GPU hosts: one extra per CUDA major, every pin built for that major (checked in CI by
+# scripts/check_gpu_extras.py from PyPI metadata). cu12 runs on drivers >= R525, cu13 needs
+# >= R580. onnxruntime-gpu shares its module with onnxruntime: docs/gpu.md says how to keep
+# its CUDA provider.
+GPU_EXTRAS = {
+    "gpu-cu12": [
+        "tensorrt-cu12>=10.9,<12",
+        "cuda-python>=12.6,<13",
+        "onnxruntime-gpu[cuda,cudnn]>=1.20,<1.27",  # 1.27 moved to CUDA 13
+    ],
+    "gpu-cu13": [
+        "tensorrt-cu13>=10.13,<12",
+        "cuda-python>=13,<14",
+        "onnxruntime-gpu[cuda,cudnn]>=1.27,<1.32",
+    ],
+    # TensorRT-RTX: same Python API, builds engines without a GPU (CPU-only AOT); runs
+    # them on RTX-class GPUs and compute capability 7.5/8.0/8.6/8.9/12.x, not Hopper.
+    "trt-rtx": [
+        "tensorrt-rtx-cu12-bindings==1.7.1.116",
+        "tensorrt-rtx-cu12-libs==1.7.1.116",
+        "cuda-python>=12.6,<13",
+    ],
+}
 
 setup(
     name="pig-engine",
@@ -54,7 +77,7 @@ setup(
     extras_require={
         # Export needs PyTorch; pinned so a fresh machine never pulls a CUDA build.
         "export": ["torch==2.13.0", "onnx>=1.23,<1.24", "onnxscript>=0.7,<0.8"],
-        "gpu": ["tensorrt>=10,<12", "cuda-python>=12,<14", "onnxruntime-gpu>=1.18,<1.33"],
+        **GPU_EXTRAS,
         # `pig-engine serve`: the HTTP service (uvloop + httptools: uvicorn's fast loop/parser).
         "serve": SERVE,
         # `pig-engine index --runner ray`: every Ray node installs the runtime + this extra
@@ -69,13 +92,6 @@ setup(
         "http": ["aiohttp>=3.9,<4"],
         # --segments shots: PySceneDetect with its PyAV backend (av is a runtime dependency)
         "shots": ["scenedetect==0.7.2"],
-        # TensorRT-RTX: same Python API, builds engines without a GPU (CPU-only AOT); runs
-        # them on RTX-class GPUs and compute capability 7.5/8.0/8.6/8.9/12.x, not Hopper.
-        "trt-rtx": [
-            "tensorrt-rtx-cu12-bindings==1.7.1.116",
-            "tensorrt-rtx-cu12-libs==1.7.1.116",
-            "cuda-python>=12,<14",
-        ],
         "dev": [
             "pytest>=9.2,<9.3",
             "hypothesis==6.170.17",

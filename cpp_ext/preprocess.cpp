@@ -1,4 +1,5 @@
-// pig._preprocess: batched uint8 RGB frames -> normalised CHW float32/float16, one fused pass.
+// pig._preprocess: batched uint8 RGB frames -> normalised CHW float32/float16 (or resized CHW
+// uint8 for graphs that normalise inside), one fused pass.
 //
 // Per output row: a vertical pass blends the source rows (uint8 -> float) into a float scratch
 // row covering only the needed columns, then a horizontal pass blends 3-channel pixels of that
@@ -317,6 +318,29 @@ PIG_HOT void store_half(const float* src, uint16_t* dst, int n) {
     }
 }
 
+// resized values (0..255 scale) -> uint8: clamp, then round half to even by adding and
+// subtracting 1.5 * 2^23 (exact in float32 for 0..255; vectorises, unlike nearbyint)
+typedef uint8_t v8b __attribute__((vector_size(8)));
+
+PIG_HOT void store_u8(const float* src, uint8_t* dst, int n) {
+    constexpr float kMagic = 12582912.0f;
+    const v8f lo = {}, hi = lo + 255.f, magic = lo + kMagic;
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        v8f f;
+        std::memcpy(&f, src + i, sizeof(f));
+        f = f < lo ? lo : f;
+        f = f > hi ? hi : f;
+        f = (f + magic) - magic;
+        const v8b b = __builtin_convertvector(__builtin_convertvector(f, v8i), v8b);
+        std::memcpy(dst + i, &b, sizeof(b));
+    }
+    for (; i < n; ++i) {
+        const float v = std::min(std::max(src[i], 0.f), 255.f);
+        dst[i] = static_cast<uint8_t>((v + kMagic) - kMagic);
+    }
+}
+
 struct Job {
     std::vector<const uint8_t*> frames;
     std::vector<std::pair<int, int>> hw;
@@ -325,6 +349,7 @@ struct Job {
     std::vector<Plan> plans;
     int size = 0;
     bool half = false;
+    bool u8 = false;  // resized frames as uint8, no normalisation (it is in the graph)
     char* out = nullptr;
     float scale[3], shift[3];
     int bands = 1;
@@ -345,7 +370,12 @@ void run_rows(const Job& job, int frame, int y0, int y1, std::vector<float>& row
         for (int k = 0; k < n; ++k) src[k] = img + p.rows.index[base + k] * row_bytes;
         vertical_pass(src.data(), p.rows.weight.data() + base, n, len, row.data());
         const size_t off = static_cast<size_t>(frame) * 3 * plane + static_cast<size_t>(y) * s;
-        if (job.half) {
+        if (job.u8) {
+            horizontal_pass(row.data(), p.cols, job.scale, job.shift, line.data(),
+                            line.data() + s, line.data() + 2 * s);
+            auto* o = reinterpret_cast<uint8_t*>(job.out) + off;
+            for (int c = 0; c < 3; ++c) store_u8(line.data() + c * s, o + c * plane, s);
+        } else if (job.half) {
             horizontal_pass(row.data(), p.cols, job.scale, job.shift, line.data(),
                             line.data() + s, line.data() + 2 * s);
             auto* o = reinterpret_cast<uint16_t*>(job.out) + off;
@@ -500,12 +530,12 @@ py::array preprocess(const py::object& frames, const py::object& out, const py::
     }
     const auto n = static_cast<py::ssize_t>(job.frames.size());
 
-    const py::dtype f32 = py::dtype::of<float>(), f16("float16");
+    const py::dtype f32 = py::dtype::of<float>(), f16("float16"), u8 = py::dtype::of<uint8_t>();
     py::array result;
     if (out.is_none()) {
         const py::dtype dt = dtype.is_none() ? f32 : py::dtype::from_args(dtype);
-        if (!dt.equal(f32) && !dt.equal(f16))
-            throw py::type_error("dtype must be float32 or float16, got " +
+        if (!dt.equal(f32) && !dt.equal(f16) && !dt.equal(u8))
+            throw py::type_error("dtype must be float32, float16 or uint8, got " +
                                  py::str(dt).cast<std::string>());
         result = py::array(dt, {n, py::ssize_t{3}, py::ssize_t{size}, py::ssize_t{size}});
     } else {
@@ -513,8 +543,8 @@ py::array preprocess(const py::object& frames, const py::object& out, const py::
             throw py::type_error("out: expected a numpy array, got " +
                                  py::str(py::type::of(out).attr("__name__")).cast<std::string>());
         result = py::reinterpret_borrow<py::array>(out);
-        if (!result.dtype().equal(f32) && !result.dtype().equal(f16))
-            throw py::type_error("out: expected dtype float32 or float16, got " +
+        if (!result.dtype().equal(f32) && !result.dtype().equal(f16) && !result.dtype().equal(u8))
+            throw py::type_error("out: expected dtype float32, float16 or uint8, got " +
                                  dtype_str(result));
         if (!dtype.is_none() && !result.dtype().equal(py::dtype::from_args(dtype)))
             throw py::type_error("out: dtype " + dtype_str(result) + " does not match dtype=" +
@@ -531,6 +561,9 @@ py::array preprocess(const py::object& frames, const py::object& out, const py::
             throw py::value_error("out: array is not aligned to its dtype");
     }
     job.half = result.dtype().equal(f16);
+    job.u8 = result.dtype().equal(u8);
+    if (job.u8)  // the resized pixel values themselves: 0..255, normalised in the graph
+        for (int c = 0; c < 3; ++c) job.scale[c] = 1.f, job.shift[c] = 0.f;
     job.out = static_cast<char*>(result.mutable_data());
 
     std::map<std::pair<int, int>, int> plan_index;
@@ -558,6 +591,7 @@ PYBIND11_MODULE(_preprocess, m) {
     m.doc() = "Fused batched frame preprocessing (resize + normalise + HWC->CHW).";
     m.def("preprocess", &preprocess, py::arg("frames"), py::arg("out"), py::arg("dtype"),
           py::arg("mode"), py::arg("size"), py::arg("mean"), py::arg("std"), py::arg("threads"),
-          "Resize + normalise uint8 RGB frames into (N, 3, size, size) float32/float16; "
+          "Resize + normalise uint8 RGB frames into (N, 3, size, size) float32/float16, or "
+          "resize only into uint8 (rounded half to even, clamped; mean/std unused); "
           "writes into `out` when given, returns the output array.");
 }

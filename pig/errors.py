@@ -64,3 +64,9 @@ class IndexDamaged(IndexStoreError, EnvironmentFault):
 
 class BackendUnavailable(PigError):
     """A requested backend/precision/device that cannot be used here."""
+
+
+class GpuFault(BackendUnavailable, EnvironmentFault):
+    """The GPU, its driver or a GPU library failed (CUDA initialisation, a plan TensorRT
+    cannot deserialise, a decoder that does not open): ``auto`` falls back like for any
+    :class:`BackendUnavailable`; an explicit request exits 3 (HTTP 503)."""

@@ -10,7 +10,9 @@ whose ``SimpleDecoder`` decodes with PyAV; it must then give exactly ``read_vide
 from __future__ import annotations
 
 import sys
+import threading
 import types
+from dataclasses import replace
 from pathlib import Path
 
 import av
@@ -25,13 +27,19 @@ from tests import clipgen
 
 FAKE_GPU = gpu.GpuInfo("NVIDIA Fake 80GB", (9, 0), 80 << 30, "580.1", "nvml")
 VERYFAST = {"preset": "veryfast"}
+# AVCOL_* tags: BT.709 / BT.601 (SMPTE 170M) matrix, limited (1) or full (2) range
+BT709 = dict(colorspace=1, color_range=1, color_primaries=1, color_trc=1)
+BT601 = dict(colorspace=6, color_range=1, color_primaries=6, color_trc=6)
 CLIPS = {
-    "h264_bframes.mp4": dict(codec="libx264", n_frames=40, gop=12, bframes=3, options=VERYFAST),
-    "h264.mkv": dict(codec="libx264", n_frames=30, gop=10),
-    "vp9.webm": dict(codec="libvpx-vp9", n_frames=20, gop=10),
-    "rot90.mp4": dict(size=(96, 64), n_frames=20, rotation=90),
+    "h264_bframes.mp4": dict(codec="libx264", n_frames=40, gop=12, bframes=3, options=VERYFAST,
+                             color=BT709),
+    "h264.mkv": dict(codec="libx264", n_frames=30, gop=10, color=BT601),
+    "vp9.webm": dict(codec="libvpx-vp9", n_frames=20, gop=10, color=BT709),
+    "rot90.mp4": dict(size=(96, 64), n_frames=20, rotation=90, color=BT709),
     "mpeg4.avi": dict(codec="mpeg4", n_frames=30, gop=10),
-    "h264_444.mp4": dict(n_frames=15, pix_fmt="yuv444p"),
+    "h264_444.mp4": dict(n_frames=15, pix_fmt="yuv444p", color=BT709),
+    "untagged.mp4": dict(n_frames=10),
+    "full_range.mp4": dict(n_frames=10, color={**BT709, "color_range": 2}),
 }
 
 
@@ -45,21 +53,42 @@ def no_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
 
 
+class _Frame(np.ndarray):
+    """A decoded frame: RGB pixels (DLPack through numpy) and NVDEC's ``timestamp``."""
+
+    timestamp: int
+
+
 class _PyAvSimpleDecoder:
     """Stand-in for PyNvVideoCodec.SimpleDecoder: frames by presentation index, via PyAV,
-    RGB in host memory, before rotation (NVDEC ignores the display matrix)."""
+    RGB in host memory, before rotation (NVDEC ignores the display matrix), with their pts
+    as ``timestamp``. ``made``/``reconfigured`` count constructions and re-pointings."""
 
     count_offset = 0
+    made = 0
+    reconfigured = 0
 
     def __init__(self, path: str, **kwargs: object) -> None:
         assert kwargs["use_device_memory"] is False
         assert kwargs["output_color_type"] == "RGB"
+        type(self).made += 1
+        self._load(path)
+
+    def _load(self, path: str) -> None:
         with av.open(path) as c:
-            self.frames = sorted(c.decode(video=0), key=lambda f: f.pts)
-        self.rgb = [f.to_ndarray(format="rgb24") for f in self.frames]
+            frames = sorted(c.decode(video=0), key=lambda f: f.pts)
+        self.rgb = []
+        for f in frames:
+            rgb = f.to_ndarray(format="rgb24").view(_Frame)
+            rgb.timestamp = f.pts
+            self.rgb.append(rgb)
+
+    def reconfigure_decoder(self, path: str) -> None:
+        type(self).reconfigured += 1
+        self._load(path)
 
     def __len__(self) -> int:
-        return len(self.frames) + self.count_offset
+        return len(self.rgb) + self.count_offset
 
     def get_batch_frames_by_index(self, indices: list[int]) -> list[np.ndarray]:
         assert indices == sorted(set(indices)), "ask each frame once, in order"
@@ -73,7 +102,13 @@ def fake_nvdec(monkeypatch: pytest.MonkeyPatch):
     module.OutputColorType = types.SimpleNamespace(RGB="RGB")  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, nvdec.MODULE, module)
     monkeypatch.setattr(gpu, "gpu_or_none", lambda: (FAKE_GPU, ""))
-    return module
+    monkeypatch.setattr(nvdec, "_driver_library", lambda: "")
+    monkeypatch.setattr(_PyAvSimpleDecoder, "made", 0)
+    monkeypatch.setattr(_PyAvSimpleDecoder, "reconfigured", 0)
+    monkeypatch.setattr(nvdec, "_local", threading.local())
+    nvdec.clear_availability_cache()
+    yield module
+    nvdec.clear_availability_cache()
 
 
 # --- selection ---------------------------------------------------------------------------------
@@ -113,6 +148,7 @@ def test_auto_takes_nvdec_on_a_gpu_host_with_the_package(fake_nvdec: object) -> 
 @pytest.mark.parametrize(("name", "why"), [
     ("h264_bframes.mp4", ""), ("h264.mkv", ""), ("vp9.webm", ""), ("rot90.mp4", ""),
     ("mpeg4.avi", "codec 'mpeg4'"), ("h264_444.mp4", "pixel format 'yuv444p'"),
+    ("untagged.mp4", "colour matrix 2 (unstated"), ("full_range.mp4", "pixel format 'yuvj420p'"),
 ])
 def test_support_table(make, name: str, why: str) -> None:
     got = nvdec.unsupported(video.probe(make(name)))
@@ -125,6 +161,11 @@ def test_support_table_rejects_other_containers() -> None:
     assert "no usable pts" in nvdec.unsupported(
         video.VideoProbe("hevc", "matroska,webm", "yuv420p", 64, 48, 10, False, 0.0, None, None))
     assert set(nvdec.CODECS) == {"h264", "hevc", "vp9", "av1"}
+    tagged = video.VideoProbe("h264", "matroska,webm", "yuv420p", 64, 48, 3, True, 0.0, None,
+                              None, colorspace=1, color_range=1, pts=(0, 1, 2))
+    assert nvdec.unsupported(tagged) == ""
+    assert nvdec.unsupported(replace(tagged, color_range=2)).startswith("colour range 2")
+    assert nvdec.unsupported(replace(tagged, colorspace=9)).startswith("colour matrix 9")
 
 
 def test_probe_matches_read_video(make) -> None:
@@ -222,3 +263,106 @@ def test_pipeline_hands_whole_video_files_to_nvdec(fake_nvdec: object, make) -> 
     np.testing.assert_array_equal(whole[0].frames, read_video(path, 6).frames)
     windows = list(video.read_segments(path, 4, Segmenting("fixed", 0.5), whole_reader=reader))
     assert calls == [path] and len(windows) > 1
+
+
+# --- NVDEC checks itself (stand-ins that fail at each step) ------------------------------------
+
+@pytest.mark.parametrize("failure", ["import", "driver"])
+def test_import_and_driver_probe_once_per_process(fake_nvdec, monkeypatch: pytest.MonkeyPatch,
+                                                  failure: str) -> None:
+    """A package whose import fails (its own driver check) or a missing libnvcuvid: auto
+    takes PyAV and says why, --decoder nvdec refuses in one line; probed once."""
+    tries: list[str] = []
+    real_import = nvdec.importlib.import_module
+
+    def failing_import(name: str):
+        tries.append(name)
+        if failure == "import":
+            raise RuntimeError("cuInit failed: driver library libnvcuvid.so.1 not found")
+        return real_import(name)
+
+    def no_driver() -> str:
+        tries.append("driver")
+        return "the NVIDIA video driver library libnvcuvid.so.1 is missing (test)"
+
+    monkeypatch.setattr(nvdec.importlib, "import_module", failing_import)
+    monkeypatch.setattr(nvdec, "_driver_library", no_driver)
+    nvdec.clear_availability_cache()
+    choice = decoders.choose_decoder("auto")
+    assert choice.decoder.name == "pyav"
+    want = "cannot be imported (RuntimeError: cuInit" if failure == "import" else \
+        "libnvcuvid.so.1 is missing"
+    assert want in choice.reason
+    with pytest.raises(PigError, match="decoder nvdec unavailable") as err:
+        decoders.choose_decoder("nvdec")
+    assert want in str(err.value) and "\n" not in str(err.value)
+    assert tries == ([nvdec.MODULE] if failure == "import" else [nvdec.MODULE, "driver"])
+
+
+def test_untagged_colours_fall_back(fake_nvdec: object, make) -> None:
+    path = make("untagged.mp4")
+    got = nvdec.read_video_nvdec(path, 4)
+    assert got.decoder.startswith("pyav (nvdec: colour matrix 2 (unstated")
+    np.testing.assert_array_equal(got.frames, read_video(path, 4).frames)
+    assert _PyAvSimpleDecoder.made == 0  # decided from the stream facts, no decoder opened
+
+
+def test_colours_measured_on_frame_zero(fake_nvdec: object, make,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """NVDEC's conversion differs from PyAV's (e.g. another matrix): frame 0 shows it."""
+    real = _PyAvSimpleDecoder._load
+
+    def shifted(self, path: str) -> None:
+        real(self, path)
+        for f in self.rgb:
+            f[:] = np.clip(f.astype(np.int16) + 8, 0, 255)  # ~8 levels: a wrong matrix/range
+
+    monkeypatch.setattr(_PyAvSimpleDecoder, "_load", shifted)
+    path = make("h264.mkv")
+    got = nvdec.read_video_nvdec(path, 4)
+    assert got.decoder.startswith("pyav (nvdec: NVDEC's colours differ from PyAV's by "), \
+        got.decoder
+    np.testing.assert_array_equal(got.frames, read_video(path, 4).frames)
+
+
+@pytest.mark.parametrize("fault", ["wrong_frame", "no_timestamp"])
+def test_returned_frames_checked_by_timestamp(fake_nvdec: object, make,
+                                              monkeypatch: pytest.MonkeyPatch,
+                                              fault: str) -> None:
+    """NVDEC returns another frame than the last one asked for (near the end of a file), or
+    frames without a timestamp: the file goes to PyAV."""
+    real = _PyAvSimpleDecoder.get_batch_frames_by_index
+
+    def faulty(self, indices: list[int]) -> list[np.ndarray]:
+        frames = real(self, indices)
+        if fault == "wrong_frame":
+            return [*frames[:-1], self.rgb[indices[-1] - 1]]
+        return [np.asarray(f) for f in frames]
+
+    monkeypatch.setattr(_PyAvSimpleDecoder, "get_batch_frames_by_index", faulty)
+    path = make("vp9.webm")
+    got = nvdec.read_video_nvdec(path, 5)
+    want = {"wrong_frame": "pyav (nvdec: NVDEC returned pts ",
+            "no_timestamp": "pyav (nvdec: NVDEC frames carry no timestamp"}[fault]
+    assert got.decoder.startswith(want), got.decoder
+    np.testing.assert_array_equal(got.frames, read_video(path, 5).frames)
+
+
+def test_one_decoder_reused_across_files(fake_nvdec: object, make) -> None:
+    for name in ("h264_bframes.mp4", "h264.mkv", "vp9.webm"):
+        path = make(name)
+        got = nvdec.read_video_nvdec(path, 6)
+        assert got.decoder == "nvdec"
+        np.testing.assert_array_equal(got.frames, read_video(path, 6).frames)
+    assert (_PyAvSimpleDecoder.made, _PyAvSimpleDecoder.reconfigured) == (1, 2)
+
+
+def test_failed_decoder_is_not_reused(fake_nvdec, make, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(self, indices: list[int]) -> list[np.ndarray]:
+        raise RuntimeError("CUDA_ERROR_ILLEGAL_ADDRESS")
+
+    with monkeypatch.context() as m:
+        m.setattr(_PyAvSimpleDecoder, "get_batch_frames_by_index", broken)
+        assert "ILLEGAL_ADDRESS" in nvdec.read_video_nvdec(make("h264.mkv"), 3).decoder
+    assert nvdec.read_video_nvdec(make("vp9.webm"), 3).decoder == "nvdec"
+    assert (_PyAvSimpleDecoder.made, _PyAvSimpleDecoder.reconfigured) == (2, 0)

@@ -196,11 +196,11 @@ GOOD = random_frames(2, 12, 16)
         ([GOOD[0], "x.jpg"], {}, TypeError, r"frames\[1\]: expected a numpy array, got str"),
         ("x.jpg", {}, TypeError, r"frames: expected a uint8 array"),
         (GOOD, {"out": _out(3)}, ValueError, r"out: expected shape \(2, 3, 224, 224\), got \(3,"),
-        (GOOD, {"out": _out(dtype=np.float64)}, TypeError, r"out: expected dtype float32 or"),
+        (GOOD, {"out": _out(dtype=np.float64)}, TypeError, r"out: expected dtype float32, f"),
         (GOOD, {"out": _out()[:, ::-1]}, ValueError, r"out: must be C-contiguous"),
         (GOOD, {"out": [0.0]}, TypeError, r"out: expected a numpy array, got list"),
         (GOOD, {"out": _out(), "dtype": np.float16}, TypeError, r"does not match dtype"),
-        (GOOD, {"dtype": np.int8}, TypeError, r"dtype must be float32 or float16, got int8"),
+        (GOOD, {"dtype": np.int8}, TypeError, r"dtype must be float32, float16 or uint8, got int8"),
         (GOOD, {"threads": -1}, ValueError, r"threads must be >= 0"),
     ],
 )

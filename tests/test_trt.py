@@ -26,6 +26,7 @@ from pig.engine.bundle import Bundle
 from pig.engine.graphs import CPU_ONLY_PRECISIONS
 from pig.engine.host import gpu
 from pig.engine.trt import build, flavour
+from pig.engine.trt import cuda as cuda_mod
 from pig.engine.trt.cache import PlanCache, PlanKey, Target, timing_cache_path
 from pig.engine.trt.profiles import BatchProfile, profile_shapes, static_dims
 from pig.errors import BackendUnavailable, BundleError
@@ -37,8 +38,11 @@ _REAL_PROBE = gpu.probe_gpu
 
 
 @pytest.fixture(autouse=True)
-def _fresh_probe():
+def _fresh_probe(monkeypatch):
     gpu.clear_probe_cache()
+    # stand-in handles must never reach the real driver library (tests/test_gpu_hosts.py
+    # checks the driver wait itself)
+    monkeypatch.setattr(cuda_mod, "_driver_sync", lambda: None)
     yield
     gpu.clear_probe_cache()
 
@@ -65,8 +69,8 @@ def test_nvidia_smi_fallback_parses_and_selects(monkeypatch, tmp_path) -> None:
     smi = tmp_path / "nvidia-smi"
     smi.write_text(
         "#!/bin/sh\n"
-        "echo '0, GPU-aaa, NVIDIA A10, 8.6, 23028, 550.54'\n"
-        "echo '1, GPU-bbb, NVIDIA H100 80GB HBM3, 9.0, 81559, 550.54'\n"
+        "echo '0, GPU-aaa, NVIDIA A10, 8.6, 23028, 550.54, 00000000:17:00.0'\n"
+        "echo '1, GPU-bbb, NVIDIA H100 80GB HBM3, 9.0, 81559, 550.54, 00000000:B3:00.0'\n"
     )
     smi.chmod(0o755)
     monkeypatch.setenv("PATH", str(tmp_path), prepend=os.pathsep)
@@ -80,6 +84,7 @@ def test_nvidia_smi_fallback_parses_and_selects(monkeypatch, tmp_path) -> None:
     info = gpu.probe_gpu()
     assert (info.name, info.sm) == ("NVIDIA H100 80GB HBM3", "sm_90")
     assert info.memory_bytes == 81559 << 20 and info.source == "nvidia-smi"
+    assert (info.uuid, info.pci_bus_id) == ("GPU-bbb", "0000:b3:00.0")  # as CUDA writes it
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")  # another selection is probed afresh
     assert str(gpu.probe_gpu()) == "NVIDIA A10 (sm_86)"
 
@@ -92,7 +97,8 @@ def test_probe_runs_nvidia_smi_once_per_process(monkeypatch, smi_works) -> None:
         calls.append(cmd)
         if not smi_works:
             raise subprocess.CalledProcessError(9, cmd)
-        return SimpleNamespace(stdout="0, GPU-aaa, NVIDIA A10, 8.6, 23028, 550.54\n")
+        return SimpleNamespace(stdout="0, GPU-aaa, NVIDIA A10, 8.6, 23028, 550.54, "
+                                      "00000000:17:00.0\n")
 
     def no_nvml(sel):
         raise OSError("libnvidia-ml.so.1: cannot open shared object file")
@@ -437,6 +443,8 @@ def _fake_cudart(fail: dict[str, int] | None = None) -> types.ModuleType:
 
     def counted(name, fn):
         def call(*args):
+            if name == "cudaFree" and args == (0,):  # CUDA's idiom to initialise: no block
+                return (0,)
             if (fail or {}).get(name) == rt.calls[name] + 1:
                 return 2, None  # cudaErrorMemoryAllocation
             rt.calls[name] += 1
@@ -454,16 +462,30 @@ def _fake_cudart(fail: dict[str, int] | None = None) -> types.ModuleType:
         del rt.blocks[ptr]
         return (0,)
 
+    def event_sync(event):
+        rt.waited.append(event)
+        return (0,)
+
     def memcpy(dst, src, nbytes, kind, stream):
         ctypes.memmove(dst, src, nbytes)
         return (0,)
 
     for name, fn in (("cudaMallocHost", alloc), ("cudaMalloc", alloc), ("cudaFreeHost", free),
-                     ("cudaFree", free), ("cudaStreamCreate", lambda: (0, 7)),
+                     ("cudaFree", free), ("cudaStreamCreate", lambda: (0, 7 + rt.calls[
+                         "cudaStreamCreate"])),
                      ("cudaStreamDestroy", lambda stream: (0,))):
         setattr(rt, name, counted(name, fn))
     rt.cudaMemcpyAsync = memcpy
     rt.cudaSetDevice = lambda dev: (0,)
+    rt.cudaDeviceGetByPCIBusId = lambda bus: (0, 0)
+    rt.cudaEventDisableTiming = 2
+    rt.events = iter(range(100, 10**6))
+    rt.cudaEventCreateWithFlags = lambda flags: (0, next(rt.events))
+    rt.cudaEventDestroy = lambda event: (0,)
+    rt.cudaEventRecord = lambda event, stream: (0,)
+    rt.cudaStreamWaitEvent = lambda stream, event, flags: (0,)
+    rt.waited = []
+    rt.cudaEventSynchronize = event_sync
     rt.cudaStreamSynchronize = lambda stream: (0,)
     rt.cudaGetErrorString = lambda err: (0, b"fake error")
     rt.cudaGetDeviceProperties = lambda dev: (0, SimpleNamespace(name=b"NVIDIA H100", major=9,
@@ -594,14 +616,13 @@ def test_no_tensorrt_module_is_a_clear_error(monkeypatch) -> None:
 
 
 def test_pinned_source_uses_buffer_identity() -> None:
-    """The in-place path of the TensorRT engine is taken only for rows of one of its pinned
-    arrays, when the array holds the rows the run needs from there."""
+    """The in-place path of the TensorRT engine is taken only for rows of one of the pinned
+    arrays it handed out, when the array holds the rows the run needs from there."""
     from pig.engine.backends.tensorrt import _Engine
 
     host, handed = np.zeros((4, 3), np.float32), np.zeros((2, 3), np.float32)
     eng = _Engine.__new__(_Engine)
-    eng.host_in = SimpleNamespace(array=host, ptr=host.ctypes.data)
-    eng.handed_out = [SimpleNamespace(array=handed, ptr=handed.ctypes.data)]
+    eng.handed_out = [SimpleNamespace(array=a, ptr=a.ctypes.data) for a in (host, handed)]
     eng.in_dtype = np.dtype(np.float32)
     assert eng._pinned_source(host[:2], 2).ctypes.data == host.ctypes.data
     assert eng._pinned_source(handed[:1], 2).ctypes.data == handed.ctypes.data
@@ -667,7 +688,7 @@ def test_trt_backend_data_path(trt_env, monkeypatch, cudart) -> None:
         be.encode_text(ids[:, :-1])
     be.close()
     if cudart == "stand-in":
-        _assert_all_freed(fake, rt, pinned=7, device=4)
+        _assert_all_freed(fake, rt, pinned=9, device=8)
 
 
 def _assert_all_freed(fake: types.ModuleType, rt: types.ModuleType, pinned: int,
@@ -677,7 +698,7 @@ def _assert_all_freed(fake: types.ModuleType, rt: types.ModuleType, pinned: int,
     assert rt.blocks == {} and not fake.live
     assert rt.calls["cudaMallocHost"] == rt.calls["cudaFreeHost"] == pinned
     assert rt.calls["cudaMalloc"] == rt.calls["cudaFree"] == device
-    assert rt.calls["cudaStreamCreate"] == rt.calls["cudaStreamDestroy"] == 1
+    assert rt.calls["cudaStreamCreate"] == rt.calls["cudaStreamDestroy"] == 2  # copy, compute
 
 
 def test_trt_backend_close_frees_everything_once(trt_env, monkeypatch) -> None:
@@ -689,13 +710,13 @@ def test_trt_backend_close_frees_everything_once(trt_env, monkeypatch) -> None:
     ids = np.random.default_rng(1).integers(0, SIZES.vocab, (3, SIZES.length))
     with TrtBackend(Bundle.load(root), "fp32", profile=BatchProfile(1, 2, 4)) as be:
         np.testing.assert_allclose(be.encode_text(ids), reference_text(ids, SIZES), atol=1e-5)
-        assert len(rt.blocks) == 8 and len(fake.live) == 6  # 2 x (runtime, engine, context)
+        assert len(rt.blocks) == 14 and len(fake.live) == 6  # 2 x (runtime, engine, context)
         assert rt.calls["cudaFree"] == rt.calls["cudaFreeHost"] == 0
         engines = list(be._engines.values())  # freed by close(), not by garbage collection
-    _assert_all_freed(fake, rt, pinned=4, device=4)
+    _assert_all_freed(fake, rt, pinned=6, device=8)
     assert len(engines) == 2
     be.close()  # a second close frees nothing twice
-    _assert_all_freed(fake, rt, pinned=4, device=4)
+    _assert_all_freed(fake, rt, pinned=6, device=8)
     for use in (lambda: be.encode_text(ids), lambda: be.encode_video(np.zeros(1)),
                 lambda: be.video_input_buffers(1, 1)):
         with pytest.raises(RuntimeError, match="this tensorrt backend is closed"):
@@ -755,7 +776,7 @@ def test_trt_setup_failure_frees_earlier_branches(trt_env, monkeypatch, failure)
     from pig.engine.backends.tensorrt import TrtBackend
 
     fake, root = trt_env
-    rt = _fake_cudart(fail={"cudaMalloc": 4} if failure == "cudaMalloc" else None)
+    rt = _fake_cudart(fail={"cudaMalloc": 6} if failure == "cudaMalloc" else None)
     monkeypatch.setitem(sys.modules, "cuda.bindings.runtime", rt)
     if failure == "deserialize":
         real = fake.Runtime.deserialize_cuda_engine
@@ -765,10 +786,10 @@ def test_trt_setup_failure_frees_earlier_branches(trt_env, monkeypatch, failure)
     with pytest.raises((BackendUnavailable, RuntimeError), match=match[failure]) as err:
         TrtBackend(Bundle.load(root), "fp32", profile=BatchProfile(1, 2, 4))
     assert err.tb is not None  # the kept traceback still reaches the half-built engine
-    if failure == "deserialize":  # video: 2 pinned + 2 device buffers, then text fails
-        _assert_all_freed(fake, rt, pinned=2, device=2)
-    else:  # text got both pinned buffers and its device input before dev_out failed
-        _assert_all_freed(fake, rt, pinned=4, device=3)
+    if failure == "deserialize":  # video: 3 pinned + 4 device buffers, then text fails
+        _assert_all_freed(fake, rt, pinned=3, device=4)
+    else:  # text got its staging, slot 0's input and output before slot 0's dev_out failed
+        _assert_all_freed(fake, rt, pinned=5, device=5)
 
 
 def test_pig_export_trt_without_gpu_is_one_line_exit_2(monkeypatch, tmp_path, capsys) -> None:

@@ -160,8 +160,22 @@ def cuda_missing() -> str:
     import onnxruntime as ort
 
     if "CUDAExecutionProvider" not in ort.get_available_providers():
-        return f"onnxruntime {ort.__version__} has no CUDA provider"
+        return f"onnxruntime {ort.__version__} has no CUDA provider{_ort_shadowed()}"
     return ""
+
+
+def _ort_shadowed() -> str:
+    """Why the CUDA provider may be missing: onnxruntime and onnxruntime-gpu both installed
+    (they write the same ``onnxruntime`` module; whichever came last won)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        cpu, gpu = version("onnxruntime"), version("onnxruntime-gpu")
+    except PackageNotFoundError:
+        return ""
+    return (f" (onnxruntime {cpu} and onnxruntime-gpu {gpu} are both installed and share one "
+            "module: pip uninstall -y onnxruntime onnxruntime-gpu, then reinstall "
+            "onnxruntime-gpu alone; docs/gpu.md)")
 
 
 def _opener(device: Device) -> Callable[[Bundle, str, Sequence[Branch], Settings], OrtBackend]:

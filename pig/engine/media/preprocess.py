@@ -29,7 +29,9 @@ def preprocess_frames(
     so PyAV's padded ``to_ndarray()`` frames and batch slices are read in place.
     Writes ``(N, 3, S, S)`` into ``out`` when given (a C-contiguous float32/float16 buffer,
     e.g. a slice of an engine input) and returns it; otherwise allocates it with ``dtype``
-    (default float32). ``threads=0`` uses every available CPU.
+    (default float32). A uint8 ``out``/``dtype`` gets the resized frames only, rounded half to
+    even and clamped (the input of a uint8 graph, :mod:`pig.calibration.uint8_input`).
+    ``threads=0`` uses every available CPU.
     Bad input raises ``TypeError``/``ValueError`` naming the offending argument.
     """
     if threads < 0:

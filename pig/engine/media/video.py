@@ -556,10 +556,17 @@ class VideoProbe:
     rotation: float  # display matrix rotation of the first frame, degrees
     fps: float | None
     duration: float | None
+    # the colour facts of the first frame (FFmpeg's AVColorSpace / AVColorRange numbers:
+    # 0 unspecified; colorspace 1 BT.709, 5/6 BT.601; range 1 limited, 2 full)
+    colorspace: int = 0
+    color_range: int = 0
+    pts: tuple[int, ...] | None = None  # packet pts in presentation order (with ordered_pts)
+    first_rgb: np.ndarray | None = None  # frame 0 as PyAV converts it (``probe(first_rgb=)``)
 
 
-def probe(path: str | os.PathLike[str]) -> VideoProbe:
-    """Stream facts of ``path``; every failure is ``VideoReadError(path, reason)``."""
+def probe(path: str | os.PathLike[str], first_rgb: bool = False) -> VideoProbe:
+    """Stream facts of ``path``; every failure is ``VideoReadError(path, reason)``.
+    ``first_rgb``: also frame 0 as :func:`read_video` returns its pixels (before rotation)."""
     path = Path(path)
     with _opened(path) as container:
         stream = _video_stream(container, path)
@@ -579,7 +586,10 @@ def probe(path: str | os.PathLike[str]) -> VideoProbe:
                           frame_count=n,
                           ordered_pts=index.pts_to_frame is not None,
                           rotation=float(first.rotation), fps=float(rate) if rate else None,
-                          duration=_duration(container, stream))
+                          duration=_duration(container, stream),
+                          colorspace=int(first.colorspace), color_range=int(first.color_range),
+                          pts=None if index.pts is None else tuple(int(p) for p in index.pts),
+                          first_rgb=first.to_ndarray(format="rgb24") if first_rgb else None)
 
 
 def _duration(container: av.container.InputContainer, stream: av.VideoStream) -> float | None:

@@ -138,8 +138,8 @@ def load(gpu: GpuInfo | None, no_gpu: str = "no GPU") -> Flavour:
         try:
             flavour = _load(name)
             break
-        except ImportError as err:
-            failed.append(f"{name}: {err}")
+        except Exception as err:  # ImportError, or OSError/RuntimeError of a broken install
+            failed.append(f"{name}: {type(err).__name__}: {err}")
     else:
         raise BackendUnavailable(f"TensorRT cannot be imported ({'; '.join(failed)}); "
                                  "use --backend onnxruntime")
