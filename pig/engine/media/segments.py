@@ -19,6 +19,7 @@ seconds from the file's first frame (what a player shows as 0:00).
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
@@ -107,8 +108,13 @@ class Segmenting:
 WHOLE = Segmenting(mode="fixed", seconds=0.0)  # what indexes made before segments hold
 
 
-def windows(start: float, end: float, seconds: float, stride: float | None = None) -> list[Span]:
-    """Windows of ``seconds`` every ``stride`` over ``[start, end]`` (see module docstring)."""
+def windows(start: float, end: float, seconds: float, stride: float | None = None,
+            times: Sequence[float] | None = None) -> list[Span]:
+    """Windows of ``seconds`` every ``stride`` over ``[start, end]`` (see module docstring).
+
+    ``times`` (sorted frame times): windows that would hold none of them are passed over in
+    one step, so the count is bounded by the frames that exist, whatever the timestamps
+    claim (a pts jump of 1e9 s is one step, not 1e8 windows)."""
     step = stride if stride is not None else seconds
     if seconds <= 0 or step <= 0:
         raise ValueError(f"need seconds > 0 and stride > 0, got {seconds}, {step}")
@@ -119,10 +125,16 @@ def windows(start: float, end: float, seconds: float, stride: float | None = Non
     while (t := start + i * step) + seconds <= end + _EPS:
         out.append((t, min(t + seconds, end)))
         i += 1
+        if times is not None:  # the first window holding the next frame
+            k = bisect.bisect_left(times, t + step - _EPS)
+            if k < len(times):
+                i = max(i, math.floor((times[k] - start - seconds) / step + _EPS) + 1)
+            else:
+                i = max(i, math.floor((end - start - seconds) / step + _EPS) + 1)
     last_start, last_end = out[-1]
     if last_end < end - _EPS:
-        nxt = last_start + step
-        if end - nxt >= seconds / 2 - _EPS:
+        nxt = start + i * step
+        if end - nxt >= seconds / 2 - _EPS or nxt > last_start + step + _EPS:
             out.append((nxt, end))
         else:
             out[-1] = (last_start, end)
@@ -143,14 +155,16 @@ def merge_short(cuts: Sequence[float], end: float, minimum: float) -> list[Span]
     return out
 
 
-def spans_for(setting: Segmenting, duration: float, cuts: Sequence[float] = (0.0,)) -> list[Span]:
-    """The segments of a file of ``duration`` seconds (``cuts``: shot starts, mode shots)."""
+def spans_for(setting: Segmenting, duration: float, cuts: Sequence[float] = (0.0,),
+              times: Sequence[float] | None = None) -> list[Span]:
+    """The segments of a file of ``duration`` seconds (``cuts``: shot starts, mode shots;
+    ``times``: the frames' times, to pass over stretches without frames)."""
     if setting.whole_for(duration):
         return [(0.0, duration)]
     if setting.mode != "shots":
-        return windows(0.0, duration, setting.seconds, setting.stride)
+        return windows(0.0, duration, setting.seconds, setting.stride, times)
     return [w for a, b in merge_short(cuts, duration, setting.shot_min)
-            for w in windows(a, b, setting.seconds, setting.stride)]
+            for w in windows(a, b, setting.seconds, setting.stride, times)]
 
 
 def format_time(seconds: float) -> str:

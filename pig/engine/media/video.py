@@ -61,6 +61,7 @@ SEEK_MIN_GAP_ONE_THREAD = 0
 MAX_DECODE_WORKERS = 8  # decoders of one file at once (keyframe runs in parallel)
 MAX_BUFFERED_BYTES = 512 * 2**20
 _TIME_EPS = 1e-6  # seconds
+MAX_FRAME_GAP_S = 86400.0  # a longer jump between two frames' times: the file is refused
 
 
 @dataclass(frozen=True)
@@ -279,13 +280,14 @@ def _read_segments(container: av.container.InputContainer, path: Path, num_frame
     index = _demux(container, stream, keep=keep)
     n = _frame_count(path, index)
     times, duration = _frame_times(index, stream, n)
+    _check_timeline(path, times)
     cuts: list[float] = [0.0]
     if setting.mode == "shots" and not setting.whole_for(duration):
         from pig.engine.media.shots import detect_cuts
 
         cuts += [float(times[i]) for i in detect_cuts(path, n, container.name)
                  if 0 < i < n]
-    plans = _segment_plans(spans_for(setting, duration, cuts), times, num_frames, sample)
+    plans = _segment_plans(spans_for(setting, duration, cuts, times), times, num_frames, sample)
     if len(plans) == 1 and np.array_equal(plans[0][1], sample(n, num_frames)):
         # one segment over the whole file: exactly read_video's path (the official vector)
         if whole_reader is not None and sample is sample_indices:
@@ -303,8 +305,30 @@ def _packets(container: av.container.InputContainer, stream: av.VideoStream, ind
     """The packets of the demux pass, or, when they were too large to keep, a second pass."""
     if index.packets is not None:
         return index.packets
-    container.seek(0)
-    return container.demux(stream)
+    return _demux_again(container, stream)
+
+
+def _demux_again(container: av.container.InputContainer, stream: av.VideoStream
+                 ) -> Iterator[av.Packet]:
+    """The stream's packets from a new opening of the file, read from its first byte.
+
+    Never a seek: a seek to 0 can fail (EPERM from the FLV and Ogg demuxers) or land after
+    the start (an MPEG-TS whose 33-bit pts wrap has negative times before the wrap), while
+    a new opening reads exactly the first pass's packets, with FFmpeg's wrap correction."""
+    with av.open(container.name, metadata_errors="ignore") as again:
+        yield from again.demux(again.streams[stream.index])
+
+
+def _check_timeline(path: Path, times: np.ndarray) -> None:
+    """Refuse timestamps that make no sense: a jump between two frames longer than
+    ``MAX_FRAME_GAP_S`` (a 60-frame file whose pts claim 1e9 s)."""
+    if len(times) < 2:
+        return
+    gaps = np.diff(times)
+    i = int(np.argmax(gaps))
+    if gaps[i] > MAX_FRAME_GAP_S:
+        raise VideoReadError(path, f"timestamps make no sense: they jump by {gaps[i]:.3g} s "
+                                   f"between frames {i} and {i + 1} of {len(times)}")
 
 
 def _frame_times(index: _Index, stream: av.VideoStream, n: int) -> tuple[np.ndarray, float]:
@@ -573,8 +597,8 @@ def probe(path: str | os.PathLike[str], first_rgb: bool = False) -> VideoProbe:
         try:
             index = _demux(container, stream, keep=False)
             n = _frame_count(path, index)
-            container.seek(0)
-            first = next(container.decode(stream), None)
+            with av.open(container.name, metadata_errors="ignore") as again:
+                first = next(again.decode(again.streams[stream.index]), None)
         except _DECODE_ERRORS as exc:
             raise VideoReadError(path, f"decoding failed ({_describe(exc)})") from exc
         if first is None:
