@@ -121,8 +121,8 @@ def default_dir() -> Path:
 
 def _sources(work: Path) -> tuple[Path, Path]:
     """Unpack the package's sample media into ``work`` (``apt-get download`` + ``dpkg-deb``)."""
-    work.chmod(0o755)  # apt's sandbox user writes the download here
-    subprocess.run(["apt-get", "download", "-q", PACKAGE], cwd=work, check=True,
+    subprocess.run(["apt-get", "download", "-q", "-o", "APT::Sandbox::User=root", PACKAGE],
+                   cwd=work, check=True,
                    stdout=subprocess.DEVNULL)
     deb = next(work.glob(f"{PACKAGE}_*.deb"))
     subprocess.run(["dpkg-deb", "-x", str(deb), str(work / "x")], check=True)

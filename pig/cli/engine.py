@@ -69,8 +69,11 @@ _INDEXING: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
     click.option("--bundle", type=_PATH, required=True,
                  help="bundle directory (pig-export --onnx)"),
     _index,
-    click.option("--glob", default=None, help="file pattern inside folders (default: known video "
-                 "extensions), e.g. '*.mp4' or 'cam1/**'"),
+    click.option("--glob", multiple=True, help="file pattern inside folders, repeatable (OR-ed; "
+                 "braces expand: '*.{mp4,mov}'); default: the known video extensions "
+                 "(docs/media.md)"),
+    click.option("-v", "--verbose", is_flag=True,
+                 help="list each file passed over by extension"),
     _backend,
     _precision,
     click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True),
@@ -230,7 +233,7 @@ def _run_index(kw: dict[str, Any], *, sync: bool,
     from pig.engine.ingest.run import index_videos
 
     report = index_videos(**_run_args(kw), sync=sync, metadata=metadata)
-    click.echo(report.summary())
+    click.echo(report.summary(kw["verbose"]))
     if report.interrupted:
         return 128 + report.interrupted
     return EXIT_FAILED if report.failed or report.skipped_paths else 0

@@ -6,13 +6,16 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from pig.engine.display import display_path
+from pig.engine.media.walk import by_extension
 
 
 @dataclass
 class IndexReport:
     """What one run did. ``skipped`` counts plan reasons (unchanged, touched, failed);
     ``skipped_paths`` holds the (path, reason) of what discovery passed over: folders that
-    could not be read, FIFOs, sockets, devices and broken or looping symlinks."""
+    could not be read, FIFOs, sockets, devices and broken or looping symlinks;
+    ``other_files`` the files of the walked folders that are no video by extension (or
+    match no ``--glob``)."""
 
     files: int = 0
     indexed: int = 0
@@ -20,6 +23,7 @@ class IndexReport:
     skipped: Counter[str] = field(default_factory=Counter)
     failed: list[tuple[str, str]] = field(default_factory=list)
     skipped_paths: list[tuple[str, str]] = field(default_factory=list)
+    other_files: list[str] = field(default_factory=list)
     seconds: float = 0.0
     commits: int = 0
     interrupted: int = 0  # the signal (SIGINT, SIGTERM) that stopped the run early, or 0
@@ -31,7 +35,8 @@ class IndexReport:
     def videos_per_second(self) -> float:
         return self.indexed / self.seconds if self.seconds > 0 else 0.0
 
-    def summary(self) -> str:
+    def summary(self, verbose: bool = False) -> str:
+        """The run in a few lines; ``verbose`` lists each file passed over by extension."""
         reasons = {"failed": "failed before, unchanged"}
         skipped = ", ".join(f"{n} {reasons.get(why, why)}"
                             for why, n in sorted(self.skipped.items()))
@@ -51,6 +56,12 @@ class IndexReport:
         lines += [f"failed: {display_path(path)}: {display_path(reason)}"
                   for path, reason in self.failed]
         lines += [f"skipped: {display_path(path)}: {reason}" for path, reason in self.skipped_paths]
+        if self.other_files:
+            lines.append(f"passed over by extension: {len(self.other_files)} files "
+                         f"({by_extension(self.other_files)})"
+                         + ("" if verbose else "; -v lists them"))
+            if verbose:
+                lines += [f"passed over: {display_path(p)}" for p in self.other_files]
         if self.interrupted:
             left = self.files - self.indexed - len(self.failed) - sum(self.skipped.values())
             lines.append(f"interrupted: {left} files not done; the work encoded so far is "

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from pig.engine.bundle import Bundle
-from pig.engine.display import Detail, log_stderr
+from pig.engine.display import Detail, display_path, log_stderr
 from pig.engine.index import VideoIndex
 from pig.engine.index.manifest import MANIFEST_NAME
 from pig.engine.ingest.local_runner import open_local
@@ -28,7 +28,7 @@ from pig.engine.ingest.writer import Embed, Runner, run_plans
 from pig.engine.media import shots, sources
 from pig.engine.media.decoders import choose_decoder
 from pig.engine.media.segments import Segmenting
-from pig.engine.media.walk import discover_sources
+from pig.engine.media.walk import Globs, NothingToIndex, by_extension, discover_sources
 
 
 def index_videos(
@@ -36,7 +36,7 @@ def index_videos(
     bundle: Bundle,
     index_dir: str | os.PathLike[str],
     *,
-    glob: str | None = None,
+    glob: Globs = None,
     options: PipelineOptions | None = None,
     progress: bool = False,
     sync: bool = False,
@@ -48,9 +48,11 @@ def index_videos(
     :func:`~pig.engine.ingest.local_runner.open_local`) and
     the index (created if missing), run; ``opening``: the keywords of :func:`open_run`.
 
-    What discovery passes over (folders that cannot be read, FIFOs, sockets, ...) is listed
-    in the report and recorded in the index manifest (``info`` shows it); the files under an
-    unreadable folder that an earlier run indexed stay in the index.
+    Paths that hold no file to index raise :class:`NothingToIndex` before anything is opened
+    (unless ``sync``: an emptied folder empties the index). What discovery passes over
+    (folders that cannot be read, FIFOs, sockets, ...; other files by extension) is listed
+    in the report; the first kind is also recorded in the index manifest (``info`` shows
+    it). The files under an unreadable folder that an earlier run indexed stay in the index.
 
     ``sync``: also make the index equal to ``paths`` (see :mod:`pig.engine.ingest.sync`):
     moved files keep their vectors, files gone from the folders are removed, unless that is
@@ -64,7 +66,14 @@ def index_videos(
     options = options or PipelineOptions()
     paths = list(paths)
     passed_over: list[tuple[str, str]] = []
-    files = discover_sources(paths, glob, lambda path, why: passed_over.append((path, why)))
+    others: list[str] = []
+    files = discover_sources(paths, glob, lambda path, why: passed_over.append((path, why)),
+                             lambda path: others.append(str(path)))
+    if not files and not passed_over and not sync:
+        where = ", ".join(display_path(p) for p in paths)
+        other = f" ({len(others)} other files: {by_extension(others)})" if others else ""
+        raise NothingToIndex(f"{where}: no video files to index{other}; --glob picks other "
+                             "names")
     plan, missing = SyncPlan(), 0
     tags = dict(metadata or {})
     for f in files:
@@ -90,6 +99,7 @@ def index_videos(
                                                    "(ignored)")
     report.moved, report.removed, report.missing = len(moves), len(removed), missing
     report.skipped_paths = sorted(passed_over)
+    report.other_files = sorted(others)
     return report
 
 
