@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from types import FrameType
@@ -43,10 +44,11 @@ def handling(handler: Handler) -> Iterator[None]:
 
 
 class StopSignals:
-    """Ctrl-C (SIGINT) or SIGTERM sets :attr:`signum` instead of raising mid-update: the run
-    stops taking new files, encodes and adds what is in flight (the last partial batch too)
-    and commits. A second signal raises ``KeyboardInterrupt`` at once, but never inside a
-    :meth:`guarded` update (it is raised when the update ends)."""
+    """Ctrl-C (SIGINT) or SIGTERM sets :attr:`signum` instead of raising mid-update and says on
+    stderr what happens: the run stops decoding, adds what the encoder is finishing (the
+    local engine; Ray stops at its next batch) and commits. A second signal raises
+    ``KeyboardInterrupt`` at once, but never inside a :meth:`guarded` update (it is raised
+    when the update ends)."""
 
     def __init__(self) -> None:
         self.signum = 0
@@ -56,6 +58,9 @@ class StopSignals:
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if not self.signum:
             self.signum = signum
+            print(f"\n{signal.Signals(signum).name}: committing what is encoded (the batch in "
+                  "the encoder first); press Ctrl-C again to stop now, keeping every commit",
+                  file=sys.stderr, flush=True)
         elif self._guarded:
             self._pending = True
         else:

@@ -71,6 +71,12 @@ CREATE TABLE IF NOT EXISTS thumbnails (
     key   INTEGER PRIMARY KEY,  -- segments.key
     image BLOB    NOT NULL      -- JPEG
 )"""
+_PARTIAL_TABLE = """
+CREATE TABLE IF NOT EXISTS partial (
+    file_key INTEGER PRIMARY KEY,  -- files.key of a file whose first segments are committed
+    done_s   REAL    NOT NULL,     -- end of its last committed segment (seconds)
+    total    INTEGER               -- segments the file has in all (NULL: not known yet)
+)"""
 # what a catalog without the segments table holds: one whole-file segment per indexed file
 _LEGACY_SEGMENTS = ("(SELECT key, key AS file_key, 0 AS ordinal, 0.0 AS start_s, NULL AS end_s "
                     "FROM files WHERE status = 'indexed')")
@@ -278,6 +284,11 @@ class Catalog:
             self._thumbnails = writable or bool(self._db.execute(
                 "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'thumbnails'"
             ).fetchone())
+            self._has_partial = writable or bool(self._db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'partial'"
+            ).fetchone())
+            if writable:  # additive: older catalogs get the table, older readers ignore it
+                self._db.execute(_PARTIAL_TABLE)
         except (sqlite3.DatabaseError, TypeError, ValueError) as exc:
             if sqlite_out_of_space(exc, path.parent):
                 raise IndexStoreError(f"{path}: no space left on device") from None
@@ -372,6 +383,17 @@ class Catalog:
                                "f.key = s.file_key WHERE s.file_key = ? AND s.ordinal = ? "
                                "AND f.status = 'indexed'", (file_key, ordinal)).fetchone()
         return None if row is None else int(row[0])
+    def partial(self, key: int | None = None) -> dict[int, tuple[float, int, int | None]]:
+        """Files committed in part (all, or the one with ``key``): file key -> (done_s,
+        segments committed, total or None)."""
+        if not self._has_partial:
+            return {}
+        where, args = ("WHERE p.file_key = ?", (key,)) if key is not None else ("", ())
+        rows = self._db.execute(
+            "SELECT p.file_key, p.done_s, COUNT(g.key), p.total FROM partial p "
+            f"LEFT JOIN {self._segments} g ON g.file_key = p.file_key {where} "
+            "GROUP BY p.file_key", args)
+        return {int(k): (float(d), int(n), t) for k, d, n, t in rows}
 
     def _meta(self, name: str) -> str | None:
         row = self._db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
@@ -562,6 +584,24 @@ class Catalog:
             new.append(int(cur.lastrowid or 0))
         return old, new
 
+    def append_segments(self, file_key: int, first: int,
+                        spans: Iterable[tuple[float, float | None]]) -> list[int]:
+        """Add segments ``first, first + 1, ...`` of ``file_key``; returns their vector keys."""
+        new = []
+        for ordinal, (start, end) in enumerate(spans, first):
+            cur = self._write(
+                "INSERT INTO segments (file_key, ordinal, start_s, end_s) VALUES (?, ?, ?, ?)",
+                (file_key, ordinal, float(start), None if end is None else float(end)),
+            )
+            new.append(int(cur.lastrowid or 0))
+        return new
+
+    def set_partial(self, file_key: int, done_s: float | None, total: int | None = None) -> None:
+        """Mark ``file_key`` committed up to ``done_s`` seconds (None: complete)."""
+        self._write("DELETE FROM partial WHERE file_key = ?", (file_key,))
+        if done_s is not None:
+            self._write("INSERT INTO partial VALUES (?, ?, ?)", (file_key, float(done_s), total))
+
     def drop_segments(self, file_key: int) -> list[int]:
         """Delete the segments of ``file_key`` (and their thumbnails); returns their keys."""
         old = self.segment_keys([file_key])
@@ -586,6 +626,7 @@ class Catalog:
         """Delete files (and their segments)."""
         for k in keys:
             self.drop_segments(k)
+            self._write("DELETE FROM partial WHERE file_key = ?", (k,))
             for (status,) in self._write("DELETE FROM files WHERE key = ? RETURNING status",
                                          (k,)).fetchall():
                 self._recount(status, None)

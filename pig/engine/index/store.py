@@ -138,13 +138,15 @@ class Plan:
     ``action``: ``"embed"`` or ``"skip"``. ``reason``: ``new``, ``changed`` (content differs),
     ``retry`` (failed before) -> embed; ``unchanged`` (same size+mtime), ``touched`` (new
     size/mtime, same content: catalog updated), ``failed`` (failed before, unchanged, and
-    ``retry_failed=False``) -> skip. ``digest`` is set when the plan had to hash the file.
+    ``retry_failed=False``) -> skip; ``resume`` (committed in part, unchanged) -> embed from
+    segment ``resume`` on. ``digest`` is set when the plan had to hash the file.
     """
 
     path: str
     action: Literal["embed", "skip"]
     reason: str
     digest: str | None = None
+    resume: int = 0  # segments already committed (reason "resume")
 
 
 @dataclass(frozen=True, slots=True)
@@ -627,6 +629,9 @@ class VideoIndex:
             if same_stat and not retry_failed:
                 return Plan(p, "skip", "failed")
             return Plan(p, "embed", "retry")
+        partial = self._catalog.partial(rec.key).get(rec.key) if same_stat else None
+        if partial is not None:
+            return Plan(p, "embed", "resume", rec.digest, resume=partial[1])
         if same_stat:
             return Plan(p, "skip", "unchanged")
         if sources.is_url(p) and st.size != rec.size:
@@ -680,6 +685,7 @@ class VideoIndex:
             self._catalog.set_facts(key, {"duration_s": e.spans[-1][1], **e.facts})
             if e.meta is not None:
                 self._catalog.set_meta(key, e.meta)
+            self._catalog.set_partial(key, None)
             dropped, new = self._catalog.set_segments(key, e.spans)
             if e.thumbnails:
                 self._catalog.set_thumbnails(new, e.thumbnails)
@@ -705,8 +711,51 @@ class VideoIndex:
             mtime_ns=None if st is None else st.mtime_ns, frames=frames, error=reason,
             etag=None if st is None else st.etag,
         )
+        self._catalog.set_partial(key, None)
         self._vectors.remove(self._catalog.drop_segments(key))
         self._dirty = True
+
+    def extend(self, entry: Entry, first: int, vectors: Any, *, complete: bool,
+               total: int | None = None) -> int:
+        """Add segments ``first, first + 1, ...`` of ``entry`` (its ``spans``, one vector
+        each) as they are encoded; returns the file's key. ``first == 0`` replaces what the
+        file had. Until ``complete`` the file is *partial*: indexed and searchable up to its
+        last span's end, and a later run resumes it (:meth:`plan`) after that segment."""
+        self._require_writable()
+        p = _abspath(entry.path)
+        if first == 0:
+            [key] = self.add([entry], vectors)
+        else:
+            rec = self._catalog.lookup(p)
+            done = self._catalog.partial(rec.key).get(rec.key) if rec is not None else None
+            if rec is None or done is None or done[1] != first:
+                raise IndexStoreError(f"{self.path}: {p} does not have {first} segments "
+                                      "committed to extend")
+            key = rec.key
+            if entry.spans:
+                x = check_unit_vectors(vectors, self.dim, str(self.path),
+                                       unit=self.manifest.unit_vectors)
+                if len(entry.spans) != len(x):
+                    raise IndexStoreError(f"{self.path}: {len(entry.spans)} segments but "
+                                          f"{len(x)} vectors")
+                keys = self._catalog.append_segments(key, first, entry.spans)
+                if entry.thumbnails:
+                    self._catalog.set_thumbnails(keys, entry.thumbnails)
+                self._catalog.set_facts(key, {"duration_s": entry.spans[-1][1]})
+                self._vectors.add(np.asarray(keys, dtype=np.int64), x)
+            self._dirty = True
+        if complete:
+            self._catalog.set_partial(key, None)
+        else:
+            done_s = entry.spans[-1][1] if entry.spans else None
+            self._catalog.set_partial(key, done_s or 0.0, total)
+        return key
+
+    def partial(self) -> list[tuple[str, float, int, int | None]]:
+        """Files committed in part: (path, seconds done, segments committed, total or None)."""
+        rows = self._catalog.partial()
+        paths = self._catalog.paths(rows)
+        return sorted((paths[k], *v) for k, v in rows.items() if k in paths)
 
     def remove(self, paths: Sequence[str | os.PathLike[str]]) -> list[str]:
         """Remove files (or every file under a given folder); returns the removed paths."""

@@ -29,8 +29,9 @@ import os
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,12 @@ from pig.engine.bundle import Bundle
 from pig.engine.index import Entry, Plan, VideoIndex
 from pig.engine.ingest.options import PipelineOptions
 from pig.engine.ingest.report import IndexReport
-from pig.engine.ingest.work import FileFailure, decode_file, preprocess_segment
+from pig.engine.ingest.work import (
+    FileFailure,
+    decode_file,
+    preprocess_segment,
+    segment_thumbnail,
+)
 from pig.engine.ingest.writer import Embed, IndexWriter, run_plans
 from pig.engine.media.decoders import choose_decoder
 from pig.engine.media.segments import Segmenting
@@ -52,10 +58,59 @@ from pig.signals import StopSignals
 
 @dataclass(frozen=True)
 class _Slot:
-    """What a batch slot holds: segment ``ordinal`` of task ``task``."""
+    """What a batch slot holds: segment ``ordinal`` of task ``task``, its span and the
+    file's frame count."""
 
     task: int
     ordinal: int
+    span: tuple[float, float]
+    frames: int
+    thumbnail: bytes | None
+
+
+@dataclass(frozen=True)
+class _Started:
+    """Task ``task`` was opened: its Entry (stat, digest) and how many segments it has."""
+
+    task: int
+    entry: Entry
+    total: int
+
+
+@dataclass
+class _File:
+    """The main thread's view of one file in flight: the vectors encoded and not yet added,
+    and the next segment to add (a resumed file starts after its committed ones)."""
+
+    resume: int  # first segment of this run
+    entry: Entry | None = None  # from _Started
+    total: int | None = None
+    final: Entry | None = None  # from _Done: every segment was decoded
+    encoded: dict[int, tuple[np.ndarray, _Slot]] = field(default_factory=dict)
+    next: int = -1
+
+    def __post_init__(self) -> None:
+        self.next = self.resume
+
+    def commit(self, writer: IndexWriter) -> bool:
+        """Add the segments encoded in a row from ``next``: a long file grows as its segments
+        are encoded, marked partial until its last; True once the file is whole."""
+        run: list[tuple[np.ndarray, _Slot]] = []
+        while self.next + len(run) in self.encoded:
+            run.append(self.encoded.pop(self.next + len(run)))
+        end = None if self.final is None else self.resume + len(self.final.spans)
+        complete = self.next + len(run) == end
+        if not (run or complete):
+            return False
+        base = self.final or self.entry
+        assert base is not None  # a segment is encoded only after its file's _Started
+        entry = replace(base, frames=run[-1][1].frames if run else base.frames,
+                        spans=tuple(slot.span for _, slot in run),
+                        thumbnails=tuple(slot.thumbnail for _, slot in run))
+        writer.extend(entry, self.next, [v for v, _ in run], complete=complete,
+                      total=self.total)
+        self.next += len(run)
+        return complete
 
 
 @dataclass(frozen=True)
@@ -136,12 +191,55 @@ class _Assembler:
             self._out.put(batch)
 
 
+class _EncoderThread:
+    """Runs the encoder's calls on one daemon thread while the main thread waits in short
+    steps, so that Ctrl-C is handled within a second even during a long encoder call. After
+    a second Ctrl-C abandons a call, :attr:`busy` stays True: the backend must not be closed
+    under it (the process is exiting)."""
+
+    def __init__(self, encoder: Backend) -> None:
+        self._encoder = encoder
+        self._jobs: queue.Queue[tuple[np.ndarray, Future[np.ndarray]] | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self.busy = False
+
+    def encode(self, x: np.ndarray) -> np.ndarray:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="pig-encode", daemon=True)
+            self._thread.start()
+        done: Future[np.ndarray] = Future()
+        self.busy = True
+        self._jobs.put((x, done))
+        while True:
+            try:
+                out = done.result(timeout=0.1)
+                break
+            except FutureTimeout:
+                continue
+        self.busy = False
+        return out
+
+    def _loop(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            x, done = job
+            try:
+                done.set_result(self._encoder.encode_video(x))
+            except BaseException as err:  # handed to the waiting caller
+                done.set_exception(err)
+
+    def close(self) -> None:
+        if self._thread is not None and not self.busy:
+            self._jobs.put(None)
+            self._thread.join()
+
+
 class Pipeline:
     """Runs decode/preprocess workers against one encoder and one writable index."""
 
     def __init__(self, encoder: Backend, recipe: PreprocessRecipe,
                  options: PipelineOptions | None = None) -> None:
         self.encoder = encoder
+        self.encoder_thread = _EncoderThread(encoder)
         self.recipe = recipe
         self.options = options or PipelineOptions()
         self.decoder = choose_decoder(self.options.decoder)
@@ -165,51 +263,43 @@ class Pipeline:
         assembler = _Assembler(buffers, opts.batch_size, len(todo), results, stop)
         pool = ThreadPoolExecutor(opts.workers, thread_name_prefix="pig-decode")
         segmenting = writer.index.segmenting
-        encoded: dict[int, dict[int, np.ndarray]] = {}  # task -> ordinal -> vector
-        done: dict[int, Entry] = {}  # tasks decoded whole, waiting for their last vectors
-        void: set[int] = set()  # failed tasks: vectors still coming for them are dropped
+        files = {task: _File(plan.resume) for task, plan in enumerate(todo)}
         try:
-            futures = [pool.submit(self._work, task, plan, segmenting, assembler, results)
-                       for task, plan in enumerate(todo)]
-            pending, draining = len(todo), False
-            while pending:
-                if signals.signum and not draining:  # finish the files in flight, take no more
-                    draining = True
-                    cancelled = sum(f.cancel() for f in futures)
-                    pending -= cancelled
-                    assembler.cancel(cancelled)
-                    continue
+            for task, plan in enumerate(todo):
+                pool.submit(self._work, task, plan, segmenting, assembler, results)
+            pending = len(todo)
+            while pending and not signals.signum:  # Ctrl-C: the batch encoded is committed
                 try:
                     item = results.get(timeout=0.2)
                 except queue.Empty:
                     continue
                 if isinstance(item, BaseException):
                     raise item
+                if isinstance(item, _Started):
+                    f = files[item.task]
+                    f.entry, f.total = item.entry, item.total
+                    writer.planned(item.total - f.resume)
+                    continue
                 if isinstance(item, _Done):
                     if isinstance(item.result, FileFailure):
-                        encoded.pop(item.task, None)
-                        void.add(item.task)
+                        files.pop(item.task)
                         writer.fail(item.result)
                         pending -= 1
                         continue
-                    done[item.task] = item.result
+                    files[item.task].final = item.result
                     ready = [item.task]
                 else:
-                    vectors = self.encoder.encode_video(item.buffer[: item.reserved])
+                    vectors = self.encoder_thread.encode(item.buffer[: item.reserved])
                     assembler.release(item.buffer)
                     for slot, v in zip(item.entries[: item.reserved], vectors, strict=True):
-                        if slot is not None and slot.task not in void:
-                            encoded.setdefault(slot.task, {})[slot.ordinal] = v
+                        if slot is not None and slot.task in files:
+                            files[slot.task].encoded[slot.ordinal] = (v, slot)
                     ready = list({s.task for s in item.entries if s is not None})
                     writer.encoded(sum(s is not None for s in item.entries))
                 for task in ready:
-                    entry = done.get(task)
-                    got = encoded.get(task, {})
-                    if entry is None or len(got) < len(entry.spans):
-                        continue
-                    writer.add(entry, np.stack([got[i] for i in range(len(entry.spans))]))
-                    del done[task], encoded[task]
-                    pending -= 1
+                    if task in files and files[task].commit(writer):
+                        del files[task]
+                        pending -= 1
         finally:
             stop.set()
             pool.shutdown(wait=True, cancel_futures=True)
@@ -218,7 +308,9 @@ class Pipeline:
               results: queue.Queue[Any]) -> None:
         """One file (worker thread): each decoded segment is preprocessed into a batch slot."""
         try:
-            files = decode_file(plan, self.recipe, segmenting, self.whole_reader)
+            files = decode_file(plan, self.recipe, segmenting, self.whole_reader,
+                                lambda entry, total: results.put(_Started(task, entry, total)),
+                                thumbnails=False)
             for item in files:
                 if not isinstance(item, VideoSegment):
                     results.put(_Done(task, item))
@@ -230,7 +322,8 @@ class Pipeline:
                     files.close()
                     results.put(_Done(task, failure))
                     return
-                assembler.fill(batch, slot, _Slot(task, item.ordinal))
+                assembler.fill(batch, slot, _Slot(task, item.ordinal, (item.start_s, item.end_s),
+                                                  item.frame_count, segment_thumbnail(item)))
         except _Stopped:
             pass
         except BaseException as err:  # a bug, not a bad file: stop the run with it
@@ -246,9 +339,14 @@ def open_local(bundle: Bundle, backend: str, precision: str | None, options: Pip
     kwargs: dict[str, Any] = {"log": log} if log is not None else {}
     encoder = open_backend(bundle, backend, precision, branches=("video",),
                            threads=options.encoder_threads, **kwargs)
+    pipeline: Pipeline | None = None
     try:
         info = {"bundle": str(Path(bundle.dir).resolve()), "backend": encoder.name,
                 "device": encoder.device, "precision": encoder.precision}
-        yield info, Pipeline(encoder, bundle.recipe, options)._embed
+        pipeline = Pipeline(encoder, bundle.recipe, options)
+        yield info, pipeline._embed
     finally:
-        encoder.close()
+        if pipeline is None or not pipeline.encoder_thread.busy:
+            if pipeline is not None:
+                pipeline.encoder_thread.close()
+            encoder.close()  # else a second Ctrl-C left a call running: the process exits

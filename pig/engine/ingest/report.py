@@ -24,6 +24,7 @@ class IndexReport:
     failed: list[tuple[str, str]] = field(default_factory=list)
     skipped_paths: list[tuple[str, str]] = field(default_factory=list)
     other_files: list[str] = field(default_factory=list)
+    partial: set[str] = field(default_factory=set)  # files committed in part (a rerun resumes)
     seconds: float = 0.0
     commits: int = 0
     interrupted: int = 0  # the signal (SIGINT, SIGTERM) that stopped the run early, or 0
@@ -64,6 +65,7 @@ class IndexReport:
                 lines += [f"passed over: {display_path(p)}" for p in self.other_files]
         if self.interrupted:
             left = self.files - self.indexed - len(self.failed) - sum(self.skipped.values())
-            lines.append(f"interrupted: {left} files not done; the work encoded so far is "
-                         "committed: run again to resume")
+            part = f" ({len(self.partial)} of them in part)" if self.partial else ""
+            lines.append(f"interrupted: {left} files not done{part}; the work encoded so far "
+                         "is committed: run again to resume")
         return "\n".join(lines)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, replace
 
 import av
@@ -28,23 +28,32 @@ class FileFailure:
 
 
 def decode_file(plan: Plan, recipe: PreprocessRecipe, segmenting: Segmenting,
-                whole_reader: WholeReader | None = None
+                whole_reader: WholeReader | None = None,
+                started: Callable[[Entry, int], None] | None = None,
+                thumbnails: bool = True
                 ) -> Generator[VideoSegment | Entry | FileFailure, None, None]:
     """The per-file work of every indexing engine (one decode pass, bounded memory).
 
-    Yields each segment's sampled frames (:class:`~pig.engine.media.video.VideoSegment`, in order),
-    then the file's :class:`Entry` (stat and digest taken before decoding, one span per
-    segment), or a :class:`FileFailure` instead: the segments yielded so far are then void.
+    Yields each segment's sampled frames (:class:`~pig.engine.media.video.VideoSegment`, in
+    order, from ``plan.resume`` on), then the file's :class:`Entry` (stat and digest taken
+    before decoding, one span per segment yielded), or a :class:`FileFailure` instead.
+    ``started(entry, total)`` is called once the file's segment count is known (before its
+    first segment), for runners that commit a long file's segments as they go (and make
+    each segment's thumbnail themselves: ``thumbnails=False``).
     """
     spans, frames, thumbs = [], 0, []
     try:
         with _local(plan) as (local, entry):
             facts = stream_facts(local)
+            on_total = None if started is None else (
+                lambda total: started(replace(entry, facts=facts), total))
             for seg in read_segments(local, recipe.num_frames, segmenting, threads=1,
-                                     sampling=recipe.sampling, whole_reader=whole_reader):
+                                     sampling=recipe.sampling, whole_reader=whole_reader,
+                                     first=plan.resume, on_total=on_total):
                 spans.append((seg.start_s, seg.end_s))
                 frames = seg.frame_count
-                thumbs.append(_thumbnail(seg))
+                if thumbnails:
+                    thumbs.append(segment_thumbnail(seg))
                 yield seg
     except VideoReadError as err:
         yield FileFailure(plan.path, err.reason)
@@ -59,7 +68,7 @@ def decode_file(plan: Plan, recipe: PreprocessRecipe, segmenting: Segmenting,
                   thumbnails=tuple(thumbs))
 
 
-def _thumbnail(segment: VideoSegment) -> bytes | None:
+def segment_thumbnail(segment: VideoSegment) -> bytes | None:
     """The segment's thumbnail; None if it cannot be made (the file still indexes)."""
     try:
         return thumbnail(segment.frames)

@@ -8,7 +8,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -18,6 +18,7 @@ from pig.engine.index import Entry, Plan, VideoIndex
 from pig.engine.ingest.options import PipelineOptions
 from pig.engine.ingest.report import IndexReport
 from pig.engine.ingest.work import FileFailure
+from pig.engine.media.segments import format_time
 from pig.signals import StopSignals
 
 
@@ -28,7 +29,7 @@ class IndexWriter:
     file."""
 
     def __init__(self, index: VideoIndex, report: IndexReport, commit_seconds: float,
-                 advance: Callable[[int, int], object], signals: StopSignals) -> None:
+                 advance: Callable[..., object], signals: StopSignals) -> None:
         self.index, self.report, self._advance = index, report, advance
         self._guarded = signals.guarded  # a second Ctrl-C never lands mid-update
         self._commit_seconds = self._interval = commit_seconds
@@ -38,11 +39,16 @@ class IndexWriter:
         with self._guarded():
             self.index.record_failure(failure.path, failure.reason)
         self.report.failed.append((failure.path, failure.reason))
+        self.report.partial.discard(failure.path)
         self._advance(1, 0)
 
     def encoded(self, segments: int) -> None:
         """Progress: ``segments`` more encoded (a long file moves the bar before it is done)."""
         self._advance(0, segments)
+
+    def planned(self, segments: int) -> None:
+        """Progress: a file was opened with ``segments`` segments to encode."""
+        self._advance(0, 0, segments)
 
     def add(self, entry: Entry, vectors: np.ndarray) -> None:
         """Add one file with its segment vectors (in span order); commit if one is due."""
@@ -51,6 +57,25 @@ class IndexWriter:
         self.report.indexed += 1
         self.report.segments += len(entry.spans)
         self._advance(1, 0)
+        self._commit_if_due()
+
+    def extend(self, entry: Entry, first: int, vectors: Sequence[np.ndarray], *,
+               complete: bool, total: int | None) -> None:
+        """Add segments ``first, ...`` of a file as they are encoded (the file stays partial,
+        searchable and resumable, until ``complete``); commit if one is due."""
+        with self._guarded():
+            self.index.extend(entry, first, vectors, complete=complete, total=total)
+        self.report.segments += len(entry.spans)
+        if complete:
+            self.report.indexed += 1
+            self._advance(1, 0)
+        else:
+            self.report.partial.add(entry.path)
+        if complete:
+            self.report.partial.discard(entry.path)
+        self._commit_if_due()
+
+    def _commit_if_due(self) -> None:
         if time.monotonic() - self._last_commit >= self._interval:
             t = time.monotonic()
             with self._guarded():
@@ -100,13 +125,19 @@ def run_plans(index: VideoIndex, files: Iterable[str | os.PathLike[str]],
         if todo:
             with tqdm(total=len(todo), unit="video", desc="indexing", disable=not progress,
                       file=sys.stderr, smoothing=0.1) as bar:
-                encoded = 0
+                encoded = planned = 0
+                started = time.monotonic()
 
-                def advance(files: int, segments: int = 0) -> None:
-                    """``files`` done; ``segments`` encoded (a long file shows progress)."""
-                    nonlocal encoded
+                def advance(files: int, segments: int = 0, more: int = 0) -> None:
+                    """``files`` done; ``segments`` encoded, ``more`` planned (a long file
+                    shows its segments done/total and their ETA)."""
+                    nonlocal encoded, planned
                     encoded += segments
-                    bar.set_postfix(segments=encoded, refresh=False)
+                    planned += more
+                    rate = encoded / max(time.monotonic() - started, 1e-9)
+                    eta = (f", ETA {format_time((planned - encoded) / rate)}"
+                           if encoded and planned > encoded else "")
+                    bar.set_postfix_str(f"segments {encoded}/{planned}{eta}", refresh=False)
                     if files:
                         bar.update(files)
                     else:

@@ -137,7 +137,8 @@ def read_video(path: str | os.PathLike[str], num_frames: int,
 
 def read_segments(path: str | os.PathLike[str], num_frames: int, setting: Segmenting,
                   threads: int = 0, sampling: str = "linspace",
-                  whole_reader: WholeReader | None = None) -> Iterator[VideoSegment]:
+                  whole_reader: WholeReader | None = None, first: int = 0,
+                  on_total: Callable[[int], None] | None = None) -> Iterator[VideoSegment]:
     """The segments of ``path`` under ``setting``, in order, from ONE sequential decode pass.
 
     Each segment's ``num_frames`` are sampled inside its span; a file that is one segment
@@ -146,11 +147,13 @@ def read_segments(path: str | os.PathLike[str], num_frames: int, setting: Segmen
     length. Mode ``shots`` first detects the cuts (:mod:`pig.engine.media.shots`, its own decode).
     Failures are ``VideoReadError(path, reason)``, possibly after some segments were yielded.
     ``whole_reader``: another decoder's ``read_video`` (:mod:`pig.engine.media.decoders`), used for
-    a file that is one whole-video segment under the default sampling.
+    a file that is one whole-video segment under the default sampling. ``first``: resume,
+    yielding segments ``first, ...`` only (decoding from the keyframe before the first of
+    them); ``on_total(count)`` is told the file's segment count once it is known.
     """
     with _decoding(path, num_frames, sampling) as (container, path, sample):
         yield from _read_segments(container, path, num_frames, threads, sample, setting,
-                                  whole_reader)
+                                  whole_reader, first, on_total)
 
 
 @contextlib.contextmanager
@@ -270,7 +273,8 @@ def _decoder(stream: av.VideoStream, threads: int) -> av.VideoCodecContext:
 
 def _read_segments(container: av.container.InputContainer, path: Path, num_frames: int,
                    threads: int, sample: Callable[[int, int], np.ndarray],
-                   setting: Segmenting, whole_reader: WholeReader | None = None
+                   setting: Segmenting, whole_reader: WholeReader | None = None,
+                   first: int = 0, on_total: Callable[[int], None] | None = None
                    ) -> Iterator[VideoSegment]:
     stream = _video_stream(container, path)
     hint = _duration(container, stream)
@@ -288,7 +292,11 @@ def _read_segments(container: av.container.InputContainer, path: Path, num_frame
         cuts += [float(times[i]) for i in detect_cuts(path, n, container.name)
                  if 0 < i < n]
     plans = _segment_plans(spans_for(setting, duration, cuts, times), times, num_frames, sample)
-    if len(plans) == 1 and np.array_equal(plans[0][1], sample(n, num_frames)):
+    if on_total is not None:
+        on_total(len(plans))
+    if first >= len(plans):
+        return
+    if first == 0 and len(plans) == 1 and np.array_equal(plans[0][1], sample(n, num_frames)):
         # one segment over the whole file: exactly read_video's path (the official vector)
         if whole_reader is not None and sample is sample_indices:
             whole = whole_reader(path, num_frames, threads)
@@ -297,7 +305,7 @@ def _read_segments(container: av.container.InputContainer, path: Path, num_frame
         yield VideoSegment(0, 0.0, duration, whole.frames, whole.indices, n)
         return
     yield from _decode_segments(_decoder(stream, threads), _packets(container, stream, index),
-                                index, plans, path, n)
+                                index, plans, path, n, first)
 
 
 def _packets(container: av.container.InputContainer, stream: av.VideoStream, index: _Index
@@ -365,17 +373,21 @@ def _segment_plans(spans: list[Span], times: np.ndarray, num_frames: int,
 
 def _decode_segments(cc: av.VideoCodecContext, packets: Iterable[av.Packet],
                      index: _Index, plans: list[tuple[Span, np.ndarray]], path: Path,
-                     n: int) -> Iterator[VideoSegment]:
-    """Decode front to back, yielding each segment as soon as its frames are out and dropping
-    decoded frames once no later segment needs them (bounded memory)."""
+                     n: int, first: int = 0) -> Iterator[VideoSegment]:
+    """Decode front to back, yielding each segment from ``first`` on as soon as its frames
+    are out and dropping decoded frames once no later segment needs them (bounded memory).
+    With pts, the packets before the keyframe that ``first`` needs are not decoded."""
     last_use: dict[int, int] = {}
-    for j, (_, idx) in enumerate(plans):
+    for j, (_, idx) in enumerate(plans[first:], first):
         for t in idx.tolist():
             last_use[t] = j
-    collector = _Collector(cc, index, np.array(sorted(last_use), dtype=np.int64))
-    j = 0
-    for packet in chain(packets, [None]):
-        if packet is not None and packet.size == 0:
+    targets = np.array(sorted(last_use), dtype=np.int64)
+    collector = _Collector(cc, index, targets)
+    skip = (int(_start_packets(index, targets[:1])[0])
+            if first and index.pts_to_frame is not None else 0)
+    j = first
+    for pos, packet in enumerate(chain(packets, [None])):
+        if pos < skip or (packet is not None and packet.size == 0):
             continue
         collector.feed(packet)
         while j < len(plans) and all(t in collector.got for t in plans[j][1].tolist()):
