@@ -442,6 +442,9 @@ def _info(idx: VideoIndex) -> dict[str, Any]:
         "skipped": [{k: display_path(v, controls=False) for k, v in s.items()}
                     for s in m.skipped],
         "backend": _backend_choice(idx),
+        "partial": [{"path": display_path(path, controls=False), "done_s": done,
+                     "segments": segments, "total": total}
+                    for path, done, segments, total in idx.partial()],
     }
 
 
@@ -524,6 +527,10 @@ def info(index_dir: Path, as_json: bool, list_files: bool) -> int:
         click.echo(f"backend     unknown here: {display_path(d['backend']['error'])}")
     for c in d["backend"] if isinstance(d["backend"], list) else ():
         click.echo(f"backend     {c['backend']} {c['device']} {c['precision']}: {c['reason']}")
+    for f in d["partial"]:
+        of = f" of {f['total']}" if f["total"] is not None else ""
+        click.echo(f"partial     {display_path(f['path'])}: {f['segments']}{of} segments, up "
+                   f"to {format_time(f['done_s'])}; run index again to resume")
     return 0
 
 
