@@ -34,12 +34,14 @@ class IndexWriter:
         self._guarded = signals.guarded  # a second Ctrl-C never lands mid-update
         self._commit_seconds = self._interval = commit_seconds
         self._last_commit = time.monotonic()
+        self._partial_segments: dict[str, int] = {}  # path -> segments added this run
 
     def fail(self, failure: FileFailure) -> None:
         with self._guarded():
             self.index.record_failure(failure.path, failure.reason)
         self.report.failed.append((failure.path, failure.reason))
         self.report.partial.discard(failure.path)
+        self.report.segments -= self._partial_segments.pop(failure.path, 0)  # dropped
         self._advance(1, 0)
 
     def encoded(self, segments: int) -> None:
@@ -68,11 +70,13 @@ class IndexWriter:
         self.report.segments += len(entry.spans)
         if complete:
             self.report.indexed += 1
+            self.report.partial.discard(entry.path)
+            self._partial_segments.pop(entry.path, None)
             self._advance(1, 0)
         else:
             self.report.partial.add(entry.path)
-        if complete:
-            self.report.partial.discard(entry.path)
+            self._partial_segments[entry.path] = (self._partial_segments.get(entry.path, 0)
+                                                  + len(entry.spans))
         self._commit_if_due()
 
     def _commit_if_due(self) -> None:
