@@ -219,3 +219,51 @@ def test_undecodable_reason_is_true(tmp_path: Path) -> None:
     bad.write_bytes(b"\x00" * 1000)
     with pytest.raises(VideoReadError, match="not a readable media file"):
         list(read_segments(bad, 2, TEN))
+
+
+# --- previews in a real browser --------------------------------------------------------------
+
+@needs_ffmpeg
+def test_every_corpus_file_plays_at_its_span_start_in_chromium(
+        corpus: Path, bundle: Bundle, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Debian's chromium plays a hit of every indexed corpus file (readyState >= 2) at the
+    hit's start, through the page's own play(): the file, an MP4 copy or a transcoded span,
+    on the index's time base (the start-offset files too)."""
+    from tests.serving import Server
+    from tests.test_serve import CHROMIUM, CHROMIUM_ARGS
+
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium; .ci/run does)")
+    from playwright.sync_api import sync_playwright
+
+    idx = tmp_path / "idx"
+    run_cli(capsys, "index", str(corpus), "--bundle", str(bundle.dir), "--index", str(idx),
+            "--segment-seconds", "10")
+    with VideoIndex.open(idx, view=True) as vi:
+        hits = []
+        for rec in vi.records("indexed"):
+            segs = vi.segments_of(rec.path)
+            seg = segs[len(segs) // 2]  # past the start where there are several
+            hits.append({"id": rec.key, "index": 0, "rank": 1, "path": rec.path,
+                         "start_s": seg.start_s, "end_s": seg.end_s})
+    with Server("--index", idx, log=tmp_path / "log") as server, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.goto(server.url + "/")
+            for hit in hits:
+                name = Path(str(hit["path"])).name
+                page.evaluate("hit => play(hit, null)", hit)
+                page.wait_for_function(
+                    f"document.querySelector('#player').dataset.videoId === '{hit['id']}'")
+                page.wait_for_function("document.querySelector('#player').readyState >= 2 || "
+                                       "document.querySelector('#preview-note.error')",
+                                       timeout=60_000)
+                note = page.locator("#preview-note").inner_text()
+                assert "cannot" not in note, (name, note)
+                seek, at = page.locator("#player").evaluate(
+                    "v => [Number(v.dataset.seek), v.currentTime]")
+                assert at == pytest.approx(seek, abs=0.1), name
+        finally:
+            browser.close()

@@ -17,7 +17,7 @@ from typing import Any
 
 from pig.engine.display import display_path
 from pig.engine.graphs import BRANCHES
-from pig.engine.host.fsutil import write_json_atomic
+from pig.engine.host.fsutil import user_cache_dir, write_json_atomic
 from pig.engine.host.regular_file import read_regular
 from pig.engine.recipe import PreprocessRecipe, TokenizerSpec
 from pig.errors import BundleError, PigError
@@ -39,11 +39,8 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
 
 def _verdict_dir() -> Path:
     """Where verified-graph verdicts are kept: the user's cache, never the bundle (which may
-    be read-only or shared). ``PIG_ENGINE_CACHE`` overrides ``$XDG_CACHE_HOME/pig-engine``."""
-    if os.environ.get("PIG_ENGINE_CACHE"):
-        return Path(os.environ["PIG_ENGINE_CACHE"]) / "verified-graphs"
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "pig-engine" / "verified-graphs"
+    be read-only or shared): :func:`~pig.engine.host.fsutil.user_cache_dir`."""
+    return user_cache_dir("verified-graphs")
 
 
 _VERIFIED: set[str] = set()  # verdict keys already checked by this process

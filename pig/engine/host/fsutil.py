@@ -9,6 +9,15 @@ from pathlib import Path
 from typing import Any
 
 
+def user_cache_dir(name: str) -> Path:
+    """``name`` under the user's cache: ``$PIG_ENGINE_CACHE``, else
+    ``$XDG_CACHE_HOME/pig-engine`` (``~/.cache/pig-engine``)."""
+    if os.environ.get("PIG_ENGINE_CACHE"):
+        return Path(os.environ["PIG_ENGINE_CACHE"]) / name
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "pig-engine" / name
+
+
 def fsync_dir(directory: Path) -> None:
     """Make renames and unlinks inside ``directory`` durable."""
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)

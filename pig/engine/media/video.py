@@ -598,6 +598,7 @@ class VideoProbe:
     color_range: int = 0
     pts: tuple[int, ...] | None = None  # packet pts in presentation order (with ordered_pts)
     first_rgb: np.ndarray | None = None  # frame 0 as PyAV converts it (``probe(first_rgb=)``)
+    start_s: float = 0.0  # the first frame's time (pts x time base)
 
 
 def probe(path: str | os.PathLike[str], first_rgb: bool = False) -> VideoProbe:
@@ -625,7 +626,9 @@ def probe(path: str | os.PathLike[str], first_rgb: bool = False) -> VideoProbe:
                           duration=_duration(container, stream),
                           colorspace=int(first.colorspace), color_range=int(first.color_range),
                           pts=None if index.pts is None else tuple(int(p) for p in index.pts),
-                          first_rgb=first.to_ndarray(format="rgb24") if first_rgb else None)
+                          first_rgb=first.to_ndarray(format="rgb24") if first_rgb else None,
+                          start_s=float(index.pts[0] * stream.time_base)
+                          if index.pts is not None and stream.time_base else 0.0)
 
 
 def _duration(container: av.container.InputContainer, stream: av.VideoStream) -> float | None:

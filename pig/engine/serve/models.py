@@ -254,6 +254,16 @@ class Library(BaseModel):
     folders: dict[str, int] = Field({}, description="files per folder (the top 20)")
 
 
+class Preview(BaseModel):
+    """How a browser plays a span of a video."""
+
+    kind: Literal["original", "remux", "transcode"]
+    reason: str
+    url: str = Field(description="what the <video> element loads")
+    offset_s: float = Field(description="span time (seconds from the first frame) at the "
+                            "rendition's 0 s: seek to start_s - offset_s")
+
+
 class Health(BaseModel):
     status: Literal["live", "ready", "draining"]
     generation: int | None = Field(None, description="the first index's generation (see "

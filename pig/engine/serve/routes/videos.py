@@ -1,10 +1,13 @@
-"""``GET /v1/videos/{id}`` (a catalog record), ``/v1/videos/{id}/media`` (the file) and
-``/v1/videos/{id}/thumbnail`` (a segment's thumbnail)."""
+"""``GET /v1/videos/{id}`` (a catalog record), ``/v1/videos/{id}/media`` (the file),
+``/v1/videos/{id}/thumbnail`` (a segment's thumbnail), ``/v1/videos/{id}/preview`` (how a
+browser plays a span) and ``/v1/videos/{id}/rendition.mp4`` (a remuxed or transcoded MP4,
+:mod:`pig.engine.media.rendition`)."""
 
 from __future__ import annotations
 
 import mimetypes
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Literal
 
 from fastapi import Header, HTTPException, Query
 from fastapi import Path as PathParam
@@ -16,12 +19,13 @@ from starlette.types import Receive, Scope, Send
 
 from pig.engine.index import FileRecord
 from pig.engine.index.catalog import SegmentRecord
-from pig.engine.media import sources
+from pig.engine.media import rendition, sources
 from pig.engine.serve.errors import error
-from pig.engine.serve.models import ErrorResponse, Library, Segment, VideoRecord
+from pig.engine.serve.models import ErrorResponse, Library, Preview, Segment, VideoRecord
 from pig.engine.serve.object_media import object_media
 from pig.engine.serve.routes import Context
 from pig.engine.serve.service import media_file
+from pig.errors import VideoReadError
 
 MAX_ID = 2**63 - 1  # catalog ids are SQLite integers
 
@@ -32,6 +36,8 @@ def _digits(value: object) -> object:
     return value
 
 
+Seconds = Annotated[float, Query(ge=0, le=1e7, allow_inf_nan=False,
+                                  description="seconds from the file's first frame")]
 VideoId = Annotated[int, PathParam(ge=1, le=MAX_ID, description="catalog id (a hit's id)"),
                     BeforeValidator(_digits)]
 SegmentOrdinal = Annotated[int, Query(ge=0, le=MAX_ID, description="the hit's segment"),
@@ -131,3 +137,63 @@ def register(ctx: Context) -> None:
         """What is indexed: files, segments, total duration, the most common extensions,
         codecs and folders (what the search page shows before a search)."""
         return Library(**service.library())
+
+    def indexed_file(video_id: int, index: int | None) -> tuple[int, Path | None]:
+        """(index position, local file); the file is None for an object (s3://, https://),
+        which is played as it is."""
+        index, rec, _ = indexed(video_id, index)
+        if sources.is_url(rec.path):
+            return index, None
+        found = media_file(rec)
+        if found is None:
+            raise HTTPException(410, f"video {video_id}: the file is missing or changed since "
+                                "it was indexed")
+        return index, found[0]
+
+    @api.get("/v1/videos/{video_id}/preview", response_model=Preview, tags=["videos"],
+             responses={410: {"model": ErrorResponse}, 422: {"model": ErrorResponse}})
+    def preview(video_id: VideoId, index: IndexPosition = None, start: Seconds = 0.0,
+                end: Seconds = 0.0) -> Preview:
+        """How the page plays the span ``[start, end)`` (seconds from the first frame, the
+        index's time base) in a browser: the file itself, an MP4 copy, or an H.264
+        transcode of the span; ``offset_s`` is the span time at the rendition's 0 s."""
+        index, path = indexed_file(video_id, index)
+        base = f"/v1/videos/{video_id}"
+        if path is None:
+            return Preview(kind="original", reason="an object: played as it is", offset_s=0.0,
+                           url=f"{base}/media?index={index}")
+        try:
+            r = rendition.choose(path)
+        except VideoReadError as err:
+            raise HTTPException(422, f"video {video_id} cannot be previewed: "
+                                f"{err.reason}") from None
+        if r.kind == "original":
+            return Preview(kind=r.kind, reason=r.reason, offset_s=0.0,
+                           url=f"{base}/media?index={index}")
+        query = f"index={index}&kind={r.kind}"
+        offset = 0.0
+        if r.kind == "transcode":
+            offset = start
+            query += f"&start={start:g}&end={end:g}"
+        return Preview(kind=r.kind, reason=r.reason, offset_s=offset,
+                       url=f"{base}/rendition.mp4?{query}")
+
+    @api.get("/v1/videos/{video_id}/rendition.mp4", response_class=FileResponse,
+             tags=["videos"], responses={200: {"content": {"video/mp4": {}}},
+                                         410: {"model": ErrorResponse},
+                                         422: {"model": ErrorResponse},
+                                         503: {"model": ErrorResponse}})
+    def rendition_mp4(video_id: VideoId, kind: Literal["remux", "transcode"],
+                      index: IndexPosition = None, start: Seconds = 0.0,
+                      end: Seconds = 0.0) -> Response:
+        """A browser-playable MP4 of the file (``remux``) or of its span (``transcode``,
+        at most two minutes), made once and cached; one is made at a time (503 while busy)."""
+        _, path = indexed_file(video_id, index)
+        if path is None:
+            raise HTTPException(422, f"video {video_id} is an object: it is played as it is")
+        try:
+            out = rendition.rendition_file(path, kind, start, end)
+        except VideoReadError as err:
+            raise HTTPException(422, f"video {video_id} cannot be previewed: "
+                                f"{err.reason}") from None
+        return MediaResponse(out, media_type="video/mp4", stat_result=out.stat())

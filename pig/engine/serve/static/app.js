@@ -29,8 +29,8 @@ function status(text, isError = false) {
   $("status").classList.toggle("error", isError);
 }
 
-function clock(s) {
-  const m = Math.floor(s / 60), sec = (s - 60 * m).toFixed(1).padStart(4, "0");
+function clock(s, digits = 1) {
+  const m = Math.floor(s / 60), sec = (s - 60 * m).toFixed(digits).padStart(3 + digits, "0");
   return `${m}:${sec}`;
 }
 
@@ -39,11 +39,17 @@ function span(hit) {
   if (hit.end_s === undefined || hit.end_s === null) {
     return start > 0 ? `from ${clock(start)}` : "whole video";
   }
-  return `${clock(start)} – ${clock(hit.end_s)}`;
+  const digits = hit.end_s - start < 1 ? 2 : 1;  // a one-frame video still shows its frame time
+  return `${clock(start, digits)} – ${clock(hit.end_s, digits)}`;
 }
 
-// A catalog id is unique only within its index: the hit's index goes with it.
-function mediaUrl(hit) { return `${BASE}v1/videos/${hit.id}/media?index=${hit.index}`; }
+// A catalog id is unique only within its index: the hit's index goes with it. The server
+// says how a browser plays the span: the file, an MP4 copy, or an H.264 transcode of the span
+// (whose 0 s is the span's start: offset_s), all on the index's time base.
+function previewUrl(hit) {
+  const start = hit.start_s ?? 0, end = hit.end_s ?? start + 60;
+  return `${BASE}v1/videos/${hit.id}/preview?index=${hit.index}&start=${start}&end=${end}`;
+}
 function thumbUrl(hit) {
   return `${BASE}v1/videos/${hit.id}/thumbnail?segment=${hit.segment}&index=${hit.index}`;
 }
@@ -175,18 +181,38 @@ async function library() {
 }
 
 // --- showing hits ---------------------------------------------------------------------
-function play(hit, item) {
+async function play(hit, item) {
   const start = hit.start_s ?? 0;
   const player = $("player");
-  player.dataset.videoId = String(hit.id);
-  player.dataset.index = String(hit.index);
-  player.dataset.start = String(start);
-  // The media fragment starts the download at the hit; currentTime makes sure of it.
-  player.src = `${mediaUrl(hit)}#t=${start}`;
-  player.addEventListener("loadedmetadata", () => { player.currentTime = start; }, { once: true });
   $("viewer").hidden = false;
   $("now-playing").textContent = `#${hit.rank} ${hit.path} (${span(hit)})`;
   document.querySelectorAll("#results li").forEach((li) => li.classList.toggle("playing", li === item));
+  const note = $("preview-note");
+  note.classList.remove("error");
+  note.textContent = "";
+  player.removeAttribute("src");
+  const response = await fetch(previewUrl(hit), { headers: headers() }).catch(() => null);
+  const body = response ? await response.json().catch(() => ({})) : {};
+  if (!response || !response.ok) {
+    note.textContent = body.error?.message ?? "this file cannot be previewed";
+    note.classList.add("error");
+    player.load();
+    player.dataset.videoId = String(hit.id);
+    return;
+  }
+  if (body.kind !== "original") note.textContent = `preview: ${body.reason}`;
+  const at = Math.max(start - body.offset_s, 0);
+  player.dataset.seek = String(at);
+  // The media fragment starts the download at the hit; currentTime makes sure of it.
+  player.src = `${BASE}${body.url.replace(/^\//, "")}#t=${at}`;
+  player.addEventListener("loadedmetadata", () => { player.currentTime = at; }, { once: true });
+  player.addEventListener("error", () => {
+    note.textContent = "this file cannot be played in this browser";
+    note.classList.add("error");
+  }, { once: true });
+  player.dataset.index = String(hit.index);
+  player.dataset.start = String(start);
+  player.dataset.videoId = String(hit.id);  // last: the player is set up for this hit
 }
 
 function show(result, state) {
