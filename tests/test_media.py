@@ -267,3 +267,35 @@ def test_every_corpus_file_plays_at_its_span_start_in_chromium(
                 assert at == pytest.approx(seek, abs=0.1), name
         finally:
             browser.close()
+
+
+@needs_ffmpeg
+def test_renditions_by_kind_start_at_the_first_frame_and_the_cache_is_bounded(
+        corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import av
+
+    from pig.engine.media import rendition
+
+    monkeypatch.setenv("PIG_ENGINE_CACHE", str(tmp_path / "cache"))
+    kinds = {n: rendition.choose(corpus / n).kind
+             for n in ("h264.mp4", "start-10s.mp4", "vfr.mkv", "pts-wrap.ts", "hevc10.mkv",
+                       "mpeg2-interlaced.ts", "wmv2.wmv")}
+    assert kinds == {"h264.mp4": "original", "start-10s.mp4": "remux", "vfr.mkv": "remux",
+                     "pts-wrap.ts": "remux", "hevc10.mkv": "transcode",
+                     "mpeg2-interlaced.ts": "transcode", "wmv2.wmv": "transcode"}
+
+    def first_and_last(f: Path) -> tuple[float, float]:
+        with av.open(str(f)) as c:
+            s = c.streams.video[0]
+            times = sorted(float(p.pts * s.time_base) for p in c.demux(s) if p.pts is not None)
+        return times[0], times[-1]
+
+    remux = rendition.rendition_file(corpus / "start-10s.mp4", "remux")
+    assert first_and_last(remux)[0] == 0.0  # the index's time base: 0 = the first frame
+    clip = rendition.rendition_file(corpus / "hevc10.mkv", "transcode", 4.0, 6.0)
+    first, last = first_and_last(clip)  # 0 s = the span's start, 2 s of frames
+    assert first == 0.0 and 1.9 <= last < 2.0
+    assert rendition.rendition_file(corpus / "hevc10.mkv", "transcode", 4.0, 6.0) == clip
+    monkeypatch.setattr(rendition, "CACHE_BYTES", 1)  # only the newest is kept
+    newest = rendition.rendition_file(corpus / "wmv2.wmv", "transcode", 0.0, 1.0)
+    assert sorted((tmp_path / "cache" / "previews").glob("*.mp4")) == [newest]

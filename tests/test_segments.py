@@ -87,6 +87,7 @@ def test_settings_spans_and_refusals() -> None:
         Segmenting.from_dict({"mode": "auto", "window": 3})
     assert format_span(65.2, 125.9) == "01:05-02:05"
     assert format_span(3599, 3725) == "59:59-1:02:05"
+    assert format_span(0.0, 0.04) == "00:00.00-00:00.04"  # one frame still has a length
 
 
 # --- sampling and timestamps ------------------------------------------------------------------

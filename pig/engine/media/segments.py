@@ -176,5 +176,13 @@ def format_time(seconds: float) -> str:
 
 
 def format_span(start: float, end: float | None) -> str:
-    """``mm:ss-mm:ss`` (``h:mm:ss`` past an hour); an unknown end shows as ``?``."""
+    """``mm:ss-mm:ss`` (``h:mm:ss`` past an hour); an unknown end shows as ``?``. A span of
+    less than a second shows hundredths (``00:00.00-00:00.04``: a one-frame video)."""
+    if end is not None and end - start < 1:
+        return f"{_hundredths(start)}-{_hundredths(end)}"
     return f"{format_time(start)}-{format_time(end) if end is not None else '?'}"
+
+
+def _hundredths(seconds: float) -> str:
+    cs = int(max(seconds, 0) * 100 + 1e-4)  # rounded down, like format_time
+    return f"{format_time(cs // 100)}.{cs % 100:02d}"
