@@ -9,17 +9,18 @@ and threads let a worker preprocess straight into the shared batch input buffer:
                   while k encodes)
 
 A slot holds one segment (``[T, 3, S, S]``); a file's segments may span several batches. The
-main thread keeps a file's segment vectors until all of them are encoded and adds the file
-with all of its segments at once, so a commit (or a crash) has a file whole or not at all.
-The per-file work, :func:`decode_file`, is shared with the Ray runner.
+main thread adds a file's segments as they are encoded, in order (a long file is *partial*
+in the catalog until its last one, and a later run resumes it after the last committed
+segment). The per-file work, :func:`decode_file`, is shared with the Ray runner.
 
 A small pool of batch buffers bounds memory and is the back-pressure between the stages: a
 worker waits for a free buffer only when every buffer is queued for, or in, the encoder.
-The main thread alone touches the index (SQLite connections are per thread). Commits happen
-every ``commit_seconds`` and at the end, so a crash loses at most the batches encoded since
-the last commit. Ctrl-C or SIGTERM stops taking new files, encodes and commits what is in
-flight (the last partial batch included) and reports ``interrupted``; a second one stops at
-once, keeping what was added.
+The main thread alone touches the index (SQLite connections are per thread); encoder calls
+run on their own thread (:class:`_EncoderThread`) so that a signal is handled at once.
+Commits happen every ``commit_seconds`` and at the end, so a crash loses at most the batches
+encoded since the last commit. Ctrl-C or SIGTERM stops the workers, lets the batch in the
+encoder finish, adds its segments and commits, and reports ``interrupted``; a second one
+stops at once, keeping every commit.
 """
 
 from __future__ import annotations
