@@ -214,11 +214,13 @@ class _EncoderThread:
         while True:
             try:
                 out = done.result(timeout=0.1)
-                break
             except FutureTimeout:
                 continue
-        self.busy = False
-        return out
+            except BaseException:
+                self.busy = not done.done()  # a second Ctrl-C left the call running
+                raise
+            self.busy = False
+            return out
 
     def _loop(self) -> None:
         while (job := self._jobs.get()) is not None:
