@@ -70,6 +70,7 @@ def index_videos(
     files = discover_sources(paths, glob, lambda path, why: passed_over.append((path, why)),
                              lambda path: others.append(str(path)))
     if not files and not passed_over and not sync:
+        choose_decoder(options.decoder)  # a bad flag is said first
         where = ", ".join(display_path(p) for p in paths)
         other = f" ({len(others)} other files: {by_extension(others)})" if others else ""
         raise NothingToIndex(f"{where}: no video files to index{other}; --glob picks other "
