@@ -16,7 +16,7 @@ from pig.engine.bundle import Bundle
 from pig.engine.index import VideoIndex
 from pig.engine.ingest.run import index_videos
 from pig.engine.media.segments import Segmenting
-from pig.engine.query.search import Searcher
+from pig.engine.query.engine import QueryEngine
 from tests import clipgen
 from tests.fake_bundle import write_bundle
 from tests.test_hostile import HANG, REPO, SIZES, run_cli
@@ -77,7 +77,7 @@ def release(proc: subprocess.Popen[str]) -> None:
 
 def scores_by_span(idx: Path, bundle: Bundle) -> dict[tuple[float, float | None], float]:
     """Each segment's score for one fixed query (exact search): equal scores, equal vectors."""
-    with Searcher(idx, bundle.dir) as s:
+    with QueryEngine(idx, bundle.dir) as s:
         hits = s.search(["a red circle"], k=100, group_by="segment", exact=True)[0]
     return {(h.start_s, h.end_s): h.score for h in hits}
 
@@ -104,7 +104,7 @@ def test_first_signal_commits_the_batch_in_the_encoder_and_a_rerun_resumes(
         assert (segments, total) == (4, 20) and done_s == pytest.approx(0.8)
     _code, out, _ = run_cli(capsys, "info", "--index", str(idx))
     assert "partial" in out and "4 of 20 segments, up to 00:00" in out
-    with Searcher(idx, bundle.dir) as s:  # the committed segments are found
+    with QueryEngine(idx, bundle.dir) as s:  # the committed segments are found
         hits = s.search(["a red circle"], k=10, group_by="segment")[0]
     assert len(hits) == 4 and {h.path for h in hits} == {str(long_clip)}
 

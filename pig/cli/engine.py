@@ -56,7 +56,8 @@ def _set_verbose(_: click.Context, __: click.Parameter, value: bool) -> bool:
 
 _verbose = click.option("-v", "--verbose", is_flag=True, expose_value=False, is_eager=True,
                         callback=_set_verbose,
-                        help="also say why each backend, precision and decoder was chosen")
+                        help="also say why each backend, precision and decoder was chosen "
+                        "(index: and list each file passed over by extension)")
 
 
 @click.group(context_settings=console.CONTEXT)
@@ -72,8 +73,6 @@ _INDEXING: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
     click.option("--glob", multiple=True, help="file pattern inside folders, repeatable (OR-ed; "
                  "braces expand: '*.{mp4,mov}'); default: the known video extensions "
                  "(docs/media.md)"),
-    click.option("-v", "--verbose", is_flag=True,
-                 help="list each file passed over by extension"),
     _backend,
     _precision,
     click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True),
@@ -233,7 +232,7 @@ def _run_index(kw: dict[str, Any], *, sync: bool,
     from pig.engine.ingest.run import index_videos
 
     report = index_videos(**_run_args(kw), sync=sync, metadata=metadata)
-    click.echo(report.summary(kw["verbose"]))
+    click.echo(report.summary(verbose=_VERBOSE))
     if report.interrupted:
         return 128 + report.interrupted
     return EXIT_FAILED if report.failed or report.skipped_paths else 0
