@@ -140,7 +140,7 @@ def _input(path: Path) -> Iterator[tuple[av.container.InputContainer, av.VideoSt
     try:
         with av.open(str(path), metadata_errors="ignore") as src:
             stream = src.streams.best("video")
-            if stream is None:
+            if not isinstance(stream, av.VideoStream):
                 raise VideoReadError(path, "no video stream")
             yield src, stream
     except av.error.FFmpegError as exc:
@@ -186,7 +186,7 @@ def _span_frames(path: Path, start: float, end: float
                 except av.error.FFmpegError:
                     continue
             for n, frame in enumerate(_decoded(src, stream)):
-                t = float((frame.pts - first) * tb) if frame.pts is not None else n / rate
+                t = float((frame.pts - first) * tb if frame.pts is not None else n / rate)
                 if n == 0 and seeking and t > start + 1e-6:
                     break  # landed past the span's start: decode through instead
                 if t >= end:

@@ -291,7 +291,8 @@ def _read_segments(container: av.container.InputContainer, path: Path, num_frame
 
         cuts += [float(times[i]) for i in detect_cuts(path, n, container.name)
                  if 0 < i < n]
-    plans = _segment_plans(spans_for(setting, duration, cuts, times), times, num_frames, sample)
+    plans = _segment_plans(spans_for(setting, duration, cuts, times.tolist()), times, num_frames,
+                           sample)
     if on_total is not None:
         on_total(len(plans))
     if first >= len(plans):
@@ -611,7 +612,8 @@ def probe(path: str | os.PathLike[str], first_rgb: bool = False) -> VideoProbe:
             index = _demux(container, stream, keep=False)
             n = _frame_count(path, index)
             with av.open(container.name, metadata_errors="ignore") as again:
-                first = next(again.decode(again.streams[stream.index]), None)
+                same = next(s for s in again.streams.video if s.index == stream.index)
+                first = next(again.decode(same), None)
         except _DECODE_ERRORS as exc:
             raise VideoReadError(path, f"decoding failed ({_describe(exc)})") from exc
         if first is None:
