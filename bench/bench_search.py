@@ -13,11 +13,12 @@ Environment: ``PIG_BENCH_SEARCH_SIZES`` (default ``10000,100000,1000000``) and
 whose build is predicted (from the previous size) to exceed 10 minutes is skipped.
 ``PIG_BENCH_COMMIT_SIZES`` (default ``100000,1000000``): sizes of the commit benchmark, built
 with a sparse graph (``COMMIT_GRAPH``: ~70 s for 1M here).
-``PIG_BENCH_FAISS_SIZES`` (default ``100000``; empty: none): sizes at which the index build and
-search are compared in one run with usearch used directly (same graph settings) and FAISS
+``PIG_BENCH_FAISS_SIZES`` (default ``100000``): sizes at which the index build and search are
+compared in one run with usearch used directly (same graph settings) and FAISS
 HNSW (fp16 scalar quantiser, same M, efConstruction and ef). Builds are measured in CPU
 seconds of the process (all threads) and wall seconds; their ratio is the cores kept busy.
-Searches: one query per call, p50 of wall and of the calling thread's CPU time.
+Searches: one query per call, p50 of wall and of the calling thread's CPU time. An empty
+size list skips its section.
 """
 
 from __future__ import annotations
@@ -270,7 +271,7 @@ def _versus_faiss(n: int, q: np.ndarray) -> None:
             f.add(x)
             return f
 
-        settings = vectors_mod.VectorStore.settings("f16", None, None, None, "bench")
+        settings = vectors_mod.VectorStore.usearch_settings("f16", None, None, None, "bench")
         built = {name: _timed(f) for name, f in
                  (("faiss", faiss_hnsw), ("ours", ours), ("usearch", usearch_direct))}
         _, fw, fc = built["faiss"]
@@ -307,7 +308,7 @@ def _versus_faiss(n: int, q: np.ndarray) -> None:
 
 def main() -> None:
     env = os.environ.get
-    sizes = [int(v) for v in env("PIG_BENCH_SEARCH_SIZES", "10000,100000,1000000").split(",")]
+    sizes = [int(v) for v in env("PIG_BENCH_SEARCH_SIZES", "10000,100000,1000000").split(",") if v]
     dtypes = env("PIG_BENCH_SEARCH_DTYPES", "f16,i8,f32").split(",")
     q = structured_vectors(QUERIES, seed=7)
     print(f"dim {DIM}, {QUERIES} queries, k=10, usearch threads: all ({os.cpu_count()} cores)")
@@ -343,7 +344,7 @@ def main() -> None:
           "open = writer open incl. checksum of the base; xxh3 = checksum of the base alone")
     print(f"{'n':>8} {'base MB':>8} {'open s':>7} {'xxh3 s':>8} {'c1':>6} {'c2':>6} {'c3':>6} "
           f"{'compact s':>9}")
-    for n in [int(v) for v in env("PIG_BENCH_COMMIT_SIZES", "100000,1000000").split(",")]:
+    for n in [int(v) for v in env("PIG_BENCH_COMMIT_SIZES", "100000,1000000").split(",") if v]:
         _commits(n)
     faiss_sizes = [int(v) for v in env("PIG_BENCH_FAISS_SIZES", "100000").split(",") if v]
     if faiss_sizes:
