@@ -110,6 +110,7 @@ setup(
             WATCH,
             S3,  # with aiohttp: the http(s):// tests too
             "moto[server]>=5.1,<6",  # a real S3-compatible server on 127.0.0.1 for the tests
+            "faiss-cpu>=1.15,<1.16",  # bench_search: build and search vs FAISS HNSW
             # a real TensorRT builder in CI: every graph is parsed and AOT-compiled
             "tensorrt-rtx-cu12-bindings==1.7.1.116",
             "tensorrt-rtx-cu12-libs==1.7.1.116",

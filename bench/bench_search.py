@@ -13,15 +13,23 @@ Environment: ``PIG_BENCH_SEARCH_SIZES`` (default ``10000,100000,1000000``) and
 whose build is predicted (from the previous size) to exceed 10 minutes is skipped.
 ``PIG_BENCH_COMMIT_SIZES`` (default ``100000,1000000``): sizes of the commit benchmark, built
 with a sparse graph (``COMMIT_GRAPH``: ~70 s for 1M here).
+``PIG_BENCH_FAISS_SIZES`` (default ``100000``): sizes at which the index build and search are
+compared in one run with usearch used directly (same graph settings) and FAISS
+HNSW (fp16 scalar quantiser, same M, efConstruction and ef). Builds are measured in CPU
+seconds of the process (all threads) and wall seconds; their ratio is the cores kept busy.
+Searches: one query per call, p50 of wall and of the calling thread's CPU time. An empty
+size list skips its section.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -214,9 +222,93 @@ def _commits(n: int) -> None:
           flush=True)
 
 
+def _timed(f: Callable[[], Any]) -> tuple[Any, float, float]:
+    """``f()``, its wall seconds and the process's CPU seconds (all threads)."""
+    w, c = time.perf_counter(), time.process_time()
+    out = f()
+    return out, time.perf_counter() - w, time.process_time() - c
+
+
+def _per_query(search: Callable[[np.ndarray], Any], q: np.ndarray) -> tuple[float, float]:
+    """p50 wall and p50 calling-thread CPU ms of ``search(row)`` over the rows of ``q``."""
+    wall, cpu = [], []
+    for row in q:
+        w, c = time.perf_counter(), time.thread_time()
+        search(row)
+        cpu.append(time.thread_time() - c)
+        wall.append(time.perf_counter() - w)
+    return float(np.median(wall) * 1e3), float(np.median(cpu) * 1e3)
+
+
+def _versus_faiss(n: int, q: np.ndarray) -> None:
+    """Build ``n`` f16 vectors with VideoIndex, usearch directly and FAISS HNSW (same M,
+    efConstruction), then search each one query per call (same ef): one run, same vectors."""
+    import faiss  # the dev extra; only this comparison needs it
+
+    x = np.concatenate([v for _, v in _chunks(n)])
+    truth = _truth(n, q)
+    keys = np.arange(1, n + 1, dtype=np.uint64)
+    with tempfile.TemporaryDirectory(dir=CACHE.parent) as tmp:
+        d = Path(tmp) / "index"
+
+        def ours() -> None:
+            with VideoIndex.create(d, fingerprint="bench", dim=DIM, dtype="f16",
+                                   bundle_info={}) as idx:
+                for start, v in _chunks(n):
+                    idx.add([Entry(f"/bench/v{start + i}.mp4", 0, 0, "", 0)
+                             for i in range(len(v))], v)
+
+        def usearch_direct() -> Any:
+            store = vectors_mod.VectorStore.new(DIM, "f16", settings)
+            store.index.add(keys, x)
+            return store.index
+
+        def faiss_hnsw() -> Any:
+            f = faiss.IndexHNSWSQ(DIM, faiss.ScalarQuantizer.QT_fp16, settings["connectivity"],
+                                  faiss.METRIC_INNER_PRODUCT)
+            f.hnsw.efConstruction = settings["expansion_add"]
+            f.train(x[:1000])  # fp16 needs no training data; the call is required
+            f.add(x)
+            return f
+
+        settings = vectors_mod.VectorStore.usearch_settings("f16", None, None, None, "bench")
+        built = {name: _timed(f) for name, f in
+                 (("faiss", faiss_hnsw), ("ours", ours), ("usearch", usearch_direct))}
+        _, fw, fc = built["faiss"]
+        for name, (_, w, c) in built.items():
+            print(f"{n:>8} {name:>8} {w:>7.1f} {c:>7.1f} {c / w:>5.2f} {w / fw:>6.2f}x "
+                  f"{c / fc:>6.2f}x", flush=True)
+        ef = vectors_mod.search_expansion(n, settings["expansion_search"])
+        f = built["faiss"][0]
+        f.hnsw.efSearch = ef
+        raw = built["usearch"][0]
+        raw.expansion_search = ef
+        with VideoIndex.open(d, view=True) as idx:
+            graph = idx._vectors.base
+            assert graph is not None
+            graph.index.expansion_search = ef
+            runs = {
+                "index": lambda r: [h.key for h in idx.search(r, 10, exact=False)[0]],
+                "graph": lambda r: graph.index.search(r, 10, threads=1).keys.tolist(),
+                "usearch": lambda r: raw.search(r, 10, threads=1).keys.tolist(),
+                "faiss": lambda r: (f.search(r[None], 10)[1][0] + 1).tolist(),
+            }
+            rows = {}
+            for _ in range(3):  # interleaved rounds; medians of the rounds
+                for name, run in runs.items():
+                    rows.setdefault(name, []).append(_per_query(run, q))
+            found = {name: [run(r) for r in q] for name, run in runs.items()}
+        base_wall, base_cpu = np.median(rows["graph"], axis=0)
+        for name, times in rows.items():
+            wall, cpu = np.median(times, axis=0)
+            print(f"{n:>8} {name:>8} {'ef ' + str(ef):>15} {wall:>7.3f} {cpu:>7.3f} "
+                  f"{wall / base_wall:>6.2f}x {cpu / base_cpu:>6.2f}x "
+                  f"{recall_at(found[name], truth):>8.4f}", flush=True)
+
+
 def main() -> None:
     env = os.environ.get
-    sizes = [int(v) for v in env("PIG_BENCH_SEARCH_SIZES", "10000,100000,1000000").split(",")]
+    sizes = [int(v) for v in env("PIG_BENCH_SEARCH_SIZES", "10000,100000,1000000").split(",") if v]
     dtypes = env("PIG_BENCH_SEARCH_DTYPES", "f16,i8,f32").split(",")
     q = structured_vectors(QUERIES, seed=7)
     print(f"dim {DIM}, {QUERIES} queries, k=10, usearch threads: all ({os.cpu_count()} cores)")
@@ -252,8 +344,18 @@ def main() -> None:
           "open = writer open incl. checksum of the base; xxh3 = checksum of the base alone")
     print(f"{'n':>8} {'base MB':>8} {'open s':>7} {'xxh3 s':>8} {'c1':>6} {'c2':>6} {'c3':>6} "
           f"{'compact s':>9}")
-    for n in [int(v) for v in env("PIG_BENCH_COMMIT_SIZES", "100000,1000000").split(",")]:
+    for n in [int(v) for v in env("PIG_BENCH_COMMIT_SIZES", "100000,1000000").split(",") if v]:
         _commits(n)
+    faiss_sizes = [int(v) for v in env("PIG_BENCH_FAISS_SIZES", "100000").split(",") if v]
+    if faiss_sizes:
+        print("\nbuild (f16) in one run: VideoIndex (catalog + vectors), usearch directly, FAISS "
+              "HNSW fp16 (same M, efConstruction); cores = CPU s / wall s; ratios vs FAISS")
+        print(f"{'n':>8} {'build':>8} {'wall s':>7} {'CPU s':>7} {'cores':>5} {'wall':>7} "
+              f"{'CPU':>7}")
+        print("then search, one query per call, same ef: p50 wall / calling-thread CPU ms; ratios "
+              "vs the index's own graph searched by usearch directly ('graph'); R@10 vs float32")
+        for n in faiss_sizes:
+            _versus_faiss(n, q)
 
 
 if __name__ == "__main__":

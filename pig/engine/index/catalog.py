@@ -125,6 +125,8 @@ def file_digest(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
     return digest_blocks(read_regular(path, chunk))
 
 
+_READER_MMAP = 1 << 40  # bytes of the catalog a reader maps (SQLite caps it at its build limit)
+
 # an ordinary or mode=ro connection that fails with these falls back to the next target
 _FALL_BACK = (sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_IOERR,
               sqlite3.SQLITE_FULL)
@@ -238,6 +240,10 @@ def _snapshot(target: str) -> sqlite3.Connection:
     db = _connect(target, uri=target.startswith("file:"))
     try:
         db.execute("PRAGMA query_only=ON")
+        # pages read in place rather than copied into SQLite's cache: a search's few row
+        # look-ups then evict less of the vector graph from the CPU caches (bench_search:
+        # ~10% less CPU per query at 100k). Safe here: nothing shrinks the file (no VACUUM).
+        db.execute(f"PRAGMA mmap_size={_READER_MMAP}")
         db.execute("BEGIN")
         db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()  # opens the files
     except BaseException:
