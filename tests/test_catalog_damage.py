@@ -134,6 +134,12 @@ def test_the_copy_follows_every_commit_and_keys_are_never_reused(tmp_path: Path)
         (key,) = idx.add(fake_entries(1, "/videos/after"), unit(rng, 1, 16))
         assert key > 50  # AUTOINCREMENT's record came back with the rows
         assert idx.segments_of("/videos/after0.mp4")[0].key > most
+    before = rows(d / "catalog.sqlite")
+    (d / "catalog.sqlite").unlink()  # lost outright
+    with pytest.raises(IndexStoreError, match="catalog is missing; `pig-engine restore-catalog"):
+        VideoIndex.open(d)
+    VideoIndex.restore_catalog(d)
+    assert rows(d / "catalog.sqlite") == before
 
 
 def test_a_writer_checks_the_catalog_and_remakes_a_lost_or_stale_copy(tmp_path: Path) -> None:

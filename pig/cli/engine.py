@@ -688,8 +688,9 @@ def restore_catalog(index_dir: Path) -> int:
     damaged catalog.sqlite; the damaged file is kept beside it."""
     generation, aside = VideoIndex.restore_catalog(index_dir)
     d = index_dir.absolute()
+    kept = f"the damaged file is kept as {display_path(aside.name)}" if aside else "it was lost"
     click.echo(f"restored {display_path(d / 'catalog.sqlite')} from its copy (generation "
-               f"{generation}); the damaged file is kept as {display_path(aside.name)}")
+               f"{generation}); {kept}")
     return 0
 
 

@@ -325,13 +325,15 @@ def _snapshot(target: str) -> sqlite3.Connection:
 class Catalog:
     """The ``catalog.sqlite`` of an index directory (see module docstring)."""
 
-    def __init__(self, path: Path, *, writable: bool, copy: bool = True) -> None:
-        """Open ``path``; ``writable`` checks it (``quick_check``) and, with ``copy``, keeps
+    def __init__(self, path: Path, *, writable: bool) -> None:
+        """Open ``path``; ``writable`` checks it (``quick_check``) and keeps
         :data:`COPY_NAME` beside it in step (see module docstring)."""
         self.path = path
         self.writable = writable
         if not path.is_file():
-            raise IndexStoreError(f"{path}: index catalog is missing")
+            kept = path.name == CATALOG_NAME and (path.parent / COPY_NAME).is_file()
+            raise IndexStoreError(f"{path}: index catalog is missing"
+                                  + (f"; {restore_hint(path)}" if kept else ""))
         try:
             if writable:
                 self._db = _connect(str(path))
@@ -341,13 +343,13 @@ class Catalog:
         except sqlite3.DatabaseError as exc:
             raise catalog_fault(path, exc) from None
         try:
-            self._open(copy)
+            self._open()
         except BaseException:
             self._db.close()
             raise
 
     @_guarded
-    def _open(self, copy: bool) -> None:
+    def _open(self) -> None:
         if self.writable:
             self.check()
         try:
@@ -380,7 +382,7 @@ class Catalog:
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'thumbnails'"
         ).fetchone())
         self._copy: sqlite3.Connection | None = None  # the writer's copy (catalog_copy)
-        if self.writable and copy:
+        if self.writable:
             from pig.engine.index.catalog_copy import open_copy
 
             self._copy = open_copy(self._db, self.path, self.generation)

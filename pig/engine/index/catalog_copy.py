@@ -79,9 +79,10 @@ def _remake(db: sqlite3.Connection, copy: Path) -> None:
     publish(tmp, copy)
 
 
-def put_back(path: Path) -> Path:
+def put_back(path: Path) -> Path | None:
     """Replace the catalog at ``path`` (damaged, or missing) by its copy; returns the name
-    the damaged file (with its ``-wal``) is kept under, ``catalog.sqlite.damaged-<time>``.
+    the damaged file (with its ``-wal``) is kept under, ``catalog.sqlite.damaged-<time>``
+    (None: there was none).
     The caller holds the writer lock and has checked the copy.
 
     Where SQLite can still open the damaged file, the copy is written into it with the
@@ -105,7 +106,7 @@ def put_back(path: Path) -> Path:
     finally:
         src.close()
     fsync_dir(d)
-    return aside
+    return aside if aside.exists() else None
 
 
 def _write_into(src: sqlite3.Connection, path: Path) -> bool:

@@ -458,12 +458,12 @@ class VideoIndex:
             lock.release()
 
     @classmethod
-    def restore_catalog(cls, directory: str | os.PathLike[str]) -> tuple[int, Path]:
+    def restore_catalog(cls, directory: str | os.PathLike[str]) -> tuple[int, Path | None]:
         """Put back the copy of the last commit's catalog (:mod:`~pig.engine.index.catalog_copy`)
         in place of a damaged (or lost) ``catalog.sqlite``, once the copy and the vectors files
         it names are verified; takes the writer lock. Refused when the catalog is not damaged
         (nothing is ever rolled back) or the copy is behind the last commit. Returns the
-        restored generation and the name the damaged file is kept under."""
+        restored generation and the name the damaged file is kept under (None: it was lost)."""
         from pig.engine.index.catalog_copy import put_back
 
         d = Path(directory).absolute()
