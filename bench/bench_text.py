@@ -36,7 +36,7 @@ from pig.engine.backends.onnxruntime import OrtBackend
 from pig.engine.bundle import Bundle
 from pig.engine.graphs import MIN_TEXT_LENGTH
 from pig.engine.tokenizer import ClipTokenizer
-from pig.engine.trt.profiles import text_lengths
+from pig.engine.trt.profiles import text_length_range
 from tests.fake_bundle import with_fixed_text_length
 from tests.serving import Server
 
@@ -56,7 +56,7 @@ def full_bundle() -> Path:
     if env := os.environ.get("PIG_BENCH_BUNDLE"):
         return Path(env)
     out = CACHE / "bundle-full"
-    if (out / "manifest.json").is_file() and text_lengths(Bundle.load(out)) is None:
+    if (out / "manifest.json").is_file() and text_length_range(Bundle.load(out)) is None:
         shutil.rmtree(out)  # exported before the dynamic text axis
     if not (out / "manifest.json").is_file():
         CACHE.mkdir(parents=True, exist_ok=True)

@@ -33,7 +33,7 @@ from pig.engine.trt.profiles import (
     BatchProfile,
     profile_shapes,
     static_dims,
-    text_lengths,
+    text_length_range,
 )
 from pig.errors import BackendUnavailable, BundleError
 from tests.fake_bundle import FakeSizes, reference_text, reference_video, write_bundle
@@ -155,8 +155,8 @@ def test_text_profile_spans_the_lengths_of_a_dynamic_text_graph() -> None:
         return SimpleNamespace(tokenizer_spec=SimpleNamespace(max_length=50),
                                graph_entry=lambda *_: {"inputs": {"input_ids": {"shape": shape}}})
 
-    assert text_lengths(bundle(["batch", "seq"])) == (2, TEXT_OPT_LENGTH, 50)
-    assert text_lengths(bundle(["batch", 50])) is None  # exported before: fixed length
+    assert text_length_range(bundle(["batch", "seq"])) == (2, TEXT_OPT_LENGTH, 50)
+    assert text_length_range(bundle(["batch", 50])) is None  # exported before: fixed length
     _, shapes = profile_shapes("text", {"input_ids": (-1, -1)}, (50,), BatchProfile(1, 8, 64),
                                (2, 20, 50))
     assert shapes == ((1, 2), (8, 20), (64, 50))
@@ -881,7 +881,7 @@ def _check_io(bundle: Bundle, plan, branch: str, precision: str, profile: BatchP
     io = read_io(plan)
     name = {"video": "pixel_values", "text": "input_ids"}[branch]
     dims = list(static_dims(bundle, branch))
-    lengths = text_lengths(bundle) if branch == "text" else None
+    lengths = text_length_range(bundle) if branch == "text" else None
     ends = [[n] for n in lengths] if lengths else [dims] * 3
     if lengths:
         dims = [-1]  # the text length is dynamic: the profile spans it

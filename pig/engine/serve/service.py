@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from pig.engine.backends.base import text_lengths
 from pig.engine.index import INDEXED, FileRecord, VideoIndex, file_digest
 from pig.engine.index.catalog import SegmentRecord
 from pig.engine.query.engine import Prepared, QueryEngine
@@ -196,8 +197,7 @@ class Service:
         with m.stage("encode"):
             vectors = engine.encode(ids)
         m.batch_size.observe(len(ids))
-        eos = engine.tokenizer.spec.eos_id
-        tokens = (np.argmax(ids == eos, axis=1) + 1).tolist()
+        tokens = text_lengths(ids, engine.tokenizer.spec.eos_id).tolist()
         out: list[Encoded | Found | BaseException] = []
         prepared, parts, owners = [], [], []
         start = 0

@@ -35,7 +35,7 @@ from pig.engine.host.gpu import GpuInfo
 from pig.engine.trt import flavour as flavours
 from pig.engine.trt.cache import PlanCache, PlanKey, Target, timing_cache_path
 from pig.engine.trt.flavour import Flavour
-from pig.engine.trt.profiles import BatchProfile, profile_shapes, static_dims, text_lengths
+from pig.engine.trt.profiles import BatchProfile, profile_shapes, static_dims, text_length_range
 from pig.errors import BackendUnavailable, BundleError
 
 if TYPE_CHECKING:
@@ -195,7 +195,7 @@ def build_plan(
               for i in range(network.num_inputs)}
     try:
         name, shapes = profile_shapes(branch, inputs, static_dims(bundle, branch), profile,
-                                      text_lengths(bundle) if branch == "text" else None)
+                                      text_length_range(bundle) if branch == "text" else None)
     except ValueError as err:
         raise BundleError(f"{onnx_path}: {err}") from None
 
@@ -260,7 +260,7 @@ def ensure_plan(
     key = PlanKey.make(
         branch, precision, onnx_sha, flavour.name, flavour.version, target,
         profile, workspace_bytes, _network_flags(flavour.module)[1],
-        text_lengths(bundle) if branch == "text" else None,
+        text_length_range(bundle) if branch == "text" else None,
     )
     plan, why = cache.load(key)
     if plan is not None:

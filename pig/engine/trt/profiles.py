@@ -53,7 +53,7 @@ class BatchProfile:
 TEXT_OPT_LENGTH = 20
 
 
-def text_lengths(bundle: Bundle) -> Shape | None:
+def text_length_range(bundle: Bundle) -> Shape | None:
     """(min, opt, max) text lengths of the text profile when the bundle's text graph has a
     dynamic sequence axis (its manifest entry's input shape names it), else None (a bundle
     exported before: one fixed length)."""
@@ -85,7 +85,7 @@ def profile_shapes(
     ``network_inputs`` maps the parsed ONNX inputs to their shapes (``-1`` = dynamic). Dim 0
     is the batch; a static non-batch dim must agree with ``dims`` (from the bundle, see
     :func:`static_dims`) and a dynamic one is set from it, except the text length, which
-    ``lengths`` (min, opt, max; see :func:`text_lengths`) spans when given.
+    ``lengths`` (min, opt, max; see :func:`text_length_range`) spans when given.
     """
     name = INPUT_NAMES[branch]
     if set(network_inputs) != {name}:
