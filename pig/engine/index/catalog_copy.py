@@ -5,10 +5,11 @@ The writer runs each of its statements on the catalog and on the copy (a second 
 the same arguments, so the same keys), so a commit writes what changed twice and still costs
 what changed, not the index's size. The copy is committed first, then the catalog (the commit
 point), each atomically; a crash between them leaves the copy one commit ahead, which the
-next writer sees (the generations differ) and remakes. A writer opening the index checks the copy
-(``quick_check`` and generation) and remakes it from the checked catalog with SQLite's online
-backup when it is missing, behind or damaged. The copy lives beside the catalog (same disk):
-it covers a damaged sector, a torn copy or a stray write, not the loss of the disk.
+next writer sees (the generations differ) and remakes. A writer opening the index checks the
+copy (``quick_check``, generation and schema) and remakes it from the checked catalog with
+SQLite's online backup when it is missing, behind, of another schema or damaged. The copy
+lives beside the catalog (same disk): it covers a damaged sector, a torn copy or a stray
+write, not the loss of the disk.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def open_copy(db: sqlite3.Connection, path: Path, generation: int) -> sqlite3.Co
     """A connection to the copy of the catalog at ``path`` (open as ``db``, at
     ``generation``), remade first if it is missing, damaged or at another generation."""
     copy = path.parent / COPY_NAME
-    if not _usable(copy, generation):
+    if not _usable(copy, generation, _schema(db)):
         _remake(db, copy)
     out = sqlite3.connect(copy, isolation_level=None, check_same_thread=False)
     out.execute("PRAGMA synchronous=FULL")
@@ -36,14 +37,19 @@ def open_copy(db: sqlite3.Connection, path: Path, generation: int) -> sqlite3.Co
     return out
 
 
-def _usable(copy: Path, generation: int) -> bool:
-    """Whether ``copy`` passes ``quick_check`` and holds ``generation``."""
+def _schema(db: sqlite3.Connection) -> list[tuple[str, str, str]]:
+    return db.execute("SELECT type, name, sql FROM sqlite_master ORDER BY name").fetchall()
+
+
+def _usable(copy: Path, generation: int, schema: list[tuple[str, str, str]]) -> bool:
+    """Whether ``copy`` passes ``quick_check`` and holds ``generation`` in ``schema`` (the
+    catalog's: an upgrade that added a table or column makes the copy be remade)."""
     if not copy.is_file():
         return False
     try:
         db = sqlite3.connect(copy, isolation_level=None)
         try:
-            if quick_check(db) is not None:
+            if quick_check(db) is not None or _schema(db) != schema:
                 return False
             row = db.execute("SELECT value FROM meta WHERE name = 'generation'").fetchone()
             return row is not None and row[0] == str(generation)
