@@ -540,13 +540,13 @@ def _damaged_info(index_dir: Path, err: IndexDamaged, as_json: bool) -> int:
         m = IndexManifest.read(index_dir.absolute())
     except PigError:
         raise err from None
-    d = {"index": display_path(index_dir.absolute(), controls=False), "damaged": str(err),
-         "fingerprint": m.fingerprint, "generation": m.generation, "counts": m.counts}
+    shown = display_path(index_dir.absolute(), controls=False)
     if as_json:
-        click.echo(json.dumps(d))
+        click.echo(json.dumps({"index": shown, "damaged": str(err), "fingerprint": m.fingerprint,
+                               "generation": m.generation, "counts": m.counts}))
     else:
         c = m.counts
-        click.echo(f"index       {display_path(d['index'])} (DAMAGED)")
+        click.echo(f"index       {display_path(shown)} (DAMAGED)")
         click.echo(f"damaged     {display_path(str(err))}")
         click.echo(f"model       {m.fingerprint}")
         click.echo(f"last commit generation {m.generation}: {c.get('indexed', 0)} files "

@@ -184,10 +184,10 @@ def _guarded(method: _F) -> _F:
         return catalog_fault(self.path, exc)
 
     if inspect.isgeneratorfunction(method):
-        @functools.wraps(method)  # type: ignore[arg-type]
+        @functools.wraps(method)
         def rows(self: Catalog, *args: Any, **kwargs: Any) -> Iterator[Any]:
             try:
-                yield from method(self, *args, **kwargs)  # type: ignore[operator]
+                yield from method(self, *args, **kwargs)
             except sqlite3.DatabaseError as exc:
                 raise fault(self, exc) from None
         return rows  # type: ignore[return-value]
