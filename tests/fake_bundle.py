@@ -10,6 +10,8 @@ text.onnx:  input_ids [B,L] -> Gather -> mean over L -> MatMul -> L2.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -193,3 +195,35 @@ def rehash(root: Path, branch: str, precision: str = "fp32") -> None:
     entry["sha256"] = sha256_file(root / entry["file"])
     manifest["fingerprint"] = fingerprint(manifest)
     path.write_text(json.dumps(manifest, indent=2))
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # another filesystem
+        shutil.copy2(src, dst)
+
+
+def with_fixed_text_length(src: Path, dst: Path) -> Path:
+    """A copy of the exported bundle ``src`` at ``dst`` (made once) whose ``text.onnx`` takes
+    ``[batch, L]``, L the model's text length: a bundle as exported before the dynamic text
+    axis (every query padded to L). Other files are hard links; the manifest is rehashed."""
+    if (dst / "manifest.json").is_file():
+        return dst
+    tmp = dst.with_name(f"{dst.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp, copy_function=_link_or_copy, ignore=shutil.ignore_patterns("trt"))
+    manifest = json.loads((src / "manifest.json").read_text())
+    length = manifest["tokenizer"]["max_length"]
+    model = onnx.load(str(src / "text.onnx"))
+    dim = model.graph.input[0].type.tensor_type.shape.dim[1]
+    dim.ClearField("dim_param")
+    dim.dim_value = length
+    for name in ("text.onnx", "manifest.json"):  # new files, not writes through the links
+        (tmp / name).unlink()
+    onnx.save(model, str(tmp / "text.onnx"))
+    manifest["graphs"]["text"]["fp32"]["inputs"]["input_ids"]["shape"] = ["batch", length]
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    rehash(tmp, "text")
+    tmp.rename(dst)
+    return dst

@@ -357,7 +357,8 @@ def test_videos_and_media(server: Server, index: Path, clips: list[Path],
 def test_health_metrics_openapi_page(server: Server, index: Path) -> None:
     url = server.url
     assert httpx.get(f"{url}/v1/health/live").json() == {"status": "live", "generation": None,
-                                                         "vectors": None, "model": None}
+                                                         "vectors": None, "model": None,
+                                                         "degraded": None}
     ready = httpx.get(f"{url}/v1/health/ready").json()
     info = info_json(index)
     assert ready["status"] == "ready" and ready["vectors"] == info["counts"]["vectors"] > N_CLIPS

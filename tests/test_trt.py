@@ -28,7 +28,13 @@ from pig.engine.host import gpu
 from pig.engine.trt import build, flavour
 from pig.engine.trt import cuda as cuda_mod
 from pig.engine.trt.cache import PlanCache, PlanKey, Target, timing_cache_path
-from pig.engine.trt.profiles import BatchProfile, profile_shapes, static_dims
+from pig.engine.trt.profiles import (
+    TEXT_OPT_LENGTH,
+    BatchProfile,
+    profile_shapes,
+    static_dims,
+    text_length_range,
+)
 from pig.errors import BackendUnavailable, BundleError
 from tests.fake_bundle import FakeSizes, reference_text, reference_video, write_bundle
 
@@ -142,6 +148,23 @@ def test_profile_shapes_fill_dynamic_dims_from_bundle() -> None:
     assert (lo, opt, hi) == ((1, 12, 3, 224, 224), (8, 12, 3, 224, 224), (64, 12, 3, 224, 224))
     _, shapes = profile_shapes("text", {"input_ids": (-1, 50)}, (50,), BatchProfile(4, 4, 4))
     assert shapes == ((4, 50), (4, 50), (4, 50))
+
+
+def test_text_profile_spans_the_lengths_of_a_dynamic_text_graph() -> None:
+    def bundle(shape):
+        return SimpleNamespace(tokenizer_spec=SimpleNamespace(max_length=50),
+                               graph_entry=lambda *_: {"inputs": {"input_ids": {"shape": shape}}})
+
+    assert text_length_range(bundle(["batch", "seq"])) == (2, TEXT_OPT_LENGTH, 50)
+    assert text_length_range(bundle(["batch", 50])) is None  # exported before: fixed length
+    _, shapes = profile_shapes("text", {"input_ids": (-1, -1)}, (50,), BatchProfile(1, 8, 64),
+                               (2, 20, 50))
+    assert shapes == ((1, 2), (8, 20), (64, 50))
+    with pytest.raises(ValueError, match="dim 1 is fixed at 50, cannot profile text lengths"):
+        profile_shapes("text", {"input_ids": (-1, 50)}, (50,), BatchProfile(), (2, 20, 50))
+    key = _key(branch="text", lengths=(2, 20, 50))
+    assert key.stem().startswith("text.fp16.b1-8-64.s2-20-50.") and key != _key(branch="text")
+    assert PlanKey.from_dict(key.to_dict()) == key
 
 
 @pytest.mark.parametrize(("inputs", "match"), [
@@ -858,10 +881,14 @@ def _check_io(bundle: Bundle, plan, branch: str, precision: str, profile: BatchP
     io = read_io(plan)
     name = {"video": "pixel_values", "text": "input_ids"}[branch]
     dims = list(static_dims(bundle, branch))
+    lengths = text_length_range(bundle) if branch == "text" else None
+    ends = [[n] for n in lengths] if lengths else [dims] * 3
+    if lengths:
+        dims = [-1]  # the text length is dynamic: the profile spans it
     fp32 = bundle.graph_entry(branch, "fp32")
     if "inputs" in fp32:  # exported bundles list their I/O; fp16/int8 keep fp32 I/O
         want = fp32["inputs"][name]
-        assert [-1 if d == "batch" else d for d in want["shape"]] == [-1, *dims]
+        assert [-1 if isinstance(d, str) else d for d in want["shape"]] == [-1, *dims]
         dtype = want["dtype"]
         assert io["outputs"]["embeddings"]["dtype"] == fp32["outputs"]["embeddings"]["dtype"]
     else:
@@ -869,7 +896,8 @@ def _check_io(bundle: Bundle, plan, branch: str, precision: str, profile: BatchP
     assert io["inputs"] == {name: {"dtype": dtype, "shape": [-1, *dims]}}, (precision, io)
     assert set(io["outputs"]) == {"embeddings"}
     assert io["outputs"]["embeddings"]["shape"] == [-1, bundle.embedding_dim]
-    assert io["profile"] == {name: [[b, *dims] for b in (profile.min, profile.opt, profile.max)]}
+    assert io["profile"] == {name: [[b, *e] for b, e in zip(
+        (profile.min, profile.opt, profile.max), ends, strict=True)]}
 
 
 def test_tensorrt_rtx_is_feature_detected() -> None:
@@ -1149,3 +1177,42 @@ def test_pipeline_preprocesses_into_pinned_memory(trt_env, monkeypatch, tmp_path
     _assert_encoded_in_place(handed, calls)
     for _, frames, out in calls:
         np.testing.assert_allclose(out, reference_video(frames, SIZES), atol=1e-5)
+
+
+# --- text engines whose profile spans text lengths ----------------------------------------------
+
+def test_trt_text_engine_with_a_length_range_takes_batches_cut_to_their_tokens(
+        trt_env, monkeypatch, tmp_path) -> None:
+    """A length-range text engine (stand-in: the fake reference is a mean over the columns
+    it is given, so the output shows the cut): each call is cut after its longest row's
+    first EOS and packed at the start of the staging buffer."""
+    from pig.engine.backends import tensorrt as trt_backend
+
+    _, root = trt_env
+    monkeypatch.setitem(sys.modules, "cuda.bindings.runtime", _fake_cudart())
+    plan = b"plan#1:" + json.dumps(["input_ids", [[1, 2], [2, 6], [4, 6]]]).encode()
+    monkeypatch.setattr(trt_backend, "ensure_plan", lambda *a, **k: (plan, tmp_path / "t.plan"))
+    bundle = Bundle.load(root)
+    spec = bundle.tokenizer_spec
+    ids = np.full((6, SIZES.length), spec.eos_id, np.int64)
+    ids[:, 0] = spec.bos_id
+    ids[:, 1:3] = np.random.default_rng(0).integers(1, SIZES.vocab - 2, (6, 2))  # 4 tokens
+    with trt_backend.TrtBackend(bundle, "fp32", branches=("text",)) as be:
+        assert be._engines["text"].lengths == (2, 6)
+        np.testing.assert_allclose(be.encode_text(ids), reference_text(ids[:, :4], SIZES),
+                                   atol=1e-5)
+        np.testing.assert_allclose(be.encode_text(ids[:1, :4]),  # already cut
+                                   reference_text(ids[:1, :4], SIZES), atol=1e-5)
+        with pytest.raises(ValueError, match=r"engine expects \[B, 2\.\.6\]"):
+            be._engines["text"].run(ids[:, :1])
+
+
+def test_dynamic_text_graph_compiles_with_a_length_profile(small_bundle, tmp_path,
+                                                           no_gpu) -> None:
+    """A real TensorRT-RTX build (ahead of time, no GPU) of an exported ``[batch, seq]`` text
+    graph: the profile spans 2..50 tokens, and it is part of the plan's key."""
+    bundle = Bundle.load(small_bundle)
+    _, path = build.ensure_plan(bundle, "text", "fp32", cache_dir=tmp_path, targets=["8.9"],
+                                log=lambda _: None)
+    assert f".s2-{TEXT_OPT_LENGTH}-50." in path.name
+    _check_io(bundle, path, "text", "fp32", BatchProfile(1, 8, 64))

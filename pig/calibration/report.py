@@ -20,19 +20,30 @@ import numpy as np
 
 from pig.calibration.data import CaptionedVideos
 from pig.engine.backends.accuracy import REPORT
+from pig.engine.backends.base import encode_cut_text
 from pig.engine.backends.onnxruntime import cpu_session
 from pig.engine.bundle import Bundle
-from pig.engine.graphs import INPUT_NAMES, OUTPUT_NAME, TOPK_INDICES
+from pig.engine.graphs import INPUT_NAMES, MIN_TEXT_LENGTH, OUTPUT_NAME, TOPK_INDICES
 from pig.engine.host.fsutil import write_json_atomic
 from pig.engine.tokenizer import ClipTokenizer
 from pig.errors import PigError
 from pig.metrics import retrieval_metrics, retrieval_ranks
 
 
-def run_graph(path: Path, name: str, data: np.ndarray, batch: int = 32
-              ) -> dict[str, np.ndarray]:
-    """``{output name: array}`` of the graph at ``path`` over ``data`` in batches (ORT, CPU)."""
-    return _run(cpu_session(path), name, data, batch)
+def run_graph(path: Path, name: str, data: np.ndarray, batch: int = 32,
+              eos_id: int | None = None) -> dict[str, np.ndarray]:
+    """``{output name: array}`` of the graph at ``path`` over ``data`` in batches (ORT, CPU).
+    ``eos_id``: a text graph with a dynamic sequence axis gets its batches cut to their
+    tokens, as the backends cut them (:func:`~pig.engine.backends.base.encode_cut_text`)."""
+    session = cpu_session(path)
+    if eos_id is not None and not isinstance(session.get_inputs()[0].shape[1], int):
+        (only,) = [o.name for o in session.get_outputs()]  # the text graph's one output
+
+        def run(x: np.ndarray) -> np.ndarray:
+            return session.run(None, {name: x})[0]
+
+        return {only: encode_cut_text(run, data, eos_id, MIN_TEXT_LENGTH, batch)}
+    return _run(session, name, data, batch)
 
 
 def _run(session: Any, name: str, data: np.ndarray, batch: int = 32) -> dict[str, np.ndarray]:
@@ -97,7 +108,9 @@ def embed(bundle: Bundle, precisions: list[str], data: CaptionedVideos,
     if not captions:
         raise PigError(f"{data.source}: no caption of a readable video")
     ids = ClipTokenizer(bundle.tokenizer_spec).encode([c for _, c in captions])
-    text = {p: run_graph(bundle.graph_path("text", p), INPUT_NAMES["text"], ids) for p in names}
+    eos = bundle.tokenizer_spec.eos_id  # cut as the runtime cuts
+    text = {p: run_graph(bundle.graph_path("text", p), INPUT_NAMES["text"], ids, eos_id=eos)
+            for p in names}
     return Outputs(video, text, keys, query_keys, skipped)
 
 

@@ -1,8 +1,10 @@
 """``pig-engine``: index videos, search them by text, inspect and edit an index.
 
 Exit codes: 0 success; 1 some videos failed to index (or a path to remove matched nothing);
-2 a user error (one line on stderr naming the file and the problem); 130 interrupted (Ctrl-C),
-143 terminated (SIGTERM; ``index`` commits what it encoded first).
+2 a user error (one line on stderr naming the file and the problem); 3 a fault of the
+environment (a damaged index file, e.g. ``catalog.sqlite``: one line naming it and the way
+back); 130 interrupted (Ctrl-C), 143 terminated (SIGTERM; ``index`` commits what it encoded
+first).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from pig.engine.limits import MAX_K, MAX_MOMENTS, MAX_OFFSET
 from pig.engine.media.decoders import CHOICES as DECODER_CHOICES
 from pig.engine.media.segments import MODES, Segmenting, format_span, format_time
 from pig.engine.query.search import check_queries, read_queries_file
-from pig.errors import PigError
+from pig.errors import IndexDamaged, PigError
 
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = console.EXIT_INTERRUPTED
@@ -482,7 +484,8 @@ def _backend_choice(idx: VideoIndex) -> list[dict[str, str]] | dict[str, str]:
               help="list the indexed files: status, segments, size, time indexed")
 def info(index_dir: Path, as_json: bool, list_files: bool) -> int:
     """Counts, settings, producing bundle and failed files of an index; --files lists every
-    file."""
+    file. Of a damaged index: what its manifest says of the last commit, and what is damaged
+    (exit 3)."""
     if list_files:
         with VideoIndex.open(index_dir, view=True) as idx:
             for row in _files(idx):
@@ -494,8 +497,12 @@ def info(index_dir: Path, as_json: bool, list_files: bool) -> int:
                                f"{row['size'] if row['size'] is not None else '-':>12} B  "
                                f"{row['indexed_at']}  {display_path(row['path'])}{why}")
         return 0
-    with VideoIndex.open(index_dir, view=True) as idx:
-        d = _info(idx)
+    try:
+        with VideoIndex.open(index_dir, view=True) as idx:
+            idx.check_catalog()
+            d = _info(idx)
+    except IndexDamaged as err:
+        return _damaged_info(index_dir, err, as_json)
     if as_json:
         click.echo(json.dumps(d))
         return 0
@@ -531,6 +538,30 @@ def info(index_dir: Path, as_json: bool, list_files: bool) -> int:
         click.echo(f"partial     {display_path(f['path'])}: {f['segments']}{of} segments, up "
                    f"to {format_time(f['done_s'])}; run index again to resume")
     return 0
+
+
+def _damaged_info(index_dir: Path, err: IndexDamaged, as_json: bool) -> int:
+    """``info`` of an index that cannot be opened: the damage and the manifest's summary of
+    the last commit (when the manifest itself is readable)."""
+    from pig.engine.index.manifest import IndexManifest
+
+    try:
+        m = IndexManifest.read(index_dir.absolute())
+    except PigError:
+        raise err from None
+    shown = display_path(index_dir.absolute(), controls=False)
+    if as_json:
+        click.echo(json.dumps({"index": shown, "damaged": str(err), "fingerprint": m.fingerprint,
+                               "generation": m.generation, "counts": m.counts}))
+    else:
+        c = m.counts
+        click.echo(f"index       {display_path(shown)} (DAMAGED)")
+        click.echo(f"damaged     {display_path(str(err))}")
+        click.echo(f"model       {m.fingerprint}")
+        click.echo(f"last commit generation {m.generation}: {c.get('indexed', 0)} files "
+                   f"indexed, {c.get('failed', 0)} failed, {c.get('vectors', 0)} vectors "
+                   "(from manifest.json)")
+    return err.exit_code
 
 
 @cli.command()
@@ -656,6 +687,19 @@ def restore_manifest(index_dir: Path) -> int:
     """Rewrite a lost or unreadable manifest.json from the copy kept in the catalog."""
     m = VideoIndex.restore_manifest(index_dir)
     click.echo(f"restored {index_dir.absolute() / 'manifest.json'} (generation {m.generation})")
+    return 0
+
+
+@cli.command("restore-catalog")
+@_index
+def restore_catalog(index_dir: Path) -> int:
+    """Put back the copy of the last commit's catalog (catalog.sqlite.copy) in place of a
+    damaged catalog.sqlite; the damaged file is kept beside it."""
+    generation, aside = VideoIndex.restore_catalog(index_dir)
+    d = index_dir.absolute()
+    kept = f"the damaged file is kept as {display_path(aside.name)}" if aside else "it was lost"
+    click.echo(f"restored {display_path(d / 'catalog.sqlite')} from its copy (generation "
+               f"{generation}); {kept}")
     return 0
 
 

@@ -183,6 +183,19 @@ def caption(spec: ClipSpec, rng: np.random.Generator) -> str:
     )
 
 
+def captions(n: int, seed: int = 0) -> list[str]:
+    """``n`` captions drawn as the demo draws its clips' (single and two-object, training and
+    held-out combinations), without rendering: the caption corpus of the text benchmarks
+    and tests (10-30 tokens with BOS/EOS, median 15)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        spec = sample_spec(rng, heldout=i % 5 == 0, seed=seed,
+                           two=bool(rng.random() < TWO_OBJECT_FRACTION))
+        out.append(caption(spec, rng))
+    return out
+
+
 def shape_mask(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     """Inside-test in object coordinates (unit radius, v pointing down)."""
     if shape == "circle":

@@ -43,6 +43,13 @@ TOPK_INDICES = "topk_indices"  # video: the token selector's choice
 OUTPUT_NAMES: dict[Branch, tuple[str, ...]] = {
     "video": (OUTPUT_NAME, CLIP_EMBEDDINGS, TOPK_INDICES), "text": (OUTPUT_NAME,)}
 
+# The text graph's input is ``[batch, seq]``, seq from MIN_TEXT_LENGTH ([BOS, EOS]) to the
+# model's text length: the tower is causal and pools the first EOS, and padding is EOS, so a
+# batch cut after its longest text's first EOS encodes exactly as at full length (the
+# backends cut, :func:`pig.engine.backends.base.cut_text`). Bundles exported before have a
+# fixed length there (their manifest's text input shape says which).
+MIN_TEXT_LENGTH = 2
+
 
 def graph_file(branch: Branch, precision: str) -> str:
     """The file name of a branch's graph at a precision, inside the bundle."""

@@ -36,7 +36,13 @@ from pig.engine.bundle import (
     fingerprint,
     sha256_file,
 )
-from pig.engine.graphs import BRANCHES, INPUT_NAMES, OUTPUT_NAMES, graph_file
+from pig.engine.graphs import (
+    BRANCHES,
+    INPUT_NAMES,
+    MIN_TEXT_LENGTH,
+    OUTPUT_NAMES,
+    graph_file,
+)
 from pig.engine.host.fsutil import make_temp_dir, write_json_atomic
 from pig.errors import PigError
 from pig.export.checkpoint import LoadedCheckpoint
@@ -112,16 +118,20 @@ def check_sample_outputs(embeddings: dict[str, Tensor]) -> None:
 
 
 def export_graph(module: nn.Module, example: Tensor, path: Path, input_name: str,
-                 output_names: tuple[str, ...]) -> None:
-    """Dynamo export with a dynamic batch dimension only."""
+                 output_names: tuple[str, ...], seq: tuple[int, int] | None = None) -> None:
+    """Dynamo export with a dynamic batch dimension, and with ``seq = (min, max)`` a dynamic
+    sequence dimension 1 too (the text graph: ``[batch, seq]``)."""
     batch = torch.export.Dim("batch", min=1, max=4096)
+    dims = {0: batch}
+    if seq is not None:
+        dims[1] = torch.export.Dim("seq", min=seq[0], max=seq[1])
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # optional-op registry chatter
     with torch.no_grad(), contextlib.redirect_stdout(None), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch.export internals, not ours
         torch.onnx.export(
             module.eval(), (example,), str(path), dynamo=True, opset_version=OPSET,
             input_names=[input_name], output_names=list(output_names),
-            dynamic_shapes=({0: batch},), external_data=False, verbose=False)
+            dynamic_shapes=(dims,), external_data=False, verbose=False)
     model = onnx.load(str(path))
     onnx.checker.check_model(model, full_check=True)
 
@@ -187,7 +197,8 @@ def export_bundle(ckpt: LoadedCheckpoint, out_dir: str | Path,
             export_graph(VideoGraph(model), pixels, video, INPUT_NAMES["video"],
                          OUTPUT_NAMES["video"])
         with stage(f"export {text.name}"):
-            export_graph(TextGraph(model), ids, text, INPUT_NAMES["text"], OUTPUT_NAMES["text"])
+            export_graph(TextGraph(model), ids, text, INPUT_NAMES["text"], OUTPUT_NAMES["text"],
+                         seq=(MIN_TEXT_LENGTH, model.cfg.text_max_length))
         parity: dict[str, float] = {}
         with stage("parity: ONNX Runtime vs PyTorch"), torch.no_grad():
             v, t = model.encode_video(pixels), model.encode_text(ids)

@@ -1,8 +1,10 @@
 """The backend interface shared by ONNX Runtime and TensorRT, the row that registers a
-backend on a device (:class:`Row`), and batch splitting."""
+backend on a device (:class:`Row`), batch splitting, and the text batches cut to their
+tokens."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -160,3 +162,40 @@ def run_in_chunks(
     if x.shape[0] <= max_batch:
         return fn(x)
     return np.concatenate([fn(x[s]) for s in chunks(x.shape[0], max_batch)], axis=0)
+
+
+TEXT_BUCKET = 4  # rows whose lengths fall in one 4-token band share an encoder call
+
+
+def text_lengths(input_ids: np.ndarray, eos_id: int) -> np.ndarray:
+    """Per row of ``input_ids [B, L]``, the columns up to and including its first EOS (all
+    ``L`` for a row without one)."""
+    is_eos = input_ids == eos_id
+    return np.where(is_eos.any(axis=1), is_eos.argmax(axis=1) + 1, input_ids.shape[1])
+
+
+def encode_cut_text(run: Callable[[np.ndarray], np.ndarray], input_ids: np.ndarray,
+                    eos_id: int, min_length: int, max_batch: int,
+                    bucket: int = TEXT_BUCKET) -> np.ndarray:
+    """``run`` (a text graph with a dynamic sequence axis) over ``input_ids [B, L]`` with the
+    padding cut off: rows are grouped by length in ``bucket``-token bands, and each group is
+    cut after its longest row's first EOS (no shorter than ``min_length``; at most
+    ``max_batch`` rows a call). Exact for the CLIP text tower: causal, pooled at the first EOS,
+    padded with EOS, so no output depends on a column after it. Rows come back in order."""
+    n = len(input_ids)
+    if n == 0:
+        return run(input_ids)
+    lengths = np.maximum(text_lengths(input_ids, eos_id), min(min_length, input_ids.shape[1]))
+    order = np.argsort(lengths, kind="stable")
+    band = (lengths[order] - 1) // bucket
+    starts = np.flatnonzero(np.diff(band, prepend=-1))
+    out: np.ndarray | None = None
+    for lo, hi in itertools.pairwise([*starts.tolist(), n]):
+        for part in chunks(hi - lo, max_batch):
+            rows = order[lo + part.start:lo + part.stop]
+            got = run(np.ascontiguousarray(input_ids[rows, :int(lengths[rows].max())]))
+            if out is None:
+                out = np.empty((n, *got.shape[1:]), got.dtype)
+            out[rows] = got
+    assert out is not None
+    return out

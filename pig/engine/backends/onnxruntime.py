@@ -10,8 +10,15 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from pig.engine.backends.accuracy import pick_on_cpu
-from pig.engine.backends.base import Closable, Row, Settings, fastest, run_in_chunks
-from pig.engine.graphs import BRANCHES, INPUT_NAMES, OUTPUT_NAME, Branch
+from pig.engine.backends.base import (
+    Closable,
+    Row,
+    Settings,
+    encode_cut_text,
+    fastest,
+    run_in_chunks,
+)
+from pig.engine.graphs import BRANCHES, INPUT_NAMES, MIN_TEXT_LENGTH, OUTPUT_NAME, Branch
 from pig.engine.host import gpu as gpu_probe
 from pig.errors import BackendUnavailable
 
@@ -119,29 +126,43 @@ class OrtBackend(Closable):
                 raise BackendUnavailable(f"{path}: graph inputs {inputs}, expected {name!r}")
             self._sessions[branch] = session
             self._dtypes[branch] = _NP_DTYPE[inputs[name]]
+        # a text graph with a dynamic sequence axis ([batch, seq]) gets batches cut to their
+        # tokens; one of fixed length (bundles exported before) gets them as they are
+        text = self._sessions.get("text")
+        dynamic = text is not None and not isinstance(text.get_inputs()[0].shape[1], int)
+        self._eos = bundle.tokenizer_spec.eos_id if dynamic else None
         self.device = _PROVIDER[device]
         if device == "cuda":
             self.device += f" on {gpu_probe.probe_gpu()}"
         self._video_shape = (bundle.recipe.num_frames, 3, bundle.recipe.size, bundle.recipe.size)
 
-    def _run(self, branch: Branch, x: np.ndarray) -> np.ndarray:
+    def _runner(self, branch: Branch) -> Callable[[np.ndarray], np.ndarray]:
+        """One session call on at most ``max_batch`` rows."""
         self._check_open()
         if branch not in self._sessions:
             raise BackendUnavailable(f"this backend was opened without the {branch} graph")
-        session = self._sessions[branch]
-        x = np.ascontiguousarray(x, dtype=self._dtypes[branch])
+        session, name = self._sessions[branch], INPUT_NAMES[branch]
 
         def run(chunk: np.ndarray) -> np.ndarray:
-            out = session.run([OUTPUT_NAME], {INPUT_NAMES[branch]: chunk})[0]
+            out = session.run([OUTPUT_NAME], {name: chunk})[0]
             return np.asarray(out, dtype=np.float32)
 
+        return run
+
+    def _run(self, branch: Branch, x: np.ndarray) -> np.ndarray:
+        run = self._runner(branch)
+        x = np.ascontiguousarray(x, dtype=self._dtypes[branch])
         return run_in_chunks(run, x, self.options.max_batch)
 
     def encode_video(self, pixel_values: np.ndarray) -> np.ndarray:
         return self._run("video", pixel_values)
 
     def encode_text(self, input_ids: np.ndarray) -> np.ndarray:
-        return self._run("text", input_ids)
+        if self._eos is None:  # a fixed-length graph (bundles exported before): as it is
+            return self._run("text", input_ids)
+        x = np.asarray(input_ids, dtype=self._dtypes.get("text", np.int64))
+        return encode_cut_text(self._runner("text"), x, self._eos, MIN_TEXT_LENGTH,
+                               self.options.max_batch)
 
     def video_input_buffers(self, count: int, batch: int) -> list[np.ndarray]:
         self._check_open()

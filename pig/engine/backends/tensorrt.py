@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pig.engine.backends.base import Closable, Row, Settings, chunks, fastest
+from pig.engine.backends.base import Closable, Row, Settings, chunks, encode_cut_text, fastest
 from pig.engine.graphs import INPUT_NAMES, OUTPUT_NAME, Branch
 from pig.engine.host import gpu as gpu_probe
 from pig.engine.host.fsutil import write_atomic
@@ -109,6 +109,10 @@ class _Engine:
                 min_shape, _, max_shape = self.engine.get_tensor_profile_shape(self.input_name, 0)
                 self.min_batch, self.max_batch = int(min_shape[0]), int(max_shape[0])
                 self.in_shape = tuple(int(d) for d in max_shape)
+                # a text engine whose profile spans text lengths: (min, max) of dim 1
+                self.lengths = ((int(min_shape[1]), int(max_shape[1]))
+                                if branch == "text" and int(min_shape[1]) < int(max_shape[1])
+                                else None)
                 out_dim = int(self.engine.get_tensor_shape(self.output_name)[-1])
                 self.in_dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(self.input_name)))
                 out_dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(self.output_name)))
@@ -173,10 +177,17 @@ class _Engine:
         """Queue ``x`` (at most ``max_batch`` rows) and return its slot for :meth:`collect`.
         ``x`` may be (rows of) a handed-out pinned array, then the copy reads it in place and
         it must stay unchanged until collected; else it is staged in pinned memory. Fewer
-        rows than the profile's min are padded with copies of the first row."""
-        if x.shape[1:] != self.in_shape[1:]:
+        rows than the profile's min are padded with copies of the first row. A text engine
+        with a length range takes any length in it (rows packed at the start of the staging
+        buffer)."""
+        shape = self.in_shape[1:]
+        if self.lengths is not None and self.lengths[0] <= x.shape[-1] <= self.lengths[1]:
+            shape = x.shape[1:]
+        if x.shape[1:] != shape:
+            want = (f"{self.lengths[0]}..{self.lengths[1]}" if self.lengths else
+                    ", ".join(map(str, self.in_shape[1:])))
             raise ValueError(f"{self.input_name}: got shape {x.shape}, engine expects "
-                             f"[B, {', '.join(map(str, self.in_shape[1:]))}]")
+                             f"[B, {want}]")
         slot = self._slots[self._next]
         if slot.rows is not None:
             raise RuntimeError("both TensorRT slots are in flight: collect one first")
@@ -184,11 +195,12 @@ class _Engine:
         b = max(n, self.min_batch)
         cuda = self.cuda
         cuda.bind()
-        src = self._pinned_source(x, b)
+        src = self._pinned_source(x, b) if shape == self.in_shape[1:] else None
         if src is None:
             if self._staged is not None:
                 cuda.wait(self._staged)  # the previous copy out of the staging buffer
-            src = self.host_in.array
+            # the leading bytes of the staging buffer, as a [b, *shape] array
+            src = self.host_in.array.reshape(-1)[:b * int(np.prod(shape))].reshape(b, *shape)
             np.copyto(src[:n], x, casting="same_kind")
             self._staged = slot.copied
         src[n:b] = src[0]
@@ -198,7 +210,7 @@ class _Engine:
         cuda.record(slot.copied, self.copy_stream)
         cuda.stream_wait(self.stream, slot.copied)
         with _step("TensorRT enqueue"):
-            self.context.set_input_shape(self.input_name, (b, *self.in_shape[1:]))
+            self.context.set_input_shape(self.input_name, (b, *shape))
             self.context.set_tensor_address(self.input_name, slot.dev_in.ptr)
             self.context.set_tensor_address(self.output_name, slot.dev_out.ptr)
             queued = self.context.execute_async_v3(int(self.stream))
@@ -279,6 +291,7 @@ class TrtBackend(Closable):
             with _step("opening CUDA"):
                 self._cuda = Cuda(gpu)
             self.precision = precision
+            self._eos = bundle.tokenizer_spec.eos_id
             self.flavour = flavour.label  # "TensorRT 10.9.0" / "TensorRT-RTX 1.7.1.116"
             with _step("building the TensorRT engines"):
                 plans = {b: ensure_plan(bundle, b, precision, profile, workspace_bytes,
@@ -310,7 +323,11 @@ class TrtBackend(Closable):
         return self._engine("video").run(pixel_values)
 
     def encode_text(self, input_ids: np.ndarray) -> np.ndarray:
-        return self._engine("text").run(input_ids)
+        e = self._engine("text")
+        if e.lengths is None:  # a fixed-length text engine (bundles exported before)
+            return e.run(input_ids)
+        return encode_cut_text(e.run, np.asarray(input_ids), self._eos, e.lengths[0],
+                               e.max_batch)
 
     def video_input_buffers(self, count: int, batch: int) -> list[np.ndarray]:
         return self._engine("video").pinned_inputs(count, batch)

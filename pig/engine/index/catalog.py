@@ -10,27 +10,38 @@ that matches the committed rows, and it changes in the same SQLite transaction a
 A writer keeps its changes in one open transaction until :meth:`Catalog.commit`; a reader
 holds one read transaction (a WAL snapshot) for its whole life, so it sees one generation;
 it writes nothing, and works in a folder it cannot write (see :func:`_open_snapshot`).
+
+Damage: every SQLite failure on the catalog (a malformed image, another file in its place, an
+I/O error, a lock held past the timeout) is an :class:`~pig.errors.IndexDamaged` naming the
+file and the cause (:func:`catalog_fault`), whichever method meets it. A writer checks the
+whole file (``PRAGMA quick_check``: 0.35 s at 1M files) before it changes anything, and keeps
+``catalog.sqlite.copy``, the same rows committed in the same transaction
+(:mod:`pig.engine.index.catalog_copy`), which ``pig-engine restore-catalog`` puts back.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import inspect
 import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from pig.engine.host.fsutil import sqlite_out_of_space
 from pig.engine.host.regular_file import read_regular
 from pig.engine.media.sources import digest_blocks
-from pig.errors import IndexStoreError
+from pig.errors import IndexDamaged, IndexStoreError
 
 CATALOG_NAME = "catalog.sqlite"
+COPY_NAME = f"{CATALOG_NAME}.copy"  # the last commit's rows, kept by the writer
 INDEXED, FAILED = "indexed", "failed"
 
 _SCHEMA = """
@@ -135,6 +146,77 @@ _FALL_BACK = (sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_I
 # UTF-8. Bound as bytes and cast to TEXT (SQLite keeps them as they are), read back with
 # surrogateescape, so a name round-trips and TEXT comparisons (``under``) still hold.
 _TEXT = "CAST(? AS TEXT)"
+
+
+# what an SQLite error code (the primary code) says about the catalog file
+_CAUSES = {
+    sqlite3.SQLITE_CORRUPT: "damaged index catalog",
+    sqlite3.SQLITE_NOTADB: "not an SQLite database (damaged, or another file in its place)",
+    sqlite3.SQLITE_IOERR: "I/O error reading the index catalog",
+    sqlite3.SQLITE_BUSY: "index catalog locked by another process past the timeout",
+    sqlite3.SQLITE_LOCKED: "index catalog locked by another process past the timeout",
+    sqlite3.SQLITE_ERROR: "not an index catalog (or a damaged one)",
+}
+# errors of this program, not of the file: never reported as damage
+_OURS = (sqlite3.ProgrammingError, sqlite3.InterfaceError, sqlite3.IntegrityError)
+
+
+def restore_hint(path: Path) -> str:
+    """What to do about a damaged catalog at ``path`` (the main one, or its copy)."""
+    if path.name == COPY_NAME:
+        return ("the writer's copy of the catalog is unusable too: restore the index folder "
+                "from a backup, or index the videos again into a new folder")
+    return (f"`pig-engine restore-catalog --index {path.parent}` puts back the copy of the "
+            "last commit (see docs/troubleshooting.md)")
+
+
+def catalog_fault(path: Path, exc: Exception) -> IndexStoreError:
+    """The one-line error of an SQLite failure on the catalog at ``path``: a full disk, or
+    :class:`IndexDamaged` naming the file, the cause and the way back."""
+    if sqlite_out_of_space(exc, path.parent):
+        return IndexStoreError(f"{path}: no space left on device")
+    code = getattr(exc, "sqlite_errorcode", sqlite3.SQLITE_CORRUPT) & 0xFF
+    cause = _CAUSES.get(code, "unreadable index catalog")
+    return IndexDamaged(f"{path}: {cause} ({exc}); {restore_hint(path)}")
+
+
+_F = TypeVar("_F")
+
+
+def _guarded(method: _F) -> _F:
+    """Turn the SQLite errors a :class:`Catalog` method (or generator) meets into
+    :func:`catalog_fault`; errors of this program's own SQL pass through."""
+    def fault(self: Catalog, exc: sqlite3.DatabaseError) -> IndexStoreError:
+        if isinstance(exc, _OURS):
+            raise exc
+        return catalog_fault(self.path, exc)
+
+    if inspect.isgeneratorfunction(method):
+        @functools.wraps(method)
+        def rows(self: Catalog, *args: Any, **kwargs: Any) -> Iterator[Any]:
+            try:
+                yield from method(self, *args, **kwargs)
+            except sqlite3.DatabaseError as exc:
+                raise fault(self, exc) from None
+        return rows  # type: ignore[return-value]
+
+    @functools.wraps(method)  # type: ignore[arg-type]
+    def call(self: Catalog, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)  # type: ignore[operator]
+        except sqlite3.DatabaseError as exc:
+            raise fault(self, exc) from None
+    return call  # type: ignore[return-value]
+
+
+def quick_check(db: sqlite3.Connection) -> str | None:
+    """The first problem ``PRAGMA quick_check`` finds in ``db`` (every page and b-tree of
+    the file, not the rows' contents against the indexes), or None."""
+    first = db.execute("PRAGMA quick_check(1)").fetchone()
+    if first is not None and first[0] == "ok":
+        return None
+    lines = str(first and first[0]).splitlines()  # "*** in database main ***", the problem
+    return " ".join(line for line in lines if not line.startswith("***")) or "failed"
 
 
 def _to_db(text: str | None) -> bytes | None:
@@ -256,55 +338,78 @@ class Catalog:
     """The ``catalog.sqlite`` of an index directory (see module docstring)."""
 
     def __init__(self, path: Path, *, writable: bool) -> None:
+        """Open ``path``; ``writable`` checks it (``quick_check``) and keeps
+        :data:`COPY_NAME` beside it in step (see module docstring)."""
         self.path = path
         self.writable = writable
         if not path.is_file():
-            raise IndexStoreError(f"{path}: index catalog is missing")
+            kept = path.name == CATALOG_NAME and (path.parent / COPY_NAME).is_file()
+            raise IndexStoreError(f"{path}: index catalog is missing"
+                                  + (f"; {restore_hint(path)}" if kept else ""))
         try:
             if writable:
                 self._db = _connect(str(path))
                 self._db.execute("PRAGMA synchronous=FULL")
-                self._db.execute("PRAGMA journal_mode=WAL")
             else:
                 self._db = _open_snapshot(path)
-            self.generation = int(self._meta("generation"))  # type: ignore[arg-type]  # None: caught
-            self._counts: dict[str, int] | None = None  # kept up to date once counted
-            has_table = self._db.execute(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'segments'"
-            ).fetchone()
-            if writable and not has_table:
-                self._add_segments_table()
-            has_etag = any(row[1] == "etag"
-                           for row in self._db.execute("PRAGMA table_info(files)"))
-            if writable and not has_etag:
-                self._db.execute(_ETAG)
-            self._columns = _COLUMNS + (", etag" if has_etag or writable else ", NULL")
-            self._segments = "segments" if has_table or writable else _LEGACY_SEGMENTS
-            have = {row[1] for row in self._db.execute("PRAGMA table_info(files)")}
-            if writable and not have >= FACT_COLUMNS.keys():
-                self._add_fact_columns(have)
-                have |= FACT_COLUMNS.keys()
-            self._facts = [c for c in FACT_COLUMNS if c in have]  # a reader's older catalog
-            if writable:
-                self._db.execute(_THUMBNAILS_TABLE)  # additive: older catalogs gain it
-            self._thumbnails = writable or bool(self._db.execute(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'thumbnails'"
-            ).fetchone())
-            self._has_partial = writable or bool(self._db.execute(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'partial'"
-            ).fetchone())
-            if writable:  # additive: older catalogs get the table, older readers ignore it
-                self._db.execute(_PARTIAL_TABLE)
-        except (sqlite3.DatabaseError, TypeError, ValueError) as exc:
-            if sqlite_out_of_space(exc, path.parent):
-                raise IndexStoreError(f"{path}: no space left on device") from None
-            raise IndexStoreError(f"{path}: unreadable index catalog ({exc})") from None
+        except sqlite3.DatabaseError as exc:
+            raise catalog_fault(path, exc) from None
+        try:
+            self._open()
+        except BaseException:
+            self._db.close()
+            raise
+
+    @_guarded
+    def _open(self) -> None:
+        if self.writable:
+            self.check()
+        try:
+            self.generation = int(self._meta("generation"))  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise IndexDamaged(f"{self.path}: not an index catalog (no commit record); "
+                               f"{restore_hint(self.path)}") from None
+        if self.writable:  # once it is known to be a catalog: nothing else is changed
+            self._db.execute("PRAGMA journal_mode=WAL")
+        self._counts: dict[str, int] | None = None  # kept up to date once counted
+        has_table = self._db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'segments'"
+        ).fetchone()
+        if self.writable and not has_table:
+            self._add_segments_table()
+        has_etag = any(row[1] == "etag"
+                       for row in self._db.execute("PRAGMA table_info(files)"))
+        if self.writable and not has_etag:
+            self._db.execute(_ETAG)
+        self._columns = _COLUMNS + (", etag" if has_etag or self.writable else ", NULL")
+        self._segments = "segments" if has_table or self.writable else _LEGACY_SEGMENTS
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(files)")}
+        if self.writable and not have >= FACT_COLUMNS.keys():
+            self._add_fact_columns(have)
+            have |= FACT_COLUMNS.keys()
+        self._facts = [c for c in FACT_COLUMNS if c in have]  # a reader's older catalog
+        if self.writable:
+            self._db.execute(_THUMBNAILS_TABLE)  # additive: older catalogs gain it
+        self._thumbnails = self.writable or bool(self._db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'thumbnails'"
+        ).fetchone())
+        self._has_partial = self.writable or bool(self._db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'partial'"
+        ).fetchone())
+        if self.writable:  # additive: older catalogs get the table, older readers ignore it
+            self._db.execute(_PARTIAL_TABLE)
+        self._copy: sqlite3.Connection | None = None  # the writer's copy (catalog_copy)
+        if self.writable:
+            from pig.engine.index.catalog_copy import open_copy
+
+            self._copy = open_copy(self._db, self.path, self.generation)
 
     @classmethod
     def create(cls, path: Path) -> Catalog:
         """A new, empty catalog at generation 0 (replaces leftovers of an interrupted create)."""
-        for stale in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
-            stale.unlink(missing_ok=True)
+        for name in (path.name, COPY_NAME):
+            for side in ("", "-wal", "-shm"):
+                (path.parent / f"{name}{side}").unlink(missing_ok=True)
         db = sqlite3.connect(path, isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
         db.executescript(_SCHEMA + _SEGMENTS_TABLE + ";\n" + _THUMBNAILS_TABLE + ";\n"
@@ -313,6 +418,7 @@ class Catalog:
         db.close()
         return cls(path, writable=True)
 
+    @_guarded
     def _add_segments_table(self) -> None:
         """Upgrade a catalog written before segments: same vectors, same keys (atomic)."""
         self._db.execute("BEGIN IMMEDIATE")
@@ -320,6 +426,7 @@ class Catalog:
         self._db.execute(f"INSERT INTO segments SELECT * FROM {_LEGACY_SEGMENTS}")
         self._db.execute("COMMIT")
 
+    @_guarded
     def _add_fact_columns(self, have: set[str]) -> None:
         """Upgrade a catalog written before the fact columns (atomic, idempotent): add them,
         durations from the segments; :meth:`unfilled` lists the files whose stream facts the
@@ -333,7 +440,15 @@ class Catalog:
         self._db.execute(f"INSERT OR REPLACE INTO meta VALUES ('{_FACTS_FILLED}', '0')")
         self._db.execute("COMMIT")
 
+    @_guarded
+    def check(self) -> None:
+        """Raise :class:`IndexDamaged` if ``PRAGMA quick_check`` finds a problem."""
+        if problem := quick_check(self._db):
+            raise IndexDamaged(f"{self.path}: damaged index catalog (quick_check: {problem}); "
+                               f"{restore_hint(self.path)}")
+
     # --- reads -------------------------------------------------------------------------
+    @_guarded
     def unfilled(self) -> list[FileRecord] | None:
         """Indexed files of an upgraded catalog whose stream facts were never read (None:
         nothing to do)."""
@@ -341,6 +456,7 @@ class Catalog:
             return None
         return [r for r in self.records(INDEXED) if self.facts([r.key])[r.key]["codec"] is None]
 
+    @_guarded
     def facts(self, keys: Iterable[int]) -> dict[int, dict[str, Any]]:
         """Stream facts and user metadata (``meta``: a dict) of files ``keys`` (missing
         columns of an older catalog read as None)."""
@@ -353,6 +469,7 @@ class Catalog:
             out[key] = row
         return out
 
+    @_guarded
     def matching(self, where: str, params: list[Any]) -> np.ndarray:
         """Sorted int64 vector keys of the indexed segments for which the SQL condition
         ``where`` (over ``files f`` and ``segments s``, see :data:`FIELDS`) holds."""
@@ -367,6 +484,7 @@ class Catalog:
             raise IndexStoreError(f"{self.path}: cannot apply the filter ({exc})") from None
         return np.asarray(keys, dtype=np.int64)
 
+    @_guarded
     def summary(self, top: int = 20) -> dict[str, Any]:
         """What the indexed files are: their count, segments, total duration (seconds, of
         those that know it), and the ``top`` extensions, codecs and folders by files."""
@@ -383,12 +501,14 @@ class Catalog:
                 "codecs": counts("f.codec" if "codec" in self._facts else "NULL"),
                 "folders": counts("pig_folder(f.path)")}
 
+    @_guarded
     def segment_key(self, file_key: int, ordinal: int) -> int | None:
         """The vector key of segment ``ordinal`` of file ``file_key`` (None: no such)."""
         row = self._db.execute(f"SELECT s.key FROM {self._segments} s JOIN files f ON "
                                "f.key = s.file_key WHERE s.file_key = ? AND s.ordinal = ? "
                                "AND f.status = 'indexed'", (file_key, ordinal)).fetchone()
         return None if row is None else int(row[0])
+    @_guarded
     def partial(self, key: int | None = None) -> dict[int, tuple[float, int, int | None]]:
         """Files committed in part (all, or the one with ``key``): file key -> (done_s,
         segments committed, total or None)."""
@@ -405,28 +525,33 @@ class Catalog:
         row = self._db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
         return row[0] if row else None
 
+    @_guarded
     def lookup(self, path: str) -> FileRecord | None:
         row = self._db.execute(f"SELECT {self._columns} FROM files WHERE path = {_TEXT}",
                                (_to_db(path),)).fetchone()
         return FileRecord(*row) if row else None
 
+    @_guarded
     def records(self, status: str | None = None) -> Iterator[FileRecord]:
         """All rows (or those with ``status``), ordered by key."""
         where, args = ("WHERE status = ?", (status,)) if status else ("", ())
         cur = self._db.execute(f"SELECT {self._columns} FROM files {where} ORDER BY key", args)
         yield from (FileRecord(*row) for row in cur)
 
+    @_guarded
     def under(self, folder: str) -> list[FileRecord]:
         """Rows whose path lies inside ``folder``."""
         sql = (f"SELECT {self._columns} FROM files WHERE path >= {_TEXT} AND path < {_TEXT} "
                "ORDER BY key")
         return [FileRecord(*row) for row in self._db.execute(sql, _inside(folder))]
 
+    @_guarded
     def count_under(self, folder: str) -> int:
         """How many rows :meth:`under` gives (one index range scan)."""
         sql = f"SELECT COUNT(*) FROM files WHERE path >= {_TEXT} AND path < {_TEXT}"
         return int(self._db.execute(sql, _inside(folder)).fetchone()[0])
 
+    @_guarded
     def segment_counts(self) -> dict[int, int]:
         """Segments per file key (indexed files only)."""
         sql = f"SELECT file_key, COUNT(*) FROM {self._segments} GROUP BY file_key"
@@ -440,20 +565,25 @@ class Catalog:
             part = keys[i : i + 500]
             yield from self._db.execute(sql.format(marks=",".join("?" * len(part))), part)
 
+    @_guarded
     def paths(self, keys: Iterable[int]) -> dict[int, str]:
         return dict(self._rows_in("SELECT key, path FROM files WHERE key IN ({marks})", keys))
 
+    @_guarded
     def parts(self) -> dict[str, Any]:
         """The committed vectors files (``meta.parts``: base and delta, see ``vectors.py``)."""
         return json.loads(self._meta("parts") or "{}")
 
+    @_guarded
     def tombstones(self) -> set[int]:
         return {int(k) for (k,) in self._db.execute("SELECT key FROM tombstones")}
 
+    @_guarded
     def manifest_copy(self) -> str | None:
         """The index manifest as of the last commit (for restoring a lost ``manifest.json``)."""
         return self._meta("manifest")
 
+    @_guarded
     def counts(self) -> dict[str, int]:
         """Rows per status; counted once (a scan: ~1 s at 1M rows), then kept up to date by
         the writes, so that a commit's summary costs nothing."""
@@ -468,9 +598,11 @@ class Catalog:
                 if status is not None:
                     self._counts[status] += step
 
+    @_guarded
     def segment_count(self) -> int:
         return int(self._db.execute(f"SELECT COUNT(*) FROM {self._segments}").fetchone()[0])
 
+    @_guarded
     def segment_keys(self, file_keys: Iterable[int]) -> list[int]:
         """The vector keys of the segments of ``file_keys``."""
         sql = f"SELECT key FROM {self._segments} WHERE file_key IN ({{marks}}) ORDER BY key"
@@ -480,6 +612,7 @@ class Catalog:
         """The segment rows (with their file's path) of vector ``keys``."""
         return {key: SegmentRecord(key, *row) for key, row in self.segment_rows(keys).items()}
 
+    @_guarded
     def segment_rows(self, keys: Iterable[int]
                      ) -> dict[int, tuple[int, str, int, float, float | None]]:
         """:meth:`segments` as plain tuples ``(file_key, path, ordinal, start_s, end_s)`` (what
@@ -489,6 +622,7 @@ class Catalog:
                f"WHERE s.key IN ({{marks}})")
         return {row[0]: row[1:] for row in self._rows_in(sql, keys)}
 
+    @_guarded
     def longest(self) -> tuple[str, float] | None:
         """The indexed file with the longest known span and its length in seconds."""
         row = self._db.execute(
@@ -499,18 +633,48 @@ class Catalog:
         return (row[0], float(row[1])) if row else None
 
     # --- writes (pending until commit) ---------------------------------------------------
+    @_guarded
     def _write(self, sql: str, args: tuple | list = ()) -> sqlite3.Cursor:
+        """Run a change on the catalog and on its copy (pending until :meth:`commit`)."""
         if not self.writable:
             raise IndexStoreError(f"{self.path}: catalog is open read-only")
         if not self._db.in_transaction:
             self._db.execute("BEGIN IMMEDIATE")
-        return self._db.execute(sql, args)
+        cur = self._db.execute(sql, args)
+        if self._copy is not None:
+            self._on_copy(lambda db: db.execute(sql, args), cur.lastrowid)
+        return cur
 
+    @_guarded
     def _write_many(self, sql: str, rows: list[tuple]) -> None:
         if rows:
             self._write("SELECT 1")
             self._db.executemany(sql, rows)
+            if self._copy is not None:
+                self._on_copy(lambda db: db.executemany(sql, rows), None)
 
+    def _on_copy(self, change: Callable[[sqlite3.Connection], sqlite3.Cursor],
+                 rowid: int | None) -> None:
+        """Make ``change`` on the copy too; a copy that fails or drifts (another key) is
+        dropped for this session, left at its generation for the next writer to remake."""
+        assert self._copy is not None
+        try:
+            if not self._copy.in_transaction:
+                self._copy.execute("BEGIN IMMEDIATE")
+            cur = change(self._copy)
+            cur.fetchall()  # steps a RETURNING statement to its end
+            if rowid is not None and cur.lastrowid != rowid:
+                raise sqlite3.DatabaseError(f"copy gave key {cur.lastrowid}, not {rowid}")
+        except sqlite3.DatabaseError:
+            self._drop_copy()
+
+    def _drop_copy(self) -> None:
+        if self._copy is not None:
+            with contextlib.suppress(sqlite3.DatabaseError):
+                self._copy.close()  # rolls back
+            self._copy = None
+
+    @_guarded
     def upsert(
         self,
         path: str,
@@ -543,6 +707,7 @@ class Catalog:
         self._recount(old.status, status)
         return old.key, old
 
+    @_guarded
     def rename(self, key: int, path: str, size: int | None, mtime_ns: int | None,
                etag: str | None = None) -> None:
         """Give row ``key`` a new path and stat: its key, segments and vectors stay."""
@@ -550,6 +715,7 @@ class Catalog:
                     "updated_at = ? WHERE key = ?",
                     (_to_db(path), size, mtime_ns, etag, time.time(), key))
 
+    @_guarded
     def set_facts(self, key: int, facts: dict[str, Any]) -> None:
         """Set stream facts (``FACT_COLUMNS`` but ``meta``) of file ``key``."""
         names = [n for n in facts if n != "meta"]
@@ -560,15 +726,18 @@ class Catalog:
             self._write(f"UPDATE files SET {', '.join(f'{n} = ?' for n in names)} "
                         "WHERE key = ?", (*(facts[n] for n in names), key))
 
+    @_guarded
     def facts_filled(self) -> None:
         """Note that an upgraded catalog's stream facts were read (see :meth:`unfilled`)."""
         self._write(f"INSERT OR REPLACE INTO meta VALUES ('{_FACTS_FILLED}', '1')")
 
+    @_guarded
     def set_meta(self, key: int, meta: dict[str, Any]) -> None:
         """Replace the user metadata of file ``key`` (a JSON object)."""
         self._write("UPDATE files SET meta = ? WHERE key = ?",
                     (json.dumps(meta, ensure_ascii=False, sort_keys=True) if meta else None, key))
 
+    @_guarded
     def touch(self, key: int, size: int, mtime_ns: int | None, etag: str | None = None) -> None:
         """Record a new size/mtime (and ETag) for a file whose content is unchanged."""
         self._write(
@@ -576,6 +745,7 @@ class Catalog:
             (size, mtime_ns, etag, time.time(), key),
         )
 
+    @_guarded
     def set_segments(self, file_key: int,
                      spans: Iterable[tuple[float, float | None]]) -> tuple[list[int], list[int]]:
         """Replace the segments of ``file_key`` by ``spans`` (in order); returns the vector keys
@@ -590,6 +760,7 @@ class Catalog:
             new.append(int(cur.lastrowid or 0))
         return old, new
 
+    @_guarded
     def append_segments(self, file_key: int, first: int,
                         spans: Iterable[tuple[float, float | None]]) -> list[int]:
         """Add segments ``first, first + 1, ...`` of ``file_key``; returns their vector keys."""
@@ -602,12 +773,14 @@ class Catalog:
             new.append(int(cur.lastrowid or 0))
         return new
 
+    @_guarded
     def set_partial(self, file_key: int, done_s: float | None, total: int | None = None) -> None:
         """Mark ``file_key`` committed up to ``done_s`` seconds (None: complete)."""
         self._write("DELETE FROM partial WHERE file_key = ?", (file_key,))
         if done_s is not None:
             self._write("INSERT INTO partial VALUES (?, ?, ?)", (file_key, float(done_s), total))
 
+    @_guarded
     def drop_segments(self, file_key: int) -> list[int]:
         """Delete the segments of ``file_key`` (and their thumbnails); returns their keys."""
         old = self.segment_keys([file_key])
@@ -616,11 +789,13 @@ class Catalog:
         self._write("DELETE FROM segments WHERE file_key = ?", (file_key,))
         return old
 
+    @_guarded
     def set_thumbnails(self, keys: Iterable[int], images: Iterable[bytes | None]) -> None:
         """Keep the thumbnail of each segment ``keys`` (None: none was made)."""
         self._write_many("INSERT OR REPLACE INTO thumbnails VALUES (?, ?)",
                          [(k, im) for k, im in zip(keys, images, strict=True) if im])
 
+    @_guarded
     def thumbnail(self, key: int) -> bytes | None:
         """The JPEG thumbnail of segment ``key`` (None: none, or a catalog made before)."""
         if not self._thumbnails:
@@ -628,6 +803,7 @@ class Catalog:
         row = self._db.execute("SELECT image FROM thumbnails WHERE key = ?", (key,)).fetchone()
         return None if row is None else bytes(row[0])
 
+    @_guarded
     def delete(self, keys: Iterable[int]) -> None:
         """Delete files (and their segments)."""
         for k in keys:
@@ -637,6 +813,7 @@ class Catalog:
                                          (k,)).fetchall():
                 self._recount(status, None)
 
+    @_guarded
     def commit(
         self,
         generation: int,
@@ -655,12 +832,20 @@ class Catalog:
         for name, value in (("generation", str(generation)), ("parts", json.dumps(parts)),
                             ("manifest", manifest)):
             self._write("INSERT OR REPLACE INTO meta VALUES (?, ?)", (name, value))
+        if self._copy is not None:  # first: a crash before the commit point leaves it ahead
+            try:
+                self._copy.execute("COMMIT")
+            except sqlite3.DatabaseError:
+                self._drop_copy()
         self._db.execute("COMMIT")
         self.generation = generation
 
     def close(self) -> None:
-        """Close; a writer's uncommitted changes are rolled back."""
-        if self._db.in_transaction:
-            self._db.execute("ROLLBACK")
+        """Close; a writer's uncommitted changes are rolled back (by SQLite on close, if the
+        file is too damaged for a ROLLBACK)."""
+        with contextlib.suppress(sqlite3.DatabaseError):  # incl. closed before: idempotent
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
         self._counts = None
+        self._drop_copy()
         self._db.close()

@@ -265,11 +265,13 @@ class Preview(BaseModel):
 
 
 class Health(BaseModel):
-    status: Literal["live", "ready", "draining"]
+    status: Literal["live", "ready", "draining", "degraded"]
     generation: int | None = Field(None, description="the first index's generation (see "
                                    "pig_index_generation for each)")
     vectors: int | None = Field(None, description="vectors in all served indexes")
     model: str | None = None
+    degraded: list[str] | None = Field(None, description="status degraded: why, per damaged "
+                                       "index (one line naming the file)")
 
 
 class ErrorBody(BaseModel):

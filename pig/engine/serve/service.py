@@ -21,30 +21,38 @@ Threads and what they touch:
   one that cannot be reopened keeps serving its previous generation, the others move on. A
   generation is what one commit made, so a half-committed state is never served; removals
   arrive the same way.
+
+A damaged catalog (:class:`~pig.errors.IndexDamaged`, met by a search, a look-up or the
+watcher) marks its index degraded: ``/v1/health/ready`` answers 503 naming it, and searches
+answer 503 with the same line (embeddings go on), until the watcher reopens the index and its
+catalog passes ``quick_check`` (after ``pig-engine restore-catalog``). Each catalog is checked
+so at start-up too.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
 import sqlite3
 import stat
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from pig.engine.backends.base import text_lengths
 from pig.engine.index import INDEXED, FileRecord, VideoIndex, file_digest
 from pig.engine.index.catalog import SegmentRecord
 from pig.engine.query.engine import Prepared, QueryEngine
 from pig.engine.query.request import Answer, Request
 from pig.engine.serve.batcher import MicroBatcher
 from pig.engine.serve.metrics import Metrics
-from pig.errors import PigError
+from pig.errors import IndexDamaged, PigError
 
 
 @dataclass(frozen=True)
@@ -108,6 +116,13 @@ class Service:
         self.dim = bundle.embedding_dim
         self._index_lock = threading.Lock()
         self._reload_errors = [""] * len(self.index_dirs)  # the last one logged, per index
+        self.damage = [""] * len(self.index_dirs)  # per index: why it is degraded ("": not)
+        try:
+            for idx in self.engine.indexes:
+                idx.check_catalog()
+        except BaseException:
+            self.engine.close()
+            raise
         self._publish_state()
         self.batcher: MicroBatcher[_Queued, Encoded | Found] = MicroBatcher(
             self._run, max_batch=options.max_batch, max_wait_s=options.max_wait_ms / 1000,
@@ -140,7 +155,7 @@ class Service:
     def video(self, index: int, key: int) -> tuple[FileRecord, list[SegmentRecord]] | None:
         """The catalog row and segments of an indexed video with ``key`` in the served
         generation of the index at position ``index`` (a hit's ``index``; in range)."""
-        with self._index_lock:
+        with self._index_lock, self._degrading():
             idx = self.engine.indexes[index]
             rec = idx.record(key)
             if rec is None or rec.status != INDEXED:
@@ -149,7 +164,7 @@ class Service:
 
     def library(self) -> dict[str, Any]:
         """What the served indexes hold (:meth:`VideoIndex.summary`, summed over them)."""
-        with self._index_lock:
+        with self._index_lock, self._degrading():
             parts = [idx.summary() for idx in self.engine.indexes]
         out: dict[str, Any] = {"files": 0, "segments": 0, "duration_s": 0.0}
         for part in parts:
@@ -163,7 +178,7 @@ class Service:
     def thumbnail(self, index: int, key: int, segment: int) -> bytes | None:
         """The JPEG thumbnail of segment ``segment`` of the indexed video ``key`` in the
         served generation of the index at position ``index`` (in range)."""
-        with self._index_lock:
+        with self._index_lock, self._degrading():
             return self.engine.indexes[index].thumbnail(key, segment)
 
     def close(self) -> None:
@@ -182,8 +197,7 @@ class Service:
         with m.stage("encode"):
             vectors = engine.encode(ids)
         m.batch_size.observe(len(ids))
-        eos = engine.tokenizer.spec.eos_id
-        tokens = (np.argmax(ids == eos, axis=1) + 1).tolist()
+        tokens = text_lengths(ids, engine.tokenizer.spec.eos_id).tolist()
         out: list[Encoded | Found | BaseException] = []
         prepared, parts, owners = [], [], []
         start = 0
@@ -203,7 +217,14 @@ class Service:
         if prepared:
             with m.stage("search"), self._index_lock:
                 generations = [idx.generation for idx in engine.indexes]
-                answers = engine.execute(prepared, parts)
+                try:
+                    with self._degrading():
+                        answers = engine.execute(prepared, parts)
+                        if damaged := next((a for a in answers
+                                            if isinstance(a, IndexDamaged)), None):
+                            raise damaged  # a search covers every index: the 503 names it
+                except IndexDamaged as err:
+                    answers = [err] * len(prepared)
             for i, answer in zip(owners, answers, strict=True):
                 found = out[i]
                 if isinstance(found, Found):
@@ -213,6 +234,29 @@ class Service:
                         found.answers.append(answer)
                         found.generations[:] = generations
         return out
+
+    # --- degraded indexes ----------------------------------------------------------------
+    @contextlib.contextmanager
+    def _degrading(self) -> Iterator[None]:
+        """Refuse to use a degraded index, and mark the index whose catalog raises
+        :class:`IndexDamaged` degraded (its position found by the path the error names)."""
+        if why := next((d for d in self.damage if d), ""):
+            raise IndexDamaged(why)
+        try:
+            yield
+        except IndexDamaged as err:
+            named = [i for i, d in enumerate(self.index_dirs)
+                     if str(err).startswith(f"{d}{os.sep}")]
+            self._degrade(named[0] if named else 0, err)
+            raise
+
+    def _degrade(self, position: int, err: IndexDamaged) -> None:
+        """Mark the index at ``position`` degraded and close its catalog connection (so that
+        ``restore-catalog`` meets no reader of the damaged file). Under ``_index_lock``."""
+        if not self.damage[position]:
+            self.log(f"pig-engine serve: {self.index_dirs[position]}: degraded ({err})")
+            self.engine.indexes[position].close()
+        self.damage[position] = str(err)
 
     # --- live generations ----------------------------------------------------------------
     def _publish_state(self) -> list[tuple[int, int]]:
@@ -228,6 +272,9 @@ class Service:
             for position, directory in enumerate(self.index_dirs):
                 try:
                     self._reload(position)
+                except IndexDamaged as err:
+                    with self._index_lock:
+                        self._degrade(position, err)
                 except Exception as err:  # the watcher must outlive any failure
                     # keep serving this index's last good generation; say why once per
                     # distinct error
@@ -243,18 +290,27 @@ class Service:
         """Swap in the index at ``position`` if a newer generation was committed there."""
         directory = self.index_dirs[position]
         current = self.engine.indexes[position].generation  # only this thread changes it
-        if VideoIndex.committed_generation(directory) == current:
+        damaged = bool(self.damage[position])  # reopened once its catalog checks out again
+        if VideoIndex.committed_generation(directory) == current and not damaged:
             return
         fresh = VideoIndex.open(directory, view=True)
-        if fresh.fingerprint != self.model:
+        try:
+            if fresh.fingerprint != self.model:
+                raise PigError(f"{directory}: now holds vectors of another model "
+                               f"({fresh.fingerprint[:16]})")
+            if damaged:
+                fresh.check_catalog()
+        except BaseException:
             fresh.close()
-            raise PigError(f"{directory}: now holds vectors of another model "
-                           f"({fresh.fingerprint[:16]})")
-        if fresh.generation == current:
+            raise
+        if fresh.generation == current and not damaged:
             fresh.close()
             return
         with self._index_lock:
             old = self.engine.replace_index(position, fresh)
+            if damaged:
+                self.damage[position] = ""
+                self.log(f"pig-engine serve: {directory}: catalog readable again")
         old.close()
         self._reload_errors[position] = ""
         self.metrics.reloads.labels(str(position), "ok").inc()

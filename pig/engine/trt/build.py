@@ -3,7 +3,8 @@
 Precision lives in the ONNX graph (fp16 with fp32 islands, INT8 Q/DQ from ``calibration/``),
 so networks are strongly typed and no FP16/INT8 builder flag is ever set: TensorRT 11
 removed them and TensorRT 10's weakly typed mode would override the graph's fp32 islands.
-Engines are built with one optimisation profile (dynamic batch, everything else static).
+Engines are built with one optimisation profile (dynamic batch, and the text length range
+of a text graph with a dynamic sequence axis; everything else static).
 
 Target: with a GPU, the GPU present (TensorRT 10/11 tunes on it; TensorRT-RTX is given its
 compute capability, never ``CURRENT``, which opens CUDA). Without a GPU, TensorRT-RTX
@@ -34,7 +35,7 @@ from pig.engine.host.gpu import GpuInfo
 from pig.engine.trt import flavour as flavours
 from pig.engine.trt.cache import PlanCache, PlanKey, Target, timing_cache_path
 from pig.engine.trt.flavour import Flavour
-from pig.engine.trt.profiles import BatchProfile, profile_shapes, static_dims
+from pig.engine.trt.profiles import BatchProfile, profile_shapes, static_dims, text_length_range
 from pig.errors import BackendUnavailable, BundleError
 
 if TYPE_CHECKING:
@@ -193,7 +194,8 @@ def build_plan(
     inputs = {network.get_input(i).name: tuple(network.get_input(i).shape)
               for i in range(network.num_inputs)}
     try:
-        name, shapes = profile_shapes(branch, inputs, static_dims(bundle, branch), profile)
+        name, shapes = profile_shapes(branch, inputs, static_dims(bundle, branch), profile,
+                                      text_length_range(bundle) if branch == "text" else None)
     except ValueError as err:
         raise BundleError(f"{onnx_path}: {err}") from None
 
@@ -258,6 +260,7 @@ def ensure_plan(
     key = PlanKey.make(
         branch, precision, onnx_sha, flavour.name, flavour.version, target,
         profile, workspace_bytes, _network_flags(flavour.module)[1],
+        text_length_range(bundle) if branch == "text" else None,
     )
     plan, why = cache.load(key)
     if plan is not None:

@@ -72,7 +72,7 @@ class PlanKey:
     trt_version: str
     gpu_name: str  # "" for a portable (AOT) plan
     compute_capabilities: tuple[str, ...]
-    profile: tuple[int, int, int]  # batch min, opt, max
+    profile: tuple[int, ...]  # batch min, opt, max (then text length min, opt, max)
     workspace_bytes: int
     strongly_typed: bool
     format: int = CACHE_FORMAT
@@ -89,10 +89,13 @@ class PlanKey:
         profile: BatchProfile,
         workspace_bytes: int,
         strongly_typed: bool,
+        lengths: tuple[int, ...] | None = None,
     ) -> PlanKey:
+        """``lengths``: the text length range (min, opt, max) of a dynamic text graph."""
         return cls(
             branch, precision, onnx_sha256, flavour, trt_version, target.gpu_name,
-            target.compute_capabilities, (profile.min, profile.opt, profile.max),
+            target.compute_capabilities, (profile.min, profile.opt, profile.max,
+                                          *(lengths or ())),
             workspace_bytes, strongly_typed,
         )
 
@@ -118,10 +121,11 @@ class PlanKey:
 
     def stem(self) -> str:
         """File stem: readable parts plus a digest of the whole key."""
-        lo, opt, hi = self.profile
+        lo, opt, hi, *lengths = self.profile
         trt = "trtrtx" if self.flavour == "tensorrt-rtx" else "trt"
+        seq = f".s{'-'.join(map(str, lengths))}" if lengths else ""
         return (
-            f"{self.branch}.{self.precision}.b{lo}-{opt}-{hi}.{self.target.slug()}"
+            f"{self.branch}.{self.precision}.b{lo}-{opt}-{hi}{seq}.{self.target.slug()}"
             f".{trt}{self.trt_version}.{self.digest()[:12]}"
         )
 

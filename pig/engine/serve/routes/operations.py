@@ -32,6 +32,9 @@ def register(ctx: Context) -> None:
         """Ready while serving (the index and backend are open before the port is bound)."""
         if app.state.draining:
             return Json(Health(status="draining").model_dump(), status_code=503)
+        if damage := [why for why in service.damage if why]:
+            return Json(Health(status="degraded", degraded=damage).model_dump(),
+                        status_code=503)
         state = service.state()
         return Health(status="ready", generation=state[0][0],
                       vectors=sum(vectors for _, vectors in state), model=service.model)
