@@ -62,5 +62,14 @@ class IndexDamaged(IndexStoreError, EnvironmentFault):
     """An index file that is damaged or changed under us (checksum, truncation, SQLite)."""
 
 
+class IndexIOError(IndexStoreError, EnvironmentFault):
+    """An index file that cannot be read or written: a full disk, an I/O error."""
+
+
 class BackendUnavailable(PigError):
     """A requested backend/precision/device that cannot be used here."""
+
+
+class DriverUnavailable(BackendUnavailable, EnvironmentFault):
+    """A driver or library that a requested backend needs is missing or broken here (CUDA
+    libraries, NVML, TensorRT, cuda-python): a fault of the environment, not of the request."""

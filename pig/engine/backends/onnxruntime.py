@@ -12,7 +12,7 @@ import numpy as np
 from pig.engine.backends.base import Closable, run_in_chunks
 from pig.engine.graphs import BRANCHES, INPUT_NAMES, OUTPUT_NAME, Branch
 from pig.engine.host import gpu as gpu_probe
-from pig.errors import BackendUnavailable
+from pig.errors import BackendUnavailable, DriverUnavailable
 
 if TYPE_CHECKING:
     from pig.engine.bundle import Bundle
@@ -85,7 +85,7 @@ def create_session(path: str, device: Device, opts: OrtOptions) -> Any:
         raise BackendUnavailable(f"{path}: onnxruntime cannot load the graph: {err}") from None
     used = session.get_providers()
     if used[0] != wanted:
-        raise BackendUnavailable(
+        raise DriverUnavailable(
             f"{path}: asked onnxruntime for {wanted} but it runs on {used[0]} "
             "(CUDA/cuDNN libraries missing or incompatible?); refusing a silent fallback"
         )

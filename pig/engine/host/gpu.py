@@ -24,7 +24,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
-from pig.errors import BackendUnavailable
+from pig.errors import BackendUnavailable, DriverUnavailable
 
 _HIDDEN = {"", "-1", "none", "nodevfiles", "void"}
 _NVML_SUCCESS = 0
@@ -72,7 +72,7 @@ def _nvml(selector: str | None) -> GpuInfo:
     def call(fn: str, *args: object) -> None:
         rc = getattr(lib, fn)(*args)
         if rc != _NVML_SUCCESS:
-            raise BackendUnavailable(f"no usable GPU: NVML {fn} returned error {rc}")
+            raise DriverUnavailable(f"no usable GPU: NVML {fn} returned error {rc}")
 
     call("nvmlInit_v2")
     try:

@@ -18,6 +18,7 @@ import json
 import os
 import sqlite3
 import time
+import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -203,6 +204,11 @@ class Catalog:
             else:
                 self._db = _open_snapshot(path)
             self.generation = int(self._meta("generation"))
+            # unique per commit (the generation is not: a folder replaced by another index
+            # can hold the same number); catalogs older than it: generation @ catalog inode
+            st = path.stat()
+            self.commit_id = (self._meta("commit_id")
+                              or f"{self.generation}@{st.st_dev}:{st.st_ino}")
             self._counts: dict[str, int] | None = None  # kept up to date once counted
             has_table = self._db.execute(
                 "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'segments'"
@@ -439,11 +445,12 @@ class Catalog:
         if clear_tombstones:
             self._write("DELETE FROM tombstones")
         self._write_many("INSERT OR IGNORE INTO tombstones VALUES (?)", [(k,) for k in tombstones])
+        commit_id = uuid.uuid4().hex
         for name, value in (("generation", str(generation)), ("parts", json.dumps(parts)),
-                            ("manifest", manifest)):
+                            ("manifest", manifest), ("commit_id", commit_id)):
             self._write("INSERT OR REPLACE INTO meta VALUES (?, ?)", (name, value))
         self._db.execute("COMMIT")
-        self.generation = generation
+        self.generation, self.commit_id = generation, commit_id
 
     def close(self) -> None:
         """Close; a writer's uncommitted changes are rolled back."""

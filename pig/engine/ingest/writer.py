@@ -17,6 +17,7 @@ from pig.engine.index import Entry, Plan, VideoIndex
 from pig.engine.ingest.options import PipelineOptions
 from pig.engine.ingest.report import IndexReport
 from pig.engine.ingest.work import FileFailure
+from pig.errors import EnvironmentFault
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -155,6 +156,10 @@ def run_plans(index: VideoIndex, files: Iterable[str | os.PathLike[str]],
                     embed(todo, writer, stop)
                 except KeyboardInterrupt:  # a second signal (or an engine that stops at once)
                     stop.signum = stop.signum or signal.SIGINT
+                except EnvironmentFault:  # the engine failed (a Ray node died): keep what
+                    with stop.guarded():  # was added (whole files), then say why
+                        index.commit()
+                    raise
         if commit:
             with stop.guarded():
                 index.commit()

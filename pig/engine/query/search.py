@@ -108,7 +108,8 @@ def read_queries_file(path: str | os.PathLike[str]) -> list[str]:
 
 class Searcher:
     """One or several indexes (shards of one bundle fingerprint, searched as one) opened
-    read-only (memory-mapped), with the text encoder of their bundle."""
+    read-only (memory-mapped, or with ``view=False`` read into memory), with the text encoder
+    of their bundle."""
 
     def __init__(
         self,
@@ -117,6 +118,8 @@ class Searcher:
         backend: str = "auto",
         precision: str | None = None,
         log: Callable[[str], None] | None = None,
+        *,
+        view: bool = True,
     ) -> None:
         dirs = [index_dir] if isinstance(index_dir, (str, os.PathLike)) else list(index_dir)
         if not dirs:
@@ -124,7 +127,7 @@ class Searcher:
         self.indexes: list[VideoIndex] = []
         try:
             for d in dirs:
-                self.indexes.append(VideoIndex.open(d, view=True))
+                self.indexes.append(VideoIndex.open(d, view=view))
             check_same_model(self.indexes)
             self.bundle = bundle_for(self.index, bundle_dir)
             self.tokenizer = ClipTokenizer(self.bundle.tokenizer_spec)

@@ -154,12 +154,21 @@ class VideoRecord(BaseModel):
     media: str = Field(description="URL of the file itself (HTTP Range supported)")
 
 
+class OutOfService(BaseModel):
+    index: int = Field(description="its position in the --index list")
+    path: str
+    reason: str = Field(description="one line naming the file and the cause")
+
+
 class Health(BaseModel):
-    status: Literal["live", "ready", "draining"]
+    status: Literal["live", "ready", "degraded", "draining"]
     generation: int | None = Field(None, description="the first index's generation (see "
                                    "pig_index_generation for each)")
     vectors: int | None = Field(None, description="vectors in all served indexes")
     model: str | None = None
+    out_of_service: list[OutOfService] | None = Field(
+        None, description="indexes taken out of service (status degraded): their searches "
+        "get 503 naming them, the other routes serve on")
 
 
 class ErrorBody(BaseModel):

@@ -14,23 +14,27 @@ Threads and what they touch:
   ``_index_lock`` only, by the worker's searches, by catalog look-ups (``/v1/videos``) and by
   the swap to a new generation; usearch is not safe for a search concurrent with a change of
   the index object, and a snapshot's connection is not shared across threads without it;
-* the watcher thread polls each index's committed generation
-  (:meth:`VideoIndex.committed_generation`, a read of the catalog's commit record) every
-  ``reload_seconds``, opens a newer generation *outside* the lock (so queries go on
-  meanwhile), checks it, then swaps it in under the lock. Each index is reloaded on its own:
-  one that cannot be reopened keeps serving its previous generation, the others move on. A
-  generation is what one commit made, so a half-committed state is never served; removals
-  arrive the same way.
+* the watcher thread checks each index every ``reload_seconds``: the folder's commit id
+  (:meth:`VideoIndex.committed_id`, unique per commit: another index put in the folder's
+  place is seen whatever its generation number) and, while it is unchanged, the identity of
+  the vectors files opened (:meth:`VideoIndex.changed_files`: a stat each). A new commit is
+  opened *outside* the lock (so queries go on meanwhile), verified (sizes and checksums),
+  then swapped in under the lock; a generation is what one commit made, so a half-committed
+  state is never served. An index whose folder is gone, whose files changed in place or
+  whose new commit cannot be opened is *taken out of service*: its searches (a search covers
+  every index) get a 503 naming it and the cause, ``/v1/health/ready`` says ``degraded``
+  naming it, the other routes serve on; once its folder changes again and opens, it is back.
+  The vectors are read into memory (``view=False``), not memory-mapped: nothing done to the
+  files can reach the served copy (a truncated mapped file is a SIGBUS that kills the whole
+  server); bench/bench_served_files.py measures what that costs.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import itertools
 import os
 import sqlite3
-import stat
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -38,13 +42,15 @@ from pathlib import Path
 
 import numpy as np
 
-from pig.engine.index import INDEXED, FileRecord, Hit, VideoIndex, file_digest
+from pig.engine.index import INDEXED, FileRecord, Hit, VideoIndex
 from pig.engine.index.catalog import SegmentRecord
 from pig.engine.index.shards import search_shards
 from pig.engine.query.search import Searcher
 from pig.engine.serve.batcher import MicroBatcher
+from pig.engine.serve.budget import CostBudget
+from pig.engine.serve.media import MediaFiles
 from pig.engine.serve.metrics import Metrics
-from pig.errors import PigError
+from pig.errors import IndexDamaged, PigError
 
 
 @dataclass(frozen=True)
@@ -111,7 +117,8 @@ class Service:
         self.options = options
         self.log = log or (lambda _msg: None)
         self.metrics = Metrics()
-        self.searcher = Searcher(index_dirs, bundle_dir, backend, precision, log=log)
+        self.searcher = Searcher(index_dirs, bundle_dir, backend, precision, log=log,
+                                 view=False)
         self.index_dirs = [idx.path for idx in self.searcher.indexes]  # a hit's index: i
         bundle = self.searcher.bundle
         self.model = bundle.fingerprint
@@ -119,8 +126,13 @@ class Service:
         self.model_created = int((Path(bundle.dir) / "manifest.json").stat().st_mtime)
         self.dim = bundle.embedding_dim
         self._index_lock = threading.Lock()
-        self._reload_errors = [""] * len(self.index_dirs)  # the last one logged, per index
+        self._logged = [""] * len(self.index_dirs)  # the last reason logged, per index
+        # taken out of service: position -> (reason, the folder's signature then)
+        self._out: dict[int, tuple[str, tuple[tuple[str, int, int, int], ...]]] = {}
         self._publish_state()
+        self.budget = CostBudget()
+        self.media = MediaFiles()
+        self.metrics.cost_in_flight.set_function(lambda: self.budget.held)
         self.batcher: MicroBatcher[_Tokenized, Encoded | Found] = MicroBatcher(
             self._run, max_batch=options.max_batch, max_wait_s=options.max_wait_ms / 1000,
             max_queue=options.max_queue)
@@ -132,11 +144,20 @@ class Service:
     # --- what the routes call ------------------------------------------------------------
     def submit(self, job: Job) -> asyncio.Future[Encoded | Found]:
         """Tokenize ``job`` and queue it for the batcher (raises QueueFull / Closed instead of
-        queueing, PigError for a text the tokenizer refuses); call it on the event loop that
-        awaits the result."""
-        with self.metrics.stage("tokenize"):
-            ids, cut = self.searcher.tokenizer.tokenize(job.texts, parallel=False)
-        return self.batcher.submit(_Tokenized(job, ids, cut), len(job.texts))
+        queueing, PigError for a text the tokenizer refuses, TooCostly past the cost budget of
+        one request); call it on the event loop that awaits the result. Its cost is held
+        until the request's answer is sent (:mod:`.budget`)."""
+        release = self.budget.reserve(len(job.texts), job.k)
+        try:
+            with self.metrics.stage("tokenize"):
+                ids, cut = self.searcher.tokenizer.tokenize(job.texts, parallel=False)
+            future = self.batcher.submit(_Tokenized(job, ids, cut), len(job.texts))
+        except BaseException:
+            release()
+            raise
+        if not self.budget.defer(release):
+            future.add_done_callback(lambda _: release())
+        return future
 
     def state(self) -> list[tuple[int, int]]:
         """(generation, vectors) being served, per index in ``index_dirs`` order."""
@@ -147,6 +168,7 @@ class Service:
         """The catalog row and segments of an indexed video with ``key`` in the served
         generation of the index at position ``index`` (a hit's ``index``; in range)."""
         with self._index_lock:
+            self._refuse_out(index)
             idx = self.searcher.indexes[index]
             rec = idx.record(key)
             if rec is None or rec.status != INDEXED:
@@ -183,6 +205,12 @@ class Service:
                 groups.setdefault((job.k, job.exact, job.group_by), []).append(i)
         with m.stage("search"), self._index_lock:
             generations = [idx.generation for idx in s.indexes]
+            if groups and self._out:  # a search would miss an index's hits: none is answered
+                out_err = self._out_error()
+                for members in groups.values():
+                    for i in members:
+                        out[i] = out_err  # type: ignore[assignment]
+                groups = {}
             for (k, exact, group_by), members in groups.items():
                 q = np.concatenate([vectors[rows[i]] for i in members])
                 hits = search_shards(s.indexes, q, k, exact=exact, group_by=group_by)
@@ -192,6 +220,18 @@ class Service:
                     out[i] = Found(generations, hits[start:start + n], queued[i].truncated)
                     start += n
         return out  # type: ignore[return-value]
+
+    def _out_error(self) -> IndexDamaged:
+        """The error of a search while indexes are out of service (under the lock)."""
+        return IndexDamaged("; ".join(
+            f"index {p} ({self.index_dirs[p]}) is out of service: {reason}"
+            for p, (reason, _) in sorted(self._out.items())))
+
+    def _refuse_out(self, position: int) -> None:
+        """Raise the out-of-service error of the index at ``position`` (under the lock)."""
+        if position in self._out:
+            raise IndexDamaged(f"index {position} ({self.index_dirs[position]}) is out of "
+                               f"service: {self._out[position][0]}")
 
     # --- live generations ----------------------------------------------------------------
     def _publish_state(self) -> list[tuple[int, int]]:
@@ -204,68 +244,77 @@ class Service:
 
     def _watch(self) -> None:
         while not self._stop.wait(self.options.reload_seconds):
-            for position, directory in enumerate(self.index_dirs):
+            for position in range(len(self.index_dirs)):
                 try:
-                    self._reload(position)
+                    self._check(position)
                 except Exception as err:  # the watcher must outlive any failure
-                    # keep serving this index's last good generation; say why once per
-                    # distinct error
-                    self.metrics.reloads.labels(str(position), "error").inc()
                     if not isinstance(err, PigError | OSError | sqlite3.Error):
                         err = RuntimeError(f"unexpected {type(err).__name__}: {err}")
-                    if str(err) != self._reload_errors[position]:
-                        self.log(f"pig-engine serve: {directory}: cannot open the new "
-                                 f"generation ({err}); still serving the previous one")
-                    self._reload_errors[position] = str(err)
+                    self._take_out(position, str(err))
 
-    def _reload(self, position: int) -> None:
-        """Swap in the index at ``position`` if a newer generation was committed there."""
+    def _check(self, position: int) -> None:
+        """Keep the index at ``position`` what its folder holds: reload a new commit (or
+        another index put in its place), take it out while its files are gone, changed in
+        place or unreadable, and back in once its folder can be opened again."""
         directory = self.index_dirs[position]
-        current = self.searcher.indexes[position].generation  # only this thread changes it
-        if VideoIndex.committed_generation(directory) == current:
+        served = self.searcher.indexes[position]  # only this thread changes it
+        out = self._out.get(position)
+        if out is not None and _signature(directory) == out[1]:
+            return  # nothing changed since it was taken out: do not reopen (and rehash)
+        if not (directory / "catalog.sqlite").is_file():
+            self._take_out(position, f"{directory}: the index folder (or its catalog) is gone")
             return
-        fresh = VideoIndex.open(directory, view=True)
+        if out is None and VideoIndex.committed_id(directory) == served.commit_id:
+            changed = served.changed_files()
+            if changed:
+                self._take_out(position, "; ".join(changed))
+            return
+        fresh = VideoIndex.open(directory, view=False)
         if fresh.fingerprint != self.model:
             fresh.close()
             raise PigError(f"{directory}: now holds vectors of another model "
                            f"({fresh.fingerprint[:16]})")
-        if fresh.generation == current:
-            fresh.close()
-            return
         with self._index_lock:
             old = self.searcher.replace_index(position, fresh)
+            came_back = self._out.pop(position, None) is not None
         old.close()
-        self._reload_errors[position] = ""
+        self._logged[position] = ""
         self.metrics.reloads.labels(str(position), "ok").inc()
+        self.metrics.out_of_service.labels(str(position)).set(0)
         generation, vectors = self._publish_state()[position]
-        self.log(f"pig-engine serve: {directory}: now serving generation {generation} "
+        again = " again" if came_back else ""
+        self.log(f"pig-engine serve: {directory}: now serving{again} generation {generation} "
                  f"({vectors} vectors)")
 
+    def _take_out(self, position: int, reason: str) -> None:
+        """Answer the searches of the index at ``position`` with a 503 naming ``reason``
+        until its folder changes and opens again; say so once per distinct reason."""
+        directory = self.index_dirs[position]
+        with self._index_lock:
+            self._out[position] = (reason, _signature(directory))
+        self.metrics.reloads.labels(str(position), "error").inc()
+        self.metrics.out_of_service.labels(str(position)).set(1)
+        if reason != self._logged[position]:
+            self.log(f"pig-engine serve: index {position} taken out of service: {reason}")
+            self._logged[position] = reason
 
-def media_file(record: FileRecord) -> tuple[Path, os.stat_result] | None:
-    """The file of ``record`` and its stat if it is still the regular file that was indexed,
-    else None: a path is only ever taken from the catalog. Same size and modification time
-    is the file; same size and another time (a ``touch``, a copy) is the file if its content
-    digest is the indexed one (hashed once per state of the file)."""
-    path = Path(record.path)
+    def degraded(self) -> list[tuple[int, str]]:
+        """(position, reason) of each index taken out of service."""
+        with self._index_lock:
+            return sorted((position, reason) for position, (reason, _) in self._out.items())
+
+
+def _signature(directory: Path) -> tuple[tuple[str, int, int, int], ...]:
+    """What a folder holds, cheaply: (name, inode, size, mtime) of each file in it."""
     try:
-        st = path.stat()
+        entries = list(os.scandir(directory))
     except OSError:
-        return None
-    if not stat.S_ISREG(st.st_mode) or st.st_size != record.size:
-        return None
-    if st.st_mtime_ns != record.mtime_ns and not _same_content(
-            record.path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns,
-            record.digest):
-        return None
-    return path, st
-
-
-@functools.lru_cache(maxsize=4096)
-def _same_content(path: str, dev: int, ino: int, size: int, mtime_ns: int, ctime_ns: int,
-                  digest: str | None) -> bool:
-    """Whether ``path`` (in the state its stat fields name) holds content of ``digest``."""
-    try:
-        return digest is not None and file_digest(path) == digest
-    except OSError:
-        return False
+        return ()
+    out = []
+    for entry in entries:
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        out.append((entry.name, st.st_ino, st.st_size, st.st_mtime_ns))
+    return tuple(sorted(out))

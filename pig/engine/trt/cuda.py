@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from pig.errors import BackendUnavailable
+from pig.errors import DriverUnavailable
 
 
 def import_cudart() -> Any:
@@ -22,7 +22,7 @@ def import_cudart() -> Any:
             return importlib.import_module(name)
         except ImportError:
             continue
-    raise BackendUnavailable(
+    raise DriverUnavailable(
         "TensorRT backend needs cuda-python (pip install cuda-python); not importable here"
     )
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pig.engine.host.gpu import GpuInfo
-from pig.errors import BackendUnavailable
+from pig.errors import BackendUnavailable, DriverUnavailable
 
 DATACENTER_MODULE = "tensorrt"
 # ``tensorrt_rtx`` where NVIDIA's metapackage installs; the PyPI wheels
@@ -141,7 +141,7 @@ def load(gpu: GpuInfo | None, no_gpu: str = "no GPU") -> Flavour:
         except ImportError as err:
             failed.append(f"{name}: {err}")
     else:
-        raise BackendUnavailable(f"TensorRT cannot be imported ({'; '.join(failed)}); "
+        raise DriverUnavailable(f"TensorRT cannot be imported ({'; '.join(failed)}); "
                                  "use --backend onnxruntime")
     if gpu is None and not flavour.aot:
         raise BackendUnavailable(

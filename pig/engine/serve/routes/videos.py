@@ -5,6 +5,7 @@ from __future__ import annotations
 import mimetypes
 from typing import Annotated
 
+import anyio
 from fastapi import Header, HTTPException, Query
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, Response
@@ -17,10 +18,10 @@ from pig.engine.index import FileRecord
 from pig.engine.index.catalog import SegmentRecord
 from pig.engine.media import sources
 from pig.engine.serve.errors import error
+from pig.engine.serve.media import MediaFiles
 from pig.engine.serve.models import ErrorResponse, Segment, VideoRecord
 from pig.engine.serve.object_media import object_media
 from pig.engine.serve.routes import Context
-from pig.engine.serve.service import media_file
 
 MAX_ID = 2**63 - 1  # catalog ids are SQLite integers
 
@@ -39,22 +40,42 @@ IndexPosition = Annotated[int | None, Query(
 
 
 class MediaResponse(FileResponse):
-    """A FileResponse whose Range errors are JSON like every other error."""
+    """The file of a catalog record, sent from the descriptor that was checked (so a file
+    swapped in after the check is never sent); 410 if it is not the file that was indexed.
+    Range errors are JSON like every other error."""
+
+    def __init__(self, files: MediaFiles, record: FileRecord) -> None:
+        media_type = mimetypes.guess_type(record.path)[0] or "application/octet-stream"
+        super().__init__(record.path, media_type=media_type)
+        self.files, self.record = files, record
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        ranges = Headers(scope=scope).get("range")
-        if ranges is not None and self.stat_result is not None:
-            try:
-                self._parse_range_header(ranges, self.stat_result.st_size)
-            except MalformedRangeHeader as exc:
-                await error(400, f"Range: {exc.content}")(scope, receive, send)
-                return
-            except RangeNotSatisfiable as exc:
-                await error(416, f"Range: outside the file's {exc.max_size} bytes",
-                            headers={"Content-Range": f"bytes */{exc.max_size}"})(
+        opening = self.files.open(self.record)
+        opened = await anyio.to_thread.run_sync(opening.__enter__)  # may hash the file
+        try:
+            if opened is None:
+                await error(410, f"video {self.record.key}: the file is missing or "
+                            "changed since it was indexed (size, mtime or content)")(
                     scope, receive, send)
                 return
-        await super().__call__(scope, receive, send)
+            self.path, self.stat_result = opened
+            st = self.stat_result
+            self.set_stat_headers(st)
+            ranges = Headers(scope=scope).get("range")
+            if ranges is not None:
+                try:
+                    self._parse_range_header(ranges, st.st_size)
+                except MalformedRangeHeader as exc:
+                    await error(400, f"Range: {exc.content}")(scope, receive, send)
+                    return
+                except RangeNotSatisfiable as exc:
+                    await error(416, f"Range: outside the file's {exc.max_size} bytes",
+                                headers={"Content-Range": f"bytes */{exc.max_size}"})(
+                        scope, receive, send)
+                    return
+            await super().__call__(scope, receive, send)
+        finally:
+            opening.__exit__(None, None, None)
 
 
 def register(ctx: Context) -> None:
@@ -91,22 +112,18 @@ def register(ctx: Context) -> None:
                                              end_s=g.end_s) for g in segments],
                            media=f"/v1/videos/{rec.key}/media?index={index}")
 
-    @api.get("/v1/videos/{video_id}/media", response_class=FileResponse, tags=["videos"],
-             responses={200: {"content": {"video/*": {}}}, 206: {"description": "a Range"},
-                        410: {"model": ErrorResponse}, 416: {"model": ErrorResponse}})
+    @api.api_route("/v1/videos/{video_id}/media", methods=["GET", "HEAD"],
+                   response_class=FileResponse, tags=["videos"],
+                   responses={200: {"content": {"video/*": {}}}, 206: {"description": "a Range"},
+                              410: {"model": ErrorResponse}, 416: {"model": ErrorResponse}})
     def media(video_id: VideoId, index: IndexPosition = None,
               range_header: Annotated[str | None, Header(alias="range")] = None) -> Response:
-        """The indexed file itself, with HTTP Range support; only files in the catalog, and
-        only while they are the file that was indexed (same size, and same mtime or same
-        content digest), else 410. An object (s3://, https://) is proxied, or redirected to
-        a presigned URL when the server runs with --media-redirect."""
+        """The indexed file itself (GET, or HEAD for its headers), with HTTP Range support;
+        only files in the catalog, and only while the opened file is the one that was
+        indexed (same size, and same content digest, checked once per file identity), else
+        410. An object (s3://, https://) is proxied, or redirected to a presigned URL when
+        the server runs with --media-redirect."""
         rec = indexed(video_id, index)[1]
         if sources.is_url(rec.path):
             return object_media(rec, range_header, service.options.media_redirect)
-        found = media_file(rec)
-        if found is None:
-            raise HTTPException(410, f"video {video_id}: the file is missing or changed since "
-                                "it was indexed")
-        path, st = found
-        media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-        return MediaResponse(path, media_type=media_type, stat_result=st)
+        return MediaResponse(service.media, rec)
