@@ -22,7 +22,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import signal
+import subprocess
 import tempfile
 import threading
 from collections.abc import Callable, Iterable
@@ -47,12 +49,13 @@ def records_dir() -> Path:
 
 
 def start_time(pid: int) -> int | None:
-    """When ``pid`` started (None: no such process)."""
+    """When ``pid`` started (None: no such process, or one that ended and awaits its parent's
+    wait, a zombie: Ray's driver reaps its head processes late)."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    return int(stat.rsplit(")", 1)[1].split()[19])
+    return None if fields[0] in ("Z", "X") else int(fields[19])
 
 
 def _alive(proc: Proc) -> bool:
@@ -157,24 +160,49 @@ class LocalRay:
         self.path.unlink(missing_ok=True)
 
     def _scan(self) -> None:
+        """Wake on the death of a watched process (a pidfd each, polled), rescan the raylet's
+        children now and then (often until its agents are seen)."""
+        fds: dict[int, Proc] = {}
+        poller = select.poll()
         waited = 0.0
-        while not self._stop.wait(WATCH_S):
-            dead = next(((p, name) for p, name in self.watched.items() if not _alive(p)), None)
-            if dead is not None and not self._stop.is_set():
-                self._died(*dead)
-            waited += WATCH_S
-            if waited >= RESCAN_S:
-                waited = 0.0
-                self._rescan()
+        try:
+            while not self._stop.is_set():
+                for proc in self.watched.keys() - set(fds.values()):
+                    with contextlib.suppress(OSError):
+                        fd = os.pidfd_open(proc[0])
+                        fds[fd] = proc
+                        poller.register(fd, select.POLLIN)
+                ready = poller.poll(WATCH_S * 1000)
+                if self._stop.is_set():
+                    return
+                dead = [fds[fd] for fd, _ in ready] or [p for p in self.watched if not _alive(p)]
+                if dead:
+                    self._died(dead[0], self.watched[dead[0]])
+                waited += WATCH_S
+                agents = sum(name.endswith("agent") for name in self.watched.values())
+                if waited >= (RESCAN_S if agents >= 2 else WATCH_S):
+                    waited = 0.0
+                    self._rescan()
+        finally:
+            for fd in fds:
+                os.close(fd)
 
     def _died(self, proc: Proc, name: str) -> None:
         self.log(f"ray: error: the local Ray's {name} (pid {proc[0]}) died mid-run (killed, "
                  "or out of memory?); the run stops: what was committed is kept, a rerun "
                  "indexes the rest")
         self._stop.set()
-        _kill(p for p in self.procs if _alive(p))
+        # Killing the rest of Ray from here would let Ray's core worker see its raylet die
+        # and end this process with 1 first: a shell does it once this process is gone.
+        pids = " ".join(str(pid) for pid, _ in self.procs if _alive((pid, _)))
+        me = os.getpid()  # gone, or a zombie its parent has not waited for yet
+        subprocess.Popen(["sh", "-c", f"while kill -0 {me} 2>/dev/null && ! grep -qs "
+                          f"'^State:.Z' /proc/{me}/status; do sleep 0.05; done; "
+                          f"kill -9 {pids} 2>/dev/null"], start_new_session=True,
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
         self.path.unlink(missing_ok=True)
-        os._exit(EXIT_ENVIRONMENT)  # before Ray's core worker ends the process with 1
+        os._exit(EXIT_ENVIRONMENT)
 
     def _rescan(self) -> None:
         found = set()
