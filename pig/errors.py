@@ -62,6 +62,10 @@ class IndexDamaged(IndexStoreError, EnvironmentFault):
     """An index file that is damaged or changed under us (checksum, truncation, SQLite)."""
 
 
+class IndexIOError(IndexStoreError, EnvironmentFault):
+    """An index file that cannot be read or written: a full disk, an I/O error."""
+
+
 class BackendUnavailable(PigError):
     """A requested backend/precision/device that cannot be used here."""
 

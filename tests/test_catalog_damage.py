@@ -206,7 +206,7 @@ def test_a_served_index_whose_catalog_is_damaged_is_degraded_until_restored(
         wait_until(lambda: ready().status_code == 503, timeout=30)
         health = ready().json()
         assert health["status"] == "degraded", health
-        names_catalog(health["degraded"][0], d)
+        names_catalog(health["out_of_service"][0]["reason"], d)
         r = http.post(f"{s.url}/v1/search", json=body)
         assert r.status_code == 503 and r.headers["retry-after"], r.text
         assert r.json()["error"]["type"] == "environment_fault"

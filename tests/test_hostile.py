@@ -192,15 +192,24 @@ def test_index_survives_files_swapped_for_fifo_and_device(bundle: Bundle, tmp_pa
 
 
 SLOW_ENCODER = """
-import sys, time
+import signal, sys, threading
 from pig.engine.ingest import local_runner
 real = local_runner.open_backend
+got = threading.Event()
 def slow(*a, **k):
     enc = real(*a, **k)
     inner = enc.encode_video
     def encode_video(x):
-        print("ENCODE", len(x), file=sys.stderr, flush=True)
-        time.sleep(0.4)
+        if not got.is_set():  # the first batch waits until the run's handler took the signal
+            for s in (signal.SIGINT, signal.SIGTERM):
+                handler = signal.getsignal(s)
+                def seen(signum, frame, handler=handler):
+                    handler(signum, frame)
+                    got.set()
+                signal.signal(s, seen)
+            print("ENCODE", len(x), file=sys.stderr, flush=True)
+            while not got.wait(0.05):  # short waits: the handler runs between them
+                pass
         return inner(x)
     enc.encode_video = encode_video
     return enc
@@ -221,9 +230,9 @@ def test_signal_commits_what_is_in_flight(bundle: Bundle, tmp_path: Path, signum
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             cwd=REPO)
     assert proc.stderr is not None
-    for line in proc.stderr:  # the first batch is encoding, the next ones are being filled;
-        if line.startswith("ENCODE"):  # the files not started are dropped, those in flight
-            break  # are finished, in a last partial batch if need be (else: a hang)
+    for line in proc.stderr:  # the first batch is encoding (held until the signal was taken:
+        if line.startswith("ENCODE"):  # no timing), the next ones are being filled; the files
+            break  # not started are dropped, those in flight are finished (else: a hang)
     proc.send_signal(signum)
     out, err = proc.communicate(timeout=HANG)
     assert proc.returncode == 128 + signum, err
@@ -483,7 +492,7 @@ def test_hostile_index_manifest_is_one_line(index_copy: Path, built: Path, bundl
     path.write_bytes(text)
     for argv in (["info"], ["search", "-q", "red"], ["remove", "/x.mp4"]):
         code, _, err = run_cli(capsys, *argv, "--index", str(index_copy))
-        assert code == 2
+        assert code == 3  # a damaged index file: a fault of the environment
         one_line_error(err, f"{path}: invalid index manifest")
     path.write_bytes(good)  # nothing else was touched: the index answers as before
     assert [s for _, s in answers(index_copy, bundle)] == [s for _, s in answers(built, bundle)]

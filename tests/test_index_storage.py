@@ -206,7 +206,8 @@ def test_damaged_vectors_file_is_one_line_naming_it(fake_bundle: Bundle, clip_di
     for argv in (index, ("search", "-q", "red", "--index", d), ("info", "--index", d)):
         code, _, err = run(capsys, *argv)
         line = user_error(err)
-        assert code == 2 and f"{f}: damaged vectors file" in line and why in line, (argv, err)
+        # a fault of the environment, not the user's mistake: exit 3
+        assert code == 3 and f"{f}: damaged vectors file" in line and why in line, (argv, err)
     assert f.read_bytes() == bytes(data)  # nothing rewritten over the evidence
 
 
@@ -225,7 +226,7 @@ def test_lost_manifest_is_refused_with_how_to_recover(fake_bundle: Bundle, clip_
         for argv in (index, ("info", "--index", d)):
             code, _, err = run(capsys, *argv)
             line = user_error(err)
-            assert code == 2 and "without a readable manifest.json" in line, err
+            assert code == 3 and "without a readable manifest.json" in line, err
             assert f"pig-engine restore-manifest --index {d}" in line
         assert (d / "catalog.sqlite").read_bytes() == catalog  # never re-initialised
         with pytest.raises(IndexStoreError, match="restore-manifest"):
@@ -325,7 +326,7 @@ def test_full_disk_readers_work_and_writers_name_enospc(fake_bundle: Bundle, cli
         more = make_clips(tmp_path / "more", n=2)
         code, _, err = run(capsys, "index", *more, *args)
         line = user_error(err)
-        assert code == 2 and "no space left on device" in line and str(d) in line, err
+        assert code == 3 and "no space left on device" in line and str(d) in line, err
         assert json.loads(run(capsys, "info", "--index", d, "--json")[1]) == before
 
 

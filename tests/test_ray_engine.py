@@ -5,6 +5,7 @@ Ray vs local equality, bad files, a killed encoder actor, a killed or interrupte
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -15,6 +16,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -245,3 +247,102 @@ def test_bundle_unreadable_on_a_node_is_one_error(ray_session: str, fake_bundle:
         index_videos([clip_dir], moved, tmp_path / "idx", runner=RayRunner())
     assert str(err.value).startswith(f"{moved.dir}: ") and str(err.value).endswith(SHARED)
     assert "\n" not in str(err.value)
+
+
+def _own_ray_driver(fake_bundle: Bundle, clips: Path, idx: Path) -> subprocess.Popen[str]:
+    """A driver that starts its own local Ray (no --ray-address)."""
+    argv = [sys.executable, "-m", "pig.cli.engine", "index", str(clips), "--bundle",
+            str(fake_bundle.dir), "--index", str(idx), "--runner", "ray", "--batch-size", "1",
+            "--commit-every", "0", "--no-progress"]
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _record_of(pid: int) -> dict[str, Any]:
+    """The local-Ray record of the driver ``pid`` (once it wrote one)."""
+    from pig.engine.ingest.ray_local import records_dir, start_time
+
+    path = records_dir() / f"{pid}-{start_time(pid)}.json"
+    deadline = time.monotonic() + 120
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return json.loads(path.read_text())
+
+
+def _alive(procs: list[list[int]]) -> list[int]:
+    from pig.engine.ingest.ray_local import start_time
+
+    return [pid for pid, started in procs if start_time(pid) == started]
+
+
+def _first_commit(proc: subprocess.Popen[str], idx: Path) -> None:
+    deadline = time.monotonic() + 180
+    while _committed(idx) < 1 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None and _committed(idx) >= 1
+
+
+@pytest.mark.slow
+def test_a_killed_driver_leaves_no_ray_behind(fake_bundle: Bundle, tmp_path: Path) -> None:
+    """kill -9 of a driver that started its own Ray: its agents and workers outlive it, and
+    the next run stops them (one line) before it starts its own."""
+    clips, n = tmp_path / "clips", 12
+    make_clips(clips, n=n)
+    idx = tmp_path / "idx"
+    proc = _own_ray_driver(fake_bundle, clips, idx)
+    record = _record_of(proc.pid)
+    _first_commit(proc, idx)
+    proc.kill()
+    proc.communicate(timeout=60)
+    record = _record_of_any(proc.pid) or record  # with the workers found since
+    rerun = _own_ray_driver(fake_bundle, clips, idx)
+    out, _ = rerun.communicate(timeout=600)
+    assert rerun.returncode == 0, out
+    left = _alive(record["procs"])
+    assert not left, f"processes of the killed run's Ray are alive: {left}"
+    assert _record_of_any(proc.pid) is None and _record_of_any(rerun.pid) is None
+    with VideoIndex.open(idx, view=True) as vi:
+        assert vi.counts() == {"vectors": n, "indexed": n, "failed": 0}
+
+
+@pytest.mark.slow
+def test_a_dead_ray_agent_is_one_line_and_not_exit_1(fake_bundle: Bundle,
+                                                     tmp_path: Path) -> None:
+    """The runtime-env agent killed mid-run (as by an OOM killer): exit 3 with one line
+    naming it, what was committed kept, nothing of that Ray left, the rerun does the rest."""
+    clips, n = tmp_path / "clips", 12
+    make_clips(clips, n=n)
+    idx = tmp_path / "idx"
+    proc = _own_ray_driver(fake_bundle, clips, idx)
+    record = _record_of(proc.pid)
+    _first_commit(proc, idx)
+    raylet = record["raylet"][0]
+    agent = next(p for p in _processes("") if _parent(p) == raylet and
+                 Path(f"/proc/{p}/cmdline").read_bytes().startswith(b"ray::RuntimeEnvAgent"))
+    os.kill(agent, signal.SIGKILL)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 3, out
+    assert f"runtime env agent (pid {agent}) died mid-run" in out and "Traceback" not in out
+    kept = _committed(idx)
+    assert kept >= 1
+    record = _record_of_any(proc.pid) or record
+    deadline = time.monotonic() + 30
+    while _alive(record["procs"]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(record["procs"])
+    rerun = index_videos([clips], fake_bundle, idx, runner=RayRunner())
+    assert rerun.indexed == n - kept and dict(rerun.skipped) == {"unchanged": kept}
+
+
+def _parent(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def _record_of_any(pid: int) -> dict[str, Any] | None:
+    from pig.engine.ingest.ray_local import records_dir
+
+    for path in records_dir().glob(f"{pid}-*.json"):
+        return json.loads(path.read_text())
+    return None

@@ -354,11 +354,41 @@ def test_videos_and_media(server: Server, index: Path, clips: list[Path],
     assert httpx.get(media).status_code == 200
 
 
+def test_media_head_and_a_file_swapped_in(server: Server, index: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """HEAD gives the headers of GET; a file put in place of the catalogued one (a symlink
+    to a copy with the same size and mtime but other bytes) is refused, the original served
+    again once it is back."""
+    hit = cli_json(capsys, index, ["hello"], "-k", 1)[0]["results"][0]
+    path, media = Path(hit["path"]), f"{server.url}/v1/videos/{hit['id']}/media"
+    data = path.read_bytes()
+    head, get = httpx.head(media), httpx.get(media)
+    assert head.status_code == 200 and head.content == b""
+    assert {k: head.headers[k] for k in ("content-length", "content-type", "etag")} == \
+        {k: get.headers[k] for k in ("content-length", "content-type", "etag")}
+    st = path.stat()
+    moved = path.with_name(path.name + ".orig")
+    fake = path.with_name(path.name + ".fake")
+    fake.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))
+    os.utime(fake, ns=(st.st_atime_ns, st.st_mtime_ns))
+    path.rename(moved)
+    try:
+        path.symlink_to(fake)
+        assert path.stat().st_size == st.st_size and path.stat().st_mtime_ns == st.st_mtime_ns
+        for r in (httpx.get(media), httpx.head(media)):
+            assert r.status_code == 410, r.status_code
+    finally:
+        path.unlink(missing_ok=True)
+        moved.rename(path)
+        fake.unlink()
+    assert httpx.get(media).content == data
+
+
 def test_health_metrics_openapi_page(server: Server, index: Path) -> None:
     url = server.url
     assert httpx.get(f"{url}/v1/health/live").json() == {"status": "live", "generation": None,
                                                          "vectors": None, "model": None,
-                                                         "degraded": None}
+                                                         "out_of_service": None}
     ready = httpx.get(f"{url}/v1/health/ready").json()
     info = info_json(index)
     assert ready["status"] == "ready" and ready["vectors"] == info["counts"]["vectors"] > N_CLIPS
@@ -666,7 +696,7 @@ def test_openapi_fuzzing_never_gets_a_5xx(server: Server) -> None:
     spec = httpx.get(f"{server.url}/openapi.json").json()
     schema = schemathesis.openapi.from_dict(spec)
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 13  # preview and rendition.mp4 included
+    assert len(operations) == 14  # preview, rendition.mp4 and HEAD on media included
     before = metric(server.url, "pig_requests_total")
     for op in operations:
         inputs = spec["paths"][op.path][op.method.lower()].keys() & {"parameters", "requestBody"}

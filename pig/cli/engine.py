@@ -394,18 +394,29 @@ def search(queries: tuple[str, ...], queries_file: Path | None, likes: tuple[str
                    "(repeatable; '*': any; default: none)")
 @click.option("--media-redirect", is_flag=True, help="media of videos indexed from s3://, "
               "gs:// or https://: redirect to a presigned URL instead of proxying the bytes")
+@click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="NAME",
+              help="a host name clients use for this server, besides IP addresses and "
+              "localhost (repeatable; '*': any, behind a proxy that checks names)")
+@click.option("--max-connections", type=click.IntRange(1), default=1000, show_default=True,
+              help="open connections; past it a new one replaces the oldest still waiting "
+              "for its request, or gets 503 at once when all are busy")
+@click.option("--client-timeout", type=click.FloatRange(0.1, 3600), default=15.0,
+              show_default=True, help="seconds a client may take to send a request's head, "
+              "its body, or to read on while its answer waits (each)")
 @_verbose
 def serve(index_dirs: tuple[Path, ...], host: str, port: int, bundle: Path | None, backend: str,
           precision: str | None, api_key_file: Path | None, insecure_no_auth: bool,
           max_batch: int, max_wait_ms: float, max_queue: int, model_name: str | None,
           access_log: bool, ssl_certfile: Path | None, ssl_keyfile: Path | None,
-          root_path: str, cors_origins: tuple[str, ...], media_redirect: bool) -> int:
+          root_path: str, cors_origins: tuple[str, ...], media_redirect: bool,
+          allowed_hosts: tuple[str, ...], max_connections: int, client_timeout: float) -> int:
     """HTTP search service on one index or several of one bundle searched as one (needs the
     serve extra); see docs/http-api.md."""
     from pig.engine.serve import missing_extra
 
     if why := missing_extra():
         raise PigError(why)
+    from pig.engine.serve.connections import ConnectionLimits
     from pig.engine.serve.server import HttpOptions, serve_index
     from pig.engine.serve.service import ServeOptions
 
@@ -421,7 +432,9 @@ def serve(index_dirs: tuple[Path, ...], host: str, port: int, bundle: Path | Non
                                      media_redirect=media_redirect),
                 http=HttpOptions(access_log=access_log, ssl_certfile=ssl_certfile,
                                  ssl_keyfile=ssl_keyfile, root_path=root_path.rstrip("/"),
-                                 cors_origins=cors_origins))
+                                 cors_origins=cors_origins, allowed_hosts=allowed_hosts),
+                limits=ConnectionLimits(max_connections=max_connections,
+                                        timeout_s=client_timeout))
     return 0
 
 

@@ -3,6 +3,7 @@
 MAX_K = 1000  # results per query (`search -k`, the service's `k`)
 MAX_QUERY_CHARS = 4096  # characters in one query, before tokenising (the model keeps ~50 tokens)
 MAX_QUERIES_PER_REQUEST = 256  # queries in one service request
+MAX_RESULTS_PER_REQUEST = 25_600  # queries x k in one service request (256 x 100, 25 x 1000)
 MAX_QUERIES_FILE_BYTES = 16 * 1024 * 1024  # `search --queries-file`
 MAX_QUERIES_FILE_LINES = 100_000
 MIN_SEGMENT_SECONDS = 0.1  # shortest segment window or stride (`index --segment-seconds`)

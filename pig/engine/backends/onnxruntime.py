@@ -20,7 +20,7 @@ from pig.engine.backends.base import (
 )
 from pig.engine.graphs import BRANCHES, INPUT_NAMES, MIN_TEXT_LENGTH, OUTPUT_NAME, Branch
 from pig.engine.host import gpu as gpu_probe
-from pig.errors import BackendUnavailable
+from pig.errors import BackendUnavailable, GpuFault
 
 if TYPE_CHECKING:
     from pig.engine.bundle import Bundle
@@ -93,7 +93,7 @@ def create_session(path: str, device: Device, opts: OrtOptions) -> Any:
         raise BackendUnavailable(f"{path}: onnxruntime cannot load the graph: {err}") from None
     used = session.get_providers()
     if used[0] != wanted:
-        raise BackendUnavailable(
+        raise GpuFault(
             f"{path}: asked onnxruntime for {wanted} but it runs on {used[0]} "
             "(CUDA/cuDNN libraries missing or incompatible?); refusing a silent fallback"
         )

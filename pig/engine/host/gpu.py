@@ -31,7 +31,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
-from pig.errors import BackendUnavailable
+from pig.errors import BackendUnavailable, GpuFault
 
 _HIDDEN = {"", "-1", "none", "nodevfiles", "void"}
 _NVML_SUCCESS = 0
@@ -105,7 +105,7 @@ def _nvml(selector: str | None) -> GpuInfo:
     def call(fn: str, *args: object) -> None:
         rc = getattr(lib, fn)(*args)
         if rc != _NVML_SUCCESS:
-            raise BackendUnavailable(f"no usable GPU: NVML {fn} returned error {rc}")
+            raise GpuFault(f"no usable GPU: NVML {fn} returned error {rc}")
 
     call("nvmlInit_v2")
     try:

@@ -28,6 +28,7 @@ import json
 import os
 import sqlite3
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -369,6 +370,11 @@ class Catalog:
         except (TypeError, ValueError):
             raise IndexDamaged(f"{self.path}: not an index catalog (no commit record); "
                                f"{restore_hint(self.path)}") from None
+        # unique per commit (the generation is not: a folder replaced by another index can
+        # hold the same number); catalogs older than it: generation @ catalog inode
+        st = self.path.stat()
+        self.commit_id = (self._meta("commit_id")
+                          or f"{self.generation}@{st.st_dev}:{st.st_ino}")
         if self.writable:  # once it is known to be a catalog: nothing else is changed
             self._db.execute("PRAGMA journal_mode=WAL")
         self._counts: dict[str, int] | None = None  # kept up to date once counted
@@ -829,8 +835,9 @@ class Catalog:
         if clear_tombstones:
             self._write("DELETE FROM tombstones")
         self._write_many("INSERT OR IGNORE INTO tombstones VALUES (?)", [(k,) for k in tombstones])
+        commit_id = uuid.uuid4().hex
         for name, value in (("generation", str(generation)), ("parts", json.dumps(parts)),
-                            ("manifest", manifest)):
+                            ("manifest", manifest), ("commit_id", commit_id)):
             self._write("INSERT OR REPLACE INTO meta VALUES (?, ?)", (name, value))
         if self._copy is not None:  # first: a crash before the commit point leaves it ahead
             try:
@@ -838,7 +845,7 @@ class Catalog:
             except sqlite3.DatabaseError:
                 self._drop_copy()
         self._db.execute("COMMIT")
-        self.generation = generation
+        self.generation, self.commit_id = generation, commit_id
 
     def close(self) -> None:
         """Close; a writer's uncommitted changes are rolled back (by SQLite on close, if the

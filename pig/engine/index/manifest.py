@@ -10,7 +10,7 @@ from typing import Any, TypeGuard
 
 from pig.engine.host.fsutil import write_atomic
 from pig.engine.media.segments import WHOLE, Segmenting
-from pig.errors import IndexStoreError, PigError
+from pig.errors import IndexDamaged, IndexIOError, IndexStoreError, PigError
 
 FORMAT = "pig-index"
 FORMAT_VERSION = 2  # 2: base + delta vectors files, checksums (1: one vectors file)
@@ -69,23 +69,25 @@ class IndexManifest:
         try:
             raw = path.read_bytes()
         except OSError as exc:
-            raise IndexStoreError(f"{path}: unreadable index manifest ({exc.strerror})") from None
+            raise IndexIOError(f"{path}: unreadable index manifest ({exc.strerror})") from None
         try:
             doc = json.loads(raw)
             if not isinstance(doc, dict):
                 raise ValueError(f"a JSON {type(doc).__name__}, not an object")
-            if doc.get("format") != FORMAT:
-                raise ValueError(f"format is {doc.get('format')!r}, expected {FORMAT!r}")
-            if doc.get("format_version") != FORMAT_VERSION:
-                raise ValueError(
-                    f"format_version {doc.get('format_version')}, this pig-engine reads "
-                    f"{FORMAT_VERSION}"
-                )
+        except (ValueError, RecursionError) as exc:
+            raise IndexDamaged(f"{path}: invalid index manifest ({exc})") from None
+        if doc.get("format") != FORMAT:  # another tool's file: the user's choice of folder
+            raise IndexStoreError(f"{path}: format is {doc.get('format')!r}, expected "
+                                  f"{FORMAT!r}")
+        if doc.get("format_version") != FORMAT_VERSION:
+            raise IndexStoreError(f"{path}: format_version {doc.get('format_version')}, this "
+                                  f"pig-engine reads {FORMAT_VERSION}")
+        try:
             m = cls(**{k: v for k, v in doc.items() if k not in ("format", "format_version")})
             _check_fields(m)
             Segmenting.from_dict(m.segmenting)
         except (ValueError, TypeError, AttributeError, RecursionError, PigError) as exc:
-            raise IndexStoreError(f"{path}: invalid index manifest ({exc})") from None
+            raise IndexDamaged(f"{path}: invalid index manifest ({exc})") from None
         return m
 
 

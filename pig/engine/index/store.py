@@ -65,6 +65,7 @@ from pig.engine.index.catalog import (
 from pig.engine.index.lock import LOCK_NAME, DirLock
 from pig.engine.index.manifest import DTYPES, MANIFEST_NAME, IndexManifest
 from pig.engine.index.vectors import (
+    FileIdentity,
     PartMissingError,
     Subset,
     VectorSet,
@@ -73,7 +74,7 @@ from pig.engine.index.vectors import (
 )
 from pig.engine.media import sources
 from pig.engine.media.segments import Segmenting
-from pig.errors import IndexDamaged, IndexStoreError
+from pig.errors import IndexDamaged, IndexIOError, IndexStoreError
 
 _OPEN_RETRIES = 100  # a reader racing writers' commits retries with the newer generation
 EXACT_SEARCH_MAX = 10_000  # auto mode scans up to this many vectors (bench_search: ~1 ms)
@@ -404,7 +405,7 @@ class VideoIndex:
             catalog = Catalog(d / name, writable=writable)
             try:
                 if catalog.generation < 1 or catalog.generation < m.generation:
-                    raise IndexStoreError(
+                    raise IndexDamaged(
                         f"{d}: catalog generation {catalog.generation} does not match manifest "
                         f"generation {m.generation}; the index is corrupt"
                     )
@@ -414,7 +415,7 @@ class VideoIndex:
                 )
                 segments = catalog.segment_count()
                 if len(vectors) != segments:
-                    raise IndexStoreError(
+                    raise IndexDamaged(
                         f"{d}: the vectors files hold {len(vectors)} vectors but the catalog "
                         f"lists {segments} segments; the index is corrupt"
                     )
@@ -427,7 +428,7 @@ class VideoIndex:
             except BaseException:
                 catalog.close()
                 raise
-        raise IndexStoreError(f"{d}: vectors file {missing} is missing; the index is corrupt")
+        raise IndexDamaged(f"{d}: vectors file {missing} is missing; the index is corrupt")
 
     @staticmethod
     def committed_generation(directory: str | os.PathLike[str]) -> int:
@@ -438,6 +439,35 @@ class VideoIndex:
             return catalog.generation
         finally:
             catalog.close()
+
+    @staticmethod
+    def committed_id(directory: str | os.PathLike[str]) -> str:
+        """The id of the last commit in ``directory``, unique per commit (one catalog query):
+        a reader whose :attr:`commit_id` differs holds another commit, or another index that
+        took the folder's place, whatever its generation number."""
+        catalog = Catalog(Path(directory).absolute() / CATALOG_NAME, writable=False)
+        try:
+            return catalog.commit_id
+        finally:
+            catalog.close()
+
+    def changed_files(self) -> list[str]:
+        """Why the vectors files this reader opened are no longer the ones it verified (one
+        line each: gone, or another size, modification time or inode), cheaply (a stat
+        each); [] while they are."""
+        changed = []
+        for name, opened in self._vectors.opened.items():
+            try:
+                st = os.stat(self.path / name)
+            except OSError as exc:
+                changed.append(f"{self.path / name}: {exc.strerror or 'gone'} since it was opened")
+                continue
+            now = FileIdentity.of(st)
+            if now != opened:
+                changed.append(f"{self.path / name}: changed in place since it was opened "
+                               f"({opened.differs(now)}); index files are never to be "
+                               "modified in place")
+        return changed
 
     @classmethod
     def restore_manifest(cls, directory: str | os.PathLike[str]) -> IndexManifest:
@@ -533,6 +563,11 @@ class VideoIndex:
     def generation(self) -> int:
         """Generation of the last commit (what a crash right now would leave)."""
         return self._catalog.generation
+
+    @property
+    def commit_id(self) -> str:
+        """Id of the commit this index holds, unique per commit (see :meth:`committed_id`)."""
+        return self._catalog.commit_id
 
     @property
     def writable(self) -> bool:
@@ -1047,12 +1082,12 @@ def _os_errors(d: Path) -> Iterator[None]:
         yield
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
-            raise IndexStoreError(f"{exc.filename or d}: no space left on device") from exc
-        raise IndexStoreError(f"{d}: index I/O failed ({exc})") from exc
+            raise IndexIOError(f"{exc.filename or d}: no space left on device") from exc
+        raise IndexIOError(f"{d}: index I/O failed ({exc})") from exc
     except sqlite3.OperationalError as exc:
         if sqlite_out_of_space(exc, d):
-            raise IndexStoreError(f"{d / CATALOG_NAME}: no space left on device") from exc
-        raise IndexStoreError(f"{d}: index I/O failed ({exc})") from exc
+            raise IndexIOError(f"{d / CATALOG_NAME}: no space left on device") from exc
+        raise IndexIOError(f"{d}: index I/O failed ({exc})") from exc
 
 
 def _is_index_file(name: str) -> bool:
@@ -1071,7 +1106,7 @@ def _read_manifest(d: Path, catalog_name: str = CATALOG_NAME) -> IndexManifest:
     except IndexStoreError as exc:
         if not (d / catalog_name).is_file() or _manifest_copy(d, catalog_name) is None:
             raise
-        raise IndexStoreError(
+        raise IndexDamaged(
             f"{exc}; this folder holds an index (its catalog and vectors files) without a "
             f"readable {MANIFEST_NAME}: run `pig-engine restore-manifest --index {d}` to "
             "rewrite it from the copy kept in the catalog, or restore it from a backup"

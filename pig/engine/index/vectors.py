@@ -27,7 +27,7 @@ import pig.engine.host.native  # noqa: F401  (must precede usearch: see the modu
 from usearch.index import Index
 from usearch.index import search as brute_force
 
-from pig.errors import IndexStoreError
+from pig.errors import IndexDamaged, IndexIOError, IndexStoreError
 
 UNIT_NORM_TOL = 1e-3  # |‖v‖ - 1| allowed for "unit" vectors (fp16/int8 engines normalise in fp32)
 EF_REF_N = 50_000  # HNSW ef stays as configured up to this many vectors (see search_expansion)
@@ -149,9 +149,9 @@ class VectorStore:
         try:
             store.index.view(str(path)) if view else store.index.load(str(path))
         except (RuntimeError, ValueError) as exc:
-            raise IndexStoreError(f"{path}: unreadable vectors file ({exc})") from None
+            raise IndexDamaged(f"{path}: unreadable vectors file ({exc})") from None
         if store.index.ndim != dim:
-            raise IndexStoreError(f"{path}: vectors file has dim {store.index.ndim}, not {dim}")
+            raise IndexDamaged(f"{path}: vectors file has dim {store.index.ndim}, not {dim}")
         return store
 
     def encode(self, x: np.ndarray) -> np.ndarray:
@@ -217,7 +217,7 @@ class VectorStore:
             st = os.statvfs(path.parent)
             if st.f_bavail * st.f_frsize < self.index.serialized_length:
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from None
-            raise IndexStoreError(f"{path}: cannot write vectors file ({exc})") from None
+            raise IndexIOError(f"{path}: cannot write vectors file ({exc})") from None
 
 
 def search_expansion(n: int, configured: int) -> int:
@@ -266,6 +266,27 @@ def fd_checksum(fd: int) -> str:
     return h.hexdigest()
 
 
+@dataclass(frozen=True)
+class FileIdentity:
+    """What a served file is checked against while it is served: (device, inode, size,
+    modification time)."""
+
+    dev: int
+    ino: int
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> FileIdentity:
+        return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def differs(self, other: FileIdentity) -> str:
+        """Which fields of ``other`` differ, in words."""
+        return ", ".join(f"{name} {getattr(self, name)} -> {getattr(other, name)}"
+                         for name in ("size", "mtime_ns", "ino", "dev")
+                         if getattr(self, name) != getattr(other, name))
+
+
 class PartMissingError(Exception):
     """A committed part file vanished before it was opened: a newer commit replaced it."""
 
@@ -295,6 +316,7 @@ class VectorSet:
         # the delta was built in this process by adds alone: its graph can become the base as
         # it is (a first build then costs one HNSW construction, not two)
         self.delta_pristine = not len(delta)
+        self.opened: dict[str, FileIdentity] = {}  # part file name -> as verified at open
 
     @classmethod
     def empty(cls, dim: int, dtype: str, settings: dict[str, Any]) -> VectorSet:
@@ -327,7 +349,8 @@ class VectorSet:
                 continue
             part = PartFile.from_dict(parts[role])
             mapped = role == "base" if writable else view
-            store = _open_verified(d / part.file, part, dim, dtype, settings, view=mapped)
+            store, out.opened[part.file] = _open_verified(d / part.file, part, dim, dtype,
+                                                          settings, view=mapped)
             setattr(out, role, store)
             setattr(out, f"{role}_file", part)
         out.delta_pristine = not len(out.delta)
@@ -537,8 +560,9 @@ def _write_part(store: VectorStore, final: Path, publish: Any) -> PartFile:
 
 def _open_verified(
     path: Path, part: PartFile, dim: int, dtype: str, settings: dict[str, Any], *, view: bool
-) -> VectorStore:
-    """Open ``path``, check size and checksum against ``part``, then hand it to usearch.
+) -> tuple[VectorStore, FileIdentity]:
+    """Open ``path``, check size and checksum against ``part``, then hand it to usearch;
+    returns the store and the identity of the file verified.
 
     usearch reads the already opened file (``/proc/self/fd/N``), so a commit that deletes
     ``path`` meanwhile cannot make it read another file or none.
@@ -548,14 +572,15 @@ def _open_verified(
     except FileNotFoundError:
         raise PartMissingError(str(path)) from None
     try:
-        size = os.fstat(fd).st_size
+        st = os.fstat(fd)
+        size = st.st_size
         if size != part.size:
-            raise IndexStoreError(
+            raise IndexDamaged(
                 f"{path}: damaged vectors file ({size} bytes, {part.size} recorded at commit); "
                 f"{_RESTORE}"
             )
         if fd_checksum(fd) != part.xxh3_128:
-            raise IndexStoreError(
+            raise IndexDamaged(
                 f"{path}: damaged vectors file (its {CHECKSUM} checksum differs from the one "
                 f"recorded at commit); {_RESTORE}"
             )
@@ -564,10 +589,10 @@ def _open_verified(
     finally:
         os.close(fd)  # a memory map keeps the file alive
     if len(store) != part.count:
-        raise IndexStoreError(
+        raise IndexDamaged(
             f"{path}: holds {len(store)} vectors, {part.count} recorded at commit; {_RESTORE}"
         )
-    return store
+    return store, FileIdentity.of(st)
 
 
 _RESTORE = "restore the index folder from a backup or rebuild it (pig-engine index into a new one)"

@@ -50,12 +50,13 @@ from pig.engine.backends.select import choose, open_backend
 from pig.engine.bundle import Bundle
 from pig.engine.index import Entry, Plan
 from pig.engine.ingest.options import PipelineOptions
+from pig.engine.ingest.ray_local import LocalRay
 from pig.engine.ingest.work import FileFailure, decode_file, preprocess_segment
 from pig.engine.ingest.writer import Embed, IndexWriter
 from pig.engine.media.segments import Segmenting
 from pig.engine.media.video import VideoSegment
 from pig.engine.recipe import PreprocessRecipe
-from pig.errors import PigError
+from pig.errors import EnvironmentFault, PigError
 from pig.signals import StopSignals
 
 INSTALL = "pip install 'pig-engine[ray]' (ray[data]==2.60.0)"
@@ -232,9 +233,12 @@ def _embed(ray: Any, bundle: Bundle, choice: _Choice, options: PipelineOptions,
         raise
     except Exception as err:  # e.g. an encoder actor on a node that cannot read the bundle
         user = _user_error(err)
-        if user is None:
-            raise
-        raise _shared_error(str(bundle.dir), user) from None
+        if user is not None:
+            raise _shared_error(str(bundle.dir), user) from None
+        if isinstance(err, ray.exceptions.RayError):  # a node, agent or worker died
+            raise EnvironmentFault(f"Ray failed mid-run: {_what_died(err)}; the files done "
+                                   "so far are committed, a rerun indexes the rest") from None
+        raise
     finally:  # stop the streaming execution now, not when Ray is already shut down
         batches.close()
         _wait_for_executors()
@@ -252,6 +256,15 @@ def _wait_for_executors(timeout: float = 30.0) -> None:
     for thread in threading.enumerate():
         if thread.name.startswith("StreamingExecutor-"):
             thread.join(max(0.0, deadline - time.monotonic()))
+
+
+def _what_died(err: BaseException) -> str:
+    """One line out of a Ray error: its kind and the lines saying what died and why."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    said = [line for line in lines if any(w in line.lower() for w in ("died", "crashed",
+                                                                          "dead", "killed"))]
+    text = f"{type(err).__name__}: " + " ".join(dict.fromkeys(said or lines[:1]))
+    return text if len(text) <= 400 else text[:397] + "..."
 
 
 def _user_error(err: BaseException | None) -> PigError | None:
@@ -287,13 +300,20 @@ class RayRunner:
                  ) -> Iterator[tuple[dict[str, Any], Embed]]:
         ray = _import_ray()
         started = not ray.is_initialized()
+        local = None
         if started:
+            if self.options.address is None:
+                local = LocalRay(log)
+                local.sweep()  # what a killed earlier run left behind
             self._init(ray)
+            if local is not None:
+                local.record(ray)
         try:
             ctx = ray.data.DataContext.get_current()
             ctx.enable_progress_bars = False  # the pipeline's tqdm bar shows progress
             ctx.print_on_execution_start = False
-            logging.getLogger("ray.data").setLevel(logging.ERROR)
+            # a failure is reported once, as one line (below): not Ray Data's own traceback
+            logging.getLogger("ray.data").setLevel(logging.CRITICAL)
             gpus = self.options.encoder_gpus
             if gpus is None:
                 gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
@@ -310,6 +330,8 @@ class RayRunner:
                     "device": choice.device, "precision": choice.precision, "runner": "ray"}
             yield info, partial(_embed, ray, bundle, choice, options, self.options, gpus)
         finally:
+            if local is not None:
+                local.stop_watching()
             if started:
                 # Finalise the Ray objects left in reference cycles now, on this thread: Ray
                 # Data's touch Ray when finalised, and after ray.shutdown() that makes the core
@@ -317,6 +339,8 @@ class RayRunner:
                 # thread the GC runs them (seen in CI after Ctrl-C: 1 instead of 130).
                 gc.collect()
                 ray.shutdown()
+                if local is not None:
+                    local.release()
 
     def _init(self, ray: Any) -> None:
         o = self.options

@@ -19,6 +19,7 @@ from pig.engine.ingest.options import PipelineOptions
 from pig.engine.ingest.report import IndexReport
 from pig.engine.ingest.work import FileFailure
 from pig.engine.media.segments import format_time
+from pig.errors import EnvironmentFault
 from pig.signals import StopSignals
 
 
@@ -152,6 +153,10 @@ def run_plans(index: VideoIndex, files: Iterable[str | os.PathLike[str]],
                     embed(todo, writer, stop)
                 except KeyboardInterrupt:  # a second signal (or a runner that stops at once)
                     stop.signum = stop.signum or signal.SIGINT
+                except EnvironmentFault:  # the engine failed (a Ray node died): keep what
+                    with stop.guarded():  # was added (whole files), then say why
+                        index.commit()
+                    raise
         if commit:
             with stop.guarded():
                 index.commit()

@@ -50,7 +50,8 @@ class Prepared:
 
 class QueryEngine:
     """One or several indexes (shards of one bundle fingerprint, searched as one) opened
-    read-only (memory-mapped), with the text encoder of their bundle. Not thread-safe: the
+    read-only (memory-mapped, or with ``view=False`` read into memory), with the text encoder
+    of their bundle. Not thread-safe: the
     server calls :meth:`execute` under its index lock and only from its batcher thread."""
 
     def __init__(
@@ -60,6 +61,8 @@ class QueryEngine:
         backend: str = "auto",
         precision: str | None = None,
         log: Callable[[str], None] | None = None,
+        *,
+        view: bool = True,
     ) -> None:
         dirs = [index_dir] if isinstance(index_dir, str | os.PathLike) else list(index_dir)
         if not dirs:
@@ -70,7 +73,7 @@ class QueryEngine:
         self._video: Backend | None = None
         try:
             for d in dirs:
-                self.indexes.append(VideoIndex.open(d, view=True))
+                self.indexes.append(VideoIndex.open(d, view=view))
             check_same_model(self.indexes)
             self.bundle: Bundle = bundle_for(self.indexes[0], bundle_dir)
             self.tokenizer = ClipTokenizer(self.bundle.tokenizer_spec)

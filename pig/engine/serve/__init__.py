@@ -3,6 +3,8 @@
 Modules: :mod:`.models` (request/response schemas), :mod:`.batcher` (the micro-batcher),
 :mod:`.service` (searcher, live index generations, batch execution), :mod:`.metrics`
 (Prometheus), :mod:`.app` (FastAPI routes, auth, errors), :mod:`.server` (uvicorn, signals),
+:mod:`.connections` (bounds on connections, heads, bodies, timeouts), :mod:`.hosts` (Host and
+Origin checks), :mod:`.budget` (the cost budget), :mod:`.media` (which file media sends),
 ``static/`` (the search page). Only :func:`missing_extra` is importable without the extra.
 """
 

@@ -4,6 +4,7 @@ route groups of :mod:`pig.engine.serve.routes` (one module each), behind the fas
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterable
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
@@ -15,7 +16,9 @@ from pig.engine.serve import errors
 from pig.engine.serve.auth import ApiKey, auth_dependencies
 from pig.engine.serve.batcher import Closed, QueueFull
 from pig.engine.serve.body_limit import BodyLimit
+from pig.engine.serve.budget import Budgeted
 from pig.engine.serve.fastlane import FastLane
+from pig.engine.serve.hosts import HostCheck
 from pig.engine.serve.metrics import RequestMetrics
 from pig.engine.serve.routes import GROUPS, Context
 from pig.engine.serve.service import Service
@@ -27,9 +30,12 @@ from pig.version import version
 MAX_BODY_BYTES = MAX_QUERIES_PER_REQUEST * (12 * MAX_QUERY_CHARS + 8) + 4096
 
 
-def create_app(service: Service, api_key: str | None = None) -> FastLane:
-    """The application serving ``service`` (the FastAPI app behind its :class:`FastLane`);
-    ``api_key`` guards every data route."""
+def create_app(service: Service, api_key: str | None = None,
+               allowed_hosts: Iterable[str] = (), cors_origins: Iterable[str] = ()) -> HostCheck:
+    """The application serving ``service``: the FastAPI app behind its :class:`FastLane`,
+    behind the cost budget's scope and the Host/Origin check (every route gets both);
+    ``api_key`` guards every data route, ``allowed_hosts`` are names accepted besides IP
+    addresses and ``localhost``, ``cors_origins`` the other origins browsers may call from."""
     app = FastAPI(title="pig-engine", summary="PIG text-to-video search",
                   version=version(), default_response_class=errors.Json,
                   docs_url=None, redoc_url=None)  # routes/docs.py: served offline
@@ -53,4 +59,4 @@ def create_app(service: Service, api_key: str | None = None) -> FastLane:
         importlib.import_module(f"pig.engine.serve.routes.{group}").register(ctx)
     app.include_router(api)
     lane.bind(api)
-    return lane
+    return HostCheck(Budgeted(lane), allowed_hosts, cors_origins)

@@ -32,12 +32,18 @@ class Metrics:
                                     buckets=_BATCH, registry=r)
         self.queue_depth = Gauge("pig_queue_depth", "requests waiting for the encoder",
                                  registry=r)
+        self.cost_in_flight = Gauge("pig_cost_in_flight", "results (queries x k) held by the "
+                                    "requests in flight (the cost budget)", registry=r)
         self.generation = Gauge("pig_index_generation", "index generation being served, by "
                                 "index (its position in the --index list, from 0)", ["index"],
                                 registry=r)
         self.vectors = Gauge("pig_index_vectors", "vectors in the served generation, by index "
                              "(its position in the --index list, from 0)", ["index"],
                              registry=r)
+        self.out_of_service = Gauge("pig_index_out_of_service", "1 while the index (its "
+                                    "position in the --index list) is taken out of service: "
+                                    "its files gone, damaged or changed in place", ["index"],
+                                    registry=r)
         self.reloads = Counter("pig_index_reloads", "index generations opened, by index (its "
                                "position in the --index list) and outcome", ["index", "outcome"],
                                registry=r)

@@ -264,14 +264,21 @@ class Preview(BaseModel):
                             "rendition's 0 s: seek to start_s - offset_s")
 
 
+class OutOfService(BaseModel):
+    index: int = Field(description="its position in the --index list")
+    path: str
+    reason: str = Field(description="one line naming the file and the cause")
+
+
 class Health(BaseModel):
-    status: Literal["live", "ready", "draining", "degraded"]
+    status: Literal["live", "ready", "degraded", "draining"]
     generation: int | None = Field(None, description="the first index's generation (see "
                                    "pig_index_generation for each)")
     vectors: int | None = Field(None, description="vectors in all served indexes")
     model: str | None = None
-    degraded: list[str] | None = Field(None, description="status degraded: why, per damaged "
-                                       "index (one line naming the file)")
+    out_of_service: list[OutOfService] | None = Field(
+        None, description="indexes taken out of service (status degraded): their searches "
+        "get 503 naming them, the other routes serve on")
 
 
 class ErrorBody(BaseModel):

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
+import functools
 import ipaddress
 import os
+import resource
 import socket
 import ssl
 import time
@@ -29,9 +32,10 @@ from starlette.types import ASGIApp
 
 from pig import signals
 from pig.engine.serve.app import create_app
-from pig.engine.serve.fastlane import FastLane
+from pig.engine.serve.connections import BodyPool, ConnectionLimits, GuardedProtocol
+from pig.engine.serve.hosts import HostCheck
 from pig.engine.serve.service import ServeOptions, Service
-from pig.errors import PigError
+from pig.errors import EnvironmentFault, PigError
 
 DRAIN_SECONDS = 30
 ACCESS_FORMAT = '%(asctime)s %(client_addr)s "%(request_line)s" %(status_code)s'
@@ -46,6 +50,7 @@ class HttpOptions:
     ssl_keyfile: Path | None = None  # ... and its private key (PEM)
     root_path: str = ""  # the path prefix a reverse proxy serves this under, e.g. /pig
     cors_origins: tuple[str, ...] = ()  # browser origins allowed to call the API ("*": any)
+    allowed_hosts: tuple[str, ...] = ()  # Host names besides IP addresses and localhost
 
     @property
     def tls(self) -> bool:
@@ -81,6 +86,9 @@ class HttpOptions:
                                       and not parts.fragment):
                 raise PigError(f"--cors-origin {origin!r}: give an origin, scheme://host[:port] "
                                "with no path (e.g. https://app.example.com), or *")
+DEFAULT_HTTP = HttpOptions()
+DEFAULT_LIMITS = ConnectionLimits()
+SPARE_DESCRIPTORS = 256  # beyond the connections: index files, SQLite, the watcher, logs
 
 
 def resolve(host: str, port: int) -> tuple[socket.AddressFamily, tuple[str, int]]:
@@ -120,7 +128,7 @@ def url_of(sock: socket.socket, tls: bool = False) -> str:
 
 
 class _Server(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, app: FastLane, on_ready: Callable[[], None]):
+    def __init__(self, config: uvicorn.Config, app: HostCheck, on_ready: Callable[[], None]):
         super().__init__(config)
         self._app, self._on_ready = app, on_ready
 
@@ -150,18 +158,44 @@ def _log_config(access_log: bool) -> dict[str, object]:
     return config
 
 
-def run(app: FastLane, sock: socket.socket, on_ready: Callable[[], None],
-        http: HttpOptions = HttpOptions()) -> None:
-    """Serve ``app`` on the bound ``sock`` until SIGTERM/SIGINT, then drain."""
+def fit_descriptors(limits: ConnectionLimits, log: Callable[[str], None]) -> ConnectionLimits:
+    """``limits`` with ``max_connections`` that the descriptor limit can hold (raising the
+    soft limit towards the hard one first), so that excess connections are refused before
+    descriptors run out."""
+    need = limits.max_connections + SPARE_DESCRIPTORS
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < need:
+        soft = need if hard == resource.RLIM_INFINITY else min(hard, need)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft == resource.RLIM_INFINITY or soft >= need:
+        return limits
+    fits = soft - SPARE_DESCRIPTORS
+    if fits < 1:
+        raise EnvironmentFault(f"the descriptor limit ({soft}, ulimit -n) leaves no room for "
+                               f"connections beside {SPARE_DESCRIPTORS} spare ones")
+    log(f"pig-engine serve: --max-connections {limits.max_connections} lowered to {fits} "
+        f"(descriptor limit {soft}, ulimit -n)")
+    return dataclasses.replace(limits, max_connections=fits)
+
+
+def run(app: HostCheck, sock: socket.socket, on_ready: Callable[[], None],
+        http: HttpOptions = DEFAULT_HTTP, limits: ConnectionLimits = DEFAULT_LIMITS) -> None:
+    """Serve ``app`` on the bound ``sock`` under ``limits`` until SIGTERM/SIGINT, then
+    drain."""
     served: ASGIApp = app
     if http.cors_origins:  # outside the fast lane, so that its answers carry the headers too
         served = CORSMiddleware(app, allow_origins=list(http.cors_origins),
                                 allow_methods=["GET", "POST"], max_age=600,
                                 allow_headers=["Authorization", "Content-Type", "Range"])
+    protocol = functools.partial(GuardedProtocol, limits=limits,
+                                 pool=BodyPool(limits.body_pool_bytes))
     config = uvicorn.Config(served, log_config=_log_config(http.access_log), log_level=None,
                             access_log=http.access_log, lifespan="off",
                             timeout_graceful_shutdown=DRAIN_SECONDS, root_path=http.root_path,
-                            ssl_certfile=http.ssl_certfile, ssl_keyfile=http.ssl_keyfile)
+                            ssl_certfile=http.ssl_certfile, ssl_keyfile=http.ssl_keyfile,
+                            http=protocol)  # type: ignore[arg-type]
     _Server(config, app, on_ready).run(sockets=[sock])
 
 
@@ -181,13 +215,15 @@ def serve_index(index_dirs: Sequence[str | os.PathLike[str]], *, host: str, port
                 backend: str, precision: str | None, api_key_file: str | os.PathLike[str] | None,
                 insecure_no_auth: bool, options: ServeOptions,
                 say: Callable[[str], None], log: Callable[[str], None],
-                http: HttpOptions = HttpOptions()) -> None:
+                http: HttpOptions = DEFAULT_HTTP,
+                limits: ConnectionLimits = DEFAULT_LIMITS) -> None:
     """``pig-engine serve``: check where it may listen, open the indexes (several: of one
     bundle fingerprint, searched as one) and the encoder, bind, print the URL once accepting,
     serve until SIGTERM/SIGINT, print the stop line."""
     http.check()
     api_key = read_api_key(api_key_file) if api_key_file is not None else None
     check_exposure(host, port, api_key is not None, insecure_no_auth)
+    limits = fit_descriptors(limits, log)
     service = Service(index_dirs, bundle_dir, backend, precision, options, log=log)
     started: list[float] = []
     try:
@@ -202,7 +238,8 @@ def serve_index(index_dirs: Sequence[str | os.PathLike[str]], *, host: str, port
             say(f"pig-engine serve: ready at {url} ({served}; model {service.model_name}; "
                 f"{auth}; search page {url}/, API {url}/docs)")
 
-        run(create_app(service, api_key), sock, ready, http)
+        run(create_app(service, api_key, http.allowed_hosts, http.cors_origins), sock, ready,
+            http, limits)
     finally:
         service.close()
     if started:

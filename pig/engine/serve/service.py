@@ -10,33 +10,36 @@ Threads and what they touch:
 * the batcher's worker is the only caller of the text encoder (a TensorRT context has one
   stream; ONNX Runtime sessions are used from one thread), and it runs the batch's
   :meth:`QueryEngine.execute` (query vectors, filters, index searches, pages);
-* the indexes (each a read-only usearch view plus a SQLite snapshot) are used under
+* the indexes (each read-only usearch vectors in memory plus a SQLite snapshot) are used under
   ``_index_lock`` only, by the worker's searches, by catalog look-ups (``/v1/videos``) and by
   the swap to a new generation; usearch is not safe for a search concurrent with a change of
   the index object, and a snapshot's connection is not shared across threads without it;
-* the watcher thread polls each index's committed generation
-  (:meth:`VideoIndex.committed_generation`, a read of the catalog's commit record) every
-  ``reload_seconds``, opens a newer generation *outside* the lock (so queries go on
-  meanwhile), checks it, then swaps it in under the lock. Each index is reloaded on its own:
-  one that cannot be reopened keeps serving its previous generation, the others move on. A
-  generation is what one commit made, so a half-committed state is never served; removals
-  arrive the same way.
+* the watcher thread checks each index every ``reload_seconds``: the folder's commit id
+  (:meth:`VideoIndex.committed_id`, unique per commit: another index put in the folder's
+  place is seen whatever its generation number) and, while it is unchanged, the identity of
+  the vectors files opened (:meth:`VideoIndex.changed_files`: a stat each). A new commit is
+  opened *outside* the lock (so queries go on meanwhile), verified (sizes and checksums),
+  then swapped in under the lock; a generation is what one commit made, so a half-committed
+  state is never served.
 
-A damaged catalog (:class:`~pig.errors.IndexDamaged`, met by a search, a look-up or the
-watcher) marks its index degraded: ``/v1/health/ready`` answers 503 naming it, and searches
-answer 503 with the same line (embeddings go on), until the watcher reopens the index and its
-catalog passes ``quick_check`` (after ``pig-engine restore-catalog``). Each catalog is checked
-so at start-up too.
+An index whose folder is gone, whose files changed in place, whose catalog is damaged
+(:class:`~pig.errors.IndexDamaged`, met by the watcher, a search or a look-up) or whose new
+commit cannot be opened is *taken out of service* (degraded): its searches (a search covers
+every index) and look-ups get a 503 naming it and the cause, ``/v1/health/ready`` answers 503
+``degraded`` naming it, the other routes serve on; once its folder changes again and opens
+(its catalog passing ``quick_check``: after ``pig-engine restore-catalog``, say), it is back.
+Each catalog is checked so at start-up too. The vectors are read into memory
+(``view=False``), not memory-mapped: nothing done to the files can reach the served copy (a
+truncated mapped file is a SIGBUS that kills the whole server); bench/bench_served_files.py
+measures what that costs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import os
 import sqlite3
-import stat
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -46,13 +49,17 @@ from typing import Any
 import numpy as np
 
 from pig.engine.backends.base import text_lengths
-from pig.engine.index import INDEXED, FileRecord, VideoIndex, file_digest
-from pig.engine.index.catalog import SegmentRecord
+from pig.engine.index import INDEXED, FileRecord, VideoIndex
+from pig.engine.index.catalog import CATALOG_NAME, SegmentRecord
 from pig.engine.query.engine import Prepared, QueryEngine
 from pig.engine.query.request import Answer, Request
 from pig.engine.serve.batcher import MicroBatcher
+from pig.engine.serve.budget import CostBudget
+from pig.engine.serve.media import MediaFiles
 from pig.engine.serve.metrics import Metrics
 from pig.errors import IndexDamaged, PigError
+
+Signature = tuple[tuple[str, int, int, int], ...]  # a folder's files: name, inode, size, mtime
 
 
 @dataclass(frozen=True)
@@ -107,7 +114,8 @@ class Service:
         self.options = options
         self.log = log or (lambda _msg: None)
         self.metrics = Metrics()
-        self.engine = QueryEngine(index_dirs, bundle_dir, backend, precision, log=log)
+        self.engine = QueryEngine(index_dirs, bundle_dir, backend, precision, log=log,
+                                  view=False)
         self.index_dirs = [idx.path for idx in self.engine.indexes]  # a hit's index: i
         bundle = self.engine.bundle
         self.model = bundle.fingerprint
@@ -115,8 +123,9 @@ class Service:
         self.model_created = int((Path(bundle.dir) / "manifest.json").stat().st_mtime)
         self.dim = bundle.embedding_dim
         self._index_lock = threading.Lock()
-        self._reload_errors = [""] * len(self.index_dirs)  # the last one logged, per index
-        self.damage = [""] * len(self.index_dirs)  # per index: why it is degraded ("": not)
+        self._logged = [""] * len(self.index_dirs)  # the last reason logged, per index
+        # taken out of service: position -> (reason, the folder's signature then)
+        self._out: dict[int, tuple[str, Signature]] = {}
         try:
             for idx in self.engine.indexes:
                 idx.check_catalog()
@@ -124,6 +133,9 @@ class Service:
             self.engine.close()
             raise
         self._publish_state()
+        self.budget = CostBudget()
+        self.media = MediaFiles()
+        self.metrics.cost_in_flight.set_function(lambda: self.budget.held)
         self.batcher: MicroBatcher[_Queued, Encoded | Found] = MicroBatcher(
             self._run, max_batch=options.max_batch, max_wait_s=options.max_wait_ms / 1000,
             max_queue=options.max_queue)
@@ -136,26 +148,40 @@ class Service:
     def submit(self, job: list[str] | list[Request]) -> asyncio.Future[Encoded | Found]:
         """Tokenize ``job`` (texts to embed, or search requests) and queue it for the batcher
         (raises QueueFull / Closed instead of queueing, PigError for a text the tokenizer
-        refuses); call it on the event loop that awaits the result. A search request may
-        name a file as an example only if the catalog holds it."""
-        with self.metrics.stage("tokenize"):
-            if all(isinstance(j, str) for j in job):
-                ids, _ = self.engine.tokenizer.tokenize(job, parallel=False)  # type: ignore[arg-type]
-                item = _Queued(ids)
-            else:
-                prepared = [self.engine.prepare(r, files=False) for r in job]  # type: ignore[arg-type]
-                item = _Queued(np.concatenate([p.ids for p in prepared]), prepared)
-        return self.batcher.submit(item, max(1, len(item.ids)))
+        refuses, TooCostly past the cost budget of one request); call it on the event loop
+        that awaits the result. A search request may name a file as an example only if the
+        catalog holds it. Its cost is held until the request's answer is sent
+        (:mod:`.budget`)."""
+        texts = all(isinstance(j, str) for j in job)
+        release = self.budget.reserve(
+            len(job), None if texts else max(r.k for r in job))  # type: ignore[union-attr]
+        try:
+            with self.metrics.stage("tokenize"):
+                if texts:
+                    ids, _ = self.engine.tokenizer.tokenize(job, parallel=False)  # type: ignore[arg-type]
+                    item = _Queued(ids)
+                else:
+                    prepared = [self.engine.prepare(r, files=False) for r in job]  # type: ignore[arg-type]
+                    item = _Queued(np.concatenate([p.ids for p in prepared]), prepared)
+            future = self.batcher.submit(item, max(1, len(item.ids)))
+        except BaseException:
+            release()
+            raise
+        if not self.budget.defer(release):
+            future.add_done_callback(lambda _: release())
+        return future
 
     def state(self) -> list[tuple[int, int]]:
-        """(generation, vectors) being served, per index in ``index_dirs`` order."""
+        """(generation, vectors) being served, per index in ``index_dirs`` order (no vectors
+        from an index taken out of service)."""
         with self._index_lock:
-            return [(idx.generation, idx.counts()["vectors"]) for idx in self.engine.indexes]
+            return [(idx.generation, 0 if position in self._out else idx.counts()["vectors"])
+                    for position, idx in enumerate(self.engine.indexes)]
 
     def video(self, index: int, key: int) -> tuple[FileRecord, list[SegmentRecord]] | None:
         """The catalog row and segments of an indexed video with ``key`` in the served
         generation of the index at position ``index`` (a hit's ``index``; in range)."""
-        with self._index_lock, self._degrading():
+        with self._index_lock, self._degrading(index):
             idx = self.engine.indexes[index]
             rec = idx.record(key)
             if rec is None or rec.status != INDEXED:
@@ -178,7 +204,7 @@ class Service:
     def thumbnail(self, index: int, key: int, segment: int) -> bytes | None:
         """The JPEG thumbnail of segment ``segment`` of the indexed video ``key`` in the
         served generation of the index at position ``index`` (in range)."""
-        with self._index_lock, self._degrading():
+        with self._index_lock, self._degrading(index):
             return self.engine.indexes[index].thumbnail(key, segment)
 
     def close(self) -> None:
@@ -235,28 +261,46 @@ class Service:
                         found.generations[:] = generations
         return out
 
-    # --- degraded indexes ----------------------------------------------------------------
+    # --- indexes taken out of service (degraded) ------------------------------------------
     @contextlib.contextmanager
-    def _degrading(self) -> Iterator[None]:
-        """Refuse to use a degraded index, and mark the index whose catalog raises
-        :class:`IndexDamaged` degraded (its position found by the path the error names)."""
-        if why := next((d for d in self.damage if d), ""):
-            raise IndexDamaged(why)
+    def _degrading(self, position: int | None = None) -> Iterator[None]:
+        """Refuse to use the index at ``position`` (None: any, for what covers every index)
+        while it is out of service, and take out the index whose catalog raises
+        :class:`IndexDamaged` (its position found by the path the error names). Under
+        ``_index_lock``."""
+        out = sorted(self._out) if position is None else [p for p in (position,)
+                                                           if p in self._out]
+        if out:
+            raise IndexDamaged("; ".join(
+                f"index {p} ({self.index_dirs[p]}) is out of service: {self._out[p][0]}"
+                for p in out))
         try:
             yield
         except IndexDamaged as err:
             named = [i for i, d in enumerate(self.index_dirs)
                      if str(err).startswith(f"{d}{os.sep}")]
-            self._degrade(named[0] if named else 0, err)
+            self._take_out(named[0] if named else position or 0, str(err))
             raise
 
-    def _degrade(self, position: int, err: IndexDamaged) -> None:
-        """Mark the index at ``position`` degraded and close its catalog connection (so that
-        ``restore-catalog`` meets no reader of the damaged file). Under ``_index_lock``."""
-        if not self.damage[position]:
-            self.log(f"pig-engine serve: {self.index_dirs[position]}: degraded ({err})")
+    def _take_out(self, position: int, reason: str) -> None:
+        """Answer the searches and look-ups of the index at ``position`` with a 503 naming
+        ``reason`` until its folder changes and opens again, and close it (so that
+        ``restore-catalog`` meets no reader of a damaged catalog); say so once per distinct
+        reason. Under ``_index_lock``."""
+        if position not in self._out:
             self.engine.indexes[position].close()
-        self.damage[position] = str(err)
+        self._out[position] = (reason, _signature(self.index_dirs[position]))
+        self.metrics.reloads.labels(str(position), "error").inc()
+        self.metrics.out_of_service.labels(str(position)).set(1)
+        if reason != self._logged[position]:
+            self.log(f"pig-engine serve: index {position} taken out of service (degraded): "
+                     f"{reason}")
+            self._logged[position] = reason
+
+    def degraded(self) -> list[tuple[int, str]]:
+        """(position, reason) of each index taken out of service."""
+        with self._index_lock:
+            return sorted((position, reason) for position, (reason, _) in self._out.items())
 
     # --- live generations ----------------------------------------------------------------
     def _publish_state(self) -> list[tuple[int, int]]:
@@ -269,80 +313,68 @@ class Service:
 
     def _watch(self) -> None:
         while not self._stop.wait(self.options.reload_seconds):
-            for position, directory in enumerate(self.index_dirs):
+            for position in range(len(self.index_dirs)):
                 try:
-                    self._reload(position)
-                except IndexDamaged as err:
-                    with self._index_lock:
-                        self._degrade(position, err)
+                    self._check(position)
                 except Exception as err:  # the watcher must outlive any failure
-                    # keep serving this index's last good generation; say why once per
-                    # distinct error
-                    self.metrics.reloads.labels(str(position), "error").inc()
                     if not isinstance(err, PigError | OSError | sqlite3.Error):
                         err = RuntimeError(f"unexpected {type(err).__name__}: {err}")
-                    if str(err) != self._reload_errors[position]:
-                        self.log(f"pig-engine serve: {directory}: cannot open the new "
-                                 f"generation ({err}); still serving the previous one")
-                    self._reload_errors[position] = str(err)
+                    with self._index_lock:
+                        self._take_out(position, str(err))
 
-    def _reload(self, position: int) -> None:
-        """Swap in the index at ``position`` if a newer generation was committed there."""
+    def _check(self, position: int) -> None:
+        """Keep the index at ``position`` what its folder holds: reload a new commit (or
+        another index put in its place), take it out while its files are gone, changed in
+        place or unreadable, and back in once its folder can be opened again."""
         directory = self.index_dirs[position]
-        current = self.engine.indexes[position].generation  # only this thread changes it
-        damaged = bool(self.damage[position])  # reopened once its catalog checks out again
-        if VideoIndex.committed_generation(directory) == current and not damaged:
+        served = self.engine.indexes[position]  # only this thread changes it
+        out = self._out.get(position)
+        if out is not None and _signature(directory) == out[1]:
+            return  # nothing changed since it was taken out: do not reopen (and rehash)
+        if not (directory / CATALOG_NAME).is_file():
+            with self._index_lock:
+                self._take_out(position, f"{directory}: the index folder (or its catalog) is "
+                                         "gone")
             return
-        fresh = VideoIndex.open(directory, view=True)
+        if out is None and VideoIndex.committed_id(directory) == served.commit_id:
+            if changed := served.changed_files():
+                with self._index_lock:
+                    self._take_out(position, "; ".join(changed))
+            return
+        fresh = VideoIndex.open(directory, view=False)
         try:
             if fresh.fingerprint != self.model:
                 raise PigError(f"{directory}: now holds vectors of another model "
                                f"({fresh.fingerprint[:16]})")
-            if damaged:
+            if out is not None:
                 fresh.check_catalog()
         except BaseException:
             fresh.close()
             raise
-        if fresh.generation == current and not damaged:
-            fresh.close()
-            return
         with self._index_lock:
             old = self.engine.replace_index(position, fresh)
-            if damaged:
-                self.damage[position] = ""
-                self.log(f"pig-engine serve: {directory}: catalog readable again")
+            came_back = self._out.pop(position, None) is not None
         old.close()
-        self._reload_errors[position] = ""
+        self._logged[position] = ""
         self.metrics.reloads.labels(str(position), "ok").inc()
+        self.metrics.out_of_service.labels(str(position)).set(0)
         generation, vectors = self._publish_state()[position]
-        self.log(f"pig-engine serve: {directory}: now serving generation {generation} "
+        again = " again" if came_back else ""
+        self.log(f"pig-engine serve: {directory}: now serving{again} generation {generation} "
                  f"({vectors} vectors)")
 
 
-def media_file(record: FileRecord) -> tuple[Path, os.stat_result] | None:
-    """The file of ``record`` and its stat if it is still the regular file that was indexed,
-    else None: a path is only ever taken from the catalog. Same size and modification time
-    is the file; same size and another time (a ``touch``, a copy) is the file if its content
-    digest is the indexed one (hashed once per state of the file)."""
-    path = Path(record.path)
+def _signature(directory: Path) -> Signature:
+    """What a folder holds, cheaply: (name, inode, size, mtime) of each file in it."""
     try:
-        st = path.stat()
+        entries = list(os.scandir(directory))
     except OSError:
-        return None
-    if not stat.S_ISREG(st.st_mode) or st.st_size != record.size:
-        return None
-    if st.st_mtime_ns != record.mtime_ns and not _same_content(
-            record.path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns,
-            record.digest):
-        return None
-    return path, st
-
-
-@functools.lru_cache(maxsize=4096)
-def _same_content(path: str, dev: int, ino: int, size: int, mtime_ns: int, ctime_ns: int,
-                  digest: str | None) -> bool:
-    """Whether ``path`` (in the state its stat fields name) holds content of ``digest``."""
-    try:
-        return digest is not None and file_digest(path) == digest
-    except OSError:
-        return False
+        return ()
+    out = []
+    for entry in entries:
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        out.append((entry.name, st.st_ino, st.st_size, st.st_mtime_ns))
+    return tuple(sorted(out))

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pig.engine.host.gpu import GpuInfo
-from pig.errors import BackendUnavailable
+from pig.errors import BackendUnavailable, GpuFault
 
 DATACENTER_MODULE = "tensorrt"
 # ``tensorrt_rtx`` where NVIDIA's metapackage installs; the PyPI wheels
@@ -141,8 +141,8 @@ def load(gpu: GpuInfo | None, no_gpu: str = "no GPU") -> Flavour:
         except Exception as err:  # ImportError, or OSError/RuntimeError of a broken install
             failed.append(f"{name}: {type(err).__name__}: {err}")
     else:
-        raise BackendUnavailable(f"TensorRT cannot be imported ({'; '.join(failed)}); "
-                                 "use --backend onnxruntime")
+        raise GpuFault(f"TensorRT cannot be imported ({'; '.join(failed)}); "
+                         "use --backend onnxruntime")
     if gpu is None and not flavour.aot:
         raise BackendUnavailable(
             f"no GPU, and {flavour.module.__name__} {flavour.version} has no compute-capability "

@@ -7,8 +7,9 @@ from typing import Any
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from pig.engine.display import display_path
 from pig.engine.serve.errors import Json
-from pig.engine.serve.models import Health
+from pig.engine.serve.models import Health, OutOfService
 from pig.engine.serve.routes import Context
 
 
@@ -29,12 +30,17 @@ def register(ctx: Context) -> None:
     @app.get("/v1/health/ready", response_model=Health, tags=["operations"],
              responses={503: {"model": Health}})
     def ready() -> Any:
-        """Ready while serving (the index and backend are open before the port is bound)."""
+        """Ready while serving (the index and backend are open before the port is bound);
+        503 ``degraded`` naming each index taken out of service, 503 ``draining``."""
         if app.state.draining:
             return Json(Health(status="draining").model_dump(), status_code=503)
-        if damage := [why for why in service.damage if why]:
-            return Json(Health(status="degraded", degraded=damage).model_dump(),
-                        status_code=503)
         state = service.state()
-        return Health(status="ready", generation=state[0][0],
-                      vectors=sum(vectors for _, vectors in state), model=service.model)
+        health = Health(status="ready", generation=state[0][0],
+                        vectors=sum(vectors for _, vectors in state), model=service.model)
+        out = service.degraded()
+        if not out:
+            return health
+        health.status = "degraded"
+        health.out_of_service = [OutOfService(index=p, path=display_path(
+            service.index_dirs[p], controls=False), reason=reason) for p, reason in out]
+        return Json(health.model_dump(), status_code=503)

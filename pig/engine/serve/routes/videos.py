@@ -9,6 +9,7 @@ import mimetypes
 from pathlib import Path
 from typing import Annotated, Literal
 
+import anyio
 from fastapi import Header, HTTPException, Query
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, Response
@@ -21,10 +22,10 @@ from pig.engine.index import FileRecord
 from pig.engine.index.catalog import SegmentRecord
 from pig.engine.media import rendition, sources
 from pig.engine.serve.errors import error
+from pig.engine.serve.media import MediaFiles
 from pig.engine.serve.models import ErrorResponse, Library, Preview, Segment, VideoRecord
 from pig.engine.serve.object_media import object_media
 from pig.engine.serve.routes import Context
-from pig.engine.serve.service import media_file
 from pig.errors import VideoReadError
 
 MAX_ID = 2**63 - 1  # catalog ids are SQLite integers
@@ -47,7 +48,7 @@ IndexPosition = Annotated[int | None, Query(
     "required when several indexes are served, else 0"), BeforeValidator(_digits)]
 
 
-class MediaResponse(FileResponse):
+class RangeFileResponse(FileResponse):
     """A FileResponse whose Range errors are JSON like every other error."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -64,6 +65,31 @@ class MediaResponse(FileResponse):
                     scope, receive, send)
                 return
         await super().__call__(scope, receive, send)
+
+
+class MediaResponse(RangeFileResponse):
+    """The file of a catalog record, sent from the descriptor that was checked (so a file
+    swapped in after the check is never sent); 410 if it is not the file that was indexed."""
+
+    def __init__(self, files: MediaFiles, record: FileRecord) -> None:
+        media_type = mimetypes.guess_type(record.path)[0] or "application/octet-stream"
+        super().__init__(record.path, media_type=media_type)
+        self.files, self.record = files, record
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        opening = self.files.open(self.record)
+        opened = await anyio.to_thread.run_sync(opening.__enter__)  # may hash the file
+        try:
+            if opened is None:
+                await error(410, f"video {self.record.key}: the file is missing or "
+                            "changed since it was indexed (size, mtime or content)")(
+                    scope, receive, send)
+                return
+            self.path, self.stat_result = opened
+            self.set_stat_headers(self.stat_result)
+            await super().__call__(scope, receive, send)
+        finally:
+            opening.__exit__(None, None, None)
 
 
 def register(ctx: Context) -> None:
@@ -100,25 +126,21 @@ def register(ctx: Context) -> None:
                                              end_s=g.end_s) for g in segments],
                            media=f"/v1/videos/{rec.key}/media?index={index}")
 
-    @api.get("/v1/videos/{video_id}/media", response_class=FileResponse, tags=["videos"],
-             responses={200: {"content": {"video/*": {}}}, 206: {"description": "a Range"},
-                        410: {"model": ErrorResponse}, 416: {"model": ErrorResponse}})
+    @api.api_route("/v1/videos/{video_id}/media", methods=["GET", "HEAD"],
+                   response_class=FileResponse, tags=["videos"],
+                   responses={200: {"content": {"video/*": {}}}, 206: {"description": "a Range"},
+                              410: {"model": ErrorResponse}, 416: {"model": ErrorResponse}})
     def media(video_id: VideoId, index: IndexPosition = None,
               range_header: Annotated[str | None, Header(alias="range")] = None) -> Response:
-        """The indexed file itself, with HTTP Range support; only files in the catalog, and
-        only while they are the file that was indexed (same size, and same mtime or same
-        content digest), else 410. An object (s3://, https://) is proxied, or redirected to
-        a presigned URL when the server runs with --media-redirect."""
+        """The indexed file itself (GET, or HEAD for its headers), with HTTP Range support;
+        only files in the catalog, and only while the opened file is the one that was
+        indexed (same size, and same content digest, checked once per file identity), else
+        410. An object (s3://, https://) is proxied, or redirected to a presigned URL when
+        the server runs with --media-redirect."""
         rec = indexed(video_id, index)[1]
         if sources.is_url(rec.path):
             return object_media(rec, range_header, service.options.media_redirect)
-        found = media_file(rec)
-        if found is None:
-            raise HTTPException(410, f"video {video_id}: the file is missing or changed since "
-                                "it was indexed")
-        path, st = found
-        media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-        return MediaResponse(path, media_type=media_type, stat_result=st)
+        return MediaResponse(service.media, rec)
 
     @api.get("/v1/videos/{video_id}/thumbnail", response_class=Response, tags=["videos"],
              responses={200: {"content": {"image/jpeg": {}}}, 404: {"model": ErrorResponse}})
@@ -144,11 +166,11 @@ def register(ctx: Context) -> None:
         index, rec, _ = indexed(video_id, index)
         if sources.is_url(rec.path):
             return index, None
-        found = media_file(rec)
-        if found is None:
-            raise HTTPException(410, f"video {video_id}: the file is missing or changed since "
-                                "it was indexed")
-        return index, found[0]
+        with service.media.open(rec) as opened:  # the file that was indexed (may hash it)
+            if opened is None:
+                raise HTTPException(410, f"video {video_id}: the file is missing or changed "
+                                    "since it was indexed (size, mtime or content)")
+        return index, Path(rec.path)
 
     @api.get("/v1/videos/{video_id}/preview", response_model=Preview, tags=["videos"],
              responses={410: {"model": ErrorResponse}, 422: {"model": ErrorResponse}})
@@ -196,4 +218,4 @@ def register(ctx: Context) -> None:
         except VideoReadError as err:
             raise HTTPException(422, f"video {video_id} cannot be previewed: "
                                 f"{err.reason}") from None
-        return MediaResponse(out, media_type="video/mp4", stat_result=out.stat())
+        return RangeFileResponse(out, media_type="video/mp4", stat_result=out.stat())
