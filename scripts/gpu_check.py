@@ -333,7 +333,39 @@ def check_torch(dry_run: bool, batches: tuple[int, ...] = BATCHES) -> dict[str, 
                     run(static)
             graphs[str(b)] = round(_rate(g.replay, torch.cuda.synchronize, b), 1)
         out["videos_per_s_fp16_cuda_graphs"] = graphs
-    out["pass"] = all(p["pass"] for p in parity.values())
+        out["text"] = _text_lengths(model, cfg, dev, mode)
+    out["pass"] = all(p["pass"] for p in parity.values()) and out["text"]["cut_equals_padded"]
+    return out
+
+
+def _text_lengths(model: Any, cfg: Any, dev: Any, mode: Callable[[str], Any],
+                  cut: int = 20) -> dict[str, Any]:
+    """The text tower on queries of ``cut - 2`` words padded to the model's length against
+    the same queries cut after their EOS (what the runtime runs): the vectors must agree
+    (causal tower, first-EOS pooling) and the cut must be faster; queries/s at batch 1 and 64."""
+    import torch
+
+    full = cfg.text_max_length
+    gen = torch.Generator(device=dev).manual_seed(2)
+    ids = torch.full((64, full), 49407, dtype=torch.int64, device=dev)
+    ids[:, 0] = 49406
+    ids[:, 1:cut - 1] = torch.randint(1, 49000, (64, cut - 2), device=dev, generator=gen)
+    with mode("fp32"):
+        padded = model.encode_text(ids).embed_norm.double()
+        short = model.encode_text(ids[:, :cut].contiguous()).embed_norm.double()
+    out: dict[str, Any] = {"lengths": {"padded": full, "cut": cut},
+                           "max_abs_cut_vs_padded": float((padded - short).abs().max())}
+    out["cut_equals_padded"] = out["max_abs_cut_vs_padded"] <= 1e-5
+    for name in ("fp32", "fp16"):
+        with mode(name):
+            for b in (1, 64):
+                rates = {}
+                for label, x in (("padded", ids[:b].contiguous()),
+                                 ("cut", ids[:b, :cut].contiguous())):
+                    rates[label] = round(_rate(lambda x=x: model.encode_text(x),
+                                               torch.cuda.synchronize, b), 1)
+                rates["cut_over_padded"] = round(rates["cut"] / rates["padded"], 2)
+                out[f"queries_per_s_{name}_batch{b}"] = rates
     return out
 
 
