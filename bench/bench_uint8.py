@@ -8,7 +8,6 @@ Bundle: ``$PIG_BENCH_BUNDLE`` if set, else a synthetic bundle at the real input 
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -16,23 +15,16 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.bench_backends import _bundle
 from pig.calibration.uint8_input import uint8_video_graph
 from pig.engine.backends.onnxruntime import cpu_session
-from pig.engine.bundle import Bundle
 from pig.engine.media.preprocess import preprocess_frames
 from tests.clipgen import synth_frame
-from tests.fake_bundle import FakeSizes, write_bundle
 
 BATCH = 4  # videos
 BUDGET_S = 1.5
 
 
-def _bundle(scratch: Path) -> Bundle:
-    path = os.environ.get("PIG_BENCH_BUNDLE")
-    if path:
-        return Bundle.load(path)
-    sizes = FakeSizes(frames=12, size=224, patch=32, width=256, dim=512, vocab=49408, length=50)
-    return Bundle.load(write_bundle(scratch, sizes))
 
 
 def _rate(fn: Callable[[], object]) -> float:
